@@ -1,0 +1,191 @@
+"""Users, sites, login, lockout and API tokens (the core's account services).
+
+21 CFR 11.100(a): an electronic signature is unique to one person and never
+reassigned, so user names are never deleted or reused: users are deactivated.
+21 CFR 11.300(d): failed attempts are recorded and lock the account.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gmp_mes import audit
+from gmp_mes.clock import utcnow
+from gmp_mes.errors import (
+    AccountInactive,
+    AccountLocked,
+    AlreadyExists,
+    FollowUp,
+    InvalidCredentials,
+    NotFound,
+    ValidationFailed,
+)
+from gmp_mes.models import ApiToken, Role, Site, SiteKind, User, UserRole
+from gmp_mes.passwords import check_password, hash_password, password_problems
+
+MAX_FAILED_LOGINS = 5
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def create_site(
+    session: Session, code: str, *, kind: str, name: str, timezone: str = "UTC"
+) -> Site:
+    code = code.strip().upper()
+    errors: dict[str, list[str]] = {}
+    if not code or len(code) > 32 or not code.replace("-", "").isalnum():
+        errors["code"] = ["must be 1-32 letters, digits or dashes"]
+    if kind not in {k.value for k in SiteKind}:
+        errors["kind"] = [f"must be one of {', '.join(k.value for k in SiteKind)}"]
+    if not name.strip():
+        errors["name"] = ["must not be empty"]
+    if errors:
+        raise ValidationFailed("invalid site", errors=errors)
+    if session.scalar(select(Site).where(Site.code == code)):
+        raise AlreadyExists(f"site {code} already exists")
+    site = Site(code=code, kind=kind, name=name.strip(), timezone=timezone)
+    session.add(site)
+    session.flush()
+    return site
+
+
+def get_site(session: Session, code: str) -> Site:
+    site = session.scalar(select(Site).where(Site.code == code.strip().upper()))
+    if site is None:
+        raise NotFound(f"no site {code!r}")
+    return site
+
+
+def create_user(
+    session: Session,
+    username: str,
+    *,
+    password: str,
+    roles: Iterable[str],
+    site_code: str,
+    full_name: str | None = None,
+) -> User:
+    username = username.strip().lower()
+    roles = sorted(set(roles))
+    errors: dict[str, list[str]] = {}
+    if not USERNAME.match(username):
+        errors["username"] = ["must be 1-64 letters, digits, dots, dashes or underscores"]
+    unknown = [r for r in roles if r not in {x.value for x in Role}]
+    if not roles or unknown:
+        errors["roles"] = [f"each role must be one of {', '.join(r.value for r in Role)}"]
+    if problems := password_problems(password):
+        errors["password"] = problems
+    if errors:
+        raise ValidationFailed("invalid user", errors=errors)
+    site = get_site(session, site_code)
+    # A name once used is never given to anyone else, even after deactivation.
+    if session.scalar(select(User.id).where(User.username == username)):
+        raise AlreadyExists(f"user name {username!r} is taken and can never be reused")
+    user = User(
+        username=username,
+        full_name=(full_name or username).strip(),
+        site=site,
+        password_hash=hash_password(password),
+        active=True,
+        failed_logins=0,
+    )
+    user.role_rows = [UserRole(role=role) for role in roles]
+    session.add(user)
+    session.flush()
+    return user
+
+
+def get_user(session: Session, username: str, *, for_update: bool = False) -> User:
+    query = select(User).where(User.username == username.strip().lower())
+    if for_update:
+        query = query.with_for_update(of=User)
+    user = session.scalar(query)
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    return user
+
+
+def record_failure(username: str, max_failed: int = MAX_FAILED_LOGINS) -> FollowUp:
+    """A follow-up that counts a failed password, run after the failed request rolled back."""
+
+    def follow_up(session: Session) -> None:
+        user = session.scalar(
+            select(User).where(User.username == username).with_for_update(of=User)
+        )
+        if user is None:
+            audit.record(session, "auth.failed", "user", username, new={"known": False})
+            return
+        session.info["actor"] = audit.Actor(user.username, user.id, user.full_name)
+        user.failed_logins += 1
+        if user.failed_logins >= max_failed and user.locked_at is None:
+            user.locked_at = utcnow()
+        session.flush()
+        audit.record(
+            session, "auth.failed", "user", user.username, new={"failed": user.failed_logins}
+        )
+
+    return follow_up
+
+
+def authenticate(
+    session: Session, username: str, password: str, *, max_failed: int = MAX_FAILED_LOGINS
+) -> User:
+    """Check a password; failures count toward lockout even though the request fails."""
+    name = (username or "").strip().lower()
+    user = session.scalar(select(User).where(User.username == name))
+    valid = check_password(user.password_hash if user else None, password or "")
+    if user is not None and user.locked_at is not None:
+        raise AccountLocked(f"account {name} is locked; an administrator must unlock it")
+    if user is None or not valid:
+        raise InvalidCredentials(
+            "wrong user name or password", follow_up=record_failure(name, max_failed)
+        )
+    if not user.active:
+        raise AccountInactive(f"account {name} is deactivated")
+    if user.failed_logins:
+        user.failed_logins = 0
+    return user
+
+
+def issue_token(session: Session, user: User, ttl: timedelta) -> tuple[str, datetime]:
+    token = secrets.token_urlsafe(32)
+    expires_at = utcnow() + ttl
+    session.add(ApiToken(user_id=user.id, token_digest=_digest(token), expires_at=expires_at))
+    session.flush()
+    return token, expires_at
+
+
+def user_for_token(session: Session, token: str) -> User | None:
+    """The active, unlocked user a valid, unexpired token belongs to."""
+    row = session.scalar(select(ApiToken).where(ApiToken.token_digest == _digest(token)))
+    if row is None or row.expires_at <= utcnow():
+        return None
+    user = row.user
+    if not user.active or user.locked_at is not None:
+        return None
+    return user
+
+
+def unlock_user(session: Session, username: str) -> User:
+    user = get_user(session, username, for_update=True)
+    user.locked_at = None
+    user.failed_logins = 0
+    session.flush()
+    return user
+
+
+def deactivate_user(session: Session, username: str) -> User:
+    user = get_user(session, username, for_update=True)
+    user.active = False
+    session.flush()
+    return user
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,138 @@
+"""Core API: tokens, users, sites, audit trail, health."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from flask import Blueprint, current_app, g
+from flask_smorest import Blueprint as ApiBlueprint
+from marshmallow import fields
+from sqlalchemy import select, text
+
+from gmp_mes import accounts
+from gmp_mes.audit import Actor
+from gmp_mes.audit_queries import search_events
+from gmp_mes.http import database, db_session, roles_required
+from gmp_mes.models import AuditEvent, Site, User
+from gmp_mes.schemas import (
+    AuditEventSchema,
+    AuditQuerySchema,
+    SiteInSchema,
+    SiteSchema,
+    TokenRequestSchema,
+    TokenSchema,
+    UserInSchema,
+    UserSchema,
+)
+
+blp = ApiBlueprint("core", __name__, url_prefix="/api/v1", description="Accounts and audit trail")
+health = Blueprint("health", __name__)
+
+
+class AuditEventOutSchema(AuditEventSchema):
+    record = fields.Function(lambda e: json.loads(e.record))
+
+
+@blp.route("/auth/tokens", methods=["POST"])
+@blp.arguments(TokenRequestSchema)
+@blp.response(201, TokenSchema)
+@blp.doc(security=[])
+def create_token(body: dict[str, Any]) -> dict[str, Any]:
+    """Exchange user name and password for a bearer token."""
+    settings = current_app.config["GMP_SETTINGS"]
+    session = db_session()
+    user = accounts.authenticate(
+        session, body["username"], body["password"], max_failed=settings.max_failed_logins
+    )
+    session.info["actor"] = Actor(user.username, user.id, user.full_name)
+    token, expires_at = accounts.issue_token(
+        session, user, timedelta(minutes=settings.token_ttl_minutes)
+    )
+    return {"token": token, "expires_at": expires_at}
+
+
+@blp.route("/me", methods=["GET"])
+@blp.response(200, UserSchema)
+@roles_required()
+def me() -> User:
+    """The authenticated user."""
+    return db_session().get(User, g.user.id)
+
+
+@blp.route("/users", methods=["GET"])
+@blp.response(200, UserSchema(many=True))
+@roles_required("admin")
+def list_users() -> list[User]:
+    """All users, active and deactivated (names are never reused)."""
+    return list(db_session().scalars(select(User).order_by(User.username)))
+
+
+@blp.route("/users", methods=["POST"])
+@blp.arguments(UserInSchema)
+@blp.response(201, UserSchema)
+@roles_required("admin")
+def create_user(body: dict[str, Any]) -> User:
+    """Create a user bound to a site, with one or more roles."""
+    return accounts.create_user(
+        db_session(),
+        body["username"],
+        password=body["password"],
+        roles=body["roles"],
+        site_code=body["site"],
+        full_name=body["full_name"],
+    )
+
+
+@blp.route("/users/<username>/unlock", methods=["POST"])
+@blp.response(200, UserSchema)
+@roles_required("admin")
+def unlock_user(username: str) -> User:
+    """Unlock an account locked by failed logins."""
+    return accounts.unlock_user(db_session(), username)
+
+
+@blp.route("/users/<username>/deactivate", methods=["POST"])
+@blp.response(200, UserSchema)
+@roles_required("admin")
+def deactivate_user(username: str) -> User:
+    """Deactivate a user; the name stays reserved forever."""
+    return accounts.deactivate_user(db_session(), username)
+
+
+@blp.route("/sites", methods=["GET"])
+@blp.response(200, SiteSchema(many=True))
+@roles_required()
+def list_sites() -> list[Site]:
+    """Collection, manufacturing and treatment sites."""
+    return list(db_session().scalars(select(Site).order_by(Site.code)))
+
+
+@blp.route("/sites", methods=["POST"])
+@blp.arguments(SiteInSchema)
+@blp.response(201, SiteSchema)
+@roles_required("admin")
+def create_site(body: dict[str, Any]) -> Site:
+    """Create a site."""
+    return accounts.create_site(db_session(), body.pop("code"), **body)
+
+
+@blp.route("/audit", methods=["GET"])
+@blp.arguments(AuditQuerySchema, location="query")
+@blp.response(200, AuditEventOutSchema(many=True))
+@roles_required("qa", "admin")
+def list_audit(query: dict[str, Any]) -> list[AuditEvent]:
+    """Audit events, newest first, filtered by record, user and time."""
+    return search_events(db_session(), **query)
+
+
+@health.route("/healthz")
+def healthz() -> tuple[dict[str, Any], int]:
+    """Liveness and database reachability, for load balancers."""
+    try:
+        with database().engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any driver failure means "not healthy", reported, not raised
+        return {"status": "unhealthy", "database": f"unreachable: {type(exc).__name__}"}, 503
+    return {"status": "ok", "database": "reachable"}, 200

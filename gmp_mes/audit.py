@@ -1,0 +1,300 @@
+"""The audit trail: every change to a GMP record, hash-chained and append-only.
+
+21 CFR 11.10(e) / EU GMP Annex 11 §9: secure, computer-generated, time-stamped
+audit trails of operator entries and actions that create, modify or delete
+records; changes must not obscure previously recorded information.
+
+Events are written by a ``after_flush`` hook in the same transaction as the
+change they describe, so a record and its event commit together or not at all.
+Each event's hash covers the previous event's hash and its own canonical JSON.
+Writers are serialised while they extend the chain: a transaction-scoped
+advisory lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from sqlalchemy import Connection, event, insert, inspect, select, text
+from sqlalchemy.orm import Session
+
+from gmp_mes.clock import utcnow
+from gmp_mes.db import Base
+
+GENESIS_HASH = "0" * 64
+# Arbitrary constant identifying the audit chain's advisory lock on PostgreSQL.
+AUDIT_LOCK_KEY = 7_470_001
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who a change is attributed to: a user, or a named system component."""
+
+    username: str
+    user_id: int | None = None
+    printed_name: str | None = None
+
+    @classmethod
+    def system(cls, component: str) -> Actor:
+        return cls(username=f"system:{component}")
+
+
+class MissingActor(RuntimeError):
+    """A GMP record was changed without anyone to attribute it to (a bug, never user input)."""
+
+
+class Audited:
+    """Mixin for GMP records: inserts and updates are audited automatically."""
+
+    audit_entity: ClassVar[str]
+    audit_redacted: ClassVar[frozenset[str]] = frozenset()
+    audit_deletable: ClassVar[bool] = False
+
+    def audit_key(self) -> str:
+        return str(inspect(self).identity[0])  # type: ignore[index]
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON: sorted keys, no whitespace, UTF-8 text."""
+    return json.dumps(jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def format_time(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def chain_hash(prev_hash: str, record: str) -> str:
+    return hashlib.sha256((prev_hash + record).encode()).hexdigest()
+
+
+@contextmanager
+def reason(session: Session, text_: str | None) -> Iterator[None]:
+    """Attach a reason (required for corrections) to the events written inside."""
+    previous = session.info.get("audit_reason")
+    session.info["audit_reason"] = text_
+    try:
+        yield
+    finally:
+        session.info["audit_reason"] = previous
+
+
+def record(
+    session: Session,
+    action: str,
+    entity_type: str,
+    entity_id: str,
+    *,
+    new: Any = None,
+    old: Any = None,
+    reason_: str | None = None,
+) -> None:
+    """Write an explicit event (a verdict, a login failure, a verification)."""
+    _append(session, [(action, entity_type, entity_id, old, new, reason_)])
+
+
+def _actor(session: Session) -> Actor:
+    actor = session.info.get("actor")
+    if actor is None:
+        raise MissingActor("GMP write without an actor: set session.info['actor']")
+    return actor
+
+
+def _lock_chain(session: Session) -> Connection:
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+    return connection
+
+
+def _append(session: Session, changes: list[tuple[str, str, str, Any, Any, str | None]]) -> None:
+    if not changes:
+        return
+    actor = _actor(session)
+    connection = _lock_chain(session)
+    table = Base.metadata.tables["audit_event"]
+    head = connection.execute(
+        select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)
+    ).first()
+    seq, prev_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
+    rows = []
+    default_reason = session.info.get("audit_reason")
+    for action, entity_type, entity_id, old, new, why in changes:
+        seq += 1
+        at = utcnow()
+        why = why if why is not None else default_reason
+        body = {
+            "seq": seq,
+            "at": format_time(at),
+            "user_id": actor.user_id,
+            "username": actor.username,
+            "action": action,
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "reason": why,
+            "old": old,
+            "new": new,
+        }
+        record_text = canonical_json(body)
+        hash_ = chain_hash(prev_hash, record_text)
+        rows.append(
+            {
+                "seq": seq,
+                "occurred_at": at,
+                "user_id": actor.user_id,
+                "username": actor.username,
+                "action": action,
+                "entity_type": entity_type,
+                "entity_id": entity_id,
+                "reason": why,
+                "record": record_text,
+                "prev_hash": prev_hash,
+                "hash": hash_,
+            }
+        )
+        prev_hash = hash_
+    connection.execute(insert(table), rows)
+
+
+def _values(obj: Audited, *, changed_only: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    state = inspect(obj)
+    old: dict[str, Any] = {}
+    new: dict[str, Any] = {}
+    for attr in state.mapper.column_attrs:
+        key = attr.key
+        history = state.attrs[key].history
+        if changed_only and not history.has_changes():
+            continue
+        redact = key in obj.audit_redacted
+        current = history.added[0] if history.added else getattr(obj, key)
+        new[key] = "[redacted]" if redact else jsonable(current)
+        if changed_only and history.deleted:
+            old[key] = "[redacted]" if redact else jsonable(history.deleted[0])
+    return old, new
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_deletes(session: Session, _context: Any, _instances: Any) -> None:
+    for obj in session.deleted:
+        if isinstance(obj, Audited) and not obj.audit_deletable:
+            raise PermissionError(
+                f"{obj.audit_entity} {obj.audit_key()} is a GMP record and cannot be deleted"
+            )
+
+
+@event.listens_for(Session, "after_flush")
+def _audit_flush(session: Session, _context: Any) -> None:
+    changes: list[tuple[str, str, str, Any, Any, str | None]] = []
+    for obj in list(session.new):
+        if isinstance(obj, Audited):
+            _, new = _values(obj, changed_only=False)
+            changes.append(("create", obj.audit_entity, obj.audit_key(), None, new, None))
+    for obj in list(session.dirty):
+        if isinstance(obj, Audited) and session.is_modified(obj, include_collections=False):
+            old, new = _values(obj, changed_only=True)
+            if new:
+                changes.append(("update", obj.audit_entity, obj.audit_key(), old, new, None))
+    for obj in list(session.deleted):
+        if isinstance(obj, Audited):
+            _, old = _values(obj, changed_only=False)
+            changes.append(("delete", obj.audit_entity, obj.audit_key(), old, None, None))
+    _append(session, changes)
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    checked: int
+    bad_seq: int | None = None
+    problem: str | None = None
+
+    def message(self) -> str:
+        if self.ok:
+            return f"audit trail intact: {self.checked} events verified"
+        return f"audit trail broken at event {self.bad_seq}: {self.problem}"
+
+
+def count_events(connection: Connection) -> int:
+    return connection.execute(text("SELECT count(*) FROM audit_event")).scalar_one()
+
+
+def verify_chain(
+    connection: Connection, progress: Callable[[int], None] | None = None, batch: int = 20_000
+) -> VerifyResult:
+    """Recompute the chain in one streaming pass with flat memory."""
+    result = connection.execution_options(stream_results=True, yield_per=batch).execute(
+        text("SELECT seq, record, prev_hash, hash FROM audit_event ORDER BY seq")
+    )
+    expected_prev, expected_seq = GENESIS_HASH, 1
+    sha256 = hashlib.sha256
+    for rows in result.partitions(batch):
+        for seq, record_text, prev_hash, hash_ in rows:
+            if seq != expected_seq:
+                missing = expected_seq if seq > expected_seq else seq
+                return VerifyResult(False, expected_seq - 1, missing, "sequence gap or reorder")
+            if prev_hash != expected_prev:
+                return VerifyResult(False, seq - 1, seq, "previous-hash link broken")
+            if sha256((prev_hash + record_text).encode()).hexdigest() != hash_:
+                return VerifyResult(False, seq - 1, seq, "hash does not match its content")
+            expected_prev, expected_seq = hash_, seq + 1
+        if progress is not None:
+            progress(len(rows))
+    mismatch = _index_mismatch(connection)
+    if mismatch is not None:
+        return VerifyResult(False, expected_seq - 1, mismatch, "indexed columns differ from record")
+    return VerifyResult(True, expected_seq - 1)
+
+
+def _index_mismatch(connection: Connection) -> int | None:
+    """First event whose searchable columns were edited apart from its hashed record."""
+    if connection.dialect.name == "postgresql":
+        field = "(record::jsonb ->> '{0}')"
+        at_column = "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    else:
+        field = "json_extract(record, '$.{0}')"
+        at_column = "replace(occurred_at, ' ', 'T') || 'Z'"
+    checks = [
+        f"{field.format('seq')} IS DISTINCT FROM CAST(seq AS TEXT)"
+        if connection.dialect.name == "postgresql"
+        else f"{field.format('seq')} IS NOT seq",
+    ]
+    distinct = "IS DISTINCT FROM" if connection.dialect.name == "postgresql" else "IS NOT"
+    for column in ("username", "action", "entity_type", "entity_id", "reason"):
+        checks.append(f"{field.format(column)} {distinct} {column}")
+    checks.append(f"{field.format('at')} {distinct} {at_column}")
+    user_field = field.format("user_id")
+    if connection.dialect.name == "postgresql":
+        checks.append(f"{user_field} IS DISTINCT FROM CAST(user_id AS TEXT)")
+    else:
+        checks.append(f"{user_field} IS NOT user_id")
+    sql = f"SELECT min(seq) FROM audit_event WHERE {' OR '.join(checks)}"
+    return connection.execute(text(sql)).scalar()

@@ -1,0 +1,235 @@
+"""The ``gmp-mes`` command line (also ``flask --app gmp_mes``).
+
+Each command is one unit of work: it commits at the end or rolls back. Errors
+are one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from gmp_mes import accounts, audit, migrate
+from gmp_mes.audit import Actor
+from gmp_mes.db import Database
+from gmp_mes.errors import DomainError
+from gmp_mes.models import Role, SiteKind
+from gmp_mes.settings import SettingsError, load_settings
+
+
+def database() -> Database:
+    return current_app.extensions["gmp_mes.db"]
+
+
+def cli_actor() -> Actor:
+    """CLI actions are attributed to the operating-system account that ran them."""
+    return Actor.system(f"cli:{getpass.getuser()}")
+
+
+@contextmanager
+def unit_of_work(actor: Actor | None = None) -> Iterator[Session]:
+    """A committed transaction, with domain and database errors turned into one line."""
+    try:
+        with database().transaction(actor=actor or cli_actor()) as session:
+            yield session
+    except DomainError as exc:
+        if exc.follow_up is not None:
+            with database().transaction(actor=Actor.system("security")) as s:
+                exc.follow_up(s)
+        fields = "; ".join(f"{k}: {', '.join(v)}" for k, v in (exc.errors or {}).items())
+        raise click.ClickException(f"{exc.detail}{' (' + fields + ')' if fields else ''}") from exc
+    except DBAPIError as exc:
+        raise click.ClickException(f"database error: {exc.orig}") from exc
+
+
+def read_password(from_stdin: bool, prompt: str = "Password", confirm: bool = False) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise click.ClickException("no password on standard input")
+        return line.rstrip("\r\n")
+    return click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+
+
+def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (DomainError, SettingsError, OSError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        except DBAPIError as exc:
+            raise click.ClickException(f"database error: {exc.orig}") from exc
+
+    return wrapper
+
+
+@click.command("init")
+@with_appcontext
+@handles_errors
+def init_command() -> None:
+    """Create or upgrade the schema, load definitions, create the signing key."""
+    migrate.upgrade(database().engine)
+    click.echo("schema: up to date")
+    for hook in current_app.extensions["gmp_mes.init_hooks"]:
+        with unit_of_work() as session:
+            for line in hook(current_app, session):
+                click.echo(line)
+
+
+@click.group("sites")
+def sites_group() -> None:
+    """Collection, manufacturing and treatment sites."""
+
+
+@sites_group.command("create")
+@click.argument("code")
+@click.option("--kind", required=True, type=click.Choice([k.value for k in SiteKind]))
+@click.option("--name", required=True)
+@click.option("--timezone", default=None, help="IANA zone for pages and labels")
+@with_appcontext
+def sites_create(code: str, kind: str, name: str, timezone: str | None) -> None:
+    """Create a site."""
+    zone = timezone or current_app.config["GMP_SETTINGS"].timezone
+    with unit_of_work() as session:
+        site = accounts.create_site(session, code, kind=kind, name=name, timezone=zone)
+        click.echo(f"site {site.code} created ({site.kind})")
+
+
+@click.group("users")
+def users_group() -> None:
+    """People and their roles."""
+
+
+@users_group.command("create")
+@click.argument("username")
+@click.option("--role", "roles", multiple=True, required=True,
+              type=click.Choice([r.value for r in Role]), help="repeat for several roles")
+@click.option("--site", required=True, help="site code the user belongs to")
+@click.option("--full-name", default=None, help="printed name on signatures")
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+@with_appcontext
+def users_create(
+    username: str, roles: tuple[str, ...], site: str, full_name: str | None, password_stdin: bool
+) -> None:
+    """Create a user (the name can never be reused)."""
+    password = read_password(password_stdin, confirm=True)
+    with unit_of_work() as session:
+        user = accounts.create_user(
+            session, username, password=password, roles=roles, site_code=site,
+            full_name=full_name,
+        )
+        click.echo(f"user {user.username} created ({', '.join(sorted(user.roles))} at {site})")
+
+
+@users_group.command("unlock")
+@click.argument("username")
+@with_appcontext
+def users_unlock(username: str) -> None:
+    """Unlock an account locked after failed logins."""
+    with unit_of_work() as session:
+        accounts.unlock_user(session, username)
+        click.echo(f"user {username} unlocked")
+
+
+@users_group.command("deactivate")
+@click.argument("username")
+@with_appcontext
+def users_deactivate(username: str) -> None:
+    """Deactivate a user; the name stays reserved."""
+    with unit_of_work() as session:
+        accounts.deactivate_user(session, username)
+        click.echo(f"user {username} deactivated")
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """The audit trail."""
+
+
+@audit_group.command("verify")
+@with_appcontext
+@handles_errors
+def audit_verify() -> None:
+    """Recompute the hash chain; exit 1 naming the first bad event."""
+    with database().engine.connect() as connection:
+        total = audit.count_events(connection)
+        if total >= 10_000:
+            with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
+                result = audit.verify_chain(connection, progress=bar.update)
+        else:
+            result = audit.verify_chain(connection)
+    click.echo(result.message(), err=not result.ok)
+    if not result.ok:
+        sys.exit(1)
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, type=int, show_default=True)
+@with_appcontext
+def serve_command(host: str, port: int) -> None:
+    """Serve the web application with the scheduler (single node)."""
+    from werkzeug.serving import run_simple
+
+    from gmp_mes.scheduler import SchedulerHost
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    host_ = SchedulerHost(app)
+    host_.start_background()
+    click.echo(f"gmp-mes serving on http://{host}:{port}")
+    try:
+        run_simple(host, port, app, threaded=True, use_reloader=False)
+    finally:
+        host_.stop()
+
+
+def register(app: Flask) -> None:
+    for command in (
+        init_command, sites_group, users_group, audit_group, serve_command, scheduler_command
+    ):
+        app.cli.add_command(command)
+
+
+def main() -> None:
+    """Console entry point: settings are checked first so errors are one line."""
+    try:
+        load_settings()
+    except SettingsError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    from gmp_mes.app import create_app
+
+    FlaskGroup(name="gmp-mes", create_app=create_app, add_version_option=False,
+               load_dotenv=False).main(prog_name="gmp-mes")
+
+
+@click.command("scheduler")
+@with_appcontext
+def scheduler_command() -> None:
+    """Run the scheduler alone (one active across all nodes)."""
+    import signal
+    import threading
+
+    from gmp_mes.scheduler import SchedulerHost
+
+    host = SchedulerHost(current_app._get_current_object())  # type: ignore[attr-defined]
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    click.echo(f"scheduler started (pid {__import__('os').getpid()}, every {host.interval}s)")
+    try:
+        host.run_forever(stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        host.stop()

@@ -1,0 +1,334 @@
+"""The HTTP edge: request-scoped session, commit boundary, authentication,
+role checks, CSRF and problem+json rendering (RFC 9457)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import secrets
+import uuid
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Flask, Response, current_app, g, jsonify, request, session
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
+
+from gmp_mes import accounts
+from gmp_mes.audit import Actor
+from gmp_mes.clock import utcnow
+from gmp_mes.db import Database
+from gmp_mes.errors import DomainError, Forbidden, Unauthenticated
+from gmp_mes.models import User
+
+log = logging.getLogger("gmp_mes")
+F = TypeVar("F", bound=Callable[..., Any])
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+PROBLEM_JSON = "application/problem+json"
+
+
+class GmpFlask(Flask):
+    """Flask whose request boundary commits the unit of work after a successful view."""
+
+    def dispatch_request(self) -> Any:  # type: ignore[override]
+        result = super().dispatch_request()
+        db_session: Session | None = g.pop("db_session", None)
+        if db_session is not None:
+            try:
+                db_session.commit()
+            finally:
+                db_session.close()
+        return result
+
+
+def database(app: Flask | None = None) -> Database:
+    return (app or current_app).extensions["gmp_mes.db"]
+
+
+def db_session() -> Session:
+    """The request's session; writers (and GETs marked ``writes``) lock early on SQLite."""
+    if "db_session" not in g:
+        write = request.method not in SAFE_METHODS or g.get("writes", False)
+        s = database().session(write=write)
+        user = g.get("user")
+        s.info["actor"] = (
+            Actor(user.username, user.id, user.full_name) if user is not None else None
+        )
+        g.db_session = s
+    return g.db_session
+
+
+def writes(view: F) -> F:
+    """Mark a GET view that records something (a label print) as a writer."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        g.writes = True
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    s: Session | None = g.pop("db_session", None)
+    if s is not None:
+        s.rollback()
+        s.close()
+
+
+# --- authentication -------------------------------------------------------------------
+
+def current_user() -> User | None:
+    if "user" in g:
+        return g.user
+    g.user = _load_user()
+    return g.user
+
+
+def _load_user() -> User | None:
+    header = request.headers.get("Authorization", "")
+    with database().session(write=False) as s:
+        if header.lower().startswith("bearer "):
+            user = accounts.user_for_token(s, header[7:].strip())
+        elif "uid" in session and not request.path.startswith("/api/"):
+            user = _session_user(s)
+        else:
+            user = None
+        if user is not None:
+            _ = user.roles, user.site.code  # load before the session closes
+        return user
+
+
+def _session_user(s: Session) -> User | None:
+    from datetime import datetime, timedelta
+
+    settings = current_app.config["GMP_SETTINGS"]
+    seen = session.get("seen")
+    if seen is None or utcnow() - datetime.fromisoformat(seen) > timedelta(
+        minutes=settings.session_ttl_minutes
+    ):
+        session.clear()
+        return None
+    user = s.get(User, session["uid"])
+    if user is None or not user.active or user.locked_at is not None:
+        session.clear()
+        return None
+    session["seen"] = utcnow().isoformat()
+    return user
+
+
+def login_required(view: F) -> F:
+    return roles_required()(view)
+
+
+def roles_required(*roles: str) -> Callable[[F], F]:
+    """Any authenticated user when no role is named; otherwise one of ``roles``."""
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            user = current_user()
+            if user is None:
+                raise Unauthenticated("log in or send a valid bearer token")
+            if roles and not user.has_role(*roles):
+                raise Forbidden(f"this action needs the role {' or '.join(roles)}")
+            return view(*args, **kwargs)
+
+        wrapper.required_roles = roles  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def roles_except(*excluded: str) -> Callable[[F], F]:
+    """Any authenticated user holding at least one role other than ``excluded``."""
+    from gmp_mes.models import Role
+
+    return roles_required(*(r.value for r in Role if r.value not in excluded))
+
+
+# --- CSRF for session-authenticated forms ----------------------------------------------
+
+def csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def _check_csrf() -> None:
+    if request.method in SAFE_METHODS or request.path.startswith("/api/"):
+        return
+    sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
+    expected = session.get("csrf", "")
+    if not expected or not hmac.compare_digest(sent, expected):
+        raise Forbidden("the form has expired or was not sent by this site; reload the page")
+
+
+# --- problem+json -----------------------------------------------------------------------
+
+def _snake(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    errors: dict[str, list[str]] | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": f"https://gmp-mes.org/problems/{code.replace('_', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    body.update(extra or {})
+    response = jsonify(body)
+    response.status_code = status
+    response.content_type = PROBLEM_JSON
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    if status == 401:
+        response.headers.setdefault("WWW-Authenticate", 'Bearer realm="gmp-mes"')
+    return response
+
+
+def _rollback() -> None:
+    s: Session | None = g.pop("db_session", None)
+    if s is not None:
+        s.rollback()
+        s.close()
+
+
+def _run_follow_up(error: DomainError) -> None:
+    if error.follow_up is None:
+        return
+    with database().transaction(actor=Actor.system("security")) as s:
+        error.follow_up(s)
+
+
+def handle_domain_error(error: DomainError) -> Response:
+    _rollback()
+    _run_follow_up(error)
+    if _wants_html():
+        return _html_error(error.status, error.title, error.detail)
+    return problem(
+        error.status, error.code, error.title, error.detail, errors=error.errors, extra=error.extra
+    )
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    _rollback()
+    status = error.code or 500
+    code = {400: "malformed_body", 401: "unauthenticated", 403: "forbidden_role"}.get(
+        status, _snake(error.name)
+    )
+    errors = None
+    data = getattr(error, "data", None)
+    if status == 422 and isinstance(data, dict):
+        messages = data.get("messages", {})
+        errors = _flatten(messages.get("json", messages) if isinstance(messages, dict) else {})
+        code = "validation_error"
+    headers = {
+        k: v for k, v in error.get_headers() if k.lower() not in ("content-type", "content-length")
+    }
+    if _wants_html() and status != 405:
+        return _html_error(status, error.name, error.description or "")
+    return problem(status, code, error.name, error.description or error.name, errors=errors,
+                   headers=headers)
+
+
+def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """webargs/marshmallow nest errors; problem+json wants field -> list of messages."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(messages, list):
+        flat[prefix or "_body"] = [str(m) for m in messages]
+        return flat
+    if not isinstance(messages, dict):
+        return {prefix or "_body": [str(messages)]}
+    for key, value in messages.items():
+        name = "_body" if key == "_schema" else str(key)
+        path = f"{prefix}.{name}" if prefix else name
+        if isinstance(value, dict):
+            flat.update(_flatten(value, path))
+        else:
+            flat[path] = [str(m) for m in (value if isinstance(value, list) else [value])]
+    return flat
+
+
+def handle_database_error(error: DBAPIError) -> Response:
+    _rollback()
+    if isinstance(error, IntegrityError):
+        log.warning("integrity conflict: %s", error.orig)
+        return problem(409, "conflict", "Conflict",
+                       "the change conflicts with existing records; reload and try again")
+    if isinstance(error, OperationalError):
+        log.error("database unavailable: %s", error.orig)
+        return problem(503, "database_unavailable", "Service unavailable",
+                       "the database did not answer; try again", headers={"Retry-After": "5"})
+    return handle_unexpected(error)
+
+
+def handle_unexpected(error: Exception) -> Response:
+    _rollback()
+    request_id = g.get("request_id", "-")
+    log.exception("unexpected error (request %s)", request_id, exc_info=error)
+    detail = f"an unexpected error occurred; quote request id {request_id} to support"
+    if _wants_html():
+        return _html_error(500, "Internal error", detail)
+    return problem(500, "internal_error", "Internal server error", detail,
+                   extra={"request_id": request_id})
+
+
+def _wants_html() -> bool:
+    return not request.path.startswith("/api/") and request.path != "/healthz" and (
+        "text/html" in request.headers.get("Accept", "")
+    )
+
+
+def _html_error(status: int, title: str, detail: str) -> Response:
+    from flask import render_template
+
+    return Response(
+        render_template("error.html", status=status, title=title, detail=detail),
+        status=status,
+        mimetype="text/html",
+    )
+
+
+def _assign_request_id() -> None:
+    g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Request-Id", g.get("request_id", ""))
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.path.startswith("/api/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def install(app: Flask) -> None:
+    """Wire the edge into an application."""
+    app.before_request(_assign_request_id)
+    app.before_request(_check_csrf)
+    app.after_request(_security_headers)
+    app.teardown_appcontext(_close_session)
+    app.register_error_handler(DomainError, handle_domain_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(DBAPIError, handle_database_error)
+    app.register_error_handler(Exception, handle_unexpected)
+    app.jinja_env.globals["csrf_token"] = csrf_token
+    app.jinja_env.globals["current_user"] = current_user

@@ -1,0 +1,182 @@
+"""Core records: sites, users and roles, API tokens, e-signatures, audit events."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from gmp_mes.audit import Audited
+from gmp_mes.clock import utcnow
+from gmp_mes.db import Base, UTCDateTime, check_in
+
+
+class Role(enum.StrEnum):
+    OPERATOR = "operator"
+    QC = "qc"
+    QA = "qa"
+    CLINICIAN = "clinician"
+    ADMIN = "admin"
+
+
+class SiteKind(enum.StrEnum):
+    COLLECTION = "collection"
+    MANUFACTURING = "manufacturing"
+    TREATMENT = "treatment"
+
+
+class Meaning(enum.StrEnum):
+    """Meanings of an electronic signature (21 CFR 11.50(a)(3))."""
+
+    PERFORMED = "performed"
+    VERIFIED = "verified"
+    REVIEWED = "reviewed"
+    APPROVED = "approved"
+    RELEASED = "released"
+    REJECTED = "rejected"
+    ADMINISTERED = "administered"
+
+
+class Site(Audited, Base):
+    __tablename__ = "site"
+    __table_args__ = (CheckConstraint(check_in("kind", SiteKind), name="kind"),)
+    audit_entity = "site"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def audit_key(self) -> str:
+        return self.code
+
+
+class User(Audited, Base):
+    """A person. Never deleted and never renamed: deactivated instead (21 CFR 11.100(a))."""
+
+    __tablename__ = "app_user"
+    audit_entity = "user"
+    audit_redacted = frozenset({"password_hash"})
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    site: Mapped[Site] = relationship(lazy="joined")
+    role_rows: Mapped[list[UserRole]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", back_populates="user"
+    )
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset(row.role for row in self.role_rows)
+
+    def has_role(self, *roles: str) -> bool:
+        return bool(self.roles.intersection(roles))
+
+    def audit_key(self) -> str:
+        return self.username
+
+
+class UserRole(Audited, Base):
+    __tablename__ = "user_role"
+    __table_args__ = (CheckConstraint(check_in("role", Role), name="role"),)
+    audit_entity = "user_role"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20), primary_key=True)
+    user: Mapped[User] = relationship(back_populates="role_rows")
+
+    def audit_key(self) -> str:
+        return f"{self.user_id}:{self.role}"
+
+
+class ApiToken(Base):
+    """Bearer tokens, stored only as a SHA-256 digest."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class Signature(Audited, Base):
+    """An executed electronic signature, bound to the digest of what it signs.
+
+    21 CFR 11.50: printed name, date/time and meaning; 11.70: the digest of the
+    signed record's content links the signature to that exact content.
+    """
+
+    __tablename__ = "signature"
+    __table_args__ = (
+        CheckConstraint(check_in("meaning", Meaning), name="meaning"),
+        Index("ix_signature_entity", "entity_type", "entity_id"),
+    )
+    audit_entity = "signature"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    username: Mapped[str] = mapped_column(String(64))
+    printed_name: Mapped[str] = mapped_column(String(200))
+    meaning: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    entity_type: Mapped[str] = mapped_column(String(40))
+    entity_id: Mapped[str] = mapped_column(String(80))
+    content_digest: Mapped[str] = mapped_column(String(64))
+
+    def manifestation(self) -> str:
+        """The human-readable form required on displays and printouts (11.50(b))."""
+        stamp = self.signed_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"{self.printed_name} ({self.username}), {stamp}, {self.meaning}"
+
+
+class AuditEvent(Base):
+    """One entry of the hash-chained, append-only audit trail.
+
+    ``record`` is the canonical JSON of the whole event and the only thing the
+    hash covers; the other columns are indexes over it, checked against it by
+    ``gmp-mes audit verify``.
+    """
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        UniqueConstraint("prev_hash", name="uq_audit_event_prev_hash"),
+        Index("ix_audit_event_entity", "entity_type", "entity_id"),
+    )
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    username: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(60))
+    entity_type: Mapped[str] = mapped_column(String(40))
+    entity_id: Mapped[str] = mapped_column(String(80))
+    reason: Mapped[str | None] = mapped_column(Text)
+    record: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -1,0 +1,124 @@
+"""Core marshmallow schemas shared by every domain's API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, fields, post_load, validate
+
+from gmp_mes.models import Meaning, Role, SiteKind
+from gmp_mes.signatures import SignatureInput
+
+
+class StrictSchema(Schema):
+    """Unknown fields are an error: a typo must never be silently dropped."""
+
+    class Meta:
+        unknown = RAISE
+
+
+class SignatureSchema(StrictSchema):
+    password = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    meaning = fields.String(
+        required=True, validate=validate.OneOf([m.value for m in Meaning])
+    )
+    reason = fields.String(load_default=None, validate=validate.Length(max=2000))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> SignatureInput:
+        return SignatureInput(**data)
+
+
+class SignatureOutSchema(Schema):
+    printed_name = fields.String()
+    username = fields.String()
+    meaning = fields.String()
+    reason = fields.String(allow_none=True)
+    signed_at = fields.DateTime()
+    content_digest = fields.String()
+    manifestation = fields.Function(lambda s: s.manifestation())
+
+
+class ProblemSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String()
+    title = fields.String()
+    status = fields.Integer()
+    detail = fields.String()
+    code = fields.String()
+    errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
+
+
+class TokenRequestSchema(StrictSchema):
+    username = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class TokenSchema(Schema):
+    token = fields.String()
+    expires_at = fields.DateTime()
+
+
+class SiteInSchema(StrictSchema):
+    code = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    kind = fields.String(required=True, validate=validate.OneOf([k.value for k in SiteKind]))
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    timezone = fields.String(load_default="UTC", validate=validate.Length(min=1, max=64))
+
+
+class SiteSchema(Schema):
+    code = fields.String()
+    kind = fields.String()
+    name = fields.String()
+    timezone = fields.String()
+
+
+class UserInSchema(StrictSchema):
+    username = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    full_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    roles = fields.List(
+        fields.String(validate=validate.OneOf([r.value for r in Role])),
+        required=True,
+        validate=validate.Length(min=1),
+    )
+    site = fields.String(required=True, validate=validate.Length(min=1, max=32))
+
+
+class UserSchema(Schema):
+    username = fields.String()
+    full_name = fields.String()
+    roles = fields.Function(lambda u: sorted(u.roles))
+    site = fields.Function(lambda u: u.site.code)
+    active = fields.Boolean()
+    locked = fields.Function(lambda u: u.locked_at is not None)
+    failed_logins = fields.Integer()
+
+
+class AuditQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    entity_type = fields.String(load_default=None)
+    entity_id = fields.String(load_default=None)
+    username = fields.String(load_default=None)
+    since = fields.AwareDateTime(load_default=None, default_timezone=None)
+    until = fields.AwareDateTime(load_default=None, default_timezone=None)
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+class AuditEventSchema(Schema):
+    seq = fields.Integer()
+    occurred_at = fields.DateTime()
+    user_id = fields.Integer(allow_none=True)
+    username = fields.String()
+    action = fields.String()
+    entity_type = fields.String()
+    entity_id = fields.String()
+    reason = fields.String(allow_none=True)
+    record = fields.Raw()
+    hash = fields.String()
+    prev_hash = fields.String()
