@@ -1,0 +1,251 @@
+"""Test fixtures: every database test runs on SQLite and, when
+GMP_MES_TEST_POSTGRES_URL is set, on PostgreSQL too.
+
+Each test gets its own freshly migrated database, cloned from a template
+migrated once per run (a file copy on SQLite, CREATE DATABASE ... TEMPLATE on
+PostgreSQL), so tests commit for real and never see each other's leftovers.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GMP_MES_PASSWORD_COST", "test")  # before gmp_mes imports passwords
+
+import itertools
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from gmp_mes import create_app, migrate
+from gmp_mes.audit import Actor
+from gmp_mes.clock import clock
+from gmp_mes.db import Database, throwaway_engine
+
+POSTGRES_URL = os.environ.get("GMP_MES_TEST_POSTGRES_URL")
+PASSWORD = "correct-horse-battery"
+BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+_counter = itertools.count()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("CI") and not POSTGRES_URL:
+        raise pytest.UsageError("CI must set GMP_MES_TEST_POSTGRES_URL: PostgreSQL is required")
+
+
+class Templates:
+    """Migrated template databases, made once per test run and cloned per test."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        self.sqlite_template: Path | None = None
+        self.pg_template: str | None = None
+
+    def sqlite(self) -> str:
+        if self.sqlite_template is None:
+            path = self.root / "template.sqlite"
+            db = Database(f"sqlite:///{path}")
+            migrate.upgrade(db.engine)
+            db.dispose()
+            self.sqlite_template = path
+        target = self.root / f"t{next(_counter)}.sqlite"
+        shutil.copyfile(self.sqlite_template, target)
+        return f"sqlite:///{target}"
+
+    def postgresql(self) -> str:
+        assert POSTGRES_URL
+        admin = throwaway_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
+        if self.pg_template is None:
+            name = f"gmp_tmpl_{self.worker}_{os.getpid()}"
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+                c.execute(text(f'CREATE DATABASE "{name}"'))
+            url = make_url(POSTGRES_URL).set(database=name)
+            engine = throwaway_engine(url.render_as_string(hide_password=False))
+            migrate.upgrade(engine)
+            engine.dispose()
+            self.pg_template = name
+        name = f"gmp_t_{self.worker}_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{self.pg_template}"'))
+        admin.dispose()
+        return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+    def drop(self, url: str) -> None:
+        if url.startswith("postgresql"):
+            name = make_url(url).database
+            admin = throwaway_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+    def cleanup(self) -> None:
+        if self.pg_template:
+            admin = throwaway_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{self.pg_template}" WITH (FORCE)'))
+            admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Templates]:
+    t = Templates(tmp_path_factory.mktemp("db"))
+    yield t
+    t.cleanup()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, templates: Templates) -> Iterator[str]:
+    url = templates.sqlite() if request.param == "sqlite" else templates.postgresql()
+    yield url
+    templates.drop(url)
+
+
+@pytest.fixture(autouse=True)
+def _reset_clock() -> Iterator[None]:
+    yield
+    clock.unfreeze()
+
+
+@pytest.fixture
+def app_config(database_url: str, tmp_path: Path) -> dict[str, Any]:
+    """Settings for the test app; tests may add keys before ``app`` is built."""
+    return {
+        "database_url": database_url,
+        "instance_path": str(tmp_path / "instance"),
+        "secret_key": "test-secret",
+        "facility_id": "A9999",
+        "timezone": "Europe/Paris",
+    }
+
+
+@pytest.fixture
+def app(app_config: dict[str, Any]) -> Iterator[Flask]:
+    application = create_app(app_config)
+    application.config["TESTING"] = True
+    yield application
+    application.extensions["gmp_mes.db"].dispose()
+
+
+@pytest.fixture
+def db(app: Flask) -> Database:
+    return app.extensions["gmp_mes.db"]
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> Any:
+    return app.test_cli_runner()
+
+
+@dataclass
+class Person:
+    username: str
+    password: str
+    roles: tuple[str, ...]
+    site: str
+    user_id: int
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.username, self.user_id, self.username.title())
+
+
+@pytest.fixture
+def make_site(db: Database) -> Callable[..., str]:
+    from gmp_mes import accounts
+
+    def make(code: str = "CLEAN1", kind: str = "manufacturing", name: str | None = None) -> str:
+        with db.transaction(actor=Actor.system("test")) as s:
+            existing = s.execute(
+                text("SELECT code FROM site WHERE code = :c"), {"c": code}
+            ).scalar()
+            if existing is None:
+                accounts.create_site(s, code, kind=kind, name=name or f"Site {code}",
+                                     timezone="Europe/Paris")
+        return code
+
+    return make
+
+
+@pytest.fixture
+def make_user(db: Database, make_site: Callable[..., str]) -> Callable[..., Person]:
+    from gmp_mes import accounts
+
+    def make(
+        username: str | None = None, *roles: str, site: str = "CLEAN1", site_kind: str | None = None
+    ) -> Person:
+        roles = roles or ("operator",)
+        username = username or f"{roles[0]}{next(_counter)}"
+        make_site(site, site_kind or ("treatment" if "clinician" in roles else "manufacturing"))
+        with db.transaction(actor=Actor.system("test")) as s:
+            user = accounts.create_user(
+                s, username, password=PASSWORD, roles=roles, site_code=site,
+                full_name=username.title(),
+            )
+            user_id = user.id
+        return Person(username, PASSWORD, tuple(roles), site, user_id)
+
+    return make
+
+
+class ApiClient:
+    """A test client that speaks JSON with a bearer token, as scanners and LIMS do."""
+
+    def __init__(self, client: FlaskClient, token: str | None = None) -> None:
+        self.client = client
+        self.token = token
+
+    def _headers(self, extra: dict[str, str] | None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        headers.update(extra or {})
+        return headers
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.client.get(path, headers=self._headers(kw.pop("headers", None)), **kw)
+
+    def post(self, path: str, json: Any = None, **kw: Any) -> Any:
+        return self.client.post(
+            path, json=json, headers=self._headers(kw.pop("headers", None)), **kw
+        )
+
+
+@pytest.fixture
+def login(client: FlaskClient) -> Callable[[Person], ApiClient]:
+    def as_person(person: Person) -> ApiClient:
+        response = client.post(
+            "/api/v1/auth/tokens", json={"username": person.username, "password": person.password}
+        )
+        assert response.status_code == 201, response.get_json()
+        return ApiClient(client, response.get_json()["token"])
+
+    return as_person
+
+
+@pytest.fixture
+def anonymous(client: FlaskClient) -> ApiClient:
+    return ApiClient(client)
+
+
+def sig(meaning: str = "performed", password: str = PASSWORD, reason: str | None = None) -> dict:
+    """The ``signature`` member of a signing request."""
+    body = {"password": password, "meaning": meaning}
+    if reason:
+        body["reason"] = reason
+    return body

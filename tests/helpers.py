@@ -1,0 +1,33 @@
+"""Small helpers shared by tests (import from tests.helpers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+
+from gmp_mes.db import Database
+
+
+def audit_events(db: Database, **filters: Any) -> list[dict[str, Any]]:
+    where = " AND ".join(f"{k} = :{k}" for k in filters) or "1=1"
+    with db.engine.connect() as c:
+        rows = c.execute(text(f"SELECT * FROM audit_event WHERE {where} ORDER BY seq"), filters)
+        return [dict(r._mapping) for r in rows]
+
+
+def count(db: Database, table: str) -> int:
+    with db.engine.connect() as c:
+        return c.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+
+
+def assert_problem(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
+    assert response.content_type.startswith("application/problem+json"), response.content_type
+    body = response.get_json()
+    for key in ("type", "title", "status", "detail", "code"):
+        assert key in body, (key, body)
+    assert body["status"] == status
+    if code is not None:
+        assert body["code"] == code, body
+    return body
