@@ -18,7 +18,7 @@ from gmp_mes.db import Database
 from gmp_mes.settings import Settings, load_settings
 
 # Domain packages, registered in this order. Each exposes ``init_app(app, api)``.
-DOMAINS: tuple[str, ...] = ()
+DOMAINS: tuple[str, ...] = ("identity", "labels", "batches", "qc")
 
 InitHook = Callable[[Flask, Session], list[str]]
 

@@ -22,6 +22,7 @@ def target_metadata() -> MetaData:
     from gmp_mes.app import DOMAINS
 
     importlib.import_module("gmp_mes.models")
+    importlib.import_module("gmp_mes.alerts")
     for name in DOMAINS:
         importlib.import_module(f"{name}.models")
     return Base.metadata
