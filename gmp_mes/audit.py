@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, event, insert, inspect, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from gmp_mes.clock import utcnow
 from gmp_mes.db import Base
@@ -104,6 +104,7 @@ def reason(session: Session, text_: str | None) -> Iterator[None]:
     session.info["audit_reason"] = text_
     try:
         yield
+        session.flush()  # the changes made inside are audited with this reason
     finally:
         session.info["audit_reason"] = previous
 
@@ -120,6 +121,81 @@ def record(
 ) -> None:
     """Write an explicit event (a verdict, a login failure, a verification)."""
     _append(session, [(action, entity_type, entity_id, old, new, reason_)])
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One event of a bulk append (:func:`record_many`)."""
+
+    action: str
+    entity_type: str
+    entity_id: str
+    old: Any = None
+    new: Any = None
+    reason: str | None = None
+
+
+def record_many(session: Session, entries: Iterable[Entry]) -> int:
+    """Append many events in one statement: set-based writers (the expiry sweep).
+
+    Same chain as :func:`record`: the chain lock is taken, the head is read once,
+    and every event gets the next ``seq``, the previous event's hash and its own
+    hash, in order. All events of one call carry the same time stamp (they
+    describe one instant: the sweep's ``now``). Returns the number of events.
+    """
+    entries = list(entries)
+    if not entries:
+        return 0
+    actor = _actor(session)
+    connection = _lock_chain(session)
+    table = Base.metadata.tables["audit_event"]
+    head = connection.execute(
+        select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)
+    ).first()
+    seq, prev_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
+    at = utcnow()
+    at_text = format_time(at)
+    default_reason = session.info.get("audit_reason")
+    dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+    sha256 = hashlib.sha256
+    rows = []
+    for entry in entries:
+        seq += 1
+        why = entry.reason if entry.reason is not None else default_reason
+        # Must stay byte-identical to the body written by _append (verify_chain checks it).
+        record_text = dumps(
+            {
+                "seq": seq,
+                "at": at_text,
+                "user_id": actor.user_id,
+                "username": actor.username,
+                "action": entry.action,
+                "entity_type": entry.entity_type,
+                "entity_id": entry.entity_id,
+                "reason": why,
+                "old": jsonable(entry.old),
+                "new": jsonable(entry.new),
+            }
+        )
+        hash_ = sha256((prev_hash + record_text).encode()).hexdigest()
+        rows.append(
+            {
+                "seq": seq,
+                "occurred_at": at,
+                "user_id": actor.user_id,
+                "username": actor.username,
+                "action": entry.action,
+                "entity_type": entry.entity_type,
+                "entity_id": entry.entity_id,
+                "reason": why,
+                "record": record_text,
+                "prev_hash": prev_hash,
+                "hash": hash_,
+            }
+        )
+        prev_hash = hash_
+    connection.execute(insert(table), rows)
+    return len(rows)
 
 
 def _actor(session: Session) -> Actor:
@@ -202,32 +278,45 @@ def _values(obj: Audited, *, changed_only: bool) -> tuple[dict[str, Any], dict[s
     return old, new
 
 
-@event.listens_for(Session, "before_flush")
-def _refuse_deletes(session: Session, _context: Any, _instances: Any) -> None:
-    for obj in session.deleted:
-        if isinstance(obj, Audited) and not obj.audit_deletable:
-            raise PermissionError(
-                f"{obj.audit_entity} {obj.audit_key()} is a GMP record and cannot be deleted"
-            )
+def _pending(target: Audited) -> list[tuple[str, str, str, Any, Any, str | None]]:
+    session = object_session(target)
+    assert session is not None
+    return session.info.setdefault("audit_pending", [])
+
+
+@event.listens_for(Audited, "after_insert", propagate=True)
+def _after_insert(_mapper: Any, _connection: Any, target: Audited) -> None:
+    _, new = _values(target, changed_only=False)
+    _pending(target).append(("create", target.audit_entity, target.audit_key(), None, new, None))
+
+
+@event.listens_for(Audited, "after_update", propagate=True)
+def _after_update(_mapper: Any, _connection: Any, target: Audited) -> None:
+    old, new = _values(target, changed_only=True)
+    if new:
+        _pending(target).append(("update", target.audit_entity, target.audit_key(), old, new, None))
+
+
+@event.listens_for(Audited, "before_delete", propagate=True)
+def _before_delete(_mapper: Any, _connection: Any, target: Audited) -> None:
+    if not target.audit_deletable:
+        raise PermissionError(
+            f"{target.audit_entity} {target.audit_key()} is a GMP record and cannot be deleted"
+        )
+    _, old = _values(target, changed_only=False)
+    _pending(target).append(("delete", target.audit_entity, target.audit_key(), old, None, None))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_pending(session: Session, _previous: Any) -> None:
+    session.info.pop("audit_pending", None)
 
 
 @event.listens_for(Session, "after_flush")
 def _audit_flush(session: Session, _context: Any) -> None:
-    changes: list[tuple[str, str, str, Any, Any, str | None]] = []
-    for obj in list(session.new):
-        if isinstance(obj, Audited):
-            _, new = _values(obj, changed_only=False)
-            changes.append(("create", obj.audit_entity, obj.audit_key(), None, new, None))
-    for obj in list(session.dirty):
-        if isinstance(obj, Audited) and session.is_modified(obj, include_collections=False):
-            old, new = _values(obj, changed_only=True)
-            if new:
-                changes.append(("update", obj.audit_entity, obj.audit_key(), old, new, None))
-    for obj in list(session.deleted):
-        if isinstance(obj, Audited):
-            _, old = _values(obj, changed_only=False)
-            changes.append(("delete", obj.audit_entity, obj.audit_key(), old, None, None))
-    _append(session, changes)
+    """Write the events collected by the mapper hooks, inside the same transaction."""
+    pending = session.info.pop("audit_pending", [])
+    _append(session, pending)
 
 
 @dataclass
@@ -254,24 +343,36 @@ def verify_chain(
     result = connection.execution_options(stream_results=True, yield_per=batch).execute(
         text("SELECT seq, record, prev_hash, hash FROM audit_event ORDER BY seq")
     )
+    try:
+        broken, checked = _walk_chain(result.partitions(batch), progress)
+    finally:
+        result.close()  # releases the server-side cursor even when we stop early
+    if broken is not None:
+        return broken
+    mismatch = _index_mismatch(connection)
+    if mismatch is not None:
+        return VerifyResult(False, checked, mismatch, "indexed columns differ from record")
+    return VerifyResult(True, checked)
+
+
+def _walk_chain(
+    partitions: Iterator[Any], progress: Callable[[int], None] | None
+) -> tuple[VerifyResult | None, int]:
     expected_prev, expected_seq = GENESIS_HASH, 1
     sha256 = hashlib.sha256
-    for rows in result.partitions(batch):
+    for rows in partitions:
         for seq, record_text, prev_hash, hash_ in rows:
             if seq != expected_seq:
-                missing = expected_seq if seq > expected_seq else seq
-                return VerifyResult(False, expected_seq - 1, missing, "sequence gap or reorder")
+                missing = min(seq, expected_seq)
+                return VerifyResult(False, expected_seq - 1, missing, "sequence gap or reorder"), 0
             if prev_hash != expected_prev:
-                return VerifyResult(False, seq - 1, seq, "previous-hash link broken")
+                return VerifyResult(False, seq - 1, seq, "previous-hash link broken"), 0
             if sha256((prev_hash + record_text).encode()).hexdigest() != hash_:
-                return VerifyResult(False, seq - 1, seq, "hash does not match its content")
+                return VerifyResult(False, seq - 1, seq, "hash does not match its content"), 0
             expected_prev, expected_seq = hash_, seq + 1
         if progress is not None:
             progress(len(rows))
-    mismatch = _index_mismatch(connection)
-    if mismatch is not None:
-        return VerifyResult(False, expected_seq - 1, mismatch, "indexed columns differ from record")
-    return VerifyResult(True, expected_seq - 1)
+    return None, expected_seq - 1
 
 
 def _index_mismatch(connection: Connection) -> int | None:

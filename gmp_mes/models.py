@@ -101,6 +101,7 @@ class UserRole(Audited, Base):
     __tablename__ = "user_role"
     __table_args__ = (CheckConstraint(check_in("role", Role), name="role"),)
     audit_entity = "user_role"
+    audit_deletable = True  # revoking a role is a change, recorded as a "delete" event
 
     user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), primary_key=True)
     role: Mapped[str] = mapped_column(String(20), primary_key=True)
