@@ -59,7 +59,8 @@ class Audited:
     audit_deletable: ClassVar[bool] = False
 
     def audit_key(self) -> str:
-        return str(inspect(self).identity[0])  # type: ignore[index]
+        state = inspect(self)
+        return ":".join(str(v) for v in state.mapper.primary_key_from_instance(self))
 
 
 def jsonable(value: Any) -> Any:
