@@ -12,7 +12,7 @@ from pathlib import Path
 
 os.environ.setdefault("GMP_MES_PASSWORD_COST", "test")
 
-from bench.common import Result  # noqa: E402
+from bench.common import Result
 
 HERE = Path(__file__).parent
 

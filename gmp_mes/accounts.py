@@ -32,6 +32,7 @@ from gmp_mes.passwords import check_password, hash_password, password_problems
 
 MAX_FAILED_LOGINS = 5
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+EMAIL = re.compile(r"^[^@\s<>,;\"]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$")
 
 
 def create_site(
@@ -70,8 +71,10 @@ def create_user(
     roles: Iterable[str],
     site_code: str,
     full_name: str | None = None,
+    email: str | None = None,
 ) -> User:
     username = username.strip().lower()
+    email = email.strip() if email and email.strip() else None
     roles = sorted(set(roles))
     errors: dict[str, list[str]] = {}
     if not USERNAME.match(username):
@@ -81,6 +84,8 @@ def create_user(
         errors["roles"] = [f"each role must be one of {', '.join(r.value for r in Role)}"]
     if problems := password_problems(password):
         errors["password"] = problems
+    if email is not None and not EMAIL.match(email):
+        errors["email"] = ["must be an e-mail address like name@example.org"]
     if errors:
         raise ValidationFailed("invalid user", errors=errors)
     site = get_site(session, site_code)
@@ -90,6 +95,7 @@ def create_user(
     user = User(
         username=username,
         full_name=(full_name or username).strip(),
+        email=email,
         site=site,
         password_hash=hash_password(password),
         active=True,

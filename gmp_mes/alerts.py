@@ -9,19 +9,36 @@ nodes never duplicate one. Any domain raises alerts through :func:`raise_alert`.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, select
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    case,
+    false,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from gmp_mes import audit
-from gmp_mes.audit import Audited
+from gmp_mes.audit import Audited, Entry
 from gmp_mes.clock import utcnow
 from gmp_mes.db import Base, UTCDateTime, check_in
-from gmp_mes.errors import Conflict, NotFound
+from gmp_mes.errors import NotFound, conflict
+from gmp_mes.models import User
 
 
 class Severity(enum.StrEnum):
@@ -36,6 +53,28 @@ class AlertStatus(enum.StrEnum):
     ACKNOWLEDGED = "acknowledged"
 
 
+class AlertKind(enum.StrEnum):
+    """The kinds raised by the expiry sweep; other domains add their own (free text)."""
+
+    EXPIRY_WARNING = "expiry_warning"
+    EXPIRED = "expired"
+    HOLD_TIME_EXCEEDED = "hold_time_exceeded"
+    POST_THAW_EXCEEDED = "post_thaw_exceeded"
+    QC_OVERDUE = "qc_overdue"
+    DEVIATION_OPEN = "deviation_open"
+
+
+class Channel(enum.StrEnum):
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+
+
+class DeliveryOutcome(enum.StrEnum):
+    SENT = "sent"
+    FAILED = "failed"  # a retry follows at next_attempt_at, unless it is NULL (gave up)
+    SKIPPED = "skipped"  # nothing to send to (no recipient with an e-mail address)
+
+
 class Alert(Audited, Base):
     __tablename__ = "alert"
     __table_args__ = (
@@ -43,6 +82,7 @@ class Alert(Audited, Base):
         CheckConstraint(check_in("status", AlertStatus), name="status"),
         Index("ix_alert_status_site", "status", "site_code"),
         Index("ix_alert_subject", "subject_type", "subject_id"),
+        Index("ix_alert_created_at", "created_at"),
     )
     audit_entity = "alert"
 
@@ -62,6 +102,34 @@ class Alert(Audited, Base):
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     acknowledge_note: Mapped[str | None] = mapped_column(Text)
 
+    acknowledger: Mapped[User | None] = relationship(lazy="joined")
+
+    @property
+    def role_list(self) -> list[str]:
+        return [role for role in self.roles.split(",") if role]
+
+
+class AlertDelivery(Base):
+    """One delivery attempt of an alert on one channel (append-only, every attempt kept)."""
+
+    __tablename__ = "alert_delivery"
+    __table_args__ = (
+        CheckConstraint(check_in("channel", Channel), name="channel"),
+        CheckConstraint(check_in("outcome", DeliveryOutcome), name="outcome"),
+        UniqueConstraint("alert_id", "channel", "attempt"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alert.id"))
+    channel: Mapped[str] = mapped_column(String(10))
+    attempt: Mapped[int] = mapped_column(Integer)
+    target: Mapped[str] = mapped_column(Text)
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(String(10))
+    detail: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    final: Mapped[bool] = mapped_column(Boolean)
+
 
 @dataclass(frozen=True)
 class AlertSpec:
@@ -74,6 +142,53 @@ class AlertSpec:
     roles: tuple[str, ...]
     site_code: str | None = None
     due_at: datetime | None = None
+
+
+def _values(spec: AlertSpec, now: datetime) -> dict[str, Any]:
+    return {
+        "cause": spec.cause,
+        "kind": spec.kind,
+        "severity": spec.severity,
+        "subject_type": spec.subject_type,
+        "subject_id": spec.subject_id,
+        "message": spec.message,
+        "due_at": spec.due_at,
+        "site_code": spec.site_code,
+        "roles": ",".join(spec.roles),
+        "status": AlertStatus.OPEN.value,
+        "created_at": now,
+    }
+
+
+def _insert(session: Session) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def raise_alerts(
+    session: Session, specs: Iterable[AlertSpec], *, events_before: Sequence[Entry] = ()
+) -> list[int]:
+    """Set-based :func:`raise_alert` for sweeps: one INSERT of all new alerts (causes
+    already raised are skipped by the unique constraint), then one bulk append of the
+    audit events: ``events_before`` (the sweep's own changes) followed by one
+    ``create`` event per new alert. Returns the ids of the new alerts."""
+    now = utcnow()
+    rows: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        rows.setdefault(spec.cause, _values(spec, now))
+    new: list[tuple[int, str]] = []
+    if rows:
+        table = Alert.__table__
+        statement = (
+            _insert(session)(table)
+            .on_conflict_do_nothing(index_elements=["cause"])
+            .returning(table.c.id, table.c.cause)
+        )
+        result = session.connection().execute(statement, list(rows.values()))
+        new = sorted((row[0], row[1]) for row in result)
+    events = list(events_before)
+    events.extend(Entry("create", "alert", str(id_), new=rows[cause]) for id_, cause in new)
+    audit.record_many(session, events)
+    return [id_ for id_, _ in new]
 
 
 def raise_alert(session: Session, spec: AlertSpec) -> Alert | None:
@@ -104,14 +219,125 @@ def raise_alert(session: Session, spec: AlertSpec) -> Alert | None:
 
 
 def acknowledge(session: Session, alert_id: int, user_id: int, note: str | None = None) -> Alert:
-    alert = session.scalar(select(Alert).where(Alert.id == alert_id).with_for_update())
+    """A user takes notice of an alert; who and when is kept and audited (the row is
+    an audited record, so the change writes an ``update`` event in this transaction)."""
+    alert = session.scalar(select(Alert).where(Alert.id == alert_id).with_for_update(of=Alert))
     if alert is None:
         raise NotFound(f"no alert {alert_id}")
     if alert.status != AlertStatus.OPEN.value:
-        raise Conflict(f"alert {alert_id} is already acknowledged")
+        raise conflict("already_acknowledged", f"alert {alert_id} is already acknowledged")
+    note = note.strip() if note and note.strip() else None
     alert.status = AlertStatus.ACKNOWLEDGED.value
     alert.acknowledged_by = user_id
     alert.acknowledged_at = utcnow()
     alert.acknowledge_note = note
     session.flush()
     return alert
+
+
+# --- read side: API, pages, delivery ----------------------------------------------------
+
+def get_alert(session: Session, alert_id: int) -> Alert:
+    alert = session.get(Alert, alert_id)
+    if alert is None:
+        raise NotFound(f"no alert {alert_id}")
+    return alert
+
+
+def list_alerts(
+    session: Session,
+    *,
+    status: str | None = None,
+    site: str | None = None,
+    kind: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[Alert]:
+    """Alerts newest first; every filter is optional."""
+    statement = select(Alert).order_by(Alert.created_at.desc(), Alert.id.desc())
+    if status:
+        statement = statement.where(Alert.status == status)
+    if site:
+        statement = statement.where(Alert.site_code == site.strip().upper())
+    if kind:
+        statement = statement.where(Alert.kind == kind)
+    return list(session.scalars(statement.limit(limit).offset(offset)))
+
+
+def _addressed_to(roles: Iterable[str], site_code: str | None, all_sites: bool) -> Any:
+    """SQL condition: the alert names one of ``roles`` and is for the site (or no site)."""
+    padded = "," + Alert.roles + ","
+    role_match = [padded.like(f"%,{role},%") for role in sorted(roles)]
+    condition = or_(*role_match) if role_match else false()
+    if not all_sites:
+        condition = condition & ((Alert.site_code.is_(None)) | (Alert.site_code == site_code))
+    return condition
+
+
+# QA and admins oversee every site; everyone else sees the alerts of their own site.
+OVERSIGHT_ROLES = frozenset({"qa", "admin"})
+
+
+def alerts_for_user(
+    session: Session, roles: Iterable[str], site_code: str | None, *, limit: int = 10
+) -> tuple[int, list[Alert]]:
+    """Open alerts addressed to the user's roles (and site): the count and the most
+    urgent ones (critical first, then by due time)."""
+    roles = set(roles)
+    condition = (Alert.status == AlertStatus.OPEN.value) & _addressed_to(
+        roles, site_code, bool(roles & OVERSIGHT_ROLES)
+    )
+    total = session.scalar(select(func.count()).select_from(Alert).where(condition)) or 0
+    severity_rank = {s.value: i for i, s in enumerate(reversed(list(Severity)))}
+    rank = case(severity_rank, value=Alert.severity, else_=len(severity_rank))
+    rows = session.scalars(
+        select(Alert).where(condition)
+        .order_by(rank, Alert.due_at.is_(None), Alert.due_at, Alert.id).limit(limit)
+    )
+    return total, list(rows)
+
+
+def expiring_soon(
+    session: Session, roles: Iterable[str], site_code: str | None, *, limit: int = 10
+) -> list[Alert]:
+    """Open expiry warnings whose expiry is still ahead, soonest first (for a countdown)."""
+    roles = set(roles)
+    statement = (
+        select(Alert)
+        .where(
+            Alert.status == AlertStatus.OPEN.value,
+            Alert.kind == AlertKind.EXPIRY_WARNING.value,
+            Alert.due_at > utcnow(),
+            _addressed_to(roles, site_code, bool(roles & OVERSIGHT_ROLES)),
+        )
+        .order_by(Alert.due_at, Alert.id)
+    )
+    seen: set[str] = set()
+    result: list[Alert] = []
+    # One line per item: an item past two thresholds has two warnings, show it once.
+    for alert in session.scalars(statement.limit(limit * 4)):
+        if alert.subject_id not in seen:
+            seen.add(alert.subject_id)
+            result.append(alert)
+        if len(result) == limit:
+            break
+    return result
+
+
+def countdown(due_at: datetime | None, now: datetime | None = None) -> str:
+    """'3 h 12 min' style text until ``due_at`` ('overdue' once passed)."""
+    if due_at is None:
+        return ""
+    left = due_at - (now or utcnow())
+    if left <= timedelta(0):
+        return "overdue"
+    minutes = int(left.total_seconds() // 60)
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {mins} min"
+    if minutes:
+        return f"{mins} min"
+    return f"{int(left.total_seconds())} s"

@@ -65,12 +65,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 
 def _register_core(app: Flask, api: Api) -> None:
+    from gmp_mes import alerts_api, alerts_pages, cli, pages
     from gmp_mes import api as core_api
-    from gmp_mes import cli, pages
 
     api.register_blueprint(core_api.blp)
+    api.register_blueprint(alerts_api.blp)
     app.register_blueprint(core_api.health)
     app.register_blueprint(pages.bp)
+    alerts_pages.init_app(app)
     cli.register(app)
 
 

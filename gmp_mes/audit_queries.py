@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gmp_mes.audit import format_time
 from gmp_mes.models import AuditEvent
 
 
@@ -30,7 +31,7 @@ def search_events(
     if username:
         statement = statement.where(AuditEvent.username == username)
     if since:
-        statement = statement.where(AuditEvent.occurred_at >= since)
+        statement = statement.where(AuditEvent.occurred_at >= format_time(since))
     if until:
-        statement = statement.where(AuditEvent.occurred_at < until)
+        statement = statement.where(AuditEvent.occurred_at < format_time(until))
     return list(session.scalars(statement.limit(limit).offset(offset)))

@@ -117,17 +117,19 @@ def users_group() -> None:
               type=click.Choice([r.value for r in Role]), help="repeat for several roles")
 @click.option("--site", required=True, help="site code the user belongs to")
 @click.option("--full-name", default=None, help="printed name on signatures")
+@click.option("--email", default=None, help="address for alert e-mails (optional)")
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input")
 @with_appcontext
 def users_create(
-    username: str, roles: tuple[str, ...], site: str, full_name: str | None, password_stdin: bool
+    username: str, roles: tuple[str, ...], site: str, full_name: str | None,
+    email: str | None, password_stdin: bool,
 ) -> None:
     """Create a user (the name can never be reused)."""
     password = read_password(password_stdin, confirm=True)
     with unit_of_work() as session:
         user = accounts.create_user(
             session, username, password=password, roles=roles, site_code=site,
-            full_name=full_name,
+            full_name=full_name, email=email,
         )
         click.echo(f"user {user.username} created ({', '.join(sorted(user.roles))} at {site})")
 
@@ -196,7 +198,8 @@ def serve_command(host: str, port: int) -> None:
 
 def register(app: Flask) -> None:
     for command in (
-        init_command, sites_group, users_group, audit_group, serve_command, scheduler_command
+        init_command, sites_group, users_group, audit_group, serve_command, scheduler_command,
+        sweep_command,
     ):
         app.cli.add_command(command)
 
@@ -233,3 +236,24 @@ def scheduler_command() -> None:
         pass
     finally:
         host.stop()
+
+
+@click.command("sweep")
+@with_appcontext
+@handles_errors
+def sweep_command() -> None:
+    """One expiry/alert sweep now (every scheduler job once); prints what it changed."""
+    from gmp_mes.notify import deliver_pending
+    from gmp_mes.scheduler import run_jobs
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    result = run_jobs(app)
+    for line in result.changes:
+        click.echo(line)
+    if not result.changes:
+        click.echo("sweep: nothing changed")
+    # Delivery after the jobs committed; retries are left to the running scheduler.
+    for line in deliver_pending(app).lines:
+        click.echo(f"delivery: {line}")
+    if result.failed:
+        raise click.ClickException(f"failed jobs (see the log): {', '.join(result.failed)}")

@@ -8,12 +8,12 @@ from datetime import datetime
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
+    Computed,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
-    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -74,6 +74,8 @@ class User(Audited, Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     full_name: Mapped[str] = mapped_column(String(200))
+    # Where alerts for the user's roles and site are e-mailed (optional).
+    email: Mapped[str | None] = mapped_column(String(254))
     site_id: Mapped[int] = mapped_column(ForeignKey("site.id"))
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -160,24 +162,20 @@ class AuditEvent(Base):
     """One entry of the hash-chained, append-only audit trail.
 
     ``record`` is the canonical JSON of the whole event and the only thing the
-    hash covers; the other columns are indexes over it, checked against it by
-    ``gmp-mes audit verify``.
+    hash covers; the other columns are generated from it by the database (see
+    migration core_0001), so a search can never disagree with the record.
     """
 
     __tablename__ = "audit_event"
-    __table_args__ = (
-        UniqueConstraint("prev_hash", name="uq_audit_event_prev_hash"),
-        Index("ix_audit_event_entity", "entity_type", "entity_id"),
-    )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    user_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    username: Mapped[str] = mapped_column(String(64))
-    action: Mapped[str] = mapped_column(String(60))
-    entity_type: Mapped[str] = mapped_column(String(40))
-    entity_id: Mapped[str] = mapped_column(String(80))
-    reason: Mapped[str | None] = mapped_column(Text)
     record: Mapped[str] = mapped_column(Text)
-    prev_hash: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    occurred_at: Mapped[str] = mapped_column(String(32), Computed("record ->> 'at'"))
+    user_id: Mapped[int | None] = mapped_column(Integer, Computed("record ->> 'user_id'"))
+    username: Mapped[str] = mapped_column(String(64), Computed("record ->> 'username'"))
+    action: Mapped[str] = mapped_column(String(60), Computed("record ->> 'action'"))
+    entity_type: Mapped[str] = mapped_column(String(40), Computed("record ->> 'entity_type'"))
+    entity_id: Mapped[str] = mapped_column(String(80), Computed("record ->> 'entity_id'"))
+    reason: Mapped[str | None] = mapped_column(Text, Computed("record ->> 'reason'"))

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -20,9 +23,40 @@ from typing import IO, Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+
+from gmp_mes.notify import Notifier
 
 log = logging.getLogger("gmp_mes.scheduler")
 LEADER_LOCK_KEY = 7_470_002
+
+# A job is ``job(app) -> list[str]``: it opens and commits its own transaction(s) and
+# returns one line per change it made (printed by ``gmp-mes sweep``, logged otherwise).
+Job = Callable[[Flask], list[str]]
+
+
+@dataclass
+class RunResult:
+    changes: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def job_name(job: Any) -> str:
+    return f"{getattr(job, '__module__', '?')}.{getattr(job, '__name__', repr(job))}"
+
+
+def run_jobs(app: Flask) -> RunResult:
+    """Run every registered job once, each in its own transaction; one failing job
+    neither stops the others nor undoes what they committed."""
+    result = RunResult()
+    for job in app.extensions["gmp_mes.jobs"]:
+        try:
+            with app.app_context():
+                result.changes.extend(job(app) or [])
+        except Exception:  # reported (logged and returned), never silently dropped
+            log.exception("scheduler job %s failed", job_name(job))
+            result.failed.append(job_name(job))
+    return result
 
 
 class Leadership:
@@ -37,18 +71,47 @@ class Leadership:
     def held(self) -> bool:
         return self._connection is not None or self._file is not None
 
+    def _still_held(self) -> bool:
+        """On PostgreSQL the lock lives as long as its connection: if the database
+        restarted or the connection broke, the lock is gone and another node may lead."""
+        if self._connection is None:
+            return self._file is not None
+        try:
+            held = self._connection.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND pid = pg_backend_pid() AND classid = 0 AND objid = :key "
+                    "AND objsubid = 1 AND granted)"
+                ),
+                {"key": LEADER_LOCK_KEY},
+            ).scalar()
+            self._connection.commit()
+        except DBAPIError:
+            held = False
+        if not held:
+            log.warning("scheduler leadership lost (database connection gone)")
+            self.release()
+        return bool(held)
+
     def try_acquire(self) -> bool:
-        if self.held:
+        if self.held and self._still_held():
             return True
         db = self.app.extensions["gmp_mes.db"]
         if db.dialect == "postgresql":
             connection = db.engine.connect()
-            got = connection.execute(
-                text("SELECT pg_try_advisory_lock(:key)"), {"key": LEADER_LOCK_KEY}
-            ).scalar()
-            connection.commit()
+            try:
+                got = connection.execute(
+                    text("SELECT pg_try_advisory_lock(:key)"), {"key": LEADER_LOCK_KEY}
+                ).scalar()
+                connection.commit()
+            except DBAPIError:
+                connection.invalidate()
+                connection.close()
+                log.warning("scheduler: database unreachable, cannot take leadership")
+                return False
             if got:
                 self._connection = connection
+                log.info("this process (pid %s) is now the active scheduler", os.getpid())
             else:
                 connection.close()
             return bool(got)
@@ -60,11 +123,22 @@ class Leadership:
             handle.close()
             return False
         self._file = handle
+        log.info("this process (pid %s) is now the active scheduler", os.getpid())
         return True
 
     def release(self) -> None:
         if self._connection is not None:
-            self._connection.close()  # closing the session releases the advisory lock
+            try:  # hand over at once on a clean stop (a closing session frees it a bit later)
+                self._connection.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": LEADER_LOCK_KEY}
+                )
+                self._connection.commit()
+            except DBAPIError:
+                log.warning("scheduler: could not unlock cleanly; the closing session frees it")
+            # Invalidate, not just close: a closed connection goes back to the pool
+            # with its session-level advisory lock still held.
+            self._connection.invalidate()
+            self._connection.close()
             self._connection = None
         if self._file is not None:
             self._file.close()
@@ -78,25 +152,28 @@ class SchedulerHost:
         self.interval = app.config["GMP_SETTINGS"].sweep_seconds
         self._scheduler: BackgroundScheduler | None = None
         self._tick_lock = threading.Lock()
+        self.notifier = Notifier(app, lambda: self.leadership.held, float(self.interval))
 
     def tick(self) -> list[str]:
-        """One round: become or stay leader, then run every job in its own transaction."""
+        """One round: become or stay leader, then run every job in its own transaction,
+        then wake the deliverer (alerts are sent after they were committed)."""
         with self._tick_lock:
             if not self.leadership.try_acquire():
-                log.info("standing by: another scheduler is active")
+                log.info("standing by (pid %s): another scheduler is active", os.getpid())
                 return []
-            changes: list[str] = []
-            for job in self.app.extensions["gmp_mes.jobs"]:
-                try:
-                    with self.app.app_context():
-                        changes.extend(job(self.app) or [])
-                except Exception:  # one failing job must not stop the others or the host
-                    log.exception("scheduler job %s failed", getattr(job, "__name__", job))
-            for line in changes:
+            result = run_jobs(self.app)
+            for line in result.changes:
                 log.info("%s", line)
-            return changes
+            log.info(
+                "sweep done by active scheduler (pid %s): %d change(s)%s",
+                os.getpid(), len(result.changes),
+                f", failed jobs: {', '.join(result.failed)}" if result.failed else "",
+            )
+            self.notifier.kick()
+            return result.changes
 
     def start_background(self) -> None:
+        self.notifier.start()
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._scheduler.add_job(
             self.tick, "interval", seconds=self.interval, next_run_time=datetime.now(UTC),
@@ -106,11 +183,16 @@ class SchedulerHost:
 
     def run_forever(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
+        self.notifier.start()
         while not stop.is_set():
-            self.tick()
+            try:
+                self.tick()
+            except DBAPIError:  # database away: stand by and try again next interval
+                log.exception("scheduler round failed")
             stop.wait(self.interval)
 
     def stop(self, *_: Any) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
+        self.notifier.stop()
         self.leadership.release()

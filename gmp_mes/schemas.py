@@ -112,7 +112,7 @@ class AuditQuerySchema(Schema):
 
 class AuditEventSchema(Schema):
     seq = fields.Integer()
-    occurred_at = fields.DateTime()
+    occurred_at = fields.String()
     user_id = fields.Integer(allow_none=True)
     username = fields.String()
     action = fields.String()

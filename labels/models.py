@@ -1,1 +1,77 @@
-"""Records of the labels domain."""
+"""Records of the labels domain: every print and every void (print control).
+
+Both tables are append-only (database triggers, see labels_0001): a print or a
+void is a fact that is never changed or deleted (EU GMP Annex 11 §9, 21 CFR 11.10(e)).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from gmp_mes.audit import Audited
+from gmp_mes.clock import utcnow
+from gmp_mes.db import Base, UTCDateTime, check_in
+
+
+class LabelFormat(enum.StrEnum):
+    PNG = "png"
+    SVG = "svg"
+    PDF = "pdf"
+    ZPL = "zpl"
+
+
+class LabelPrint(Audited, Base):
+    """One print (or reprint) of an item's label, in one format, N copies."""
+
+    __tablename__ = "label_print"
+    __table_args__ = (
+        CheckConstraint(check_in("format", LabelFormat), name="format"),
+        CheckConstraint("copies BETWEEN 1 AND 100", name="copies"),
+        # A reprint always carries its reason (print control).
+        CheckConstraint("reprint = false OR reason IS NOT NULL", name="reprint_reason"),
+    )
+    audit_entity = "label"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label_id: Mapped[str] = mapped_column(String(16), unique=True)
+    item_id: Mapped[str] = mapped_column(String(40), index=True)
+    kind_code: Mapped[str] = mapped_column(String(2))
+    coi_id: Mapped[str] = mapped_column(String(14))
+    # SHA-256 of the payload text: the payload itself is reproducible from the item.
+    payload_digest: Mapped[str] = mapped_column(String(64), index=True)
+    key_id: Mapped[str] = mapped_column(String(16))
+    format: Mapped[str] = mapped_column(String(8))
+    copies: Mapped[int] = mapped_column(Integer, default=1)
+    workstation: Mapped[str | None] = mapped_column(String(100))
+    reprint: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    # The item status printed as a banner (expired, rejected, blocked), or None.
+    status_banner: Mapped[str | None] = mapped_column(String(40))
+    printed_by: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    printed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def audit_key(self) -> str:
+        return self.label_id
+
+
+class LabelVoid(Audited, Base):
+    """The voiding of a label: its payload never verifies online again."""
+
+    __tablename__ = "label_void"
+    audit_entity = "label_void"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label_id: Mapped[str] = mapped_column(
+        String(16), ForeignKey("label_print.label_id"), unique=True
+    )
+    payload_digest: Mapped[str] = mapped_column(String(64), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    voided_by: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    voided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def audit_key(self) -> str:
+        return self.label_id

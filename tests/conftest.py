@@ -133,6 +133,10 @@ def app_config(database_url: str, tmp_path: Path) -> dict[str, Any]:
 def app(app_config: dict[str, Any]) -> Iterator[Flask]:
     application = create_app(app_config)
     application.config["TESTING"] = True
+    # What `gmp-mes init` does for labels: each test app gets its own signing key.
+    from labels.keys import ensure_key
+
+    ensure_key(application.config["GMP_SETTINGS"].signing_key)
     yield application
     application.extensions["gmp_mes.db"].dispose()
 

@@ -81,7 +81,7 @@ def test_change_without_actor_is_refused(db) -> None:
 
 @pytest.mark.requirement("EU GMP Annex 11 §9")
 @pytest.mark.parametrize("statement", [
-    "UPDATE audit_event SET action = 'nothing happened'",
+    "UPDATE audit_event SET record = '{}'",
     "DELETE FROM audit_event",
 ])
 def test_database_refuses_update_and_delete_of_the_trail(db, make_site, statement) -> None:
@@ -136,11 +136,11 @@ def test_verify_names_an_altered_event(trail, runner) -> None:
 
 
 @pytest.mark.requirement("21 CFR 11.10(e)")
-def test_verify_names_an_edited_index_column(trail) -> None:
-    with trail.engine.begin() as c:
+def test_searchable_columns_cannot_be_edited_apart_from_the_record(trail) -> None:
+    """They are generated from the hashed record by the database itself."""
+    with pytest.raises(DBAPIError), trail.engine.begin() as c:
         c.execute(text("UPDATE audit_event SET username = 'someone-else' WHERE seq = 2"))
-    result = verify(trail)
-    assert not result.ok and result.bad_seq == 2
+    assert verify(trail).ok
 
 
 @pytest.mark.requirement("21 CFR 11.10(e)")

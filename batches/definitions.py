@@ -1,0 +1,601 @@
+"""Process definitions (master batch records) from ``config/processes/*.toml`` (SPEC §3).
+
+Pure: no database. Every file is validated completely before anything from it
+is used, so a bad file never half-loads; each error names the file, the field
+and what is wrong (EU GMP Annex 11 §5: data checks on entry). The canonical
+JSON of a validated definition is what the database stores and digests, so a
+comment or layout change in the file does not change the definition, while any
+change of substance does.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from gmp_mes.audit import canonical_json, digest
+from gmp_mes.durations import parse_duration
+
+CODE = re.compile(r"^[A-Z][A-Z0-9-]{0,31}$")
+STEP_CODE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+MAX_BAGS = 20
+
+
+class Severity(enum.StrEnum):
+    MINOR = "minor"
+    MAJOR = "major"
+    CRITICAL = "critical"
+
+
+class ParamType(enum.StrEnum):
+    NUMBER = "number"
+    INTEGER = "integer"
+    BOOLEAN = "boolean"
+    TEXT = "text"
+
+
+CREATES = ("final_product",)
+
+
+class ProcessDefinitionError(Exception):
+    """One or more problems in one definition file; ``errors`` lists (field, message)."""
+
+    def __init__(self, source: str, errors: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.errors = errors
+        lines = "; ".join(f"{name}: {message}" if name else message for name, message in errors)
+        super().__init__(f"{source}: {lines}")
+
+
+@dataclass(frozen=True)
+class Parameter:
+    code: str
+    name: str
+    unit: str
+    type: str = ParamType.NUMBER.value
+    min: float | None = None
+    max: float | None = None
+    expected: bool | None = None
+    required: bool = True
+    severity: str = Severity.MAJOR.value
+
+    @property
+    def numeric(self) -> bool:
+        return self.type in (ParamType.NUMBER, ParamType.INTEGER)
+
+    def limits_text(self) -> str:
+        """Human-readable acceptance range, as printed on the batch record."""
+        unit = f" {self.unit}" if self.unit else ""
+        if self.type == ParamType.BOOLEAN:
+            return "" if self.expected is None else ("yes" if self.expected else "no")
+        if self.min is not None and self.max is not None:
+            return f"{fmt_number(self.min)} - {fmt_number(self.max)}{unit}"
+        if self.min is not None:
+            return f">= {fmt_number(self.min)}{unit}"
+        if self.max is not None:
+            return f"<= {fmt_number(self.max)}{unit}"
+        return ""
+
+    def within_limits(self, value: Any) -> bool:
+        """True when a (type-checked) value meets the limits; text has no limits."""
+        if self.type == ParamType.BOOLEAN:
+            return self.expected is None or value is self.expected
+        if self.numeric:
+            if self.min is not None and value < self.min:
+                return False
+            return not (self.max is not None and value > self.max)
+        return True
+
+
+@dataclass(frozen=True)
+class Step:
+    code: str
+    name: str
+    index: int
+    instructions: str = ""
+    repeatable: bool = False
+    critical: bool = False
+    creates: str | None = None
+    expiry_from: bool = False
+    parameters: tuple[Parameter, ...] = ()
+
+    def parameter(self, code: str) -> Parameter | None:
+        return next((p for p in self.parameters if p.code == code), None)
+
+
+@dataclass(frozen=True)
+class QcSpec:
+    test: str
+    method: str | None = None
+    unit: str | None = None
+    min: float | None = None
+    max: float | None = None
+    accept: str | None = None
+    time_to_result: timedelta | None = None
+    release_before_result: bool = False
+    sample_step: str | None = None
+
+    @property
+    def qualitative(self) -> bool:
+        return self.accept is not None
+
+    def spec_text(self) -> str:
+        if self.accept is not None:
+            return self.accept
+        unit = f" {self.unit}" if self.unit else ""
+        if self.min is not None and self.max is not None:
+            return f"{fmt_number(self.min)} - {fmt_number(self.max)}{unit}"
+        if self.min is not None:
+            return f">= {fmt_number(self.min)}{unit}"
+        return f"<= {fmt_number(self.max)}{unit}"
+
+
+@dataclass(frozen=True)
+class Curve:
+    step: str
+    viable_cells: str
+    viability: str
+
+
+@dataclass(frozen=True)
+class ProcessDefinition:
+    code: str
+    version: int
+    name: str
+    description: str
+    starting_material_hold: timedelta
+    final_product_shelf_life: timedelta
+    post_thaw: timedelta | None
+    warn_before: tuple[str, ...]
+    steps: tuple[Step, ...]
+    qc: tuple[QcSpec, ...]
+    storage: dict[str, str] = field(default_factory=dict)
+    curve: Curve | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def step(self, code: str) -> Step | None:
+        return next((s for s in self.steps if s.code == code), None)
+
+    @property
+    def creating_step(self) -> Step | None:
+        return next((s for s in self.steps if s.creates == "final_product"), None)
+
+    def canonical(self) -> str:
+        return canonical_json(self.raw)
+
+    @property
+    def digest(self) -> str:
+        return digest(self.raw)
+
+
+def fmt_number(value: float) -> str:
+    """Numbers as a reviewer reads them: 1e+06 -> 1.0E6, 80.0 -> 80."""
+    if value == int(value) and abs(value) < 1e6:
+        return str(int(value))
+    if abs(value) >= 1e6:
+        mantissa, exponent = f"{value:.3e}".split("e")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+        return f"{mantissa}E{int(exponent)}"
+    return f"{value:g}"
+
+
+# --- validation -----------------------------------------------------------------------
+
+_TOP = {"code", "version", "name", "description", "shelf_life", "storage", "curve", "steps", "qc"}
+_SHELF = {"starting_material", "final_product", "post_thaw", "warn_before"}
+_STORAGE = {"starting_material", "final_product"}
+_CURVE = {"step", "viable_cells", "viability"}
+_STEP = {
+    "code", "name", "instructions", "repeatable", "critical", "creates", "expiry_from",
+    "parameters",
+}
+_PARAM = {"code", "name", "unit", "type", "min", "max", "expected", "required", "severity"}
+_QC = {
+    "test", "method", "unit", "min", "max", "accept", "time_to_result",
+    "release_before_result", "sample_step",
+}
+
+
+class _Checker:
+    """Collects every problem of one file instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, str]] = []
+
+    def fail(self, name: str, message: str) -> None:
+        self.errors.append((name, message))
+
+    def unknown(self, table: dict[str, Any], allowed: set[str], prefix: str) -> None:
+        for key in sorted(set(table) - allowed):
+            self.fail(f"{prefix}{key}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def text(self, table: dict[str, Any], key: str, name: str, *, required: bool = True,
+             pattern: re.Pattern[str] | None = None, empty_ok: bool = False) -> str | None:
+        if key not in table:
+            if required:
+                self.fail(name, "missing required field")
+            return None
+        value = table[key]
+        if not isinstance(value, str):
+            self.fail(name, f"must be a string, not {_kind(value)}")
+            return None
+        if not value.strip() and not empty_ok:
+            self.fail(name, "must not be empty")
+            return None
+        if pattern is not None and not pattern.match(value):
+            self.fail(name, f"{value!r} does not match {pattern.pattern}")
+            return None
+        return value
+
+    def boolean(self, table: dict[str, Any], key: str, name: str) -> bool | None:
+        value = table.get(key)
+        if key in table and not isinstance(value, bool):
+            self.fail(name, f"must be true or false, not {_kind(value)}")
+            return None
+        return value
+
+    def number(self, table: dict[str, Any], key: str, name: str) -> float | None:
+        if key not in table:
+            return None
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(name, f"must be a number, not {_kind(value)}")
+            return None
+        if value != value or value in (float("inf"), float("-inf")):
+            self.fail(name, "must be a finite number")
+            return None
+        return float(value)
+
+    def duration(self, table: dict[str, Any], key: str, name: str, *,
+                 required: bool = True) -> timedelta | None:
+        if key not in table:
+            if required:
+                self.fail(name, "missing required field")
+            return None
+        value = table[key]
+        if not isinstance(value, str):
+            self.fail(name, f"must be an ISO 8601 duration string, not {_kind(value)}")
+            return None
+        try:
+            parsed = parse_duration(value)
+        except ValueError as exc:
+            self.fail(name, str(exc))
+            return None
+        if parsed <= timedelta(0):
+            self.fail(name, "must be longer than zero")
+            return None
+        return parsed
+
+    def table(self, parent: dict[str, Any], key: str, name: str, *,
+              required: bool = True) -> dict[str, Any] | None:
+        if key not in parent:
+            if required:
+                self.fail(name, "missing required table")
+            return None
+        value = parent[key]
+        if not isinstance(value, dict):
+            self.fail(name, f"must be a table, not {_kind(value)}")
+            return None
+        return value
+
+    def tables(self, parent: dict[str, Any], key: str, name: str) -> list[dict[str, Any]]:
+        value = parent.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            self.fail(name, f"must be an array of tables ([[{key}]]), not {_kind(value)}")
+            return []
+        return value
+
+    def limits(self, lo: float | None, hi: float | None, name: str) -> None:
+        if lo is not None and hi is not None and lo > hi:
+            self.fail(name, f"min {fmt_number(lo)} is greater than max {fmt_number(hi)}")
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def parse_definition(data: dict[str, Any], source: str) -> ProcessDefinition:
+    """Validate a parsed TOML document; raise ProcessDefinitionError listing every problem."""
+    c = _Checker()
+    c.unknown(data, _TOP, "")
+    code = c.text(data, "code", "code", pattern=CODE)
+    version = data.get("version")
+    if "version" not in data:
+        c.fail("version", "missing required field")
+    elif isinstance(version, bool) or not isinstance(version, int):
+        c.fail("version", f"must be a whole number, not {_kind(version)}")
+        version = None
+    elif version < 1:
+        c.fail("version", "must be 1 or more")
+        version = None
+    name = c.text(data, "name", "name")
+    description = c.text(data, "description", "description", required=False) or ""
+
+    shelf = c.table(data, "shelf_life", "shelf_life") or {}
+    c.unknown(shelf, _SHELF, "shelf_life.")
+    hold = c.duration(shelf, "starting_material", "shelf_life.starting_material")
+    shelf_fp = c.duration(shelf, "final_product", "shelf_life.final_product")
+    post_thaw = c.duration(shelf, "post_thaw", "shelf_life.post_thaw", required=False)
+    warn = shelf.get("warn_before", [])
+    warn_before: list[str] = []
+    if not isinstance(warn, list):
+        c.fail("shelf_life.warn_before", f"must be an array of durations, not {_kind(warn)}")
+    else:
+        for i, item in enumerate(warn):
+            parsed = c.duration({"w": item}, "w", f"shelf_life.warn_before[{i}]")
+            if parsed is not None:
+                warn_before.append(item.strip().upper())
+
+    storage_table = c.table(data, "storage", "storage", required=False) or {}
+    c.unknown(storage_table, _STORAGE, "storage.")
+    storage = {
+        key: value for key in sorted(_STORAGE & set(storage_table))
+        if (value := c.text(storage_table, key, f"storage.{key}")) is not None
+    }
+
+    steps = _steps(c, data)
+    step_codes = {s.code for s in steps}
+    if "steps" in data and not steps and not any(n.startswith("steps") for n, _ in c.errors):
+        c.fail("steps", "a process needs at least one step")
+    if "steps" not in data:
+        c.fail("steps", "missing required field: at least one [[steps]] table")
+    creating = [s for s in steps if s.creates == "final_product"]
+    if len(creating) > 1:
+        c.fail("steps", "only one step may create the final product")
+    if creating and not any(s.expiry_from for s in steps):
+        c.fail("steps", "the final product needs an expiry: set expiry_from = true on a step")
+
+    qc = _qc(c, data, step_codes)
+    curve = _curve(c, data, steps)
+    if c.errors:
+        raise ProcessDefinitionError(source, c.errors)
+    assert code is not None and name is not None and hold is not None and shelf_fp is not None
+    definition = ProcessDefinition(
+        code=code, version=int(version), name=name, description=description,  # type: ignore[arg-type]
+        starting_material_hold=hold, final_product_shelf_life=shelf_fp, post_thaw=post_thaw,
+        warn_before=tuple(warn_before), steps=tuple(steps), qc=tuple(qc), storage=storage,
+        curve=curve,
+    )
+    object.__setattr__(definition, "raw", _canonical_raw(definition, data))
+    return definition
+
+
+def _steps(c: _Checker, data: dict[str, Any]) -> list[Step]:
+    steps: list[Step] = []
+    seen: set[str] = set()
+    for i, table in enumerate(c.tables(data, "steps", "steps")):
+        prefix = f"steps[{i}]"
+        c.unknown(table, _STEP, f"{prefix}.")
+        code = c.text(table, "code", f"{prefix}.code", pattern=STEP_CODE)
+        if code is not None:
+            prefix = f"steps[{i}] ({code})"
+            if code in seen:
+                c.fail(f"{prefix}.code", f"duplicate step code {code!r}")
+            seen.add(code)
+        name = c.text(table, "name", f"{prefix}.name")
+        instructions = c.text(table, "instructions", f"{prefix}.instructions", required=False)
+        repeatable = c.boolean(table, "repeatable", f"{prefix}.repeatable") or False
+        critical = c.boolean(table, "critical", f"{prefix}.critical") or False
+        expiry_from = c.boolean(table, "expiry_from", f"{prefix}.expiry_from") or False
+        creates = c.text(table, "creates", f"{prefix}.creates", required=False)
+        if creates is not None and creates not in CREATES:
+            c.fail(f"{prefix}.creates", f"must be one of: {', '.join(CREATES)}")
+        if expiry_from and creates is None:
+            c.fail(f"{prefix}.expiry_from", "only a step that creates the final product sets it")
+        if repeatable and creates is not None:
+            c.fail(f"{prefix}.repeatable", "a step that creates the final product runs once")
+        params = _parameters(c, table, prefix)
+        if creates is not None and any(p.code == "bags" for p in params):
+            c.fail(f"{prefix}.parameters", "'bags' is reserved for the number of bags filled")
+        if code is not None and name is not None:
+            steps.append(Step(code=code, name=name, index=len(steps),
+                              instructions=instructions or "", repeatable=repeatable,
+                              critical=critical, creates=creates, expiry_from=expiry_from,
+                              parameters=tuple(params)))
+    return steps
+
+
+def _parameters(c: _Checker, step: dict[str, Any], step_prefix: str) -> list[Parameter]:
+    params: list[Parameter] = []
+    seen: set[str] = set()
+    for j, table in enumerate(c.tables(step, "parameters", f"{step_prefix}.parameters")):
+        prefix = f"{step_prefix}.parameters[{j}]"
+        c.unknown(table, _PARAM, f"{prefix}.")
+        code = c.text(table, "code", f"{prefix}.code", pattern=STEP_CODE)
+        if code is not None:
+            prefix = f"{step_prefix}.parameters[{j}] ({code})"
+            if code in seen:
+                c.fail(f"{prefix}.code", f"duplicate parameter code {code!r}")
+            seen.add(code)
+        name = c.text(table, "name", f"{prefix}.name", required=False) or code
+        unit = c.text(table, "unit", f"{prefix}.unit", empty_ok=True)
+        type_ = c.text(table, "type", f"{prefix}.type", required=False) or ParamType.NUMBER.value
+        if type_ not in {t.value for t in ParamType}:
+            c.fail(f"{prefix}.type", f"must be one of: {', '.join(t.value for t in ParamType)}")
+            type_ = None
+        lo = c.number(table, "min", f"{prefix}.min")
+        hi = c.number(table, "max", f"{prefix}.max")
+        c.limits(lo, hi, f"{prefix}.min")
+        if type_ in (ParamType.BOOLEAN, ParamType.TEXT) and (lo is not None or hi is not None):
+            c.fail(f"{prefix}.min", f"a {type_} parameter has no numeric limits")
+        expected = c.boolean(table, "expected", f"{prefix}.expected")
+        if expected is not None and type_ != ParamType.BOOLEAN:
+            c.fail(f"{prefix}.expected", "only a boolean parameter has an expected value")
+        required = c.boolean(table, "required", f"{prefix}.required")
+        severity = c.text(table, "severity", f"{prefix}.severity", required=False)
+        if severity is not None and severity not in {s.value for s in Severity}:
+            c.fail(f"{prefix}.severity",
+                   f"must be one of: {', '.join(s.value for s in Severity)}")
+        if code is not None and unit is not None and type_ is not None:
+            params.append(Parameter(code=code, name=name or code, unit=unit, type=type_,
+                                    min=lo, max=hi, expected=expected,
+                                    required=True if required is None else required,
+                                    severity=severity or Severity.MAJOR.value))
+    return params
+
+
+def _qc(c: _Checker, data: dict[str, Any], step_codes: set[str]) -> list[QcSpec]:
+    specs: list[QcSpec] = []
+    seen: set[str] = set()
+    for k, table in enumerate(c.tables(data, "qc", "qc")):
+        prefix = f"qc[{k}]"
+        c.unknown(table, _QC, f"{prefix}.")
+        test = c.text(table, "test", f"{prefix}.test", pattern=STEP_CODE)
+        if test is not None:
+            prefix = f"qc[{k}] ({test})"
+            if test in seen:
+                c.fail(f"{prefix}.test", f"duplicate QC test {test!r}")
+            seen.add(test)
+        method = c.text(table, "method", f"{prefix}.method", required=False)
+        unit = c.text(table, "unit", f"{prefix}.unit", required=False, empty_ok=True)
+        lo = c.number(table, "min", f"{prefix}.min")
+        hi = c.number(table, "max", f"{prefix}.max")
+        c.limits(lo, hi, f"{prefix}.min")
+        accept = c.text(table, "accept", f"{prefix}.accept", required=False)
+        if accept is not None and (lo is not None or hi is not None):
+            c.fail(f"{prefix}.accept", "a test is either qualitative (accept) or has min/max")
+        if accept is None and lo is None and hi is None and "accept" not in table:
+            c.fail(f"{prefix}", "needs an acceptance criterion: accept, min or max")
+        ttr = c.duration(table, "time_to_result", f"{prefix}.time_to_result", required=False)
+        rbr = c.boolean(table, "release_before_result", f"{prefix}.release_before_result")
+        sample_step = c.text(table, "sample_step", f"{prefix}.sample_step", required=False)
+        if sample_step is not None and sample_step not in step_codes:
+            c.fail(f"{prefix}.sample_step", f"unknown step {sample_step!r}")
+        if test is not None:
+            specs.append(QcSpec(test=test, method=method, unit=unit, min=lo, max=hi,
+                                accept=accept, time_to_result=ttr,
+                                release_before_result=bool(rbr), sample_step=sample_step))
+    return specs
+
+
+def _curve(c: _Checker, data: dict[str, Any], steps: list[Step]) -> Curve | None:
+    table = c.table(data, "curve", "curve", required=False)
+    if table is None:
+        return None
+    c.unknown(table, _CURVE, "curve.")
+    step_code = c.text(table, "step", "curve.step")
+    cells = c.text(table, "viable_cells", "curve.viable_cells")
+    viability = c.text(table, "viability", "curve.viability")
+    step = next((s for s in steps if s.code == step_code), None)
+    if step_code is not None and step is None:
+        c.fail("curve.step", f"unknown step {step_code!r}")
+        return None
+    for key, value in (("viable_cells", cells), ("viability", viability)):
+        if step is not None and value is not None and step.parameter(value) is None:
+            c.fail(f"curve.{key}", f"step {step.code!r} has no parameter {value!r}")
+    if step_code is None or cells is None or viability is None:
+        return None
+    return Curve(step=step_code, viable_cells=cells, viability=viability)
+
+
+def _canonical_raw(definition: ProcessDefinition, data: dict[str, Any]) -> dict[str, Any]:
+    """The normalised document stored in the database (defaults made explicit)."""
+    from gmp_mes.durations import format_duration
+
+    def dur(value: timedelta | None) -> str | None:
+        return None if value is None else format_duration(value)
+
+    return {
+        "code": definition.code,
+        "version": definition.version,
+        "name": definition.name,
+        "description": definition.description,
+        "shelf_life": {
+            "starting_material": dur(definition.starting_material_hold),
+            "final_product": dur(definition.final_product_shelf_life),
+            "post_thaw": dur(definition.post_thaw),
+            "warn_before": list(definition.warn_before),
+        },
+        "storage": dict(definition.storage),
+        "curve": None if definition.curve is None else {
+            "step": definition.curve.step,
+            "viable_cells": definition.curve.viable_cells,
+            "viability": definition.curve.viability,
+        },
+        "steps": [
+            {
+                "code": s.code, "name": s.name, "instructions": s.instructions,
+                "repeatable": s.repeatable, "critical": s.critical, "creates": s.creates,
+                "expiry_from": s.expiry_from,
+                "parameters": [
+                    {"code": p.code, "name": p.name, "unit": p.unit, "type": p.type,
+                     "min": p.min, "max": p.max, "expected": p.expected,
+                     "required": p.required, "severity": p.severity}
+                    for p in s.parameters
+                ],
+            }
+            for s in definition.steps
+        ],
+        "qc": [
+            {"test": q.test, "method": q.method, "unit": q.unit, "min": q.min, "max": q.max,
+             "accept": q.accept, "time_to_result": dur(q.time_to_result),
+             "release_before_result": q.release_before_result, "sample_step": q.sample_step}
+            for q in definition.qc
+        ],
+    }
+
+
+def from_canonical(raw: dict[str, Any], source: str = "database") -> ProcessDefinition:
+    """Rebuild a definition from its stored canonical JSON (validated again)."""
+    data = {k: v for k, v in raw.items() if v not in (None, {}, "") or k == "description"}
+    data["shelf_life"] = {k: v for k, v in raw["shelf_life"].items() if v is not None}
+    data["steps"] = [
+        {**{k: v for k, v in s.items() if v not in (None, "") and k != "parameters"},
+         "parameters": [{k: v for k, v in p.items() if v is not None} for p in s["parameters"]]}
+        for s in raw["steps"]
+    ]
+    data["qc"] = [{k: v for k, v in q.items() if v is not None} for q in raw["qc"]]
+    if not data.get("description"):
+        data.pop("description", None)
+    return parse_definition(data, source)
+
+
+# --- files ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LoadedFile:
+    path: Path
+    definition: ProcessDefinition
+
+
+def load_file(path: Path) -> ProcessDefinition:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProcessDefinitionError(str(path), [("", f"not valid TOML ({exc})")]) from exc
+    except OSError as exc:
+        raise ProcessDefinitionError(str(path), [("", f"cannot read: {exc.strerror}")]) from exc
+    return parse_definition(data, str(path))
+
+
+def load_directories(directories: Iterable[Path | None]) -> list[LoadedFile]:
+    """Every ``*.toml`` of the directories, all validated; raise on the first bad file.
+
+    Duplicate code+version across files is an error too: which file would win
+    must never depend on directory order.
+    """
+    loaded: list[LoadedFile] = []
+    seen: dict[tuple[str, int], Path] = {}
+    for directory in directories:
+        if directory is None or not directory.is_dir():
+            continue
+        for path in sorted(directory.glob("*.toml")):
+            definition = load_file(path)
+            key = (definition.code, definition.version)
+            if key in seen:
+                raise ProcessDefinitionError(str(path), [(
+                    "version",
+                    f"{definition.code} version {definition.version} is already defined "
+                    f"in {seen[key]}",
+                )])
+            seen[key] = path
+            loaded.append(LoadedFile(path, definition))
+    return loaded

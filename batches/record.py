@@ -1,0 +1,252 @@
+"""The executed batch record as one read model: for the API, the page and the exports.
+
+Every signature appears in its Part 11 manifestation (21 CFR 11.50: printed
+name, date and time, meaning) and every superseded version of a corrected
+record stays in the record (11.10(e)). QC results and the release decision
+come from the qc domain when it is installed (``qc.services.qc_overview``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from batches import services
+from batches.models import Batch, Deviation, StepRecord
+from gmp_mes.audit import format_time
+from gmp_mes.clock import utcnow
+from gmp_mes.models import Signature, User
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else format_time(value)
+
+
+def signature_dict(signature: Signature | None) -> dict[str, Any] | None:
+    if signature is None:
+        return None
+    return {
+        "printed_name": signature.printed_name,
+        "username": signature.username,
+        "meaning": signature.meaning,
+        "reason": signature.reason,
+        "signed_at": _time(signature.signed_at),
+        "content_digest": signature.content_digest,
+        "manifestation": signature.manifestation(),
+    }
+
+
+def record_dict(record: StepRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "key": record.key,
+        "step_code": record.step_code,
+        "occurrence": record.occurrence,
+        "version": record.version,
+        "values": record.values,
+        "results": record.results,
+        "in_limits": record.in_limits,
+        "performed_at": _time(record.performed_at),
+        "correction_reason": record.correction_reason,
+        "supersedes_id": record.supersedes_id,
+        "items": record.item_ids,
+        "signature": signature_dict(record.signature),
+        "verifier_signature": signature_dict(record.verifier_signature),
+    }
+
+
+def deviation_dict(deviation: Deviation) -> dict[str, Any]:
+    return {
+        "id": deviation.id,
+        "number": deviation.number,
+        "batch_number": deviation.batch_number,
+        "kind": deviation.kind,
+        "severity": deviation.severity,
+        "status": deviation.status,
+        "description": deviation.description,
+        "step_code": deviation.step_code,
+        "parameter": deviation.parameter,
+        "opened_at": _time(deviation.opened_at),
+        "assessment": deviation.assessment,
+        "assessed_at": _time(deviation.assessed_at),
+        "assessment_signature": signature_dict(deviation.assessment_signature),
+        "closure": deviation.closure,
+        "closed_at": _time(deviation.closed_at),
+        "closure_signature": signature_dict(deviation.closure_signature),
+        "blocks_release": deviation.blocks_release,
+    }
+
+
+def _qc_function(name: str) -> Any:
+    """A qc.services function when the qc domain provides it (it is built in parallel)."""
+    try:
+        module = importlib.import_module("qc.services")
+    except ModuleNotFoundError:
+        return None
+    return getattr(module, name, None)
+
+
+def _item_dict(item: Any) -> dict[str, Any]:
+    return {
+        "item_id": item.item_id,
+        "kind": item.kind,
+        "status": item.status,
+        "coi_id": item.coi_id,
+        "batch_number": getattr(item, "batch_number", None),
+        "description": getattr(item, "description", None),
+        "expires_at": _time(item.expires_at),
+        "location": getattr(item, "location", None),
+        "site_code": getattr(item, "site_code", None),
+    }
+
+
+def _genealogy(session: Session, batch: Batch, identity: Any) -> list[dict[str, Any]]:
+    """Starting material and every item of the batch, each with its parents."""
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    items = [identity.get_item(session, batch.starting_item_id)]
+    items += list(identity.items_of_batch(session, batch.batch_number))
+    for item in items:
+        if item.item_id in seen:
+            continue
+        seen.add(item.item_id)
+        row = _item_dict(item)
+        row["parents"] = sorted(identity.parent_ids(session, item.item_id)) if hasattr(
+            identity, "parent_ids") else []
+        rows.append(row)
+    return rows
+
+
+def _custody(session: Session, genealogy: list[dict[str, Any]], identity: Any) -> list[dict]:
+    trail_of = getattr(identity, "custody_trail", None)
+    if trail_of is None:
+        return []
+    events: list[dict[str, Any]] = []
+    for row in genealogy:
+        for event in trail_of(session, row["item_id"]):
+            events.append({
+                "item_id": row["item_id"],
+                "action": event.action,
+                "at": _time(event.occurred_at),
+                "site_code": getattr(event, "site_code", None),
+                "location": getattr(event, "location", None),
+                "by": getattr(event, "username", None),
+            })
+    return sorted(events, key=lambda e: e["at"] or "")
+
+
+def _patient(session: Session, coi_id: str, identity: Any) -> dict[str, Any] | None:
+    """Pseudonymised on the batch record: initials and date of birth with the COI
+    (GDPR data minimisation; the COI links to the patient where that is allowed)."""
+    try:
+        patient = identity.get_patient(session, coi_id)
+    except Exception:  # noqa: BLE001 - a missing patient record must not hide the batch record
+        return None
+    initials = f"{patient.given_name[:1]}.{patient.family_name[:1]}.".upper()
+    return {"initials": initials, "date_of_birth": patient.date_of_birth.isoformat(),
+            "treatment_site": patient.treatment_site}
+
+
+def expansion_curve(batch: Batch, records: list[StepRecord]) -> list[dict[str, Any]]:
+    """Viable cells and viability per culture day (days since the batch started)."""
+    definition = services.definition_of_batch(batch)
+    curve = definition.curve
+    if curve is None:
+        return []
+    points = []
+    for record in sorted((r for r in records if r.step_code == curve.step),
+                         key=lambda r: r.occurrence):
+        values = record.values
+        points.append({
+            "occurrence": record.occurrence,
+            "day": round((record.performed_at - batch.started_at).total_seconds() / 86400, 2),
+            "performed_at": _time(record.performed_at),
+            "viable_cells": values.get(curve.viable_cells),
+            "viability": values.get(curve.viability),
+        })
+    return points
+
+
+def executed_record(session: Session, batch_number: str, *, full: bool = True) -> dict[str, Any]:
+    """The executed batch record. ``full`` adds genealogy, custody trail and the curve."""
+    identity = services._identity()
+    batch = services.get_batch(session, batch_number)
+    definition = services.definition_of_batch(batch)
+    states = services.step_states(session, batch)
+    current = [r for state in states for r in state.records]
+    deviations = services.deviations_of(session, batch)
+    starter = session.get(User, batch.started_by)
+    approval = batch.process.approval
+    items = [identity.get_item(session, item_id)
+             for item_id in services.final_product_item_ids(session, batch_number)]
+    qc_overview = _qc_function("qc_overview")
+    release_decision = _qc_function("release_decision")
+    result: dict[str, Any] = {
+        "batch_number": batch.batch_number,
+        "coi_id": batch.coi_id,
+        "status": batch.status,
+        "status_reason": batch.status_reason,
+        "process_code": batch.process_code,
+        "process_version": batch.process_version,
+        "product": definition.name,
+        "process": {
+            "code": batch.process_code,
+            "version": batch.process_version,
+            "name": definition.name,
+            "digest": batch.process.digest,
+            "approval_signature": signature_dict(approval.signature if approval else None),
+        },
+        "starting_item_id": batch.starting_item_id,
+        "site_code": batch.site_code,
+        "started_at": _time(batch.started_at),
+        "started_by": starter.full_name if starter else None,
+        "completed_at": _time(batch.completed_at),
+        "next_steps": [s.step.code for s in states if s.allowed],
+        "steps": [
+            {
+                "code": s.step.code,
+                "name": s.step.name,
+                "index": s.step.index,
+                "instructions": s.step.instructions,
+                "repeatable": s.step.repeatable,
+                "critical": s.step.critical,
+                "creates": s.step.creates,
+                "done": s.done,
+                "allowed": s.allowed,
+                "parameters": [
+                    {"code": p.code, "name": p.name, "unit": p.unit, "type": p.type,
+                     "min": p.min, "max": p.max, "expected": p.expected,
+                     "required": p.required, "limits": p.limits_text(),
+                     "severity": p.severity}
+                    for p in s.step.parameters
+                ],
+                "records": [record_dict(r) for r in s.records],
+                "superseded": [record_dict(r) for r in s.superseded],
+            }
+            for s in states
+        ],
+        "items": [_item_dict(item) for item in items],
+        "deviations": [deviation_dict(d) for d in deviations],
+        "qc_specs": [
+            {"test": q.test, "method": q.method, "unit": q.unit, "min": q.min, "max": q.max,
+             "accept": q.accept, "spec": q.spec_text(),
+             "release_before_result": q.release_before_result}
+            for q in definition.qc
+        ],
+        "qc": qc_overview(session, batch_number) if qc_overview else None,
+        "release": release_decision(session, batch_number) if release_decision else None,
+        "release_blockers": [
+            {"code": code, "message": message}
+            for code, message in services.release_blockers(session, batch_number)
+        ],
+    }
+    if full:
+        result["patient"] = _patient(session, batch.coi_id, identity)
+        result["genealogy"] = _genealogy(session, batch, identity)
+        result["custody"] = _custody(session, result["genealogy"], identity)
+        result["expansion_curve"] = expansion_curve(batch, current)
+        result["generated_at"] = _time(utcnow())
+    return result

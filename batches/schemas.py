@@ -1,0 +1,172 @@
+"""Schemas of the batches API: strict input, declared output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields, post_load, validate
+
+from batches.models import DeviationSeverity
+from batches.services import DEFAULT_PROCESS, VerifierInput
+from gmp_mes.models import Meaning
+from gmp_mes.schemas import SignatureOutSchema, SignatureSchema, StrictSchema
+
+SEVERITIES = [s.value for s in DeviationSeverity]
+
+
+class VerifierSchema(StrictSchema):
+    """The second person on a critical step signs with user name and password."""
+
+    username = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    meaning = fields.String(load_default=Meaning.VERIFIED.value,
+                            validate=validate.OneOf([Meaning.VERIFIED.value]))
+    reason = fields.String(load_default=None, validate=validate.Length(max=2000))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> VerifierInput:
+        return VerifierInput(**data)
+
+
+class ApproveInSchema(StrictSchema):
+    signature = fields.Nested(SignatureSchema, required=True)
+
+
+class BatchInSchema(StrictSchema):
+    item_id = fields.String(required=True, validate=validate.Length(min=1, max=20))
+    process_code = fields.String(load_default=DEFAULT_PROCESS,
+                                 validate=validate.Length(min=1, max=32))
+    process_version = fields.Integer(load_default=None, strict=True,
+                                     validate=validate.Range(min=1))
+
+
+class BatchQuerySchema(Schema):
+    status = fields.String(load_default=None)
+
+
+class StepInSchema(StrictSchema):
+    values = fields.Dict(keys=fields.String(), load_default=dict)
+    signature = fields.Nested(SignatureSchema, required=True)
+    verifier = fields.Nested(VerifierSchema, load_default=None)
+
+
+class CorrectionInSchema(StepInSchema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    occurrence = fields.Integer(load_default=None, strict=True, validate=validate.Range(min=1))
+
+
+class DeviationInSchema(StrictSchema):
+    severity = fields.String(required=True, validate=validate.OneOf(SEVERITIES))
+    description = fields.String(required=True, validate=validate.Length(min=1, max=4000))
+    step_code = fields.String(load_default=None, validate=validate.Length(min=1, max=40))
+
+
+class AssessInSchema(StrictSchema):
+    assessment = fields.String(required=True, validate=validate.Length(min=1, max=4000))
+    severity = fields.String(load_default=None, validate=validate.OneOf(SEVERITIES))
+    signature = fields.Nested(SignatureSchema, required=True)
+
+
+class CloseInSchema(StrictSchema):
+    closure = fields.String(required=True, validate=validate.Length(min=1, max=4000))
+    signature = fields.Nested(SignatureSchema, required=True)
+
+
+# --- output ------------------------------------------------------------------------------
+
+class ProcessSchema(Schema):
+    code = fields.String()
+    version = fields.Integer()
+    name = fields.String()
+    digest = fields.String()
+    source = fields.String()
+    loaded_at = fields.DateTime()
+    approved = fields.Boolean()
+    approved_at = fields.Function(lambda p: p.approval.approved_at.isoformat()
+                                  if p.approval else None)
+    approval_signature = fields.Function(
+        lambda p: SignatureOutSchema().dump(p.approval.signature) if p.approval else None
+    )
+
+
+class ProcessDetailSchema(ProcessSchema):
+    definition = fields.Function(lambda p: __import__("json").loads(p.definition))
+
+
+class StepRecordSchema(Schema):
+    id = fields.Integer()
+    key = fields.String()
+    step_code = fields.String()
+    occurrence = fields.Integer()
+    version = fields.Integer()
+    values = fields.Dict()
+    results = fields.List(fields.Dict())
+    in_limits = fields.Boolean()
+    performed_at = fields.DateTime()
+    correction_reason = fields.String(allow_none=True)
+    supersedes_id = fields.Integer(allow_none=True)
+    items = fields.Function(lambda r: r.item_ids)
+    signature = fields.Nested(SignatureOutSchema)
+    verifier_signature = fields.Nested(SignatureOutSchema, allow_none=True)
+
+
+class DeviationSchema(Schema):
+    id = fields.Integer()
+    number = fields.String()
+    batch_number = fields.String()
+    kind = fields.String()
+    severity = fields.String()
+    status = fields.String()
+    description = fields.String()
+    step_code = fields.String(allow_none=True)
+    parameter = fields.String(allow_none=True)
+    opened_at = fields.DateTime()
+    assessment = fields.String(allow_none=True)
+    assessed_at = fields.DateTime(allow_none=True)
+    assessment_signature = fields.Nested(SignatureOutSchema, allow_none=True)
+    closure = fields.String(allow_none=True)
+    closed_at = fields.DateTime(allow_none=True)
+    closure_signature = fields.Nested(SignatureOutSchema, allow_none=True)
+
+
+class StepOutcomeSchema(Schema):
+    record = fields.Nested(StepRecordSchema)
+    deviations = fields.List(fields.Nested(DeviationSchema))
+    items = fields.List(fields.Dict(), metadata={"description": "final-product items created"})
+    batch_status = fields.String()
+
+
+class BatchSummarySchema(Schema):
+    batch_number = fields.String()
+    coi_id = fields.String()
+    status = fields.String()
+    process_code = fields.String()
+    process_version = fields.Integer()
+    starting_item_id = fields.String()
+    site_code = fields.String()
+    started_at = fields.DateTime()
+    completed_at = fields.DateTime(allow_none=True)
+
+
+class BatchSchema(Schema):
+    """The batch as the executed record shows it (see batches.record)."""
+
+    batch_number = fields.String()
+    coi_id = fields.String()
+    status = fields.String()
+    status_reason = fields.String(allow_none=True)
+    process_code = fields.String()
+    process_version = fields.Integer()
+    product = fields.String()
+    starting_item_id = fields.String()
+    site_code = fields.String()
+    started_at = fields.String()
+    completed_at = fields.String(allow_none=True)
+    next_steps = fields.List(fields.String())
+    steps = fields.List(fields.Dict())
+    items = fields.List(fields.Dict())
+    deviations = fields.List(fields.Dict())
+    qc = fields.Raw(allow_none=True)
+    qc_specs = fields.List(fields.Dict())
+    release = fields.Raw(allow_none=True)
+    release_blockers = fields.List(fields.Dict())

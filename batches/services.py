@@ -1,0 +1,1024 @@
+"""Rules of batch manufacturing: process versions, batches, step records, deviations.
+
+Services take a session, enforce every rule, flush and never commit. Each
+change of a batch locks its row first (SELECT ... FOR UPDATE on PostgreSQL, the
+write lock taken at BEGIN IMMEDIATE on SQLite), so two operators recording on
+one batch at once are serialised and see each other's records.
+
+Other domains reach this one only through the functions below; identity is
+imported lazily because identity may import this module at its top.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from flask import current_app, has_app_context
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from batches.definitions import (
+    MAX_BAGS,
+    ParamType,
+    ProcessDefinition,
+    ProcessDefinitionError,
+    QcSpec,
+    Step,
+    fmt_number,
+    from_canonical,
+    load_directories,
+)
+from batches.models import (
+    ACTIVE_BATCH_STATUSES,
+    FINAL_BATCH_STATUSES,
+    Batch,
+    BatchCounter,
+    BatchStatus,
+    Deviation,
+    DeviationKind,
+    DeviationSeverity,
+    DeviationStatus,
+    ProcessApproval,
+    ProcessVersion,
+    StepRecord,
+    record_key,
+)
+from gmp_mes import audit, signatures
+from gmp_mes.audit import canonical_json
+from gmp_mes.clock import utcnow
+from gmp_mes.durations import format_duration
+from gmp_mes.errors import (
+    AlreadyExists,
+    Conflict,
+    Expired,
+    Forbidden,
+    InvalidTransition,
+    NotFound,
+    SegregationOfDuties,
+    ValidationFailed,
+    conflict,
+    field_error,
+)
+from gmp_mes.models import Meaning, User
+from gmp_mes.settings import CONFIG_DIR
+from gmp_mes.signatures import SignatureInput
+
+DEFAULT_PROCESS = "CART-AUTO"
+MAX_TEXT = 500
+
+__all__ = [
+    "DEFAULT_PROCESS",
+    "QcSpec",
+    "approve_process",
+    "assess_deviation",
+    "batch_coi",
+    "batch_performers",
+    "close_deviation",
+    "correct_step",
+    "final_product_item_ids",
+    "get_batch",
+    "get_deviation",
+    "list_batches",
+    "list_processes",
+    "load_process_definitions",
+    "open_deviation",
+    "qc_specs",
+    "record_step",
+    "release_blockers",
+    "set_batch_status",
+    "start_batch",
+    "starting_material_hold_time",
+]
+
+
+def _identity() -> Any:
+    import identity.services as identity_services
+
+    return identity_services
+
+
+# --- process definitions ----------------------------------------------------------------
+
+class ProcessLoadError(Conflict):
+    code = "process_definition_invalid"
+
+
+def _definition_dirs() -> list[Path | None]:
+    if has_app_context():
+        settings = current_app.config["GMP_SETTINGS"]
+        return [settings.builtin_process_dir, settings.process_dir]
+    return [CONFIG_DIR / "processes"]
+
+
+@lru_cache(maxsize=64)
+def _parse_stored(digest_: str, text_: str) -> ProcessDefinition:
+    return from_canonical(json.loads(text_), source=f"stored definition {digest_[:12]}")
+
+
+def definition_of(version: ProcessVersion) -> ProcessDefinition:
+    """The validated definition a process version (and every batch bound to it) follows."""
+    return _parse_stored(version.digest, version.definition)
+
+
+def load_process_definitions(
+    session: Session, directories: list[Path | None] | None = None
+) -> list[str]:
+    """Load every definition file, unapproved (the ``gmp-mes init`` hook).
+
+    All files are validated before anything is written, so one bad file loads
+    nothing. A code+version already loaded must be identical in substance: a
+    master batch record never changes under the batches that follow it.
+    """
+    try:
+        files = load_directories(directories if directories is not None else _definition_dirs())
+    except ProcessDefinitionError as exc:
+        raise ProcessLoadError(
+            f"process definition refused, nothing loaded: {exc}",
+            errors={f"{exc.source}:{name}" if name else exc.source: [message]
+                    for name, message in exc.errors},
+        ) from exc
+    lines: list[str] = []
+    pending: list[tuple[Path, ProcessDefinition]] = []
+    for loaded in files:
+        definition = loaded.definition
+        existing = session.scalar(
+            select(ProcessVersion).where(
+                ProcessVersion.code == definition.code,
+                ProcessVersion.version == definition.version,
+            )
+        )
+        if existing is None:
+            pending.append((loaded.path, definition))
+        elif existing.digest != definition.digest:
+            raise ProcessLoadError(
+                f"{loaded.path}: {definition.code} version {definition.version} is already "
+                f"loaded with different content (from {existing.source}); a loaded process "
+                f"version never changes: give the changed file a new version number",
+                errors={str(loaded.path): ["changed content for an already loaded version"]},
+            )
+        else:
+            lines.append(
+                f"process {existing.key}: unchanged "
+                f"({'approved' if existing.approved else 'awaiting QA approval'})"
+            )
+    for path, definition in pending:
+        session.add(ProcessVersion(
+            code=definition.code, version=definition.version, name=definition.name,
+            digest=definition.digest, definition=definition.canonical(), source=str(path),
+        ))
+        lines.append(f"process {definition.code}/v{definition.version}: loaded from {path} "
+                     f"(awaiting QA approval)")
+    session.flush()
+    return lines
+
+
+def list_processes(session: Session) -> list[ProcessVersion]:
+    return list(session.scalars(
+        select(ProcessVersion).order_by(ProcessVersion.code, ProcessVersion.version)
+    ))
+
+
+def get_process_version(session: Session, code: str, version: int) -> ProcessVersion:
+    found = session.scalar(select(ProcessVersion).where(
+        ProcessVersion.code == code, ProcessVersion.version == version
+    ))
+    if found is None:
+        raise NotFound(f"no process {code} version {version}")
+    return found
+
+
+def approve_process(
+    session: Session, code: str, version: int, *, user_id: int, signature: SignatureInput
+) -> ProcessVersion:
+    """QA approves a loaded version with an e-signature (EU GMP Chapter 4.3)."""
+    user = _user(session, user_id)
+    if not user.has_role("qa"):
+        raise Forbidden("approving a process version needs the role qa")
+    process = session.scalar(select(ProcessVersion).where(
+        ProcessVersion.code == code, ProcessVersion.version == version
+    ).with_for_update())
+    if process is None:
+        raise NotFound(f"no process {code} version {version}")
+    if process.approved:
+        raise InvalidTransition(f"process {process.key} is already approved")
+    signed = signatures.sign(
+        session, user, signature, entity_type="process_version", entity_id=process.key,
+        content={"process": process.key, "digest": process.digest},
+        meanings={Meaning.APPROVED.value},
+    )
+    session.add(ProcessApproval(
+        process_version_id=process.id, process_key=process.key, approved_by=user.id,
+        approved_at=signed.signed_at, signature_id=signed.id,
+    ))
+    session.flush()
+    session.refresh(process)
+    return process
+
+
+def _newest(session: Session, code: str, *, approved_only: bool) -> ProcessVersion | None:
+    statement = select(ProcessVersion).where(ProcessVersion.code == code)
+    if approved_only:
+        statement = statement.join(ProcessApproval)
+    return session.scalar(statement.order_by(ProcessVersion.version.desc()).limit(1))
+
+
+def starting_material_hold_time(
+    session: Session, process_code: str | None = None
+) -> tuple[timedelta, tuple[str, ...]]:
+    """Hold time and warn_before of the newest approved version (else the newest loaded).
+
+    Before ``gmp-mes init`` loaded anything, the definition files themselves answer,
+    so collections can be recorded on a fresh installation.
+    """
+    code = process_code or DEFAULT_PROCESS
+    process = _newest(session, code, approved_only=True) or _newest(
+        session, code, approved_only=False
+    )
+    if process is not None:
+        definition = definition_of(process)
+    else:
+        try:
+            candidates = [f.definition for f in load_directories(_definition_dirs())
+                          if f.definition.code == code]
+        except ProcessDefinitionError as exc:
+            raise ProcessLoadError(str(exc)) from exc
+        if not candidates:
+            raise NotFound(f"no process definition {code}")
+        definition = max(candidates, key=lambda d: d.version)
+    return definition.starting_material_hold, definition.warn_before
+
+
+# --- batches ----------------------------------------------------------------------------
+
+def _user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user {user_id}")
+    return user
+
+
+def _next_batch_number(session: Session, process_code: str) -> str:
+    """Human-readable and unique: CART-26-0001 (process prefix, year, sequence)."""
+    prefix = f"{process_code.split('-')[0]}-{utcnow():%y}"
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        insert(BatchCounter).values(prefix=prefix, last=0)
+        .on_conflict_do_nothing(index_elements=["prefix"])
+    )
+    counter = session.scalar(
+        select(BatchCounter).where(BatchCounter.prefix == prefix).with_for_update()
+    )
+    assert counter is not None
+    counter.last += 1
+    session.flush()
+    return f"{prefix}-{counter.last:04d}"
+
+
+def start_batch(
+    session: Session,
+    *,
+    item_id: str,
+    user_id: int,
+    process_code: str | None = None,
+    process_version: int | None = None,
+) -> Batch:
+    """Start a batch from one patient's starting material on an approved process version."""
+    user = _user(session, user_id)
+    code = process_code or DEFAULT_PROCESS
+    if process_version is not None:
+        process = get_process_version(session, code, process_version)
+        if not process.approved:
+            raise conflict("process_not_approved",
+                           f"process {process.key} is not approved by QA; it cannot be used")
+    else:
+        process = _newest(session, code, approved_only=True)
+        if process is None:
+            if _newest(session, code, approved_only=False) is None:
+                raise NotFound(f"no process {code}")
+            raise conflict("process_not_approved",
+                           f"no version of process {code} is approved by QA yet")
+    identity = _identity()
+    item = identity.get_item(session, item_id, for_update=True)
+    if item.kind != "starting_material":
+        raise field_error("item_id", f"{item_id} is a {item.kind}, not starting material")
+    if item.status == "blocked":
+        raise conflict("blocked", f"starting material {item_id} is blocked")
+    now = utcnow()
+    if item.status == "expired" or (item.expires_at is not None and item.expires_at <= now):
+        raise Expired(
+            f"starting material {item_id} is past its hold time "
+            f"({format_duration(definition_of(process).starting_material_hold)} after "
+            "collection); it cannot start a batch"
+        )
+    active = session.scalar(select(Batch).where(
+        Batch.starting_item_id == item_id,
+        Batch.status.in_([s.value for s in ACTIVE_BATCH_STATUSES]),
+    ))
+    if active is not None:
+        raise AlreadyExists(
+            f"starting material {item_id} already feeds batch {active.batch_number}"
+        )
+    batch = Batch(
+        batch_number=_next_batch_number(session, process.code),
+        coi_id=item.coi_id,
+        process_version_id=process.id,
+        process_code=process.code,
+        process_version=process.version,
+        starting_item_id=item.item_id,
+        site_code=user.site.code,
+        status=BatchStatus.IN_PROCESS.value,
+        started_at=now,
+        started_by=user.id,
+    )
+    session.add(batch)
+    session.flush()
+    if item.status != "in_process":
+        identity.transition_item(session, item.item_id, "in_process",
+                                 reason=f"batch {batch.batch_number} started")
+    return batch
+
+
+def get_batch(session: Session, batch_number: str, *, for_update: bool = False) -> Batch:
+    statement = select(Batch).where(Batch.batch_number == batch_number)
+    if for_update:
+        statement = statement.with_for_update()
+    batch = session.scalar(statement)
+    if batch is None:
+        raise NotFound(f"no batch {batch_number}")
+    return batch
+
+
+def batch_coi(session: Session, batch_number: str) -> str:
+    return get_batch(session, batch_number).coi_id
+
+
+def list_batches(session: Session, *, statuses: tuple[str, ...] = ()) -> list[Batch]:
+    statement = select(Batch).order_by(Batch.started_at.desc(), Batch.id.desc())
+    if statuses:
+        statement = statement.where(Batch.status.in_(statuses))
+    return list(session.scalars(statement))
+
+
+def batches_of_coi(session: Session, coi_id: str) -> list[Batch]:
+    return list(session.scalars(
+        select(Batch).where(Batch.coi_id == coi_id).order_by(Batch.started_at)
+    ))
+
+
+def definition_of_batch(batch: Batch) -> ProcessDefinition:
+    return definition_of(batch.process)
+
+
+# --- step records -----------------------------------------------------------------------
+
+def all_records(session: Session, batch: Batch) -> list[StepRecord]:
+    """Every version of every record, in process order (corrections after their original)."""
+    return list(session.scalars(
+        select(StepRecord).where(StepRecord.batch_id == batch.id).order_by(
+            StepRecord.step_index, StepRecord.occurrence, StepRecord.version
+        )
+    ))
+
+
+def current_records(session: Session, batch: Batch) -> list[StepRecord]:
+    """The latest version of each record (what the batch record states today)."""
+    latest: dict[tuple[str, int], StepRecord] = {}
+    for record in all_records(session, batch):
+        latest[(record.step_code, record.occurrence)] = record
+    return list(latest.values())
+
+
+@dataclass
+class StepState:
+    step: Step
+    records: list[StepRecord]
+    superseded: list[StepRecord]
+    allowed: bool
+
+    @property
+    def done(self) -> bool:
+        return bool(self.records)
+
+
+def step_states(session: Session, batch: Batch) -> list[StepState]:
+    definition = definition_of_batch(batch)
+    every = all_records(session, batch)
+    current = {r.id for r in current_records(session, batch)}
+    allowed = set(_allowed_steps(definition, every)) if _recording_open(batch) else set()
+    return [
+        StepState(
+            step=step,
+            records=[r for r in every if r.step_code == step.code and r.id in current],
+            superseded=[r for r in every if r.step_code == step.code and r.id not in current],
+            allowed=step.code in allowed,
+        )
+        for step in definition.steps
+    ]
+
+
+def _recording_open(batch: Batch) -> bool:
+    return batch.status in (BatchStatus.IN_PROCESS, BatchStatus.ON_HOLD)
+
+
+def _last_index(records: list[StepRecord]) -> int:
+    return max((r.step_index for r in records), default=-1)
+
+
+def _allowed_steps(definition: ProcessDefinition, records: list[StepRecord]) -> list[str]:
+    """SPEC §3: steps in file order; a repeatable step again until the next one starts."""
+    last = _last_index(records)
+    allowed = []
+    if last >= 0 and definition.steps[last].repeatable:
+        allowed.append(definition.steps[last].code)
+    if last + 1 < len(definition.steps):
+        allowed.append(definition.steps[last + 1].code)
+    return allowed
+
+
+def steps_complete(definition: ProcessDefinition, records: list[StepRecord]) -> bool:
+    done = {r.step_code for r in records}
+    return all(step.code in done for step in definition.steps)
+
+
+@dataclass(frozen=True)
+class VerifierInput:
+    """The second person's signature on a critical step: user name plus password
+    (21 CFR 11.200(a)(1)(i): both components when not in a continuous session)."""
+
+    username: str
+    password: str
+    meaning: str = Meaning.VERIFIED.value
+    reason: str | None = None
+
+
+@dataclass
+class StepOutcome:
+    record: StepRecord
+    deviations: list[Deviation] = field(default_factory=list)
+    items: list[Any] = field(default_factory=list)
+
+
+def _check_values(step: Step, values: Any) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+    """Type- and unit-check the entered values; return (values, per-parameter results, bags).
+
+    Wrong types, wrong units, unknown or missing parameters are entry errors (422).
+    Values outside the limits are recorded as entered and evaluated, never rejected
+    or clamped (EU GMP Chapter 4.8: the record shows what was actually found).
+    """
+    if not isinstance(values, dict):
+        raise field_error("values", "must be an object of parameter code -> value")
+    errors: dict[str, list[str]] = {}
+    clean: dict[str, Any] = {}
+    bags = 1
+    for key in values:
+        if step.parameter(key) is None and not (step.creates and key == "bags"):
+            known = ", ".join(p.code for p in step.parameters) or "none"
+            errors[f"values.{key}"] = [f"unknown parameter of step {step.code} (known: {known})"]
+    if step.creates:
+        raw_bags = values.get("bags", 1)
+        if isinstance(raw_bags, bool) or not isinstance(raw_bags, int | float) or (
+            isinstance(raw_bags, float) and not raw_bags.is_integer()
+        ):
+            errors["values.bags"] = ["must be a whole number"]
+        elif not 1 <= raw_bags <= MAX_BAGS:
+            errors["values.bags"] = [f"must be between 1 and {MAX_BAGS}"]
+        else:
+            bags = int(raw_bags)
+            clean["bags"] = bags
+    results: list[dict[str, Any]] = []
+    for param in step.parameters:
+        name = f"values.{param.code}"
+        if param.code not in values or values[param.code] is None:
+            if param.required:
+                errors[name] = ["missing required value"]
+            continue
+        raw = values[param.code]
+        if isinstance(raw, dict):
+            unknown = set(raw) - {"value", "unit"}
+            if unknown or "value" not in raw:
+                errors[name] = ['must be a value or {"value": ..., "unit": ...}']
+                continue
+            unit = raw.get("unit")
+            if unit is not None and (not isinstance(unit, str) or unit.strip() != param.unit):
+                errors[name] = [f"unit must be {param.unit!r}" if param.unit else "has no unit"]
+                continue
+            raw = raw["value"]
+        value, problem = _typed(param.type, raw)
+        if problem:
+            errors[name] = [problem]
+            continue
+        clean[param.code] = value
+        results.append({
+            "code": param.code, "name": param.name, "value": value, "unit": param.unit,
+            "limits": param.limits_text(), "in_limits": param.within_limits(value),
+            "severity": param.severity,
+        })
+    if errors:
+        raise ValidationFailed(f"step {step.code}: values refused", errors=errors)
+    return clean, results, bags
+
+
+def _typed(kind: str, raw: Any) -> tuple[Any, str | None]:
+    if kind == ParamType.BOOLEAN:
+        return (raw, None) if isinstance(raw, bool) else (None, "must be true or false")
+    if kind == ParamType.TEXT:
+        if not isinstance(raw, str) or not raw.strip():
+            return None, "must be non-empty text"
+        if len(raw) > MAX_TEXT:
+            return None, f"must be at most {MAX_TEXT} characters"
+        return raw.strip(), None
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        return None, "must be a number"
+    if not math.isfinite(raw):
+        return None, "must be a finite number"
+    if kind == ParamType.INTEGER:
+        if isinstance(raw, float) and not raw.is_integer():
+            return None, "must be a whole number"
+        return int(raw), None
+    return raw, None
+
+
+def _sign_step(
+    session: Session,
+    user: User,
+    signature: SignatureInput,
+    verifier: VerifierInput | None,
+    step: Step,
+    key: str,
+    content: dict[str, Any],
+) -> tuple[Any, Any]:
+    performed = signatures.sign(session, user, signature, entity_type="step_record",
+                                entity_id=key, content=content,
+                                meanings={Meaning.PERFORMED.value})
+    if verifier is None:
+        if step.critical:
+            raise field_error("verifier", f"step {step.code} is critical: a second person "
+                                          "must verify it with their own signature")
+        return performed, None
+    second = session.scalar(select(User).where(User.username == verifier.username.strip().lower()))
+    if second is None:
+        raise field_error("verifier.username", "no such user")
+    if second.id == user.id:
+        raise SegregationOfDuties("the verifier must be a second person, not the performer")
+    if not second.has_role("operator", "qa"):
+        raise Forbidden("the verifier needs the role operator or qa")
+    verified = signatures.sign(
+        session, second,
+        SignatureInput(password=verifier.password, meaning=verifier.meaning,
+                       reason=verifier.reason),
+        entity_type="step_record", entity_id=key, content=content,
+        meanings={Meaning.VERIFIED.value},
+    )
+    return performed, verified
+
+
+def record_step(
+    session: Session,
+    batch_number: str,
+    step_code: str,
+    *,
+    values: Any,
+    user_id: int,
+    signature: SignatureInput,
+    verifier: VerifierInput | None = None,
+) -> StepOutcome:
+    """Record one execution of a step, signed; out-of-limit values open deviations."""
+    user = _user(session, user_id)
+    batch = get_batch(session, batch_number, for_update=True)
+    definition = definition_of_batch(batch)
+    step = definition.step(step_code)
+    if step is None:
+        raise NotFound(f"process {batch.process.key} has no step {step_code!r}")
+    if not _recording_open(batch):
+        raise InvalidTransition(
+            f"batch {batch_number} is {batch.status}: no more steps can be recorded"
+        )
+    records = current_records(session, batch)
+    allowed = _allowed_steps(definition, records)
+    if step.code not in allowed:
+        done = {r.step_code for r in records}
+        why = (f"step {step.code} is already recorded; a change is a correction"
+               if step.code in done else f"step {step.code} is out of order")
+        raise InvalidTransition(
+            f"{why}: the next step is {' or '.join(allowed) or 'none'}",
+            extra={"next_steps": allowed},
+        )
+    clean, results, bags = _check_values(step, values)
+    occurrence = 1 + max((r.occurrence for r in records if r.step_code == step.code), default=0)
+    now = utcnow()
+    key = record_key(batch.batch_number, step.code, occurrence, 1)
+    content = {"record": key, "values": clean, "performed_at": audit.format_time(now)}
+    performed, verified = _sign_step(session, user, signature, verifier, step, key, content)
+    record = StepRecord(
+        batch_id=batch.id, batch_number=batch.batch_number, step_code=step.code,
+        step_index=step.index, occurrence=occurrence, version=1,
+        values_json=canonical_json(clean), results_json=canonical_json(results),
+        in_limits=all(r["in_limits"] for r in results), performed_at=now,
+        recorded_by=user.id, signature_id=performed.id,
+        verifier_signature_id=verified.id if verified else None,
+    )
+    outcome = StepOutcome(record)
+    if step.creates == "final_product":
+        outcome.items = _fill(session, batch, definition, step, bags, now)
+        record.created_items = json.dumps([item.item_id for item in outcome.items])
+    session.add(record)
+    session.flush()
+    outcome.deviations = _open_limit_deviations(session, batch, step, record, results, user)
+    if step.index == len(definition.steps) - 1:
+        batch.completed_at = now
+    _refresh_status(session, batch, records=[*records, record], definition=definition)
+    session.flush()
+    return outcome
+
+
+def _fill(
+    session: Session, batch: Batch, definition: ProcessDefinition, step: Step, bags: int,
+    now: datetime,
+) -> list[Any]:
+    """SPEC §3: the fill step creates the final-product bags, children of the starting
+    material, in quarantine, expiring shelf_life.final_product after the step."""
+    identity = _identity()
+    expires_at = now + definition.final_product_shelf_life if step.expiry_from else None
+    post_thaw = format_duration(definition.post_thaw) if definition.post_thaw else None
+    return [
+        identity.create_item(
+            session, kind="final_product", coi_id=batch.coi_id, site_code=batch.site_code,
+            status="quarantine", parent_ids=(batch.starting_item_id,),
+            batch_number=batch.batch_number,
+            description=f"{definition.name}, bag {n} of {bags}",
+            expires_at=expires_at, expiry_warnings=definition.warn_before,
+            post_thaw_window=post_thaw,
+        )
+        for n in range(1, bags + 1)
+    ]
+
+
+def _deviation_number(session: Session, batch: Batch) -> str:
+    count = session.scalar(select(func.count()).select_from(Deviation).where(
+        Deviation.batch_id == batch.id
+    )) or 0
+    return f"{batch.batch_number}-D{count + 1:02d}"
+
+
+def _open_limit_deviations(
+    session: Session, batch: Batch, step: Step, record: StepRecord,
+    results: list[dict[str, Any]], user: User, *, previous: dict[str, Any] | None = None,
+) -> list[Deviation]:
+    opened = []
+    for result in results:
+        if result["in_limits"]:
+            continue
+        if previous is not None and previous.get(result["code"]) == result["value"]:
+            continue  # unchanged by the correction: its deviation is already open
+        value = result["value"]
+        shown = fmt_number(value) if isinstance(value, float | int) and not isinstance(
+            value, bool) else json.dumps(value)
+        unit = f" {result['unit']}" if result["unit"] else ""
+        deviation = Deviation(
+            number=_deviation_number(session, batch), batch_id=batch.id,
+            batch_number=batch.batch_number, kind=DeviationKind.AUTOMATIC.value,
+            severity=result["severity"], status=DeviationStatus.OPEN.value,
+            description=(
+                f"{step.name} ({record.step_code} #{record.occurrence}): {result['name']} = "
+                f"{shown}{unit}, outside the limits {result['limits']}"
+            ),
+            step_record_id=record.id, step_code=record.step_code, parameter=result["code"],
+            opened_at=record.performed_at, opened_by=user.id,
+        )
+        session.add(deviation)
+        session.flush()
+        opened.append(deviation)
+    return opened
+
+
+def correct_step(
+    session: Session,
+    batch_number: str,
+    step_code: str,
+    *,
+    values: Any,
+    reason: str,
+    user_id: int,
+    signature: SignatureInput,
+    occurrence: int | None = None,
+    verifier: VerifierInput | None = None,
+) -> StepOutcome:
+    """A correction is a new signed version with a reason; the original stays (11.10(e))."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise field_error("reason", "a correction needs a reason")
+    user = _user(session, user_id)
+    batch = get_batch(session, batch_number, for_update=True)
+    definition = definition_of_batch(batch)
+    step = definition.step(step_code)
+    if step is None:
+        raise NotFound(f"process {batch.process.key} has no step {step_code!r}")
+    if batch.status not in (s.value for s in ACTIVE_BATCH_STATUSES):
+        raise InvalidTransition(
+            f"batch {batch_number} is {batch.status}: its record can no longer be corrected"
+        )
+    mine = [r for r in current_records(session, batch) if r.step_code == step.code]
+    if not mine:
+        raise InvalidTransition(f"step {step.code} has no record to correct")
+    if occurrence is None:
+        original = max(mine, key=lambda r: r.occurrence)
+    else:
+        original = next((r for r in mine if r.occurrence == occurrence), None)
+        if original is None:
+            raise NotFound(f"step {step.code} has no record #{occurrence}")
+    clean, results, bags = _check_values(step, values)
+    if step.creates and bags != original.values.get("bags", 1):
+        raise InvalidTransition(
+            "the number of bags filled cannot be corrected: the bags exist; destroy or "
+            "record them through their items"
+        )
+    now = utcnow()
+    version = original.version + 1
+    key = record_key(batch.batch_number, step.code, original.occurrence, version)
+    content = {"record": key, "values": clean, "performed_at": audit.format_time(now),
+               "supersedes": original.key, "reason": reason.strip()}
+    performed, verified = _sign_step(session, user, signature, verifier, step, key, content)
+    record = StepRecord(
+        batch_id=batch.id, batch_number=batch.batch_number, step_code=step.code,
+        step_index=step.index, occurrence=original.occurrence, version=version,
+        supersedes_id=original.id, correction_reason=reason.strip(),
+        values_json=canonical_json(clean), results_json=canonical_json(results),
+        in_limits=all(r["in_limits"] for r in results), created_items=original.created_items,
+        performed_at=now, recorded_by=user.id, signature_id=performed.id,
+        verifier_signature_id=verified.id if verified else None,
+    )
+    with audit.reason(session, f"correction: {reason.strip()}"):
+        session.add(record)
+        session.flush()
+        deviations = _open_limit_deviations(session, batch, step, record, results, user,
+                                            previous=original.values)
+        _refresh_status(session, batch, definition=definition)
+        session.flush()
+    return StepOutcome(record, deviations)
+
+
+# --- deviations ---------------------------------------------------------------------------
+
+def deviations_of(session: Session, batch: Batch) -> list[Deviation]:
+    return list(session.scalars(
+        select(Deviation).where(Deviation.batch_id == batch.id).order_by(Deviation.id)
+    ))
+
+
+def get_deviation(session: Session, ref: str | int, *, for_update: bool = False) -> Deviation:
+    """A deviation by its number (CART-26-0001-D01) or numeric id."""
+    text_ = str(ref).strip()
+    statement = select(Deviation).where(
+        Deviation.id == int(text_) if text_.isdigit() else Deviation.number == text_.upper()
+    )
+    if for_update:
+        statement = statement.with_for_update()
+    deviation = session.scalar(statement)
+    if deviation is None:
+        raise NotFound(f"no deviation {ref}")
+    return deviation
+
+
+def open_deviation(
+    session: Session,
+    batch_number: str,
+    *,
+    severity: str,
+    description: str,
+    user_id: int,
+    step_code: str | None = None,
+) -> Deviation:
+    """A reported event (EU GMP Chapter 1.4(xiv)); major/critical put the batch on hold."""
+    if severity not in {s.value for s in DeviationSeverity}:
+        raise field_error("severity", "must be minor, major or critical")
+    if not isinstance(description, str) or not description.strip():
+        raise field_error("description", "describe what happened")
+    user = _user(session, user_id)
+    batch = get_batch(session, batch_number, for_update=True)
+    if step_code is not None and definition_of_batch(batch).step(step_code) is None:
+        raise field_error("step_code", f"process {batch.process.key} has no step {step_code!r}")
+    deviation = Deviation(
+        number=_deviation_number(session, batch), batch_id=batch.id,
+        batch_number=batch.batch_number, kind=DeviationKind.MANUAL.value, severity=severity,
+        status=DeviationStatus.OPEN.value, description=description.strip(),
+        step_code=step_code, opened_at=utcnow(), opened_by=user.id,
+    )
+    session.add(deviation)
+    session.flush()
+    _refresh_status(session, batch)
+    session.flush()
+    return deviation
+
+
+def _qa_signature(
+    session: Session, deviation: Deviation, user: User, signature: SignatureInput, action: str,
+    text_: str, severity: str | None,
+) -> Any:
+    return signatures.sign(
+        session, user, signature, entity_type="deviation", entity_id=deviation.number,
+        content={"deviation": deviation.number, "action": action, "text": text_,
+                 "severity": severity or deviation.severity},
+        meanings={Meaning.REVIEWED.value, Meaning.APPROVED.value},
+    )
+
+
+def assess_deviation(
+    session: Session,
+    ref: str | int,
+    *,
+    assessment: str,
+    user_id: int,
+    signature: SignatureInput,
+    severity: str | None = None,
+) -> Deviation:
+    """QA's signed impact assessment; the batch leaves on_hold when nothing else holds it."""
+    if not isinstance(assessment, str) or not assessment.strip():
+        raise field_error("assessment", "the assessment must be written")
+    if severity is not None and severity not in {s.value for s in DeviationSeverity}:
+        raise field_error("severity", "must be minor, major or critical")
+    user = _user(session, user_id)
+    if not user.has_role("qa"):
+        raise Forbidden("assessing a deviation needs the role qa")
+    deviation = get_deviation(session, ref)
+    batch = get_batch(session, deviation.batch_number, for_update=True)
+    session.refresh(deviation)
+    if deviation.status != DeviationStatus.OPEN:
+        raise InvalidTransition(f"deviation {deviation.number} is already {deviation.status}")
+    signed = _qa_signature(session, deviation, user, signature, "assess", assessment.strip(),
+                           severity)
+    with audit.reason(session, signature.reason):
+        deviation.assessment = assessment.strip()
+        if severity is not None:
+            deviation.severity = severity
+        deviation.status = DeviationStatus.ASSESSED.value
+        deviation.assessed_at = signed.signed_at
+        deviation.assessed_by = user.id
+        deviation.assessment_signature_id = signed.id
+        session.flush()
+        _refresh_status(session, batch)
+        session.flush()
+    return deviation
+
+
+def close_deviation(
+    session: Session, ref: str | int, *, closure: str, user_id: int, signature: SignatureInput
+) -> Deviation:
+    """QA closes an assessed deviation with a signed conclusion (CAPA done or not needed)."""
+    if not isinstance(closure, str) or not closure.strip():
+        raise field_error("closure", "the closure conclusion must be written")
+    user = _user(session, user_id)
+    if not user.has_role("qa"):
+        raise Forbidden("closing a deviation needs the role qa")
+    deviation = get_deviation(session, ref)
+    batch = get_batch(session, deviation.batch_number, for_update=True)
+    session.refresh(deviation)
+    if deviation.status != DeviationStatus.ASSESSED:
+        raise InvalidTransition(
+            f"deviation {deviation.number} is {deviation.status}: only an assessed deviation "
+            "can be closed"
+        )
+    signed = _qa_signature(session, deviation, user, signature, "close", closure.strip(), None)
+    with audit.reason(session, signature.reason):
+        deviation.closure = closure.strip()
+        deviation.status = DeviationStatus.CLOSED.value
+        deviation.closed_at = signed.signed_at
+        deviation.closed_by = user.id
+        deviation.closure_signature_id = signed.id
+        session.flush()
+        _refresh_status(session, batch)
+        session.flush()
+    return deviation
+
+
+# --- status ----------------------------------------------------------------------------
+
+_TRANSITIONS: dict[str, frozenset[str]] = {
+    BatchStatus.IN_PROCESS: frozenset({
+        BatchStatus.ON_HOLD, BatchStatus.AWAITING_RELEASE, BatchStatus.REJECTED}),
+    BatchStatus.ON_HOLD: frozenset({
+        BatchStatus.IN_PROCESS, BatchStatus.AWAITING_RELEASE, BatchStatus.REJECTED}),
+    BatchStatus.AWAITING_RELEASE: frozenset({
+        BatchStatus.ON_HOLD, BatchStatus.RELEASED, BatchStatus.CONDITIONALLY_RELEASED,
+        BatchStatus.REJECTED}),
+    BatchStatus.CONDITIONALLY_RELEASED: frozenset({BatchStatus.RELEASED, BatchStatus.REJECTED}),
+    BatchStatus.RELEASED: frozenset(),
+    BatchStatus.REJECTED: frozenset(),
+}
+
+
+def _refresh_status(
+    session: Session, batch: Batch, *, records: list[StepRecord] | None = None,
+    definition: ProcessDefinition | None = None,
+) -> None:
+    """Derive in_process / on_hold / awaiting_release from steps and deviations.
+
+    A release decision (released, conditionally released, rejected) is never
+    touched here: only QA changes it, through set_batch_status.
+    """
+    if batch.status not in (s.value for s in ACTIVE_BATCH_STATUSES):
+        return
+    definition = definition or definition_of_batch(batch)
+    records = records if records is not None else current_records(session, batch)
+    held = any(d.holds_batch for d in deviations_of(session, batch))
+    if held:
+        target = BatchStatus.ON_HOLD
+    elif steps_complete(definition, records):
+        target = BatchStatus.AWAITING_RELEASE
+    else:
+        target = BatchStatus.IN_PROCESS
+    if batch.status != target:
+        why = ("an open major or critical deviation awaits QA assessment" if held
+               else "all steps recorded" if target == BatchStatus.AWAITING_RELEASE
+               else "no deviation holds the batch")
+        batch.status = target.value
+        batch.status_reason = why
+        session.flush()
+
+
+def set_batch_status(
+    session: Session, batch_number: str, status: str, *, reason: str | None = None
+) -> Batch:
+    """The release decision's status change (called by qc); final states never change."""
+    if status not in {s.value for s in BatchStatus}:
+        raise field_error("status", f"unknown batch status {status!r}")
+    batch = get_batch(session, batch_number, for_update=True)
+    if status == batch.status:
+        return batch
+    if status not in _TRANSITIONS[BatchStatus(batch.status)]:
+        raise InvalidTransition(f"batch {batch_number} cannot go from {batch.status} to {status}")
+    with audit.reason(session, reason):
+        batch.status = status
+        batch.status_reason = reason
+        session.flush()
+    return batch
+
+
+# --- interface for qc and identity -------------------------------------------------------
+
+def release_blockers(session: Session, batch_number: str) -> list[tuple[str, str]]:
+    """Batch-side conditions of SPEC §5 that forbid release (empty list: none)."""
+    batch = get_batch(session, batch_number)
+    definition = definition_of_batch(batch)
+    blockers: list[tuple[str, str]] = []
+    done = {r.step_code for r in current_records(session, batch)}
+    missing = [s.code for s in definition.steps if s.code not in done]
+    if missing:
+        blockers.append(("steps_incomplete", f"steps not recorded: {', '.join(missing)}"))
+    open_ = [d for d in deviations_of(session, batch) if d.blocks_release]
+    if open_:
+        blockers.append(("open_deviation", "open major or critical deviation: "
+                         + ", ".join(f"{d.number} ({d.severity}, {d.status})" for d in open_)))
+    now = utcnow()
+    identity = _identity()
+    expired = [
+        item_id for item_id in final_product_item_ids(session, batch_number)
+        if _expired(identity.get_item(session, item_id), now)
+    ]
+    if expired:
+        blockers.append(("expired", f"final product expired: {', '.join(expired)}"))
+    elif not final_product_item_ids(session, batch_number):
+        starting = identity.get_item(session, batch.starting_item_id)
+        if starting.status == "expired":
+            blockers.append(("expired", f"starting material {starting.item_id} expired"))
+    return blockers
+
+
+def _expired(item: Any, now: datetime) -> bool:
+    return item.status == "expired" or (item.expires_at is not None and item.expires_at <= now)
+
+
+def batch_performers(session: Session, batch_number: str) -> set[int]:
+    """Everyone who started the batch, performed, recorded or verified a step record
+    (SPEC §5.4 segregation of duties: none of them may release it)."""
+    batch = get_batch(session, batch_number)
+    people = {batch.started_by}
+    for record in all_records(session, batch):
+        people.add(record.recorded_by)
+        people.add(record.signature.user_id)
+        if record.verifier_signature is not None:
+            people.add(record.verifier_signature.user_id)
+    return people
+
+
+def qc_specs(session: Session, batch_number: str) -> list[QcSpec]:
+    """The release specification of the process version the batch is bound to."""
+    return list(definition_of_batch(get_batch(session, batch_number)).qc)
+
+
+def final_product_item_ids(session: Session, batch_number: str) -> list[str]:
+    batch = get_batch(session, batch_number)
+    ids: list[str] = []
+    for record in current_records(session, batch):
+        ids.extend(record.item_ids)
+    return ids
+
+
+def is_final(batch: Batch) -> bool:
+    return batch.status in FINAL_BATCH_STATUSES

@@ -1,0 +1,100 @@
+"""Alerts pages: the /alerts list with filters and acknowledgement, and the dashboard
+panels "Open alerts" and "Expiring soon" (SPEC §7b)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, Flask, flash, g, redirect, render_template, request, url_for
+from markupsafe import Markup
+from marshmallow import ValidationError
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
+
+from gmp_mes import alerts
+from gmp_mes.alerts_api import AcknowledgeSchema, AlertQuerySchema
+from gmp_mes.clock import utcnow
+from gmp_mes.errors import DomainError
+from gmp_mes.http import db_session, login_required
+from gmp_mes.models import User
+from gmp_mes.pages import add_dashboard_panel, add_nav
+
+bp = Blueprint("alerts", __name__, template_folder="templates")
+FILTERS = ("status", "site", "kind")
+
+
+def local_time(user: User) -> Any:
+    """Format aware UTC times in the user's site time zone (pages show local time)."""
+    zone = ZoneInfo(user.site.timezone or "UTC")
+
+    def render(value: datetime | None) -> str:
+        if value is None:
+            return ""
+        return value.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+
+    return render
+
+
+@bp.route("/alerts")
+@login_required
+def alerts_page() -> str | tuple[str, int]:
+    raw = {k: v for k, v in request.args.items() if k in FILTERS}
+    raw.setdefault("status", "open")
+    raw = {k: v for k, v in raw.items() if v}
+    errors: dict[str, list[str]] = {}
+    try:
+        query = AlertQuerySchema().load(raw)
+    except ValidationError as exc:
+        errors = {k: list(v) for k, v in exc.normalized_messages().items()}  # type: ignore[union-attr]
+        query = {}
+    rows = alerts.list_alerts(db_session(), **query) if not errors else []
+    return render_template(
+        "alerts.html", rows=rows, filters=raw, errors=errors, local=local_time(g.user),
+        countdown=alerts.countdown, statuses=[s.value for s in alerts.AlertStatus],
+    ), (422 if errors else 200)
+
+
+@bp.route("/alerts/<int:alert_id>/acknowledge", methods=["POST"])
+@login_required
+def acknowledge_page(alert_id: int) -> Response:
+    back = {k: request.form.get(f"back_{k}", "") for k in FILTERS}
+    back = {k: v for k, v in back.items() if v}
+    session = db_session()
+    try:
+        body = AcknowledgeSchema().load({"note": request.form.get("note") or None})
+        alerts.acknowledge(session, alert_id, g.user.id, body["note"])
+    except ValidationError as exc:
+        session.rollback()
+        flash(f"Not acknowledged: {exc.normalized_messages()}", "error")
+    except DomainError as exc:
+        session.rollback()
+        flash(f"Not acknowledged: {exc.detail}", "error")
+    else:
+        flash(f"Alert {alert_id} acknowledged.", "ok")
+    return redirect(url_for("alerts.alerts_page", **back))
+
+
+def open_alerts_panel(session: Session, user: User) -> tuple[str, Markup] | None:
+    total, rows = alerts.alerts_for_user(session, user.roles, user.site.code, limit=8)
+    html = render_template(
+        "alerts_panel_open.html", total=total, rows=rows, local=local_time(user),
+    )
+    return (f"Open alerts ({total})", Markup(html))
+
+
+def expiring_soon_panel(session: Session, user: User) -> tuple[str, Markup] | None:
+    rows = alerts.expiring_soon(session, user.roles, user.site.code, limit=8)
+    html = render_template(
+        "alerts_panel_expiring.html", rows=rows, now=utcnow(), countdown=alerts.countdown,
+        local=local_time(user),
+    )
+    return ("Expiring soon (countdown)", Markup(html))
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+    add_nav(app, "alerts.alerts_page", "Alerts")
+    add_dashboard_panel(app, open_alerts_panel)
+    add_dashboard_panel(app, expiring_soon_panel)

@@ -1,0 +1,79 @@
+"""Labels API: print (GET records the print), sheet, void, list (SPEC §7)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, g
+from flask_smorest import Blueprint
+
+from gmp_mes.http import db_session, roles_required, writes
+from labels import services
+from labels.schemas import LabelQuerySchema, LabelSchema, SheetQuerySchema, VoidSchema
+
+blp = Blueprint("labels", __name__, url_prefix="/api/v1", description="Chain-of-identity labels")
+
+
+def _file(printed: services.PrintedLabel) -> Response:
+    inline = printed.media_type in ("image/png", "image/svg+xml")
+    response = Response(printed.content, mimetype=printed.media_type)
+    response.headers["Content-Disposition"] = (
+        f'{"inline" if inline else "attachment"}; filename="{printed.filename}"'
+    )
+    response.headers["X-Label-Id"] = ",".join(label.label_id for label in printed.labels)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@blp.route("/items/<item_id>/label", methods=["GET"])
+@blp.arguments(LabelQuerySchema, location="query")
+@blp.doc(
+    responses={
+        "200": {
+            "description": "the label; the print is recorded (reprint=true with a reason "
+            "for reprints)",
+            "content": {t: {} for t in services.MEDIA_TYPES.values()},
+        }
+    }
+)
+@roles_required("operator", "clinician")
+@writes
+def item_label(query: dict[str, Any], item_id: str) -> Response:
+    """Print the item's label as png, svg, pdf or zpl (every print recorded)."""
+    printed = services.print_label(
+        db_session(), item_id, services.PrintRequest(**query), user_id=g.user.id
+    )
+    return _file(printed)
+
+
+@blp.route("/labels/sheet", methods=["GET"])
+@blp.arguments(SheetQuerySchema, location="query")
+@blp.doc(responses={"200": {"description": "PDF label sheet", "content": {"application/pdf": {}}}})
+@roles_required("operator", "clinician")
+@writes
+def label_sheet(query: dict[str, Any]) -> Response:
+    """A PDF sheet (A4 or letter) with the labels of several items, each print recorded."""
+    items = query.pop("items").split(",")
+    printed = services.print_sheet(
+        db_session(), items, services.PrintRequest(format="pdf", **query), user_id=g.user.id
+    )
+    return _file(printed)
+
+
+@blp.route("/items/<item_id>/labels", methods=["GET"])
+@blp.response(200, LabelSchema(many=True))
+@roles_required()
+def item_labels(item_id: str) -> list[services.LabelRecord]:
+    """Every print of the item's label, with voids."""
+    return services.labels_of_item(db_session(), item_id)
+
+
+@blp.route("/items/<item_id>/labels/<label_id>/void", methods=["POST"])
+@blp.arguments(VoidSchema)
+@blp.response(200, LabelSchema)
+@roles_required("operator", "qa")
+def void_label(body: dict[str, Any], item_id: str, label_id: str) -> services.LabelRecord:
+    """Void a printed label: its payload fails every online check from now on."""
+    return services.void_label(
+        db_session(), item_id, label_id, reason=body["reason"], user_id=g.user.id
+    )

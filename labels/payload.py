@@ -1,0 +1,184 @@
+"""The signed QR payload of a chain-of-identity label (SPEC §4). Pure: no database, no files.
+
+    GMP1:<kind>:<item or wristband id>:<coi id>:<expiry UTC YYYYMMDDHHMM or ->:<signature>
+
+Only the QR alphanumeric character set (``0-9 A-Z space $ % * + - . / :``) is used,
+so the symbol is encoded in alphanumeric mode and stays small. The signature is
+Ed25519 (RFC 8032) over the ASCII bytes of everything before the last ``:``,
+written in RFC 4648 base32 without padding (103 characters for 64 bytes).
+
+Parsing is strict: every field has one canonical spelling, so a payload that
+verifies has exactly one text form (a changed character never verifies,
+including the unused low bits of the last base32 character).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+PREFIX = "GMP1"
+# QR alphanumeric mode character set (ISO/IEC 18004 §7.4.4).
+QR_ALPHANUMERIC = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:")
+# Kind codes of identity.services.KIND_CODES (agreed interface); a payload with
+# another code is malformed whatever its signature says.
+KIND_CODES = frozenset({"SM", "IM", "FP", "QS", "RS", "WB"})
+SIGNATURE_LENGTH = 103  # base32 of 64 bytes without padding
+NO_EXPIRY = "-"
+EXPIRY_FORMAT = "%Y%m%d%H%M"
+MAX_LENGTH = 256  # a real payload is ~150 characters; refuse anything absurd early
+
+_SUBJECT = re.compile(r"[0-9A-Z][0-9A-Z.\-]{0,39}")
+_COI = re.compile(r"[0-9A-Z]{13}[0-9A-Z*]")
+_EXPIRY = re.compile(r"[0-9]{12}")
+_SIGNATURE = re.compile(r"[A-Z2-7]{103}")
+# Scanners (keyboard wedges) append CR, LF or TAB; people paste with spaces around.
+_SCANNER_NOISE = "\r\n\t\x00 "
+
+
+class InvalidLabel(ValueError):
+    """The text is not a valid signed label payload; ``code`` is the reason code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class LabelPayload:
+    kind_code: str
+    subject_id: str
+    coi_id: str
+    expires_at: datetime | None
+    signature: str
+    text: str
+
+    @property
+    def signed_part(self) -> str:
+        return self.text[: self.text.rfind(":")]
+
+
+def normalise_scan(raw: str) -> str:
+    """What a keyboard-wedge scanner typed, as the payload: trimmed and upper case."""
+    return raw.strip(_SCANNER_NOISE).upper()
+
+
+def format_expiry(expires_at: datetime | None) -> str:
+    if expires_at is None:
+        return NO_EXPIRY
+    if expires_at.tzinfo is None:
+        raise ValueError("label expiry must be an aware UTC datetime")
+    return expires_at.astimezone(UTC).strftime(EXPIRY_FORMAT)
+
+
+def signed_content(
+    kind_code: str, subject_id: str, coi_id: str, expires_at: datetime | None
+) -> str:
+    """The part of the payload the signature covers; refuses fields outside the format."""
+    kind_code, subject_id, coi_id = kind_code.upper(), subject_id.upper(), coi_id.upper()
+    if kind_code not in KIND_CODES:
+        raise ValueError(f"unknown label kind code {kind_code!r}")
+    if not _SUBJECT.fullmatch(subject_id):
+        raise ValueError(f"item id {subject_id!r} cannot be carried in a label payload")
+    if not _COI.fullmatch(coi_id):
+        raise ValueError(f"COI ID {coi_id!r} is not a 14-character ISBT 128 COI")
+    return f"{PREFIX}:{kind_code}:{subject_id}:{coi_id}:{format_expiry(expires_at)}"
+
+
+def encode_signature(signature: bytes) -> str:
+    return base64.b32encode(signature).decode("ascii").rstrip("=")
+
+
+def sign(
+    private_key: Ed25519PrivateKey,
+    kind_code: str,
+    subject_id: str,
+    coi_id: str,
+    expires_at: datetime | None,
+) -> str:
+    """The complete payload text for one label."""
+    content = signed_content(kind_code, subject_id, coi_id, expires_at)
+    return f"{content}:{encode_signature(private_key.sign(content.encode('ascii')))}"
+
+
+def parse(raw: str) -> LabelPayload:
+    """Structure only (no signature check); raises InvalidLabel('malformed', ...)."""
+    if not isinstance(raw, str):
+        raise InvalidLabel("malformed", "the scanned data is not text")
+    text = normalise_scan(raw)
+    if not text:
+        raise InvalidLabel("malformed", "nothing was scanned")
+    if len(text) > MAX_LENGTH:
+        raise InvalidLabel("malformed", "the scanned data is far too long for a label payload")
+    if not set(text) <= QR_ALPHANUMERIC:
+        raise InvalidLabel("malformed", "the scanned data contains characters no label carries")
+    parts = text.split(":")
+    if parts[0] != PREFIX:
+        raise InvalidLabel("malformed", "not a gmp-mes label (it does not start with GMP1:)")
+    if len(parts) != 6:
+        raise InvalidLabel(
+            "malformed", f"a label payload has 6 fields separated by ':', this one has {len(parts)}"
+        )
+    _, kind_code, subject_id, coi_id, expiry, signature = parts
+    if kind_code not in KIND_CODES:
+        raise InvalidLabel("malformed", f"unknown label kind code {kind_code!r}")
+    if not _SUBJECT.fullmatch(subject_id):
+        raise InvalidLabel("malformed", "the item id field is not valid")
+    if not _COI.fullmatch(coi_id):
+        raise InvalidLabel("malformed", "the COI ID field is not a 14-character ISBT 128 COI")
+    expires_at = _parse_expiry(expiry)
+    if not _SIGNATURE.fullmatch(signature):
+        raise InvalidLabel("malformed", "the signature field is truncated or not base32")
+    return LabelPayload(kind_code, subject_id, coi_id, expires_at, signature, text)
+
+
+def _parse_expiry(field: str) -> datetime | None:
+    if field == NO_EXPIRY:
+        return None
+    if not _EXPIRY.fullmatch(field):
+        raise InvalidLabel("malformed", "the expiry field is not YYYYMMDDHHMM or -")
+    try:
+        return datetime.strptime(field, EXPIRY_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise InvalidLabel("malformed", "the expiry field is not a real date and time") from None
+
+
+def decode_signature(signature: str) -> bytes:
+    """Base32 without padding, canonical only (the last character has 3 unused bits)."""
+    try:
+        raw = base64.b32decode(signature + "=" * (-len(signature) % 8))
+    except binascii.Error:
+        raise InvalidLabel("malformed", "the signature field is not base32") from None
+    if len(raw) != 64 or encode_signature(raw) != signature:
+        raise InvalidLabel("bad_signature", "the signature is not a canonical Ed25519 signature")
+    return raw
+
+
+def verify(payload: LabelPayload, public_keys: Iterable[Ed25519PublicKey]) -> Ed25519PublicKey:
+    """The public key that verifies the payload; raises InvalidLabel('bad_signature', ...)."""
+    signature = decode_signature(payload.signature)
+    message = payload.signed_part.encode("ascii")
+    for key in public_keys:
+        try:
+            key.verify(signature, message)
+        except InvalidSignature:
+            continue
+        return key
+    raise InvalidLabel(
+        "bad_signature",
+        "the label signature does not verify with any known key (forged or altered)",
+    )
+
+
+def parse_and_verify(raw: str, public_keys: Iterable[Ed25519PublicKey]) -> LabelPayload:
+    payload = parse(raw)
+    verify(payload, public_keys)
+    return payload

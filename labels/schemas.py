@@ -1,0 +1,52 @@
+"""Schemas of the labels API."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from gmp_mes.schemas import StrictSchema
+from labels.models import LabelFormat
+from labels.services import MAX_COPIES
+
+
+class _PrintOptions(StrictSchema):
+    reprint = fields.Boolean(load_default=False)
+    reason = fields.String(load_default=None, validate=validate.Length(max=2000))
+    workstation = fields.String(load_default=None, validate=validate.Length(max=100))
+
+
+class LabelQuerySchema(_PrintOptions):
+    format = fields.String(
+        load_default="png", validate=validate.OneOf([f.value for f in LabelFormat])
+    )
+    copies = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_COPIES))
+    dpi = fields.Integer(load_default=203, validate=validate.OneOf([203, 300]))
+
+
+class SheetQuerySchema(_PrintOptions):
+    items = fields.String(required=True, validate=validate.Length(min=1, max=5000))
+    paper = fields.String(load_default="a4", validate=validate.OneOf(["a4", "letter"]))
+
+
+class VoidSchema(StrictSchema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+
+
+class LabelSchema(Schema):
+    """A print of an item's label (for GET /items/{id} and the void response)."""
+
+    label_id = fields.String()
+    item_id = fields.String()
+    format = fields.String()
+    copies = fields.Integer()
+    workstation = fields.String(allow_none=True)
+    reprint = fields.Boolean()
+    reason = fields.String(allow_none=True)
+    status_banner = fields.String(allow_none=True)
+    key_id = fields.String()
+    printed_by = fields.String()
+    printed_at = fields.DateTime()
+    voided = fields.Boolean()
+    void_reason = fields.String(allow_none=True)
+    voided_by = fields.String(allow_none=True)
+    voided_at = fields.DateTime(allow_none=True)

@@ -1,0 +1,187 @@
+"""Scheduler hosting: exactly one active scheduler across processes (PostgreSQL advisory
+lock, file lock on SQLite), take-over when the leader dies, no scheduler in create_app,
+`gmp-mes sweep` (issue 8, SPEC §8, §10)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from gmp_mes import create_app
+from gmp_mes.scheduler import SchedulerHost, run_jobs
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def counting_job(calls: list[str], name: str):
+    def job(app):
+        calls.append(name)
+        return [f"{name} ran"]
+
+    job.__name__ = name
+    return job
+
+
+def test_only_one_of_two_hosts_runs_jobs_and_the_standby_takes_over(app) -> None:
+    calls: list[str] = []
+    app.extensions["gmp_mes.jobs"] = [counting_job(calls, "job")]
+    first, second = SchedulerHost(app), SchedulerHost(app)
+    try:
+        assert first.tick() == ["job ran"]
+        assert second.tick() == []  # standing by
+        assert first.tick() == ["job ran"]
+        assert calls == ["job", "job"]
+        first.stop()  # the leader goes away
+        assert second.tick() == ["job ran"]
+        assert first.tick() == []  # now the old leader is the standby
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_a_failing_job_does_not_stop_the_others(app, runner) -> None:
+    calls: list[str] = []
+
+    def broken(app_):
+        raise RuntimeError("boom")
+
+    app.extensions["gmp_mes.jobs"] = [broken, counting_job(calls, "after")]
+    result = run_jobs(app)
+    assert result.changes == ["after ran"] and len(result.failed) == 1
+    out = runner.invoke(args=["sweep"])
+    assert out.exit_code == 1
+    assert "after ran" in out.output and "failed jobs" in out.output
+
+
+def test_sweep_command_prints_changes_or_nothing(app, runner) -> None:
+    app.extensions["gmp_mes.jobs"] = [lambda app_: []]
+    out = runner.invoke(args=["sweep"])
+    assert out.exit_code == 0 and "sweep: nothing changed" in out.output
+    calls: list[str] = []
+    app.extensions["gmp_mes.jobs"] = [counting_job(calls, "expire")]
+    out = runner.invoke(args=["sweep"])
+    assert out.exit_code == 0 and out.output.splitlines()[0] == "expire ran"
+
+
+def test_create_app_never_starts_a_scheduler(app_config) -> None:
+    before = {t.ident for t in threading.enumerate()}
+    application = create_app(app_config)
+    try:
+        started = [t.name for t in threading.enumerate() if t.ident not in before]
+        assert started == []
+        assert "scheduler.lock" not in os.listdir(app_config["instance_path"])
+    finally:
+        application.extensions["gmp_mes.db"].dispose()
+
+
+def test_leader_notices_a_lost_lock_and_does_not_keep_running(app, db) -> None:
+    """If the leader's database connection dies (restart, network), its lock is gone:
+    it must not go on as a second leader next to the one that took over."""
+    if db.dialect != "postgresql":
+        pytest.skip("the lock lives in a PostgreSQL session only on PostgreSQL")
+    calls: list[str] = []
+    app.extensions["gmp_mes.jobs"] = [counting_job(calls, "job")]
+    first, second = SchedulerHost(app), SchedulerHost(app)
+    try:
+        assert first.tick() == ["job ran"]
+        pid = first.leadership._connection.execute(text("SELECT pg_backend_pid()")).scalar()
+        first.leadership._connection.commit()
+        with db.engine.connect() as c:
+            c.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            c.commit()
+        assert second.tick() == ["job ran"]  # lock free: the standby takes over
+        assert first.tick() == []  # the old leader sees it lost the lock and stands by
+        assert not first.leadership.held
+    finally:
+        first.stop()
+        second.stop()
+
+
+# --- real processes -------------------------------------------------------------------------
+
+class Proc:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.handle = log.open("w")
+        self.process = subprocess.Popen(
+            [str(VENV_BIN / "gmp-mes"), "scheduler"], env=env, stdout=self.handle,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def sweeps(self) -> int:
+        return len(re.findall(rf"sweep done by active scheduler \(pid {self.pid}\)", self.text()))
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if re.search(pattern, self.text()):
+                return time.monotonic()
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not seen in the log of pid {self.pid}:\n{self.text()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.handle.close()
+
+
+@pytest.mark.slow
+def test_two_scheduler_processes_one_sweeps_and_the_other_takes_over(
+    database_url, tmp_path
+) -> None:
+    env = {
+        **os.environ,
+        "GMP_MES_DATABASE_URL": database_url,
+        "GMP_MES_SWEEP_SECONDS": "1",
+        "GMP_MES_INSTANCE_PATH": str(tmp_path / "instance"),
+        "GMP_MES_SECRET_KEY": "test-secret",
+    }
+    env.pop("GMP_MES_SMTP_URL", None)
+    env.pop("GMP_MES_WEBHOOK_URL", None)
+    leader = Proc(env, tmp_path / "a.log")
+    standby = None
+    try:
+        leader.wait_for(rf"pid {leader.pid}\) is now the active scheduler")
+        leader.wait_for(r"sweep done by active scheduler")  # the first sweep runs at once
+        standby = Proc(env, tmp_path / "b.log")
+        standby.wait_for(r"standing by")
+        time.sleep(2.5)  # a few intervals side by side
+        assert standby.sweeps() == 0, standby.text()
+        assert len(re.findall("standing by", standby.text())) >= 2
+        assert leader.sweeps() >= 3
+        leader.process.kill()  # SIGKILL: no clean shutdown, the lock goes with the process
+        leader.process.wait()
+        killed_at = time.monotonic()
+        took_over = standby.wait_for(rf"pid {standby.pid}\) is now the active scheduler")
+        standby.wait_for(r"sweep done by active scheduler")
+        # Within about one interval (1 s), plus the database noticing the dead session.
+        assert took_over - killed_at < 5.0
+        assert standby.sweeps() >= 1
+    finally:
+        leader.stop()
+        if standby is not None:
+            standby.stop()
+    assert standby.process.returncode == 0  # SIGTERM: clean stop
