@@ -143,6 +143,20 @@ def roles_required(*roles: str) -> Callable[[F], F]:
     return decorate
 
 
+def _enforce_declared_roles() -> None:
+    """Check the roles a view declares before anything else runs (body parsing included),
+    so an unauthenticated or unauthorised caller learns nothing from validation errors."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    roles = getattr(view, "required_roles", None)
+    if roles is None:
+        return
+    user = current_user()
+    if user is None:
+        raise Unauthenticated("log in or send a valid bearer token")
+    if roles and not user.has_role(*roles):
+        raise Forbidden(f"this action needs the role {' or '.join(roles)}")
+
+
 def roles_except(*excluded: str) -> Callable[[F], F]:
     """Any authenticated user holding at least one role other than ``excluded``."""
     from gmp_mes.models import Role
@@ -324,6 +338,7 @@ def install(app: Flask) -> None:
     """Wire the edge into an application."""
     app.before_request(_assign_request_id)
     app.before_request(_check_csrf)
+    app.before_request(_enforce_declared_roles)
     app.after_request(_security_headers)
     app.teardown_appcontext(_close_session)
     app.register_error_handler(DomainError, handle_domain_error)

@@ -132,3 +132,22 @@ def test_user_with_several_roles(make_user, login) -> None:
     api = login(small)
     assert api.get("/api/v1/audit").status_code == 200
     assert api.get("/api/v1/me").get_json()["roles"] == ["operator", "qa"]
+
+
+@pytest.mark.requirement("21 CFR 11.10(d)")
+def test_roles_are_checked_before_the_body_is_parsed(anonymous, make_user, login) -> None:
+    garbage = {"username": 3}
+    assert_problem(anonymous.post("/api/v1/users", json=garbage), 401, "unauthenticated")
+    operator = login(make_user(None, "operator"))
+    assert_problem(operator.post("/api/v1/users", json=garbage), 403, "forbidden_role")
+
+
+@pytest.mark.requirement("21 CFR 11.10(g)")
+def test_every_api_route_declares_its_roles(app) -> None:
+    """Authority checks are declared next to each route; only these are public."""
+    public = {"/api/v1/auth/tokens", "/api/v1/openapi.json"}
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v1/") or rule.rule in public:
+            continue
+        view = app.view_functions[rule.endpoint]
+        assert getattr(view, "required_roles", None) is not None, f"{rule.rule} declares no roles"
