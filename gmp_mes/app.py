@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from gmp_mes import http
 from gmp_mes.db import Database
+from gmp_mes.schemas import ProblemSchema
 from gmp_mes.settings import Settings, load_settings
 
 # Domain packages, registered in this order. Each exposes ``init_app(app, api)``.
@@ -25,6 +26,8 @@ InitHook = Callable[[Flask, Session], list[str]]
 
 class ProblemApi(Api):
     """flask-smorest renders its own error bodies; ours are RFC 9457 problems."""
+
+    ERROR_SCHEMA = ProblemSchema
 
     def handle_http_exception(self, error: HTTPException) -> Any:  # type: ignore[override]
         return http.handle_http_exception(error)
@@ -53,6 +56,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         },
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     app.extensions["gmp_mes.db"] = Database(settings.database_url)
     app.extensions["gmp_mes.init_hooks"] = []
     app.extensions["gmp_mes.jobs"] = []
