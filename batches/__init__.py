@@ -4,7 +4,31 @@ from __future__ import annotations
 
 from flask import Flask
 from flask_smorest import Api
+from sqlalchemy.orm import Session
+
+
+def _load_definitions(app: Flask, session: Session) -> list[str]:
+    """``gmp-mes init``: load the process definitions, unapproved until QA approves them."""
+    from batches import services
+
+    settings = app.config["GMP_SETTINGS"]
+    return services.load_process_definitions(
+        session, [settings.builtin_process_dir, settings.process_dir]
+    )
 
 
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands and jobs."""
+    from batches import api as batches_api
+    from batches import cli, pages
+    from gmp_mes.app import add_init_hook
+    from gmp_mes.pages import add_dashboard_panel, add_nav
+
+    api.register_blueprint(batches_api.blp)
+    app.register_blueprint(pages.bp)
+    app.cli.add_command(cli.processes_group)
+    app.cli.add_command(cli.export_group)
+    add_init_hook(app, _load_definitions)
+    add_nav(app, "batches.batch_list", "Batches", ("operator", "qc", "qa", "admin"))
+    add_nav(app, "batches.process_list", "Processes", ("qa", "admin"))
+    add_dashboard_panel(app, pages.dashboard_panel)

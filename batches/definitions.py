@@ -372,13 +372,13 @@ def _steps(c: _Checker, data: dict[str, Any]) -> list[Step]:
     seen: set[str] = set()
     for i, table in enumerate(c.tables(data, "steps", "steps")):
         prefix = f"steps[{i}]"
-        c.unknown(table, _STEP, f"{prefix}.")
         code = c.text(table, "code", f"{prefix}.code", pattern=STEP_CODE)
         if code is not None:
             prefix = f"steps[{i}] ({code})"
             if code in seen:
                 c.fail(f"{prefix}.code", f"duplicate step code {code!r}")
             seen.add(code)
+        c.unknown(table, _STEP, f"{prefix}.")
         name = c.text(table, "name", f"{prefix}.name")
         instructions = c.text(table, "instructions", f"{prefix}.instructions", required=False)
         repeatable = c.boolean(table, "repeatable", f"{prefix}.repeatable") or False
@@ -407,13 +407,13 @@ def _parameters(c: _Checker, step: dict[str, Any], step_prefix: str) -> list[Par
     seen: set[str] = set()
     for j, table in enumerate(c.tables(step, "parameters", f"{step_prefix}.parameters")):
         prefix = f"{step_prefix}.parameters[{j}]"
-        c.unknown(table, _PARAM, f"{prefix}.")
         code = c.text(table, "code", f"{prefix}.code", pattern=STEP_CODE)
         if code is not None:
             prefix = f"{step_prefix}.parameters[{j}] ({code})"
             if code in seen:
                 c.fail(f"{prefix}.code", f"duplicate parameter code {code!r}")
             seen.add(code)
+        c.unknown(table, _PARAM, f"{prefix}.")
         name = c.text(table, "name", f"{prefix}.name", required=False) or code
         unit = c.text(table, "unit", f"{prefix}.unit", empty_ok=True)
         type_ = c.text(table, "type", f"{prefix}.type", required=False) or ParamType.NUMBER.value
@@ -446,13 +446,13 @@ def _qc(c: _Checker, data: dict[str, Any], step_codes: set[str]) -> list[QcSpec]
     seen: set[str] = set()
     for k, table in enumerate(c.tables(data, "qc", "qc")):
         prefix = f"qc[{k}]"
-        c.unknown(table, _QC, f"{prefix}.")
         test = c.text(table, "test", f"{prefix}.test", pattern=STEP_CODE)
         if test is not None:
             prefix = f"qc[{k}] ({test})"
             if test in seen:
                 c.fail(f"{prefix}.test", f"duplicate QC test {test!r}")
             seen.add(test)
+        c.unknown(table, _QC, f"{prefix}.")
         method = c.text(table, "method", f"{prefix}.method", required=False)
         unit = c.text(table, "unit", f"{prefix}.unit", required=False, empty_ok=True)
         lo = c.number(table, "min", f"{prefix}.min")

@@ -148,7 +148,7 @@ class Batch(Audited, Base):
     process_version_id: Mapped[int] = mapped_column(ForeignKey("process_version.id"))
     process_code: Mapped[str] = mapped_column(String(32))
     process_version: Mapped[int] = mapped_column(Integer)
-    starting_item_id: Mapped[str] = mapped_column(String(20), index=True)
+    starting_item_id: Mapped[str] = mapped_column(ForeignKey("item.item_id"), index=True)
     site_code: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(24), default=BatchStatus.IN_PROCESS.value)
     status_reason: Mapped[str | None] = mapped_column(Text)

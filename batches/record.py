@@ -114,16 +114,13 @@ def _genealogy(session: Session, batch: Batch, identity: Any) -> list[dict[str, 
             continue
         seen.add(item.item_id)
         row = _item_dict(item)
-        row["parents"] = sorted(identity.parent_ids(session, item.item_id)) if hasattr(
-            identity, "parent_ids") else []
+        row["parents"] = identity.parents_of(session, item.item_id)
         rows.append(row)
     return rows
 
 
 def _custody(session: Session, genealogy: list[dict[str, Any]], identity: Any) -> list[dict]:
-    trail_of = getattr(identity, "custody_trail", None)
-    if trail_of is None:
-        return []
+    trail_of = identity.custody_trail
     events: list[dict[str, Any]] = []
     for row in genealogy:
         for event in trail_of(session, row["item_id"]):

@@ -309,8 +309,6 @@ def start_batch(
     item = identity.get_item(session, item_id, for_update=True)
     if item.kind != "starting_material":
         raise field_error("item_id", f"{item_id} is a {item.kind}, not starting material")
-    if item.status == "blocked":
-        raise conflict("blocked", f"starting material {item_id} is blocked")
     now = utcnow()
     if item.status == "expired" or (item.expires_at is not None and item.expires_at <= now):
         raise Expired(
@@ -318,13 +316,19 @@ def start_batch(
             f"({format_duration(definition_of(process).starting_material_hold)} after "
             "collection); it cannot start a batch"
         )
+    if item.status == "blocked":
+        raise conflict("blocked", f"starting material {item_id} is blocked")
     active = session.scalar(select(Batch).where(
-        Batch.starting_item_id == item_id,
+        Batch.starting_item_id == item.item_id,
         Batch.status.in_([s.value for s in ACTIVE_BATCH_STATUSES]),
     ))
     if active is not None:
         raise AlreadyExists(
             f"starting material {item_id} already feeds batch {active.batch_number}"
+        )
+    if not identity.can_transition(item, "consumed"):
+        raise InvalidTransition(
+            f"starting material {item_id} is {item.status}: it cannot start a batch"
         )
     batch = Batch(
         batch_number=_next_batch_number(session, process.code),
@@ -340,16 +344,20 @@ def start_batch(
     )
     session.add(batch)
     session.flush()
-    if item.status != "in_process":
-        identity.transition_item(session, item.item_id, "in_process",
-                                 reason=f"batch {batch.batch_number} started")
+    # The apheresis product goes into the closed system at the first step: consumed.
+    # A consumed item is final, so the hold-time sweep leaves it alone while the batch
+    # runs for days, and it can never feed a second batch.
+    identity.transition_item(session, item.item_id, "consumed",
+                             reason=f"batch {batch.batch_number} started")
     return batch
 
 
 def get_batch(session: Session, batch_number: str, *, for_update: bool = False) -> Batch:
     statement = select(Batch).where(Batch.batch_number == batch_number)
     if for_update:
-        statement = statement.with_for_update()
+        # Lock the batch row only (not the joined process) and re-read what it holds now.
+        statement = statement.with_for_update(of=Batch).execution_options(
+            populate_existing=True)
     batch = session.scalar(statement)
     if batch is None:
         raise NotFound(f"no batch {batch_number}")
@@ -606,7 +614,8 @@ def record_step(
     if step.code not in allowed:
         done = {r.step_code for r in records}
         why = (f"step {step.code} is already recorded; a change is a correction"
-               if step.code in done else f"step {step.code} is out of order")
+               if step.code in done and not step.repeatable
+               else f"step {step.code} is out of order")
         raise InvalidTransition(
             f"{why}: the next step is {' or '.join(allowed) or 'none'}",
             extra={"next_steps": allowed},
@@ -622,8 +631,7 @@ def record_step(
         step_index=step.index, occurrence=occurrence, version=1,
         values_json=canonical_json(clean), results_json=canonical_json(results),
         in_limits=all(r["in_limits"] for r in results), performed_at=now,
-        recorded_by=user.id, signature_id=performed.id,
-        verifier_signature_id=verified.id if verified else None,
+        recorded_by=user.id, signature=performed, verifier_signature=verified,
     )
     outcome = StepOutcome(record)
     if step.creates == "final_product":
@@ -751,8 +759,7 @@ def correct_step(
         supersedes_id=original.id, correction_reason=reason.strip(),
         values_json=canonical_json(clean), results_json=canonical_json(results),
         in_limits=all(r["in_limits"] for r in results), created_items=original.created_items,
-        performed_at=now, recorded_by=user.id, signature_id=performed.id,
-        verifier_signature_id=verified.id if verified else None,
+        performed_at=now, recorded_by=user.id, signature=performed, verifier_signature=verified,
     )
     with audit.reason(session, f"correction: {reason.strip()}"):
         session.add(record)
@@ -779,7 +786,8 @@ def get_deviation(session: Session, ref: str | int, *, for_update: bool = False)
         Deviation.id == int(text_) if text_.isdigit() else Deviation.number == text_.upper()
     )
     if for_update:
-        statement = statement.with_for_update()
+        statement = statement.with_for_update(of=Deviation).execution_options(
+            populate_existing=True)
     deviation = session.scalar(statement)
     if deviation is None:
         raise NotFound(f"no deviation {ref}")
@@ -860,7 +868,7 @@ def assess_deviation(
         deviation.status = DeviationStatus.ASSESSED.value
         deviation.assessed_at = signed.signed_at
         deviation.assessed_by = user.id
-        deviation.assessment_signature_id = signed.id
+        deviation.assessment_signature = signed
         session.flush()
         _refresh_status(session, batch)
         session.flush()
@@ -890,7 +898,7 @@ def close_deviation(
         deviation.status = DeviationStatus.CLOSED.value
         deviation.closed_at = signed.signed_at
         deviation.closed_by = user.id
-        deviation.closure_signature_id = signed.id
+        deviation.closure_signature = signed
         session.flush()
         _refresh_status(session, batch)
         session.flush()

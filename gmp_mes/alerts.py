@@ -175,20 +175,59 @@ def raise_alerts(
     rows: dict[str, dict[str, Any]] = {}
     for spec in specs:
         rows.setdefault(spec.cause, _values(spec, now))
-    new: list[tuple[int, str]] = []
-    if rows:
-        table = Alert.__table__
-        statement = (
-            _insert(session)(table)
-            .on_conflict_do_nothing(index_elements=["cause"])
-            .returning(table.c.id, table.c.cause)
-        )
-        result = session.connection().execute(statement, list(rows.values()))
-        new = sorted((row[0], row[1]) for row in result)
+    new = _insert_many(session, list(rows.values())) if rows else []
     events = list(events_before)
     events.extend(Entry("create", "alert", str(id_), new=rows[cause]) for id_, cause in new)
     audit.record_many(session, events)
     return [id_ for id_, _ in new]
+
+
+_COLUMNS = ("cause", "kind", "severity", "subject_type", "subject_id", "message", "due_at",
+            "site_code", "roles", "status", "created_at")
+_PG_TYPES = ("text", "text", "text", "text", "text", "text", "timestamptz", "text", "text",
+             "text", "timestamptz")
+
+
+def _insert_many(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """One INSERT of many alerts, skipping existing causes; (id, cause) of the new ones.
+
+    Straight to the driver: the ORM's per-row parameter handling would cost more than
+    the database work for a sweep's thousands of rows.
+    """
+    connection = session.connection()
+    columns = ", ".join(_COLUMNS)
+    if connection.dialect.name == "postgresql":
+        # unnest() of one array per column: one statement, one round trip, any size.
+        arrays = ", ".join(f"%(c{i})s::{t}[]" for i, t in enumerate(_PG_TYPES))
+        result = connection.exec_driver_sql(
+            f"INSERT INTO alert ({columns}) SELECT * FROM unnest({arrays}) "
+            "ON CONFLICT (cause) DO NOTHING RETURNING id, cause",
+            {f"c{i}": [row[name] for row in rows] for i, name in enumerate(_COLUMNS)},
+        )
+        return sorted((row[0], row[1]) for row in result)
+    # SQLite: one writer at a time. A write transaction (BEGIN IMMEDIATE) holds the lock
+    # from its start, and a deferred one whose snapshot went stale cannot write at all
+    # (SQLITE_BUSY_SNAPSHOT), so the ids above the previous maximum are exactly ours.
+    before = connection.exec_driver_sql("SELECT coalesce(max(id), 0) FROM alert").scalar()
+    table = Alert.__table__
+    processors = [
+        table.c[name].type._cached_bind_processor(connection.dialect) for name in _COLUMNS
+    ]
+    values = [
+        tuple(p(row[name]) if p else row[name] for name, p in zip(_COLUMNS, processors,
+                                                                   strict=True))
+        for row in rows
+    ]
+    connection.exec_driver_sql(
+        f"INSERT INTO alert ({columns}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+        "ON CONFLICT (cause) DO NOTHING",
+        values,
+    )
+    causes = {row["cause"] for row in rows}
+    result = connection.exec_driver_sql(
+        "SELECT id, cause FROM alert WHERE id > ? ORDER BY id", (before,)
+    )
+    return [(id_, cause) for id_, cause in result if cause in causes]
 
 
 def raise_alert(session: Session, spec: AlertSpec) -> Alert | None:

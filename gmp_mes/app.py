@@ -78,6 +78,7 @@ def _register_core(app: Flask, api: Api) -> None:
     app.register_blueprint(pages.bp)
     alerts_pages.init_app(app)
     cli.register(app)
+    importlib.import_module("demo").register(app)  # `gmp-mes demo` knows every domain
 
 
 def settings_of(app: Flask) -> Settings:

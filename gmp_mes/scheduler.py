@@ -23,7 +23,7 @@ from typing import IO, Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from gmp_mes.notify import Notifier
 
@@ -86,7 +86,7 @@ class Leadership:
                 {"key": LEADER_LOCK_KEY},
             ).scalar()
             self._connection.commit()
-        except DBAPIError:
+        except SQLAlchemyError:
             held = False
         if not held:
             log.warning("scheduler leadership lost (database connection gone)")
@@ -133,7 +133,7 @@ class Leadership:
                     text("SELECT pg_advisory_unlock(:key)"), {"key": LEADER_LOCK_KEY}
                 )
                 self._connection.commit()
-            except DBAPIError:
+            except SQLAlchemyError:
                 log.warning("scheduler: could not unlock cleanly; the closing session frees it")
             # Invalidate, not just close: a closed connection goes back to the pool
             # with its session-level advisory lock still held.

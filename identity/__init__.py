@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask
 from flask_smorest import Api
 
 
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands and jobs."""
+    from gmp_mes.app import add_job
+    from gmp_mes.pages import add_dashboard_panel, add_nav
+    from identity import api as identity_api
+    from identity import pages, sweep
+
+    api.register_blueprint(identity_api.blp)
+    app.register_blueprint(pages.bp)
+    add_nav(app, "identity.scan_page", "Scan", ("operator", "qc", "qa", "clinician"))
+    add_nav(app, "identity.bedside_page", "Bedside", ("clinician",))
+    add_nav(app, "identity.enrol_page", "Patients", ("clinician", "admin"))
+    add_nav(app, "identity.collection_page", "Collection", ("clinician", "operator"))
+    add_dashboard_panel(app, pages.dashboard_panel)
+    add_job(app, sweep.job)  # the expiry sweep (identity/sweep.py, alerts engineer)
+    if os.environ.get("GMP_MES_BENCH_REFERENCE") == "1":
+        # Benchmark only (bench/bench_scans.py): never set in production.
+        from identity import bench_reference
+
+        app.register_blueprint(bench_reference.bp)

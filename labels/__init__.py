@@ -17,6 +17,7 @@ def _ensure_signing_key(app: Flask, _session: Session) -> list[str]:
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands and jobs."""
     from gmp_mes.app import add_init_hook
+    from gmp_mes.pages import add_nav
     from labels import api as labels_api
     from labels import cli, pages, services
 
@@ -25,3 +26,4 @@ def init_app(app: Flask, api: Api) -> None:
     app.cli.add_command(cli.labels_group)
     api.register_blueprint(labels_api.blp)
     app.register_blueprint(pages.bp)
+    add_nav(app, "labels_pages.sheet_page", "Labels", ("operator", "clinician"))

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Response, g
 from flask_smorest import Blueprint
+from marshmallow import RAISE
 
 from gmp_mes.http import db_session, roles_required, writes
 from labels import services
@@ -26,7 +27,8 @@ def _file(printed: services.PrintedLabel) -> Response:
 
 
 @blp.route("/items/<item_id>/label", methods=["GET"])
-@blp.arguments(LabelQuerySchema, location="query")
+# A misspelt option (reprnt=true) must not silently print an original: unknown -> 422.
+@blp.arguments(LabelQuerySchema, location="query", unknown=RAISE)
 @blp.doc(
     responses={
         "200": {
@@ -47,7 +49,7 @@ def item_label(query: dict[str, Any], item_id: str) -> Response:
 
 
 @blp.route("/labels/sheet", methods=["GET"])
-@blp.arguments(SheetQuerySchema, location="query")
+@blp.arguments(SheetQuerySchema, location="query", unknown=RAISE)
 @blp.doc(responses={"200": {"description": "PDF label sheet", "content": {"application/pdf": {}}}})
 @roles_required("operator", "clinician")
 @writes

@@ -37,14 +37,21 @@ def labels_group() -> None:
 
 
 @labels_group.command("public-key")
+@click.option(
+    "--all",
+    "all_keys",
+    is_flag=True,
+    help="also the retired keys (labels printed before a rotation)",
+)
 @with_appcontext
-def public_key_command() -> None:
+def public_key_command(all_keys: bool) -> None:
     """Print the current public key (PEM) for offline verifiers."""
     try:
         ring = keys.keyring(_key_path())
     except keys.SigningKeyError as exc:
         _fail(str(exc))
-    click.echo(keys.public_pem(ring.current_public), nl=False)
+    for key in ring.public_keys if all_keys else (ring.current_public,):
+        click.echo(keys.public_pem(key), nl=False)
 
 
 @labels_group.command("rotate-key")
@@ -78,14 +85,14 @@ def describe(payload: LabelPayload, signer: str) -> list[str]:
     "public_keys",
     multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="public key PEM file (repeat for several); default: this installation's keys",
+    help="PEM file of one or more public keys (repeatable); default: this installation's",
 )
 @with_appcontext
 def verify_command(payload: str, public_keys: tuple[Path, ...]) -> None:
     """Check a label payload offline with public key(s) only; exit 1 if invalid."""
     try:
         if public_keys:
-            candidates = [keys.load_public(p) for p in public_keys]
+            candidates = [k for p in public_keys for k in keys.load_public_keys(p)]
         else:
             candidates = list(keys.keyring(_key_path()).public_keys)
     except keys.SigningKeyError as exc:

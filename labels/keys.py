@@ -19,6 +19,7 @@ microseconds per signature).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 KEY_MODE = 0o600
+log = logging.getLogger("gmp_mes.labels")
 
 
 class SigningKeyError(Exception):
@@ -144,23 +146,34 @@ def load_private(key_path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_public(path: Path) -> Ed25519PublicKey:
-    """A public key PEM (or, for convenience, a private key PEM: its public half)."""
+def load_public_keys(path: Path) -> list[Ed25519PublicKey]:
+    """Every public key in a PEM file (``gmp-mes labels public-key --all`` writes several);
+    a private key PEM gives its public half."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise SigningKeyError(f"public key {path}: {exc.strerror}") from None
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError):
+    blocks = [b"-----BEGIN" + part for part in data.split(b"-----BEGIN")[1:]]
+    if not blocks:
+        raise SigningKeyError(f"{path} is not a PEM public key")
+    found = []
+    for block in blocks:
         try:
-            private = serialization.load_pem_private_key(data, password=None)
+            key = serialization.load_pem_public_key(block)
         except (ValueError, TypeError):
-            raise SigningKeyError(f"{path} is not a PEM public key") from None
-        key = private.public_key()
-    if not isinstance(key, Ed25519PublicKey):
-        raise SigningKeyError(f"{path} is not an Ed25519 public key")
-    return key
+            try:
+                key = serialization.load_pem_private_key(block, password=None).public_key()
+            except (ValueError, TypeError):
+                raise SigningKeyError(f"{path} is not a PEM public key") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise SigningKeyError(f"{path} is not an Ed25519 public key")
+        found.append(key)
+    return found
+
+
+def load_public(path: Path) -> Ed25519PublicKey:
+    """The (first) public key of a PEM file."""
+    return load_public_keys(path)[0]
 
 
 def retired_public_keys(key_path: Path) -> list[Ed25519PublicKey]:
@@ -196,6 +209,11 @@ def keyring(key_path: Path) -> KeyRing:
         return cached[1]
     with _lock:
         private_key = load_private(key_path)
+        mode = key_path.stat().st_mode & 0o777
+        if mode & 0o077:
+            # Anyone who can read this file can forge labels. Not refused (secret
+            # stores often mount files 0644 inside a private container), but said loudly.
+            log.warning("label signing key %s is readable by others (mode %o)", key_path, mode)
         current = private_key.public_key()
         current_raw = current.public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw

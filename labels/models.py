@@ -38,7 +38,7 @@ class LabelPrint(Audited, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     label_id: Mapped[str] = mapped_column(String(16), unique=True)
-    item_id: Mapped[str] = mapped_column(String(40), index=True)
+    item_id: Mapped[str] = mapped_column(String(12), ForeignKey("item.item_id"), index=True)
     kind_code: Mapped[str] = mapped_column(String(2))
     coi_id: Mapped[str] = mapped_column(String(14))
     # SHA-256 of the payload text: the payload itself is reproducible from the item.

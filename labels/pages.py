@@ -6,15 +6,16 @@ The item page includes ``labels/_label_controls.html`` with ``item_id`` and
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
-from flask import Blueprint, Response, flash, g, redirect, request
+from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 from marshmallow import ValidationError
 
 from gmp_mes.errors import DomainError
 from gmp_mes.http import _rollback, db_session, roles_required
 from labels import services
-from labels.schemas import LabelQuerySchema, VoidSchema
+from labels.schemas import LabelQuerySchema, SheetQuerySchema, VoidSchema
 
 bp = Blueprint("labels_pages", __name__, template_folder="templates")
 
@@ -40,9 +41,7 @@ def print_label(item_id: str) -> Response:
             db_session(), item_id, services.PrintRequest(**query), user_id=g.user.id
         )
     except ValidationError as exc:
-        messages = exc.normalized_messages()
-        text = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in messages.items())  # type: ignore[union-attr]
-        return _problem(item_id, f"label not printed: {text}")
+        return _problem(item_id, f"label not printed: {_messages(exc)}")
     except DomainError as exc:
         return _problem(item_id, f"label not printed: {exc.detail}")
     response = Response(printed.content, mimetype=printed.media_type)
@@ -51,9 +50,13 @@ def print_label(item_id: str) -> Response:
     return response
 
 
+@bp.route("/items/<item_id>/labels/void", methods=["POST"], defaults={"label_id": None})
 @bp.route("/items/<item_id>/labels/<label_id>/void", methods=["POST"])
 @roles_required("operator", "qa")
-def void_label(item_id: str, label_id: str) -> Response:
+def void_label(item_id: str, label_id: str | None) -> Response:
+    label_id = label_id or request.form.get("label_id", "").strip()
+    if not label_id:
+        return _problem(item_id, "label not voided: choose the label to void")
     try:
         body = VoidSchema().load({"reason": request.form.get("reason", "").strip()})
         services.void_label(
@@ -65,3 +68,60 @@ def void_label(item_id: str, label_id: str) -> Response:
         return _problem(item_id, f"label not voided: {exc.detail}")
     flash(f"label {label_id} voided: it fails every scan from now on", "ok")
     return _item_page(item_id)
+
+
+def _messages(exc: ValidationError) -> str:
+    messages = exc.normalized_messages()
+    return "; ".join(
+        f"{k}: {', '.join(map(str, v if isinstance(v, list) else [v]))}"
+        for k, v in messages.items()  # type: ignore[union-attr]
+    )
+
+
+@bp.route("/labels", methods=["GET"])
+@roles_required("operator", "clinician")
+def sheet_page() -> str:
+    """Print a PDF sheet of labels: item IDs typed or scanned, or every item of a batch."""
+    return render_template("labels/sheet.html", form=request.args)
+
+
+@bp.route("/labels/sheet", methods=["POST"])
+@roles_required("operator", "clinician")
+def sheet_print() -> Response:
+    items = [i for i in re.split(r"[\s,;]+", request.form.get("items", "")) if i]
+    batch = request.form.get("batch_number", "").strip()
+    back = redirect(url_for("labels_pages.sheet_page"))
+    try:
+        if batch:
+            from identity import services as identity
+
+            items += [item.item_id for item in identity.items_of_batch(db_session(), batch)]
+            if not items:
+                raise ValidationError({"batch_number": [f"batch {batch} has no items"]})
+        query = SheetQuerySchema().load(
+            {
+                "items": ",".join(items) or " ",
+                "paper": request.form.get("paper", "a4"),
+                "reprint": "reprint" in request.form,
+                "reason": request.form.get("reason") or None,
+                "workstation": request.form.get("workstation") or None,
+            }
+        )
+        printed = services.print_sheet(
+            db_session(),
+            query.pop("items").split(","),
+            services.PrintRequest(format="pdf", **query),
+            user_id=g.user.id,
+        )
+    except ValidationError as exc:
+        _rollback()
+        flash(f"sheet not printed: {_messages(exc)}", "error")
+        return back  # type: ignore[return-value]
+    except DomainError as exc:
+        _rollback()
+        flash(f"sheet not printed: {exc.detail}", "error")
+        return back  # type: ignore[return-value]
+    response = Response(printed.content, mimetype=printed.media_type)
+    response.headers["Content-Disposition"] = f'attachment; filename="{printed.filename}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -68,6 +68,8 @@ class LabelPayload:
 
 def normalise_scan(raw: str) -> str:
     """What a keyboard-wedge scanner typed, as the payload: trimmed and upper case."""
+    if not isinstance(raw, str):
+        return ""
     return raw.strip(_SCANNER_NOISE).upper()
 
 

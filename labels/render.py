@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import textwrap
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -31,12 +32,16 @@ PNG_DPI = 300
 LABEL_INCHES = (4.0, 2.0)
 ZPL_INCHES = (2.0, 1.0)
 ZPL_DPIS = (203, 300)
-# Item statuses whose labels print only under a banner (issue 7).
+# Item statuses whose labels print only under a banner (issue 7: expired, rejected,
+# blocked; and the other states in which the container must not be used).
 BANNER_STATUSES = {
     "expired": "EXPIRED - DO NOT USE",
     "rejected": "REJECTED - DO NOT USE",
     "blocked": "BLOCKED - QUALITY HOLD - DO NOT USE",
     "destroyed": "DESTROYED - DO NOT USE",
+    # The other final states: a label for such a container is for the record only.
+    "administered": "ADMINISTERED - DO NOT USE",
+    "consumed": "CONSUMED - DO NOT USE",
 }
 KIND_TITLES = {
     "final_product": "FINAL PRODUCT",
@@ -74,6 +79,22 @@ class LabelView:
     reprint: bool = False
     item_id: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def clean_text(value: str) -> str:
+    """Eye-readable text as a label can carry it: control characters (which would end a
+    ZPL line or make the SVG invalid XML), surrogates and invisible format characters
+    removed, white space collapsed."""
+    out = []
+    for ch in value:
+        category = unicodedata.category(ch)
+        if category == "Cc" or category == "Zl" or category == "Zp":
+            out.append(" ")
+        elif category in ("Cs", "Co", "Cn", "Cf"):
+            continue
+        else:
+            out.append(ch)
+    return " ".join("".join(out).split())
 
 
 def coi_parts(coi_id: str) -> tuple[str, str]:
@@ -172,7 +193,11 @@ def build_view(
     return LabelView(
         payload=payload,
         title=title,
-        lines=tuple(Line(line.text.strip(), line.strong, line.coi) for line in lines),
+        lines=tuple(
+            Line(clean_text(line.text), line.strong, line.coi)
+            for line in lines
+            if clean_text(line.text)
+        ),
         banner=banner,
         reprint=reprint,
         item_id=str(data["item_id"]),
@@ -190,19 +215,23 @@ def qr_matrix(payload: str) -> list[list[bool]]:
     return code.modules  # type: ignore[return-value]
 
 
+def qr_modules(payload: str) -> int:
+    """Modules per side of the symbol the payload needs (version fit only, no matrix)."""
+    code = qrcode.QRCode(error_correction=ERROR_CORRECTION, border=0)
+    code.add_data(QRData(payload, mode=MODE_ALPHA_NUM))
+    return 17 + 4 * code.best_fit()
+
+
 def qr_image(matrix: Sequence[Sequence[bool]], module: int) -> Image.Image:
     """A mode "1" image of the symbol with its quiet zone, ``module`` pixels per module."""
-    n = len(matrix)
-    side = n + 2 * QUIET_ZONE
+    side = len(matrix) + 2 * QUIET_ZONE
+    white, pad = b"\xff" * side, b"\xff" * QUIET_ZONE
     # One byte per module (0 black, 255 white), then one nearest-neighbour scale.
-    rows = bytearray(b"\xff" * (side * side))
-    for y, row in enumerate(matrix):
-        base = (y + QUIET_ZONE) * side + QUIET_ZONE
-        for x, dark in enumerate(row):
-            if dark:
-                rows[base + x] = 0
-    small = Image.frombytes("L", (side, side), bytes(rows))
-    return small.resize((side * module, side * module), Image.Resampling.NEAREST).convert("1")
+    rows = [white] * QUIET_ZONE
+    rows += [pad + bytes(0 if dark else 255 for dark in row) + pad for row in matrix]
+    rows += [white] * QUIET_ZONE
+    small = Image.frombytes("L", (side, side), b"".join(rows)).convert("1")
+    return small.resize((side * module, side * module), Image.Resampling.NEAREST)
 
 
 def dark_runs(matrix: Sequence[Sequence[bool]]) -> list[tuple[int, int, int]]:
@@ -307,6 +336,24 @@ def pil_measure(text: str, size: float, bold: bool) -> float:
     return _pil_length(text, int(size), bold)
 
 
+@lru_cache(maxsize=2048)
+def _text_mask(text: str, size: int, bold: bool) -> tuple[Image.Image, int, int]:
+    """The rendered line as a 1-bit mask with its offset; lines repeat across labels
+    ("FOR AUTOLOGOUS USE ONLY", storage, titles), so each is rasterised once."""
+    font = pil_font(size, bold)
+    left, top, right, bottom = font.getbbox(text)
+    mask = Image.new("1", (max(1, right - left), max(1, bottom - top)), 0)
+    ImageDraw.Draw(mask).text((-left, -top), text, font=font, fill=1)
+    return mask, left, top
+
+
+def draw_line(
+    image: Image.Image, xy: tuple[int, int], text: str, size: int, bold: bool, *, ink: int = 0
+) -> None:
+    mask, left, top = _text_mask(text, size, bold)
+    image.paste(ink, (xy[0] + left, xy[1] + top), mask)
+
+
 # --- PNG ---------------------------------------------------------------------------------
 
 
@@ -332,7 +379,7 @@ def render_png(view: LabelView, *, dpi: int = PNG_DPI) -> bytes:
     text_width = width - x0 - margin
     title_size = int(dpi * 0.11)
     y = top
-    draw.text((x0, y), view.title, font=pil_font(title_size, True), fill=0)
+    draw_line(image, (x0, y), view.title, title_size, True)
     if view.reprint:
         font = pil_font(title_size, True)
         label = "REPRINT"
@@ -352,7 +399,7 @@ def render_png(view: LabelView, *, dpi: int = PNG_DPI) -> bytes:
     step = int(size * layout.leading)
     for line, text in layout.rows:
         font = pil_font(size, line.strong)
-        draw.text((x0, y), text, font=font, fill=0)
+        draw_line(image, (x0, y), text, size, line.strong)
         if line.coi is not None:
             _png_boxed(draw, font, x0 + font.getlength(text + " "), y, size, line.coi[1])
         y += step
@@ -629,7 +676,8 @@ def render_zpl(view: LabelView, *, dpi: int = 203, copies: int = 1) -> str:
     if dpi not in ZPL_DPIS:
         raise ValueError("ZPL labels are made for 203 or 300 dpi printers")
     width, height = int(ZPL_INCHES[0] * dpi), int(ZPL_INCHES[1] * dpi)
-    modules = len(qr_matrix(view.payload))
+    # The printer computes the symbol itself; only its size is needed here.
+    modules = qr_modules(view.payload)
     mag = zpl_magnification(modules, dpi)
     quiet = QUIET_ZONE * mag
     out = ["^XA", "^CI28", f"^PW{width}", f"^LL{height}", "^LH0,0", f"^PQ{copies},0,1,Y"]

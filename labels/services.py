@@ -2,6 +2,21 @@
 
 Other domains call only the functions of this module (DEVELOPING.md). Identity
 is imported lazily inside functions (identity imports this module at its top).
+
+Print control. Ed25519 signatures are deterministic (RFC 8032) and the payload
+format of SPEC §4 has no per-print field, so every print of an item's label
+carries the same payload, and copies cannot be told apart by what they encode.
+Hence:
+- the first print of an item is the original; any later print is a reprint
+  (``reprint=true`` with a reason, marked REPRINT on the label); asking for a
+  second original is refused (409 ``already_printed``);
+- voiding a label voids its payload: every physical copy of it fails every
+  online check from then on, and that payload is never printed again (409
+  ``voided``). A new valid label needs a changed label content (e.g. a corrected
+  expiry), which gives a new payload;
+- printing a label whose content differs from earlier labels of the item voids
+  those earlier labels ("superseded"), so one container never has two valid
+  labels that say different things.
 """
 
 from __future__ import annotations
@@ -87,7 +102,12 @@ def keyring() -> keys.KeyRing:
 
 
 def payload_digest(text: str) -> str:
-    return hashlib.sha256(normalise_scan(text).encode("ascii")).hexdigest()
+    """SHA-256 of the normalised scan text (any text: a refused scan is digested too)."""
+    return hashlib.sha256(normalise_scan(text).encode("utf-8", "replace")).hexdigest()
+
+
+def _canonical(identifier: str) -> str:
+    return (identifier or "").strip().upper()
 
 
 def sign_payload(kind_code: str, subject_id: str, coi_id: str, expires_at: datetime | None) -> str:
@@ -135,7 +155,7 @@ def verify_offline(raw: str, public_key_paths: list[Path] | tuple[Path, ...]) ->
     """
     if not public_key_paths:
         raise keys.SigningKeyError("no public key given")
-    public_keys = [keys.load_public(Path(p)) for p in public_key_paths]
+    public_keys = [k for p in public_key_paths for k in keys.load_public_keys(Path(p))]
     payload = parse(raw)
     verify(payload, public_keys)
     return payload
@@ -149,14 +169,13 @@ def new_label_id() -> str:
 
 def labels_of_item(session: Session, item_id: str) -> list[LabelRecord]:
     """Every print of the item, oldest first, with its void if any (for the item page)."""
-
     printer, voider = aliased(User), aliased(User)
     rows = session.execute(
         select(LabelPrint, LabelVoid, printer.username, voider.username)
         .join(printer, printer.id == LabelPrint.printed_by)
         .outerjoin(LabelVoid, LabelVoid.label_id == LabelPrint.label_id)
         .outerjoin(voider, voider.id == LabelVoid.voided_by)
-        .where(LabelPrint.item_id == item_id)
+        .where(LabelPrint.item_id == _canonical(item_id))
         .order_by(LabelPrint.printed_at, LabelPrint.id)
     ).all()
     return [
@@ -270,7 +289,7 @@ def _prepare(
 
     # Lock the item: two workstations printing the "first" label at once must not
     # both produce originals.
-    identity.get_item(session, item_id, for_update=True)
+    item_id = identity.get_item(session, item_id, for_update=True).item_id  # canonical id
     data = identity.label_data(session, item_id)
     ring = keyring()
     text = sign(
@@ -312,14 +331,41 @@ def _prepare(
         printed_at=now,
     )
     session.add(label)
+    _supersede(session, item_id, digest, label.label_id, user_id)
     return label, view
+
+
+def _supersede(
+    session: Session, item_id: str, digest: str, new_label_id: str, user_id: int
+) -> None:
+    """Labels of the item with another content (e.g. a corrected expiry) are voided:
+    two valid labels saying different things about one container must never exist."""
+    stale = session.execute(
+        select(LabelPrint.label_id, LabelPrint.payload_digest)
+        .outerjoin(LabelVoid, LabelVoid.label_id == LabelPrint.label_id)
+        .where(
+            LabelPrint.item_id == item_id,
+            LabelPrint.payload_digest != digest,
+            LabelVoid.id.is_(None),
+        )
+    ).all()
+    for label_id, old_digest in stale:
+        reason = f"superseded by {new_label_id}: the label content changed"
+        with audit.reason(session, reason):
+            session.add(
+                LabelVoid(
+                    label_id=label_id,
+                    payload_digest=old_digest,
+                    reason=reason,
+                    voided_by=user_id,
+                )
+            )
 
 
 def print_label(
     session: Session, item_id: str, request: PrintRequest, *, user_id: int
 ) -> PrintedLabel:
     """Render the item's label and record the print (GMP record, audited)."""
-
     request = _validate_request(request)
     with audit.reason(session, request.reason):
         label, view = _prepare(session, item_id, request, user_id)
@@ -345,7 +391,6 @@ def print_sheet(
     session: Session, item_ids: list[str], request: PrintRequest, *, user_id: int
 ) -> PrintedLabel:
     """A PDF sheet with one label per item (each print recorded)."""
-
     unique = list(dict.fromkeys(i.strip().upper() for i in item_ids if i.strip()))
     if not unique:
         raise field_error("items", "name at least one item")
@@ -375,13 +420,15 @@ def void_label(
     session: Session, item_id: str, label_id: str, *, reason: str | None, user_id: int
 ) -> LabelRecord:
     """Void a printed label: its payload fails every online check from now on."""
-
     reason = (reason or "").strip()
     if not reason:
         raise field_error("reason", "voiding a label needs a reason")
     label = session.execute(
         select(LabelPrint)
-        .where(LabelPrint.label_id == label_id.strip().upper(), LabelPrint.item_id == item_id)
+        .where(
+            LabelPrint.label_id == _canonical(label_id),
+            LabelPrint.item_id == _canonical(item_id),
+        )
         .with_for_update()
     ).scalar_one_or_none()
     if label is None:

@@ -8,3 +8,15 @@ from flask_smorest import Api
 
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands and jobs."""
+    from gmp_mes.app import add_job
+    from gmp_mes.pages import add_dashboard_panel, add_nav
+    from qc import api as qc_api
+    from qc import pages, sweep
+
+    api.register_blueprint(qc_api.blp)
+    app.register_blueprint(pages.bp)
+    add_nav(app, "qc.work_list", "QC", ("qc",))
+    add_nav(app, "qc.release_page", "Release", ("qa",))
+    add_dashboard_panel(app, pages.qc_panel)
+    add_dashboard_panel(app, pages.release_panel)
+    add_job(app, sweep.job)  # qc_overdue alerts

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gmp_mes.audit import Actor
 from labels import keys, services
@@ -182,3 +184,41 @@ def test_cli_verify_with_an_unreadable_key_is_one_line(runner, tmp_path: Path) -
     )
     assert result.exit_code != 0
     assert "public key" in result.output and "Traceback" not in result.output
+
+
+def test_cli_exports_all_public_keys_for_offline_checks(app, runner, tmp_path: Path) -> None:
+    with app.app_context():
+        old = services.sign_payload("FP", "ITM-ABCDEFGH", "A999926000001*", EXPIRY)
+    assert runner.invoke(args=["labels", "rotate-key"]).exit_code == 0
+    with app.app_context():
+        new = services.sign_payload("FP", "ITM-ABCDEFGH", "A999926000001*", EXPIRY)
+    current_only = tmp_path / "current.pem"
+    current_only.write_text(runner.invoke(args=["labels", "public-key"]).output)
+    every = tmp_path / "all.pem"
+    exported = runner.invoke(args=["labels", "public-key", "--all"]).output
+    assert exported.count("BEGIN PUBLIC KEY") == 2
+    every.write_text(exported)
+    args = ["labels", "verify"]
+    assert runner.invoke(args=[*args, new, "--public-key", str(current_only)]).exit_code == 0
+    assert runner.invoke(args=[*args, old, "--public-key", str(current_only)]).exit_code == 1
+    assert runner.invoke(args=[*args, old, "--public-key", str(every)]).exit_code == 0
+    assert services.verify_offline(old, [every]).text == old
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.one_of(st.text(max_size=400), st.binary(max_size=50).map(repr)))
+def test_check_payload_never_raises_for_any_input(app, db, raw: str) -> None:
+    with db.transaction(actor=Actor.system("test")) as s:
+        result = services.check_payload(s, raw)
+    assert result.reasons and result.reasons[0][0] in ("malformed", "bad_signature")
+    assert not result.ok
+
+
+def test_a_loose_key_is_used_but_reported(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "signing_key.pem"
+    keys.ensure_key(path)
+    path.chmod(0o644)
+    keys.invalidate()
+    with caplog.at_level("WARNING", logger="gmp_mes.labels"):
+        keys.keyring(path)
+    assert "readable by others" in caplog.text

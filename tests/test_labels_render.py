@@ -101,8 +101,11 @@ def test_other_kinds_have_their_own_text() -> None:
     starting = view_of(label_data("starting_material"))
     assert starting.title == "STARTING MATERIAL"
     assert "FOR AUTOLOGOUS USE ONLY" in texts(starting) and "2-8 °C" in texts(starting)
-    for kind, title in (("intermediate", "INTERMEDIATE"), ("qc_sample", "QC SAMPLE"),
-                        ("retention_sample", "RETENTION SAMPLE")):
+    for kind, title in (
+        ("intermediate", "INTERMEDIATE"),
+        ("qc_sample", "QC SAMPLE"),
+        ("retention_sample", "RETENTION SAMPLE"),
+    ):
         view = view_of(label_data(kind, patient_name=None))
         assert view.title == title
         assert "Batch: B26-000123" in texts(view) and "COI A9999 26 000001" in texts(view)
@@ -165,16 +168,19 @@ def test_png_symbol_parameters() -> None:
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     kind=st.sampled_from(sorted(KINDS)),
-    name=st.text(min_size=1, max_size=60).filter(lambda s: s.strip()),
+    name=st.text(min_size=1, max_size=60),
     description=st.one_of(st.none(), st.text(max_size=200)),
     conditional=st.booleans(),
 )
 def test_png_decodes_whatever_the_text(kind, name, description, conditional) -> None:
-    """Long or odd eye-readable text never disturbs the symbol."""
+    """Long or odd eye-readable text never disturbs the symbol nor breaks a format."""
     view = view_of(
         label_data(kind, patient_name=name, description=description, conditional=conditional)
     )
     assert decode(Image.open(io.BytesIO(render.render_png(view)))) == [view.payload]
+    ET.fromstring(render.render_svg(view))  # always well-formed XML
+    render.render_zpl(view).encode("utf-8")  # no lone surrogates reach the printer
+    assert render.render_pdf(view).startswith(b"%PDF")
 
 
 # --- SVG -------------------------------------------------------------------------------------
@@ -235,9 +241,12 @@ def test_pdf_sheet_renders_and_every_symbol_decodes(paper: str) -> None:
     views = []
     for n, kind in enumerate(sorted(KINDS) * 2):
         item = f"ITM-ABCDEF{'ABCDEFGHIJKL'[n]}{'2'}"
-        views.append(view_of(label_data(kind, item_id=item, status=("blocked" if n == 3 else
-                                                                     "released")),
-                             reprint=n % 2 == 0))
+        views.append(
+            view_of(
+                label_data(kind, item_id=item, status=("blocked" if n == 3 else "released")),
+                reprint=n % 2 == 0,
+            )
+        )
     data = render.render_pdf_sheet(views, paper)
     assert data.startswith(b"%PDF")
     document = pdfium.PdfDocument(data)
@@ -292,11 +301,36 @@ def test_zpl_structure(dpi: int, kind: str) -> None:
         assert int(fx) < width and int(fy) < height
     for field in re.findall(r"\^FD(.*?)\^FS", zpl):
         assert "~" not in field
-    assert "O_5EBRIEN_7E_5FX" in zpl if kind in ("final_product", "wristband",
-                                                   "starting_material") else True
+    assert (
+        "O_5EBRIEN_7E_5FX" in zpl
+        if kind in ("final_product", "wristband", "starting_material")
+        else True
+    )
     assert "REPRINT" in zpl
 
 
 def test_zpl_refuses_other_resolutions() -> None:
     with pytest.raises(ValueError, match="203 or 300"):
         render.render_zpl(view_of(label_data()), dpi=600)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.text(alphabet=st.sampled_from("^~_AZaz09 ,-éß✓\\\x1e\n"), min_size=1, max_size=40),
+    description=st.text(max_size=80),
+    dpi=st.sampled_from([203, 300]),
+)
+def test_zpl_text_can_never_inject_commands(name: str, description: str, dpi: int) -> None:
+    """Patient names and descriptions are data: ^ and ~ never reach the printer raw."""
+    view = view_of(label_data(patient_name=name, description=description, conditional=True))
+    zpl = render.render_zpl(view, dpi=dpi)
+    lines = zpl.strip().splitlines()
+    assert lines[0] == "^XA" and lines[-1] == "^XZ" and zpl.count("^XZ") == 1
+    for line in lines[1:-1]:
+        if "^FD" not in line:
+            continue
+        _, _, data = line.partition("^FD")
+        assert data.endswith("^FS")
+        data = data[: -len("^FS")]
+        assert "^" not in data and "~" not in data, line
+    assert zpl.count("~") == 0

@@ -20,6 +20,7 @@ from gmp_mes import create_app
 from gmp_mes.scheduler import SchedulerHost, run_jobs
 
 VENV_BIN = Path(sys.executable).parent
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def counting_job(calls: list[str], name: str):
@@ -158,6 +159,9 @@ def test_two_scheduler_processes_one_sweeps_and_the_other_takes_over(
         "GMP_MES_SWEEP_SECONDS": "1",
         "GMP_MES_INSTANCE_PATH": str(tmp_path / "instance"),
         "GMP_MES_SECRET_KEY": "test-secret",
+        # The project's packages from this tree even if the editable install predates them.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
+                                                    os.environ.get("PYTHONPATH")])),
     }
     env.pop("GMP_MES_SMTP_URL", None)
     env.pop("GMP_MES_WEBHOOK_URL", None)
@@ -185,3 +189,38 @@ def test_two_scheduler_processes_one_sweeps_and_the_other_takes_over(
         if standby is not None:
             standby.stop()
     assert standby.process.returncode == 0  # SIGTERM: clean stop
+
+
+@pytest.mark.slow
+def test_serve_runs_the_scheduler_in_process(database_url, tmp_path) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "GMP_MES_DATABASE_URL": database_url,
+        "GMP_MES_SWEEP_SECONDS": "1",
+        "GMP_MES_INSTANCE_PATH": str(tmp_path / "instance"),
+        "GMP_MES_SECRET_KEY": "test-secret",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
+                                                    os.environ.get("PYTHONPATH")])),
+    }
+    log = tmp_path / "serve.log"
+    with log.open("w") as handle:
+        process = subprocess.Popen(
+            [str(VENV_BIN / "gmp-mes"), "serve", "--port", str(port)], env=env,
+            stdout=handle, stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and "sweep done" not in log.read_text():
+                time.sleep(0.05)
+            assert f"sweep done by active scheduler (pid {process.pid})" in log.read_text()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+                assert r.status == 200
+        finally:
+            process.terminate()
+            process.wait(10)

@@ -15,7 +15,7 @@ from gmp_mes import ddl
 revision = 'batches_0001'
 down_revision = 'core_0002'
 branch_labels = ('batches',)
-depends_on = None
+depends_on = ('identity_0001',)
 
 GUARDED_APPEND_ONLY = ("process_version", "process_approval", "step_record")
 GUARDED_NEVER_DELETE = ("batch", "deviation")
@@ -46,7 +46,7 @@ def upgrade() -> None:
     sa.Column('process_version_id', sa.Integer(), nullable=False),
     sa.Column('process_code', sa.String(length=32), nullable=False),
     sa.Column('process_version', sa.Integer(), nullable=False),
-    sa.Column('starting_item_id', sa.String(length=20), nullable=False),
+    sa.Column('starting_item_id', sa.String(length=12), nullable=False),
     sa.Column('site_code', sa.String(length=32), nullable=False),
     sa.Column('status', sa.String(length=24), nullable=False),
     sa.Column('status_reason', sa.Text(), nullable=True),
@@ -56,6 +56,7 @@ def upgrade() -> None:
     sa.CheckConstraint("status IN ('in_process', 'on_hold', 'awaiting_release', 'released', 'conditionally_released', 'rejected')", name=op.f('ck_batch_status')),
     sa.ForeignKeyConstraint(['process_version_id'], ['process_version.id'], name=op.f('fk_batch_process_version_id_process_version')),
     sa.ForeignKeyConstraint(['started_by'], ['app_user.id'], name=op.f('fk_batch_started_by_app_user')),
+    sa.ForeignKeyConstraint(['starting_item_id'], ['item.item_id'], name=op.f('fk_batch_starting_item_id_item')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_batch')),
     sa.UniqueConstraint('batch_number', name=op.f('uq_batch_batch_number'))
     )

@@ -15,7 +15,7 @@ from gmp_mes import ddl
 revision = "labels_0001"
 down_revision = "core_0002"
 branch_labels = ("labels",)
-depends_on = None
+depends_on = ("identity_0001",)
 
 
 def upgrade() -> None:
@@ -23,7 +23,7 @@ def upgrade() -> None:
         "label_print",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("label_id", sa.String(length=16), nullable=False),
-        sa.Column("item_id", sa.String(length=40), nullable=False),
+        sa.Column("item_id", sa.String(length=12), nullable=False),
         sa.Column("kind_code", sa.String(length=2), nullable=False),
         sa.Column("coi_id", sa.String(length=14), nullable=False),
         sa.Column("payload_digest", sa.String(length=64), nullable=False),
@@ -42,6 +42,9 @@ def upgrade() -> None:
         sa.CheckConstraint("copies BETWEEN 1 AND 100", name=op.f("ck_label_print_copies")),
         sa.CheckConstraint(
             "reprint = false OR reason IS NOT NULL", name=op.f("ck_label_print_reprint_reason")
+        ),
+        sa.ForeignKeyConstraint(
+            ["item_id"], ["item.item_id"], name=op.f("fk_label_print_item_id_item")
         ),
         sa.ForeignKeyConstraint(
             ["printed_by"], ["app_user.id"], name=op.f("fk_label_print_printed_by_app_user")

@@ -1,0 +1,442 @@
+"""Executed batch record export: JSON, PDF (reportlab) and the expansion curve as SVG.
+
+The PDF is what a QA reviewer reads before release (EU GMP Chapter 4.20, Annex
+11 §8 printouts): every step with values, limits and pass/fail, every
+signature in its Part 11 manifestation, superseded versions with the reason of
+the correction, deviations, QC, release, genealogy, custody and the expansion
+curve. Nothing here decides anything: it renders ``batches.record``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from reportlab.graphics.charts.lineplots import LinePlot
+from reportlab.graphics.shapes import Drawing, String
+from reportlab.graphics.widgets.markers import makeMarker
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4, landscape
+from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
+from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.platypus import (
+    KeepTogether,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
+from sqlalchemy.orm import Session
+
+from batches.definitions import fmt_number
+from batches.record import executed_record
+
+FONT, FONT_BOLD = "GmpSans", "GmpSans-Bold"
+_FONT_CANDIDATES = [
+    ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+     "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"),
+]
+
+
+def _register_fonts() -> tuple[str, str]:
+    """A Unicode TrueType font (°C, patient names) when available, else Helvetica."""
+    if FONT in pdfmetrics.getRegisteredFontNames():
+        return FONT, FONT_BOLD
+    import reportlab
+
+    bundled = Path(reportlab.__file__).parent / "fonts"
+    candidates = [*_FONT_CANDIDATES, (str(bundled / "Vera.ttf"), str(bundled / "VeraBd.ttf"))]
+    for regular, bold in candidates:
+        if Path(regular).exists() and Path(bold).exists():
+            pdfmetrics.registerFont(TTFont(FONT, regular))
+            pdfmetrics.registerFont(TTFont(FONT_BOLD, bold))
+            from reportlab.pdfbase.pdfmetrics import registerFontFamily
+
+            registerFontFamily(FONT, normal=FONT, bold=FONT_BOLD, italic=FONT,
+                               boldItalic=FONT_BOLD)
+            return FONT, FONT_BOLD
+    return "Helvetica", "Helvetica-Bold"
+
+
+def export_batch(session: Session, batch_number: str, fmt: str) -> tuple[bytes, str]:
+    data = executed_record(session, batch_number)
+    if fmt == "json":
+        return render_json(data), "application/json"
+    return render_pdf(data), "application/pdf"
+
+
+def render_json(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n").encode()
+
+
+# --- value formatting -------------------------------------------------------------------
+
+def show_value(value: Any, unit: str = "") -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        text = fmt_number(float(value))
+    else:
+        text = str(value)
+    return f"{text} {unit}".strip()
+
+
+def _dt(text: str | None) -> str:
+    """2026-11-23T10:01:02.000000Z -> 2026-11-23 10:01:02 UTC (stored times are UTC)."""
+    if not text:
+        return ""
+    return text[:19].replace("T", " ") + " UTC"
+
+
+# --- PDF ----------------------------------------------------------------------------------
+
+class _Styles:
+    def __init__(self) -> None:
+        regular, bold = _register_fonts()
+        base = getSampleStyleSheet()
+        self.regular, self.bold = regular, bold
+        self.title = ParagraphStyle("t", parent=base["Title"], fontName=bold, fontSize=16,
+                                    leading=19, spaceAfter=4)
+        self.h2 = ParagraphStyle("h2", parent=base["Heading2"], fontName=bold, fontSize=12,
+                                 leading=15, spaceBefore=8, spaceAfter=4, keepWithNext=1)
+        self.h3 = ParagraphStyle("h3", parent=base["Heading3"], fontName=bold, fontSize=10,
+                                 leading=12, spaceBefore=6, spaceAfter=2, keepWithNext=1)
+        self.body = ParagraphStyle("b", parent=base["BodyText"], fontName=regular, fontSize=8.5,
+                                   leading=10.5)
+        self.label = ParagraphStyle("l", parent=base["BodyText"], fontName=bold,
+                                    fontSize=8.5, leading=10.5)
+        self.small = ParagraphStyle("s", parent=self.body, fontSize=7.5, leading=9)
+        self.fail = ParagraphStyle("f", parent=self.body, fontName=bold,
+                                   textColor=colors.HexColor("#b00020"))
+        self.ok = ParagraphStyle("o", parent=self.body, textColor=colors.HexColor("#0a7a2f"))
+
+
+def _p(text: Any, style: ParagraphStyle) -> Paragraph:
+    return Paragraph(escape(str(text if text is not None else "")), style)
+
+
+def _table(rows: list[list[Any]], widths: list[float], st: _Styles,
+           highlight: list[int] | None = None) -> Table:
+    table = Table(rows, colWidths=widths, repeatRows=1)
+    style = [
+        ("FONT", (0, 0), (-1, 0), st.bold, 8),
+        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e9edf3")),
+        ("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#9aa3b0")),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("LEFTPADDING", (0, 0), (-1, -1), 3),
+        ("RIGHTPADDING", (0, 0), (-1, -1), 3),
+    ]
+    for row in highlight or []:
+        style.append(("BACKGROUND", (0, row), (-1, row), colors.HexColor("#fbe9ec")))
+    table.setStyle(TableStyle(style))
+    return table
+
+
+def _signature_lines(record: dict[str, Any], st: _Styles) -> list[Paragraph]:
+    lines = [_p(f"Signed: {record['signature']['manifestation']}", st.small)]
+    if record.get("verifier_signature"):
+        lines.append(_p(f"Verified: {record['verifier_signature']['manifestation']}", st.small))
+    return lines
+
+
+def _step_flowables(step: dict[str, Any], st: _Styles, width: float) -> list[Any]:
+    flow: list[Any] = []
+    flags = []
+    if step["critical"]:
+        flags.append("critical: second-person verification")
+    if step["repeatable"]:
+        flags.append("repeatable")
+    title = f"{step['index'] + 1}. {step['name']} ({step['code']})"
+    heading: Paragraph | None = _p(title + (f" - {', '.join(flags)}" if flags else ""), st.h3)
+    if not step["records"]:
+        flow.append(KeepTogether([heading, _p("Not recorded.", st.body)]))
+        return flow
+    superseded = {r["id"]: r for r in step["superseded"]}
+    for rec in step["records"]:
+        label = f"Record #{rec['occurrence']}" if step["repeatable"] else "Record"
+        header = f"{label}, version {rec['version']}, performed {_dt(rec['performed_at'])}"
+        if rec["items"]:
+            header += f"; items created: {', '.join(rec['items'])}"
+        block: list[Any] = [_p(header, st.body)]
+        if heading is not None:  # keep the step title with its first record
+            block.insert(0, heading)
+            heading = None
+        rows: list[list[Any]] = [["Parameter", "Value", "Limits", "Result"]]
+        bad_rows = []
+        for i, res in enumerate(rec["results"], start=1):
+            passed = res["in_limits"]
+            rows.append([
+                _p(res["name"], st.body), _p(show_value(res["value"], res["unit"]), st.body),
+                _p(res["limits"], st.body),
+                _p("PASS" if passed else "FAIL - deviation", st.ok if passed else st.fail),
+            ])
+            if not passed:
+                bad_rows.append(i)
+        if "bags" in rec["values"]:
+            rows.append([_p("Bags filled", st.body), _p(rec["values"]["bags"], st.body),
+                         "", ""])
+        block.append(_table(rows, [width * 0.38, width * 0.22, width * 0.22, width * 0.18], st,
+                            bad_rows))
+        block += _signature_lines(rec, st)
+        if rec["correction_reason"]:
+            block.append(_p(f"Correction reason: {rec['correction_reason']}", st.small))
+        # Earlier versions stay visible (21 CFR 11.10(e): changes do not obscure).
+        chain = []
+        previous = superseded.get(rec["supersedes_id"])
+        while previous is not None:
+            chain.append(previous)
+            previous = superseded.get(previous["supersedes_id"])
+        for old in chain:
+            values = "; ".join(
+                f"{r['name']} = {show_value(r['value'], r['unit'])}" for r in old["results"]
+            )
+            block.append(_p(
+                f"Superseded version {old['version']} ({_dt(old['performed_at'])}): {values}. "
+                f"Signed: {old['signature']['manifestation']}"
+                + (f". Correction reason: {old['correction_reason']}"
+                   if old["correction_reason"] else ""),
+                st.small,
+            ))
+        block.append(Spacer(1, 3))
+        flow.append(KeepTogether(block))
+    return flow
+
+
+def curve_drawing(points: list[dict[str, Any]], width: float, height: float,
+                  font: str = "Helvetica") -> Drawing:
+    """Viable cells (left axis, x 10^6) and viability (right chart, %) per culture day."""
+    drawing = Drawing(width, height)
+    usable = [p for p in points if p["viable_cells"] is not None]
+    if not usable:
+        drawing.add(String(10, height / 2, "No expansion records.", fontName=font, fontSize=9))
+        return drawing
+    half = width / 2
+    for n, (key, label, scale, color) in enumerate((
+        ("viable_cells", "Viable cells (x 10^6)", 1e6, colors.HexColor("#0b4f8a")),
+        ("viability", "Viability (%)", 1.0, colors.HexColor("#0a7a2f")),
+    )):
+        series = [(p["day"], p[key] / scale) for p in points if p[key] is not None]
+        if not series:
+            continue
+        plot = LinePlot()
+        plot.x, plot.y = n * half + 40, 28
+        plot.width, plot.height = half - 60, height - 50
+        if len(series) == 1:
+            series = [*series, (series[0][0] + 0.01, series[0][1])]
+        plot.data = [series]
+        plot.lines[0].strokeColor = color
+        plot.lines[0].strokeWidth = 1.5
+        plot.lines[0].symbol = makeMarker("FilledCircle", size=3)
+        plot.xValueAxis.labels.fontName = font
+        plot.yValueAxis.labels.fontName = font
+        plot.xValueAxis.labels.fontSize = 7
+        plot.yValueAxis.labels.fontSize = 7
+        plot.xValueAxis.valueMin = min(0.0, min(x for x, _ in series))
+        if key == "viability":
+            plot.yValueAxis.valueMin, plot.yValueAxis.valueMax = 0, 100
+        else:
+            plot.yValueAxis.valueMin = 0
+        drawing.add(plot)
+        drawing.add(String(n * half + 40, height - 14, label, fontName=font, fontSize=8))
+        drawing.add(String(n * half + half / 2 - 10, 6, "culture day", fontName=font,
+                           fontSize=7))
+    return drawing
+
+
+def render_pdf(data: dict[str, Any]) -> bytes:
+    st = _Styles()
+    buffer = io.BytesIO()
+    page = landscape(A4)
+    doc = SimpleDocTemplate(
+        buffer, pagesize=page, leftMargin=14 * mm, rightMargin=14 * mm, topMargin=14 * mm,
+        bottomMargin=16 * mm, title=f"Executed batch record {data['batch_number']}",
+        author="gmp-mes", subject="Executed batch record",
+    )
+    width = page[0] - 28 * mm
+    flow: list[Any] = [_p(f"Executed batch record {data['batch_number']}", st.title)]
+    patient = data.get("patient") or {}
+    approval = data["process"]["approval_signature"]
+    header = [
+        ["Product", data["product"], "Batch status", data["status"]],
+        ["Process", f"{data['process_code']} version {data['process_version']}",
+         "Process approved", approval["manifestation"] if approval else "not approved"],
+        ["COI", data["coi_id"], "Patient", (
+            f"{patient.get('initials', '')} born {patient.get('date_of_birth', '')}"
+            if patient else "")],
+        ["Starting material", data["starting_item_id"], "Manufacturing site", data["site_code"]],
+        ["Started", f"{_dt(data['started_at'])} by {data['started_by']}",
+         "Completed", _dt(data["completed_at"]) or "in progress"],
+    ]
+    summary = Table(
+        [[_p(c, st.label if i % 2 == 0 else st.body) for i, c in enumerate(row)]
+         for row in header],
+        colWidths=[width * 0.14, width * 0.36, width * 0.14, width * 0.36],
+    )
+    summary.setStyle(TableStyle([
+        ("GRID", (0, 0), (-1, -1), 0.4, colors.HexColor("#9aa3b0")),
+        ("BACKGROUND", (0, 0), (0, -1), colors.HexColor("#e9edf3")),
+        ("BACKGROUND", (2, 0), (2, -1), colors.HexColor("#e9edf3")),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+    ]))
+    flow.append(summary)
+    flow.append(_p(f"Process definition digest (SHA-256): {data['process']['digest']}", st.small))
+
+    flow.append(_p("Steps", st.h2))
+    for step in data["steps"]:
+        flow += _step_flowables(step, st, width)
+
+    flow.append(_p("Expansion curve", st.h2))
+    font = st.regular
+    flow.append(curve_drawing(data.get("expansion_curve", []), width, 62 * mm, font))
+
+    flow.append(_p("Deviations", st.h2))
+    if not data["deviations"]:
+        flow.append(_p("No deviations.", st.body))
+    for dev in data["deviations"]:
+        lines = [_p(f"{dev['number']} - {dev['severity']} - {dev['status']} - {dev['kind']}, "
+                    f"opened {_dt(dev['opened_at'])}", st.h3),
+                 _p(dev["description"], st.body)]
+        if dev["assessment_signature"]:
+            lines.append(_p(f"Assessment: {dev['assessment']}", st.body))
+            lines.append(_p(f"Assessed: {dev['assessment_signature']['manifestation']}",
+                            st.small))
+        if dev["closure_signature"]:
+            lines.append(_p(f"Closure: {dev['closure']}", st.body))
+            lines.append(_p(f"Closed: {dev['closure_signature']['manifestation']}", st.small))
+        flow.append(KeepTogether(lines))
+
+    flow.append(_p("QC release specification and results", st.h2))
+    results = {row.get("test"): row for row in (data.get("qc") or []) if isinstance(row, dict)}
+    rows: list[list[Any]] = [["Test", "Method", "Specification", "Status", "Result / signature"]]
+    for spec in data["qc_specs"]:
+        row = results.get(spec["test"], {})
+        shown = []
+        for res in row.get("results", []) or []:
+            value = res.get("value", res.get("outcome"))
+            sig = res.get("signature") or {}
+            shown.append(f"{show_value(value, spec.get('unit') or '')} "
+                         f"({'pass' if res.get('passed') else 'fail'}) "
+                         f"{sig.get('manifestation', '')}".strip())
+        status = row.get("status", "no QC data" if data.get("qc") is None else "required")
+        rows.append([
+            _p(spec["test"] + (" (release before result)" if spec["release_before_result"]
+                               else ""), st.body),
+            _p(spec.get("method") or "", st.small), _p(spec["spec"], st.body),
+            _p(status, st.body), _p("; ".join(shown), st.small),
+        ])
+    flow.append(_table(rows, [width * 0.16, width * 0.26, width * 0.14, width * 0.1,
+                              width * 0.34], st))
+
+    flow.append(_p("Release decision", st.h2))
+    release = data.get("release")
+    if isinstance(release, dict) and release:
+        for key, value in release.items():
+            text = value.get("manifestation") if isinstance(value, dict) else value
+            flow.append(_p(f"{key}: {text}", st.body))
+    else:
+        flow.append(_p(f"Batch status: {data['status']}"
+                       + (f" ({data['status_reason']})" if data.get("status_reason") else ""),
+                       st.body))
+    for blocker in data["release_blockers"]:
+        flow.append(_p(f"Blocks release: {blocker['code']} - {blocker['message']}", st.fail))
+
+    flow.append(_p("Genealogy", st.h2))
+    rows = [["Item", "Kind", "Status", "Parents", "Expires"]]
+    for item in data.get("genealogy", []):
+        rows.append([item["item_id"], item["kind"], item["status"],
+                     ", ".join(item.get("parents", [])), _dt(item["expires_at"])])
+    flow.append(_table(rows, [width * 0.16, width * 0.18, width * 0.16, width * 0.25,
+                              width * 0.25], st))
+
+    flow.append(_p("Custody trail", st.h2))
+    rows = [["Time", "Item", "Action", "Site", "Location", "By"]]
+    for event in data.get("custody", []):
+        rows.append([_dt(event["at"]), event["item_id"], event["action"],
+                     event.get("site_code") or "", _p(event.get("location") or "", st.small),
+                     event.get("by") or ""])
+    flow.append(_table(rows, [width * 0.2, width * 0.14, width * 0.12, width * 0.14,
+                              width * 0.22, width * 0.18], st))
+
+    generated = _dt(data.get("generated_at"))
+
+    def _footer(canvas: Any, document: Any) -> None:
+        canvas.saveState()
+        canvas.setFont(st.regular, 7)
+        canvas.drawString(14 * mm, 8 * mm,
+                          f"gmp-mes executed batch record {data['batch_number']} - COI "
+                          f"{data['coi_id']} - generated {generated}")
+        canvas.drawRightString(page[0] - 14 * mm, 8 * mm, f"page {document.page}")
+        canvas.restoreState()
+
+    doc.build(flow, onFirstPage=_footer, onLaterPages=_footer)
+    return buffer.getvalue()
+
+
+# --- SVG for the page ------------------------------------------------------------------
+
+def curve_svg(points: list[dict[str, Any]], width: int = 640, height: int = 220) -> str:
+    """Inline SVG of the expansion curve: viable cells (blue, left axis) and
+    viability % (green, right axis) per culture day."""
+    usable = [p for p in points if p["viable_cells"] is not None or p["viability"] is not None]
+    if not usable:
+        return '<p class="hint">No expansion records yet.</p>'
+    left, right, top, bottom = 70, 50, 20, 36
+    plot_w, plot_h = width - left - right, height - top - bottom
+    days = [p["day"] for p in usable]
+    d0, d1 = min(days), max(days)
+    span = (d1 - d0) or 1.0
+    cells = [p["viable_cells"] for p in usable if p["viable_cells"] is not None]
+    cmax = max(cells) if cells else 1.0
+    cmax = cmax or 1.0
+
+    def x(day: float) -> float:
+        return left + (day - d0) / span * plot_w
+
+    def y_cells(value: float) -> float:
+        return top + plot_h - value / cmax * plot_h
+
+    def y_via(value: float) -> float:
+        return top + plot_h - max(0.0, min(value, 100.0)) / 100 * plot_h
+
+    def path(series: list[tuple[float, float]]) -> str:
+        return " ".join(f"{'M' if i == 0 else 'L'}{px:.1f},{py:.1f}"
+                        for i, (px, py) in enumerate(series))
+
+    cell_pts = [(x(p["day"]), y_cells(p["viable_cells"])) for p in usable
+                if p["viable_cells"] is not None]
+    via_pts = [(x(p["day"]), y_via(p["viability"])) for p in usable
+               if p["viability"] is not None]
+    parts = [
+        f'<svg class="curve" role="img" viewBox="0 0 {width} {height}" '
+        f'xmlns="http://www.w3.org/2000/svg" aria-label="Expansion curve: viable cells and '
+        f'viability per culture day">',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fff" '
+        'stroke="#99a"/>',
+        f'<text x="{left - 6}" y="{top + 8}" text-anchor="end" font-size="11">'
+        f'{escape(fmt_number(cmax))}</text>',
+        f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" font-size="11">0</text>',
+        f'<text x="{width - right + 6}" y="{top + 8}" font-size="11">100 %</text>',
+        f'<text x="{width - right + 6}" y="{top + plot_h}" font-size="11">0 %</text>',
+        f'<text x="{left}" y="{height - 8}" font-size="11">day {d0:g}</text>',
+        f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end" font-size="11">'
+        f'day {d1:g}</text>',
+        f'<path d="{path(cell_pts)}" fill="none" stroke="#0b4f8a" stroke-width="2.5"/>',
+        f'<path d="{path(via_pts)}" fill="none" stroke="#0a7a2f" stroke-width="2.5" '
+        'stroke-dasharray="6 3"/>',
+    ]
+    for px, py in cell_pts:
+        parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="#0b4f8a"/>')
+    for px, py in via_pts:
+        parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="#0a7a2f"/>')
+    parts.append(f'<text x="{left + 6}" y="{top + 16}" font-size="12" fill="#0b4f8a">'
+                 'viable cells</text>')
+    parts.append(f'<text x="{left + 6}" y="{top + 32}" font-size="12" fill="#0a7a2f">'
+                 'viability %</text>')
+    parts.append("</svg>")
+    return "".join(parts)

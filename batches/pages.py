@@ -1,0 +1,260 @@
+"""Pages of the batches domain: batch list, executed batch record, processes.
+
+Views only parse forms, call services and render; every rule lives in
+``batches.services``. A refused action (wrong password, out-of-order step,
+bad value) comes back as a message on the same page, never as a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
+from markupsafe import Markup, escape
+
+from batches import export, record, services
+from batches.definitions import ParamType
+from gmp_mes.errors import DomainError
+from gmp_mes.http import _run_follow_up, db_session, roles_required
+from gmp_mes.models import Meaning
+from gmp_mes.signatures import SignatureInput
+
+bp = Blueprint("batches", __name__, template_folder="templates")
+RECORD_ROLES = ("operator", "qc", "qa", "admin")
+
+
+def _refused(error: DomainError) -> None:
+    """Undo the failed unit of work, keep what must be kept (lockout count), say why."""
+    session = db_session()
+    session.rollback()
+    _run_follow_up(error)
+    fields = "; ".join(f"{k}: {', '.join(v)}" for k, v in (error.errors or {}).items())
+    flash(f"{error.detail}{' (' + fields + ')' if fields else ''}", "error")
+
+
+def _signature(meaning: str) -> SignatureInput:
+    return SignatureInput(
+        password=request.form.get("password", ""),
+        meaning=request.form.get("meaning", meaning),
+        reason=request.form.get("signature_reason") or None,
+    )
+
+
+def _verifier() -> services.VerifierInput | None:
+    username = request.form.get("verifier_username", "").strip()
+    if not username:
+        return None
+    return services.VerifierInput(username=username,
+                                  password=request.form.get("verifier_password", ""))
+
+
+def _form_values(batch_number: str, step_code: str) -> dict[str, Any]:
+    """Form text to JSON-like values by parameter type; the service checks them."""
+    batch = services.get_batch(db_session(), batch_number)
+    step = services.definition_of_batch(batch).step(step_code)
+    values: dict[str, Any] = {}
+    if step is None:
+        return values
+    for param in step.parameters:
+        raw = request.form.get(f"v_{param.code}", "").strip()
+        if raw == "":
+            continue
+        if param.type == ParamType.BOOLEAN:
+            values[param.code] = {"yes": True, "no": False}.get(raw, raw)
+        elif param.numeric:
+            try:
+                number = float(raw.replace(",", "."))
+                values[param.code] = int(number) if param.type == ParamType.INTEGER and \
+                    number.is_integer() else number
+            except ValueError:
+                values[param.code] = raw
+        else:
+            values[param.code] = raw
+    if step.creates:
+        raw_bags = request.form.get("bags", "").strip()
+        if raw_bags:
+            values["bags"] = int(raw_bags) if raw_bags.isdigit() else raw_bags
+    return values
+
+
+@bp.route("/batches")
+@roles_required(*RECORD_ROLES)
+def batch_list() -> str:
+    status = request.args.get("status") or None
+    session = db_session()
+    batches = services.list_batches(session, statuses=(status,) if status else ())
+    return render_template("batches/list.html", batches=batches, status=status)
+
+
+@bp.route("/batches", methods=["POST"])
+@roles_required("operator")
+def start_batch() -> Response:
+    session = db_session()
+    try:
+        batch = services.start_batch(
+            session, item_id=request.form.get("item_id", "").strip().upper(),
+            process_code=request.form.get("process_code") or None, user_id=g.user.id,
+        )
+    except DomainError as error:
+        _refused(error)
+        return redirect(url_for("batches.batch_list"))
+    flash(f"batch {batch.batch_number} started", "ok")
+    return redirect(url_for("batches.batch_page", batch_number=batch.batch_number))
+
+
+@bp.route("/batches/<batch_number>")
+@roles_required(*RECORD_ROLES)
+def batch_page(batch_number: str) -> str:
+    session = db_session()
+    data = record.executed_record(session, batch_number)
+    return render_template(
+        "batches/batch.html", b=data, curve=Markup(export.curve_svg(data["expansion_curve"])),
+        show=export.show_value, dt=export._dt,
+    )
+
+
+@bp.route("/batches/<batch_number>/steps/<step_code>", methods=["POST"])
+@roles_required("operator")
+def record_step(batch_number: str, step_code: str) -> Response:
+    session = db_session()
+    try:
+        outcome = services.record_step(
+            session, batch_number, step_code, values=_form_values(batch_number, step_code),
+            user_id=g.user.id, signature=_signature(Meaning.PERFORMED.value),
+            verifier=_verifier(),
+        )
+    except DomainError as error:
+        _refused(error)
+    else:
+        flash(f"step {step_code} recorded and signed"
+              + (f"; deviation {', '.join(d.number for d in outcome.deviations)} opened"
+                 if outcome.deviations else "")
+              + (f"; bags {', '.join(i.item_id for i in outcome.items)} created"
+                 if outcome.items else ""), "ok")
+    return redirect(url_for("batches.batch_page", batch_number=batch_number) + f"#{step_code}")
+
+
+@bp.route("/batches/<batch_number>/steps/<step_code>/corrections", methods=["POST"])
+@roles_required("operator")
+def correct_step(batch_number: str, step_code: str) -> Response:
+    session = db_session()
+    occurrence = request.form.get("occurrence", "")
+    try:
+        services.correct_step(
+            session, batch_number, step_code, values=_form_values(batch_number, step_code),
+            reason=request.form.get("reason", ""),
+            occurrence=int(occurrence) if occurrence.isdigit() else None,
+            user_id=g.user.id, signature=_signature(Meaning.PERFORMED.value),
+            verifier=_verifier(),
+        )
+    except DomainError as error:
+        _refused(error)
+    else:
+        flash(f"step {step_code} corrected; the original stays in the record", "ok")
+    return redirect(url_for("batches.batch_page", batch_number=batch_number) + f"#{step_code}")
+
+
+@bp.route("/batches/<batch_number>/deviations", methods=["POST"])
+@roles_required("operator", "qc", "qa")
+def open_deviation(batch_number: str) -> Response:
+    try:
+        deviation = services.open_deviation(
+            db_session(), batch_number, severity=request.form.get("severity", ""),
+            description=request.form.get("description", ""),
+            step_code=request.form.get("step_code") or None, user_id=g.user.id,
+        )
+    except DomainError as error:
+        _refused(error)
+    else:
+        flash(f"deviation {deviation.number} opened", "ok")
+    return redirect(url_for("batches.batch_page", batch_number=batch_number) + "#deviations")
+
+
+@bp.route("/deviations/<ref>/<action>", methods=["POST"])
+@roles_required("qa")
+def decide_deviation(ref: str, action: str) -> Response:
+    session = db_session()
+    batch_number = request.form.get("batch_number", "")
+    try:
+        if action == "assess":
+            deviation = services.assess_deviation(
+                session, ref, assessment=request.form.get("text", ""),
+                severity=request.form.get("severity") or None, user_id=g.user.id,
+                signature=_signature(Meaning.REVIEWED.value),
+            )
+        elif action == "close":
+            deviation = services.close_deviation(
+                session, ref, closure=request.form.get("text", ""), user_id=g.user.id,
+                signature=_signature(Meaning.APPROVED.value),
+            )
+        else:
+            flash(f"unknown action {action}", "error")
+            return redirect(url_for("batches.batch_list"))
+    except DomainError as error:
+        _refused(error)
+    else:
+        batch_number = deviation.batch_number
+        flash(f"deviation {deviation.number} {deviation.status}", "ok")
+    target = (url_for("batches.batch_page", batch_number=batch_number) + "#deviations"
+              if batch_number else url_for("batches.batch_list"))
+    return redirect(target)
+
+
+@bp.route("/batches/<batch_number>/record.<fmt>")
+@roles_required(*RECORD_ROLES)
+def download_record(batch_number: str, fmt: str) -> Response:
+    if fmt not in ("pdf", "json"):
+        flash("the record exports as pdf or json", "error")
+        return redirect(url_for("batches.batch_page", batch_number=batch_number))
+    data, mimetype = export.export_batch(db_session(), batch_number, fmt)
+    response = Response(data, mimetype=mimetype)
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="{batch_number}-batch-record.{fmt}"'
+    )
+    return response
+
+
+@bp.route("/processes")
+@roles_required("qa", "admin")
+def process_list() -> str:
+    session = db_session()
+    processes = [(p, services.definition_of(p)) for p in services.list_processes(session)]
+    return render_template("batches/processes.html", processes=processes)
+
+
+@bp.route("/processes/<code>/<int:version>/approve", methods=["POST"])
+@roles_required("qa")
+def approve_process(code: str, version: int) -> Response:
+    try:
+        process = services.approve_process(
+            db_session(), code, version, user_id=g.user.id,
+            signature=_signature(Meaning.APPROVED.value),
+        )
+    except DomainError as error:
+        _refused(error)
+    else:
+        flash(f"process {process.key} approved", "ok")
+    return redirect(url_for("batches.process_list"))
+
+
+def dashboard_panel(session: Any, user: Any) -> tuple[str, Markup] | None:
+    """Batches in process with the step due next; QA sees what holds or awaits release."""
+    if not user.has_role("operator", "qa"):
+        return None
+    active = services.list_batches(
+        session, statuses=("in_process", "on_hold", "awaiting_release")
+    )
+    if not active:
+        return ("Batches in process", Markup('<p class="hint">No batch in process.</p>'))
+    rows = []
+    for batch in active[:20]:
+        due = [s.step.name for s in services.step_states(session, batch) if s.allowed]
+        rows.append(
+            f'<tr><td><a href="{url_for("batches.batch_page", batch_number=batch.batch_number)}">'
+            f"{escape(batch.batch_number)}</a></td><td>{escape(batch.status)}</td>"
+            f"<td>{escape(' or '.join(due) or '-')}</td></tr>"
+        )
+    return ("Batches in process", Markup(
+        '<table class="data"><tr><th>Batch</th><th>Status</th><th>Step due</th></tr>'
+        + "".join(rows) + "</table>"
+    ))

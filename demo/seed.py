@@ -1,0 +1,429 @@
+"""The demonstration data set: every page meaningful on the first ``make run``.
+
+Everything is created through the domains' service functions (accounts,
+identity, labels, batches, qc, alerts), as the people who would do it in a
+real plant: the operator records the steps, a second operator verifies the
+critical ones, QA approves the process and decides releases, the clinician
+enrols, collects and administers. Times are the real "now" (the services read
+the clock), so hold times, expiry countdowns and post-thaw windows are live.
+
+One transaction for the whole set: either all of it exists or none of it, and
+a second run finds the marker site and stops with one line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from types import ModuleType
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gmp_mes import accounts
+from gmp_mes.audit import Actor
+from gmp_mes.cli import unit_of_work
+from gmp_mes.clock import utcnow
+from gmp_mes.models import Site, User
+from gmp_mes.signatures import SignatureInput
+
+DEMO_PASSWORD = "demo-password-1"
+PROCESS = "CART-AUTO"
+
+APHERESIS, CLEANROOM, NORTH, SOUTH = "APH-CITY", "CLEAN-1", "HOSP-NORTH", "HOSP-SOUTH"
+MARKER_SITE = CLEANROOM
+
+SITES: tuple[tuple[str, str, str, str], ...] = (
+    (APHERESIS, "collection", "City Apheresis Centre", "Europe/Berlin"),
+    (CLEANROOM, "manufacturing", "Cell Therapy Cleanroom 1", "Europe/Berlin"),
+    (NORTH, "treatment", "North University Hospital, Haematology", "Europe/Berlin"),
+    (SOUTH, "treatment", "South General Hospital, Oncology", "Europe/Vienna"),
+)
+
+# user name, roles, site, printed name
+USERS: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
+    ("admin", ("admin",), CLEANROOM, "Ada Admin"),
+    ("operator", ("operator",), CLEANROOM, "Olga Operator"),
+    ("operator2", ("operator",), CLEANROOM, "Omar Second-Operator"),
+    ("qc", ("qc",), CLEANROOM, "Quinn QC-Analyst"),
+    ("qa", ("qa",), CLEANROOM, "Quentin QA"),
+    ("qa2", ("qa",), CLEANROOM, "Querida Second-QA"),
+    ("clinician", ("clinician",), NORTH, "Clara Clinician"),
+    ("clinician2", ("clinician",), SOUTH, "Carl Second-Clinician"),
+)
+
+
+def _step_values(day: int = 1) -> dict[str, dict[str, Any]]:
+    """In-limit values of CART-AUTO v1 (config/processes/cart-auto-v1.toml)."""
+    return {
+        "receipt": {"coi_verified": True, "temperature_c": 4.6, "volume_ml": 212.0,
+                    "total_nucleated_cells": 1.18e10, "cd3_pct": 46.5},
+        "selection": {"cells_after_selection": 3.9e9, "purity_pct": 94.2,
+                      "viability_pct": 96.1},
+        "activation": {"seeded_cells": 1.5e8, "reagent_lot": "TXA-2611-0417"},
+        "transduction": {"vector_lot": "LV-CD19-BB-0093", "moi": 5.0},
+        "expansion": {"viable_cells": 1.5e8 * (2.2 ** day),
+                      "viability_pct": 93.0 - day * 0.8, "culture_volume_ml": 100.0 + 70 * day},
+        "harvest": {"total_viable_cells": 4.1e9, "viability_pct": 91.4,
+                    "car_expression_pct": 38.2},
+        "fill": {"car_t_cells_per_bag": 1.1e8, "fill_volume_ml": 20.0, "dmso_pct": 10.0,
+                 "labels_verified": True, "bags": 2},
+        "cryopreservation": {"freeze_profile_ok": True, "end_temperature_c": -100.0,
+                             "storage_temperature_c": -180.0},
+    }
+
+
+# The patients of the demo: (given, family, date of birth, MRN, treatment site, scenario).
+PATIENTS: tuple[tuple[str, str, date, str, str, str], ...] = (
+    ("Maria", "Schneider", date(1968, 3, 14), "MRN-400117", NORTH, "administered"),
+    ("Jonas", "Weber", date(1975, 11, 2), "MRN-400233", SOUTH, "thawed"),
+    ("Aylin", "Demir", date(1982, 6, 21), "MRN-400358", NORTH, "awaiting_release"),
+    ("Peter", "Novak", date(1959, 1, 30), "MRN-400412", NORTH, "on_hold"),
+    ("Sofia", "Rossi", date(1990, 9, 8), "MRN-400561", SOUTH, "in_process_expansion"),
+    ("Lukas", "Brandt", date(1971, 4, 17), "MRN-400689", NORTH, "in_process_receipt"),
+    ("Emma", "Fischer", date(1985, 12, 24), "MRN-400702", NORTH, "rejected"),
+    ("Noah", "Keller", date(1963, 7, 5), "MRN-400815", SOUTH, "released_in_storage"),
+    ("Hannah", "Wolf", date(1979, 2, 11), "MRN-400947", NORTH, "collected_expiring"),
+    ("David", "Klein", date(1955, 10, 19), "MRN-401023", SOUTH, "collected_expired"),
+    ("Lea", "Hoffmann", date(1993, 5, 27), "MRN-401164", NORTH, "enrolled"),
+)
+
+# In-specification QC results of CART-AUTO v1 (qualitative tests take an outcome).
+QC_VALUES: dict[str, Any] = {
+    "sterility": "negative", "mycoplasma": "negative", "endotoxin": 0.8, "viability": 91.0,
+    "dose": 1.2e6, "identity": 38.0, "potency": 2350.0, "vector_copy_number": 1.9,
+}
+
+# Scenarios that need the QC domain's release services.
+NEEDS_QC = {"administered", "thawed", "rejected", "released_in_storage"}
+
+
+@dataclass
+class Summary:
+    """What the seed created, for the one-screen report and the tests."""
+
+    sites: list[str] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+    patients: dict[str, str] = field(default_factory=dict)  # coi_id -> scenario
+    batches: dict[str, str] = field(default_factory=dict)  # batch_number -> scenario
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class Demo:
+    """The seeding run: one session, actors switched as different people act."""
+
+    def __init__(self, session: Session, app: Flask) -> None:
+        self.s = session
+        self.app = app
+        self.users: dict[str, User] = {}
+        self.summary = Summary()
+        self.identity: Any = importlib.import_module("identity.services")
+        self.batches: Any = importlib.import_module("batches.services")
+        self.labels: Any = importlib.import_module("labels.services")
+        self.qc: ModuleType | None = _qc_services()
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    @contextmanager
+    def acting(self, username: str) -> Iterator[User]:
+        """Attribute what follows to ``username`` (the audit reads the actor at flush)."""
+        self.s.flush()
+        previous = self.s.info.get("actor")
+        user = self.users[username]
+        self.s.info["actor"] = Actor(user.username, user.id, user.full_name)
+        try:
+            yield user
+            self.s.flush()
+        finally:
+            self.s.info["actor"] = previous
+
+    @staticmethod
+    def sig(meaning: str, reason: str | None = None) -> SignatureInput:
+        return SignatureInput(password=DEMO_PASSWORD, meaning=meaning, reason=reason)
+
+    def verifier(self) -> Any:
+        return self.batches.VerifierInput(username="operator2", password=DEMO_PASSWORD)
+
+    def print_label(self, item_id: str, username: str, workstation: str) -> None:
+        with self.acting(username) as user:
+            self.labels.print_label(
+                self.s, item_id,
+                self.labels.PrintRequest(format="zpl", workstation=workstation),
+                user_id=user.id,
+            )
+
+    # --- the set ------------------------------------------------------------------------------
+
+    def run(self) -> Summary:
+        self.sites_and_users()
+        self.approve_process()
+        for given, family, born, mrn, site, scenario in PATIENTS:
+            if scenario in NEEDS_QC and self.qc is None:
+                self.summary.skipped.append(
+                    f"{family}, {given} ({scenario}): the qc domain has no release services yet"
+                )
+                continue
+            self.patient(given, family, born, mrn, site, scenario)
+        self.forged_label_scan()
+        return self.summary
+
+    def sites_and_users(self) -> None:
+        for code, kind, name, zone in SITES:
+            accounts.create_site(self.s, code, kind=kind, name=name, timezone=zone)
+            self.summary.sites.append(code)
+        for username, roles, site, full_name in USERS:
+            self.users[username] = accounts.create_user(
+                self.s, username, password=DEMO_PASSWORD, roles=roles, site_code=site,
+                full_name=full_name, email=f"{username}@demo.gmp-mes.org",
+            )
+            self.summary.users.append(username)
+
+    def approve_process(self) -> None:
+        if not self.batches.list_processes(self.s):
+            self.batches.load_process_definitions(self.s)
+        versions = [p for p in self.batches.list_processes(self.s) if p.code == PROCESS]
+        if not versions:
+            raise click.ClickException(f"process {PROCESS} is not loaded; run gmp-mes init")
+        newest = max(versions, key=lambda p: p.version)
+        if not newest.approved:
+            with self.acting("qa") as qa:
+                self.batches.approve_process(
+                    self.s, newest.code, newest.version, user_id=qa.id,
+                    signature=self.sig("approved", "master batch record reviewed"),
+                )
+
+    def patient(self, given: str, family: str, born: date, mrn: str, site: str,
+                scenario: str) -> None:
+        clinician = "clinician" if site == NORTH else "clinician2"
+        with self.acting(clinician):
+            patient = self.identity.enrol_patient(
+                self.s, given_name=given, family_name=family, date_of_birth=born, mrn=mrn,
+                treatment_site=site,
+            )
+        self.summary.patients[patient.coi_id] = scenario
+        self.print_label(patient.wristband_item_id, clinician, f"{site}-WARD")
+        if scenario == "enrolled":
+            return
+        # Collected long enough ago that the starting material is still inside its
+        # 48 h hold time, except the two collections that show the hold-time alerts.
+        ago = {"collected_expiring": timedelta(hours=40),
+               "collected_expired": timedelta(hours=50)}.get(scenario, timedelta(hours=20))
+        with self.acting(clinician):
+            collection = self.identity.record_collection(
+                self.s, coi_id=patient.coi_id, collected_at=utcnow() - ago, site=APHERESIS,
+                volume_ml=212.0,
+            )
+        starting = collection.item_id
+        self.print_label(starting, clinician, "APH-CITY-1")
+        if scenario.startswith("collected"):
+            return
+        self.ship(starting, APHERESIS, CLEANROOM, by=clinician, to="operator",
+                  location="Goods-in 2-8 °C")
+        with self.acting("operator"):
+            # Goods-in acceptance: a received bag becomes available to start a batch.
+            self.identity.transition_item(self.s, starting, "available",
+                                          reason="accepted at goods-in, shipper log in range")
+        with self.acting("operator") as operator:
+            batch = self.batches.start_batch(self.s, item_id=starting, user_id=operator.id,
+                                             process_code=PROCESS)
+        number = batch.batch_number
+        self.summary.batches[number] = scenario
+        plan = {
+            "in_process_receipt": ["receipt"],
+            "in_process_expansion": ["receipt", "selection", "activation", "transduction",
+                                     "expansion", "expansion"],
+        }.get(scenario)
+        self.steps(number, plan)
+        if scenario == "on_hold":
+            with self.acting("operator") as operator:
+                self.batches.open_deviation(
+                    self.s, number, severity="major", step_code="cryopreservation",
+                    user_id=operator.id,
+                    description="Controlled-rate freezer door alarm for 14 minutes during "
+                                "the run; chamber temperature rose to -62 °C.",
+                )
+            return
+        if scenario == "awaiting_release" and self.qc is not None:
+            # Part of QC is in: the release queue shows what is still missing.
+            self.qc_results(number, skip=("sterility", "potency", "vector_copy_number"))
+        if scenario in NEEDS_QC:
+            self.qc_and_release(number, scenario, site)
+
+    def steps(self, batch_number: str, plan: list[str] | None) -> None:
+        """Record the steps in file order (all of them when ``plan`` is None)."""
+        codes = plan or ["receipt", "selection", "activation", "transduction", "expansion",
+                         "expansion", "expansion", "harvest", "fill", "cryopreservation"]
+        day = 0
+        batch = self.batches.get_batch(self.s, batch_number)
+        definition = self.batches.definition_of_batch(batch)
+        for code in codes:
+            if code == "expansion":
+                day += 1
+            values = _step_values(day)[code]
+            step = definition.step(code)
+            with self.acting("operator") as operator:
+                outcome = self.batches.record_step(
+                    self.s, batch_number, code, values=values, user_id=operator.id,
+                    signature=self.sig("performed"),
+                    verifier=self.verifier() if step.critical else None,
+                )
+            for item in outcome.items:
+                self.print_label(item.item_id, "operator", "CR1-LABEL")
+
+    def ship(self, item_id: str, origin: str, destination: str, *, by: str, to: str,
+             location: str) -> None:
+        with self.acting(by) as sender:
+            self.identity.record_custody(self.s, item_id, action="ship", site=destination,
+                                         user=sender, workstation=f"{origin}-DISPATCH")
+        with self.acting(to) as receiver:
+            self.identity.record_custody(self.s, item_id, action="receive", site=destination,
+                                         user=receiver, location=location,
+                                         workstation=f"{destination}-GOODS-IN")
+
+    def qc_results(self, batch_number: str, *, skip: tuple[str, ...] = (),
+                   override: dict[str, Any] | None = None) -> None:
+        """QC results for every test of the batch's spec, entered by the QC analyst."""
+        assert self.qc is not None
+        values = {**QC_VALUES, **(override or {})}
+        for spec in self.batches.qc_specs(self.s, batch_number):
+            if spec.test in skip:
+                continue
+            value = values[spec.test]
+            with self.acting("qc") as analyst:
+                self.qc.record_result(
+                    self.s, batch_number, test=spec.test, user_id=analyst.id,
+                    signature=self.sig("performed"),
+                    **({"outcome": value} if isinstance(value, str) else {"value": value}),
+                )
+
+    def qc_and_release(self, batch_number: str, scenario: str, site: str) -> None:
+        assert self.qc is not None
+        clinician = "clinician" if site == NORTH else "clinician2"
+        bags = self.batches.final_product_item_ids(self.s, batch_number)
+        if scenario == "rejected":
+            self.qc_results(batch_number, override={"endotoxin": 7.8})
+            with self.acting("qa2") as qa:
+                self.qc.reject_batch(
+                    self.s, batch_number, user_id=qa.id, signature=self.sig("rejected"),
+                    reason="Endotoxin 7.8 EU/mL exceeds the specification (<= 5.0 EU/mL); "
+                           "OOS investigation QA-OOS-2611-07 confirmed the result.",
+                )
+            return
+        if scenario == "thawed":
+            # Sterility takes 7 days; the patient cannot wait: conditional release.
+            self.qc_results(batch_number, skip=("sterility",))
+            with self.acting("qa2") as qa:
+                self.qc.release_batch(
+                    self.s, batch_number, user_id=qa.id, signature=self.sig("released"),
+                    conditional=True,
+                    justification="Patient's disease progressing rapidly (treating physician's "
+                                  "request of today); all other tests pass; sterility pending "
+                                  "with no growth at 72 h.",
+                )
+        else:
+            self.qc_results(batch_number)
+            with self.acting("qa") as qa:
+                self.qc.release_batch(self.s, batch_number, user_id=qa.id,
+                                      signature=self.sig("released"))
+        bag = bags[0]
+        if scenario == "released_in_storage":
+            # The first bag is on its way to the hospital, the second stays in LN2.
+            with self.acting("operator") as sender:
+                self.identity.record_custody(self.s, bag, action="ship", site=site,
+                                             user=sender, workstation="CLEAN-1-DISPATCH")
+            return
+        self.ship(bag, CLEANROOM, site, by="operator", to=clinician,
+                  location="Pharmacy LN2 dry shipper")
+        with self.acting(clinician) as nurse:
+            self.identity.record_custody(self.s, bag, action="thaw", site=site, user=nurse,
+                                         location="Ward 4, bed 2", workstation=f"{site}-WARD")
+        if scenario == "thawed":
+            return  # waiting at the bedside, inside its post-thaw window
+        wristband = self.identity.get_patient(
+            self.s, self.batches.batch_coi(self.s, batch_number)
+        ).wristband_item_id
+        patient_payload = self.labels.payload_for_item(self.s, wristband)
+        product_payload = self.labels.payload_for_item(self.s, bag)
+        with self.acting(clinician) as nurse:
+            self.identity.verify_bedside(self.s, patient_payload, product_payload, user=nurse,
+                                         site_code=site)
+            self.identity.administer(self.s, patient_payload, product_payload, user=nurse,
+                                     site_code=site, signature=self.sig("administered"))
+
+    def forged_label_scan(self) -> None:
+        """A tampered label at the cleanroom scan station: a critical alert for QA."""
+        wristband = next(
+            (self.identity.get_patient(self.s, coi).wristband_item_id
+             for coi in self.summary.patients), None,
+        )
+        if wristband is None:
+            return
+        genuine = self.labels.payload_for_item(self.s, wristband)
+        head, _, signature = genuine.rpartition(":")
+        forged = f"{head}:{'A' if signature[0] != 'A' else 'B'}{signature[1:]}"
+        with self.acting("operator") as operator:
+            self.identity.scan(self.s, forged, user=operator, site_code=CLEANROOM,
+                               workstation="CR1-WS2")
+
+
+def _qc_services() -> ModuleType | None:
+    """The qc domain's services, when that domain has them (it is built in parallel)."""
+    try:
+        module = importlib.import_module("qc.services")
+    except ModuleNotFoundError:
+        return None
+    needed = ("record_result", "release_batch", "reject_batch")
+    return module if all(hasattr(module, name) for name in needed) else None
+
+
+def already_seeded(session: Session) -> bool:
+    return session.scalar(select(Site.id).where(Site.code == MARKER_SITE)) is not None or (
+        session.scalar(select(User.id).where(User.username == "operator2")) is not None
+    )
+
+
+def seed(app: Flask) -> Summary | None:
+    """Seed the demo (None when it is already there). Commits once, then runs the
+    scheduler's jobs once so that the expiry alerts are there on the first page view."""
+    from gmp_mes.scheduler import run_jobs
+
+    with unit_of_work(Actor.system("demo")) as session:
+        if already_seeded(session):
+            return None
+        summary = Demo(session, app).run()
+    result = run_jobs(app)
+    summary.notes.extend(result.changes)
+    if result.failed:
+        summary.notes.append(f"failed sweep jobs: {', '.join(result.failed)}")
+    return summary
+
+
+@click.command("demo")
+@with_appcontext
+def demo_command() -> None:
+    """Seed a realistic demo: sites, users per role, patients, batches in every state."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    summary = seed(app)
+    if summary is None:
+        click.echo("demo: the demo data already exists; nothing to do")
+        return
+    states: dict[str, int] = {}
+    for scenario in summary.batches.values():
+        states[scenario] = states.get(scenario, 0) + 1
+    click.echo(
+        f"demo: {len(summary.sites)} sites, {len(summary.users)} users, "
+        f"{len(summary.patients)} patients, {len(summary.batches)} batches "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(states.items()))})"
+    )
+    for line in summary.skipped:
+        click.echo(f"demo: skipped {line}")
+    click.echo(f"demo: log in as {', '.join(summary.users)} "
+               f"with the password {DEMO_PASSWORD!r}")

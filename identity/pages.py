@@ -1,0 +1,262 @@
+"""Pages of the identity domain (SPEC §7b): scan station, bedside, item, enrolment,
+collection. Views stay thin: parse the form, call services, render."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, abort, g, redirect, render_template, request, url_for
+from markupsafe import Markup
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
+
+from gmp_mes.errors import DomainError, ValidationFailed
+from gmp_mes.http import _run_follow_up, db_session, roles_required
+from gmp_mes.models import Meaning, Site, SiteKind
+from gmp_mes.signatures import SignatureInput
+from identity import coi, services
+from identity.models import Item
+
+bp = Blueprint("identity", __name__, template_folder="templates")
+
+
+def _site_code() -> str | None:
+    return g.user.site.code if g.user.site is not None else None
+
+
+def _workstation() -> str:
+    return (request.form.get("workstation") or request.cookies.get("workstation")
+            or f"web:{request.remote_addr or '-'}")[:100]
+
+
+def _failed(exc: DomainError) -> None:
+    """Roll back the failed unit of work and run its follow-up (lockout counting,
+    recording a refused verdict), as the API edge does."""
+    db_session().rollback()
+    _run_follow_up(exc)
+
+
+@bp.app_template_filter("id_time")
+def local_time(value: datetime | None, tz: str | None = None) -> str:
+    """Stored times are UTC; pages show the site's local time (SPEC §9)."""
+    if value is None:
+        return "—"
+    zone = tz or (g.user.site.timezone if g.get("user") is not None else "UTC")
+    try:
+        local = value.astimezone(ZoneInfo(zone))
+    except (KeyError, ValueError):
+        local = value.astimezone(UTC)
+    return local.strftime("%Y-%m-%d %H:%M %Z")
+
+
+@bp.app_template_filter("coi_label")
+def coi_label(value: str | None) -> Markup:
+    if not value or coi.coi_problem(value) is not None:
+        return Markup.escape(value or "—")
+    text, check = coi.format_for_label(value)
+    return Markup('<span class="coi">{}<span class="coi-check">{}</span></span>').format(
+        text, check)
+
+
+# --- scan station -------------------------------------------------------------------------
+
+@bp.route("/scan", methods=["GET", "POST"])
+@roles_required()
+def scan_page() -> str:
+    result = None
+    scanned = None
+    if request.method == "POST":
+        scanned = request.form.get("payload", "")
+        batch_number = (request.form.get("batch_number") or "").strip() or None
+        if scanned.strip():
+            result = services.scan(db_session(), scanned, user=g.user, site_code=_site_code(),
+                                   workstation=_workstation(), batch_number=batch_number)
+    return render_template("identity/scan.html", result=result,
+                           batch_number=request.form.get("batch_number", ""),
+                           workstation=_workstation())
+
+
+# --- bedside ------------------------------------------------------------------------------
+
+@bp.route("/bedside", methods=["GET", "POST"])
+@roles_required("clinician")
+def bedside_page() -> str:
+    result = None
+    form = request.form
+    if request.method == "POST" and form.get("patient_payload") and form.get("product_payload"):
+        result = services.verify_bedside(db_session(), form["patient_payload"],
+                                         form["product_payload"], user=g.user,
+                                         site_code=_site_code())
+    return render_template("identity/bedside.html", result=result, form=form,
+                           meanings=[Meaning.ADMINISTERED.value], errors={}, administered=None)
+
+
+@bp.route("/bedside/administer", methods=["POST"])
+@roles_required("clinician")
+def bedside_administer() -> str | tuple[str, int]:
+    form = request.form
+    session = db_session()
+    try:
+        administration = services.administer(
+            session, form.get("patient_payload", ""), form.get("product_payload", ""),
+            user=g.user, site_code=_site_code(),
+            signature=SignatureInput(password=form.get("password", ""),
+                                     meaning=form.get("meaning", ""),
+                                     reason=form.get("reason") or None),
+        )
+    except DomainError as exc:
+        _failed(exc)
+        errors = exc.errors or {}
+        if any(key.startswith("signature") for key in errors):
+            # The check matched; only the signature failed: ask for it again.
+            return render_template("identity/bedside.html", result=None, form=form,
+                                   meanings=[Meaning.ADMINISTERED.value], errors=errors,
+                                   administered=None, sign_again=exc.detail), exc.status
+        reasons = exc.extra.get("reasons") or [{"code": exc.code, "message": exc.detail}]
+        result = services.BedsideResult(match=False, reasons=reasons, item=None, patient=None)
+        return render_template("identity/bedside.html", result=result, form=form,
+                               meanings=[Meaning.ADMINISTERED.value], errors=errors,
+                               administered=None), exc.status
+    return render_template("identity/bedside.html", result=None, form={},
+                           meanings=[Meaning.ADMINISTERED.value], errors={},
+                           administered=administration)
+
+
+# --- items and patients -------------------------------------------------------------------
+
+@bp.route("/items/<item_id>")
+@roles_required()
+def item_page(item_id: str) -> str:
+    view = services.item_view(db_session(), item_id)
+    return render_template("identity/item.html", view=view, item=view["item"])
+
+
+@bp.route("/patients/<coi_id>")
+@roles_required()
+def patient_page(coi_id: str) -> str:
+    view = services.patient_view(db_session(), coi_id)
+    return render_template("identity/patient.html", view=view, patient=view["patient"])
+
+
+def _sites(session: Session, *kinds: str) -> list[Site]:
+    statement = select(Site).order_by(Site.code)
+    if kinds:
+        statement = statement.where(Site.kind.in_(kinds))
+    return list(session.scalars(statement))
+
+
+@bp.route("/patients/new", methods=["GET", "POST"])
+@roles_required("clinician", "admin")
+def enrol_page() -> str | Response | tuple[str, int]:
+    session = db_session()
+    errors: dict[str, list[str]] = {}
+    error = None
+    if request.method == "POST":
+        form = request.form
+        try:
+            born = date.fromisoformat(form.get("date_of_birth", ""))
+        except ValueError:
+            errors["date_of_birth"] = ["enter a date like 1970-05-17"]
+            born = None
+        if born is not None:
+            try:
+                patient = services.enrol_patient(
+                    session, given_name=form.get("given_name", ""),
+                    family_name=form.get("family_name", ""), date_of_birth=born,
+                    mrn=form.get("mrn", ""), treatment_site=form.get("treatment_site", ""),
+                )
+            except ValidationFailed as exc:
+                _failed(exc)
+                errors = exc.errors or {}
+            except DomainError as exc:
+                _failed(exc)
+                error = exc.detail
+            else:
+                coi_id = patient.coi_id
+                session.commit()
+                return redirect(url_for("identity.patient_page", coi_id=coi_id))
+    status = 422 if errors else (409 if error else 200)
+    page = render_template("identity/enrol.html", errors=errors, error=error, form=request.form,
+                           sites=_sites(session, SiteKind.TREATMENT.value),
+                           default_site=_site_code())
+    return (page, status) if status != 200 else page
+
+
+@bp.route("/collections/new", methods=["GET", "POST"])
+@roles_required("clinician", "operator")
+def collection_page() -> str | Response | tuple[str, int]:
+    session = db_session()
+    errors: dict[str, list[str]] = {}
+    error = None
+    form = request.form
+    if request.method == "POST":
+        collected_at = _local_datetime(form.get("collected_at", ""), errors)
+        try:
+            volume = float(form.get("volume_ml", ""))
+        except ValueError:
+            errors["volume_ml"] = ["enter the volume in mL, e.g. 250"]
+            volume = None
+        if not errors and collected_at is not None and volume is not None:
+            try:
+                collection = services.record_collection(
+                    session, coi_id=form.get("coi_id", ""), collected_at=collected_at,
+                    site=form.get("site", ""), volume_ml=volume,
+                    din=(form.get("din") or "").strip() or None,
+                )
+            except ValidationFailed as exc:
+                _failed(exc)
+                errors = exc.errors or {}
+            except DomainError as exc:
+                _failed(exc)
+                error = exc.detail
+            else:
+                item_id = collection.item_id
+                session.commit()
+                return redirect(url_for("identity.item_page", item_id=item_id))
+    status = 422 if errors else (409 if error else 200)
+    page = render_template("identity/collection.html", errors=errors, error=error, form=form,
+                           sites=_sites(session), default_site=_site_code(),
+                           coi_id=request.args.get("coi_id", ""))
+    return (page, status) if status != 200 else page
+
+
+def _local_datetime(text: str, errors: dict[str, list[str]]) -> datetime | None:
+    """A datetime-local field, in the user's site time zone."""
+    try:
+        naive = datetime.fromisoformat(text)
+    except ValueError:
+        errors["collected_at"] = ["enter the date and time of collection"]
+        return None
+    if naive.tzinfo is not None:
+        return naive
+    return naive.replace(tzinfo=ZoneInfo(g.user.site.timezone))
+
+
+# --- dashboard ----------------------------------------------------------------------------
+
+def dashboard_panel(session: Session, user: Any) -> tuple[str, Markup] | None:
+    """Items at the user's site that still need handling (clinicians and operators)."""
+    if user is None or not user.has_role("clinician", "operator"):
+        return None
+    items = list(session.scalars(
+        select(Item).where(Item.site_code == user.site.code,
+                           Item.status.in_(["released", "conditionally_released", "received",
+                                            "thawed", "shipped", "quarantine", "available"]),
+                           Item.kind != "wristband")
+        .order_by(Item.expires_at.is_(None), Item.expires_at).limit(10)
+    ))
+    html = render_template("identity/_panel.html", items=items)
+    return f"Items at {user.site.code}", Markup(html)
+
+
+@bp.route("/items")
+@roles_required()
+def item_lookup() -> Response:
+    """Jump to an item by id (the item form of the dashboard)."""
+    item_id = (request.args.get("item_id") or "").strip().upper()
+    if not item_id:
+        abort(404)
+    return redirect(url_for("identity.item_page", item_id=item_id))

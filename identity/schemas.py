@@ -1,0 +1,199 @@
+"""Marshmallow schemas of the identity API: separate write (strict) and read schemas."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+from marshmallow.utils import get_value
+
+from gmp_mes.schemas import SignatureSchema, StrictSchema
+from identity.models import ItemKind, ItemStatus
+from identity.services import CUSTODY_ACTIONS
+
+_text = validate.Length(min=1, max=100)
+
+
+class PatientInSchema(StrictSchema):
+    given_name = fields.String(required=True, validate=_text)
+    family_name = fields.String(required=True, validate=_text)
+    date_of_birth = fields.Date(required=True)
+    mrn = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    treatment_site = fields.String(required=True, validate=validate.Length(min=1, max=32))
+
+
+class CollectionInSchema(StrictSchema):
+    coi_id = fields.String(required=True, validate=validate.Length(min=1, max=20))
+    collected_at = fields.AwareDateTime(required=True, default_timezone=None)
+    site = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    volume_ml = fields.Float(required=True, allow_nan=False,
+                             validate=validate.Range(min=0, min_inclusive=False, max=5000))
+    din = fields.String(load_default=None, allow_none=True,
+                        validate=validate.Length(min=1, max=20))
+
+
+class CustodyInSchema(StrictSchema):
+    action = fields.String(required=True, validate=validate.OneOf(CUSTODY_ACTIONS))
+    site = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    location = fields.String(load_default=None, allow_none=True,
+                             validate=validate.Length(max=100))
+    workstation = fields.String(load_default=None, allow_none=True,
+                                validate=validate.Length(max=100))
+
+
+class ScanInSchema(StrictSchema):
+    payload = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    workstation = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    batch_number = fields.String(load_default=None, allow_none=True,
+                                 validate=validate.Length(min=1, max=40))
+
+
+class BedsideInSchema(StrictSchema):
+    patient_payload = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    product_payload = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+
+
+class AdministrationInSchema(BedsideInSchema):
+    signature = fields.Nested(SignatureSchema, required=True)
+
+
+class ReasonSchema(Schema):
+    code = fields.String()
+    message = fields.String()
+
+
+class ItemBriefSchema(Schema):
+    item_id = fields.String()
+    kind = fields.String(metadata={"enum": [k.value for k in ItemKind]})
+    status = fields.String(metadata={
+        "enum": [s.value for s in ItemStatus],
+        "description": "final product: quarantine -> released | conditionally_released | "
+                       "rejected; released -> shipped -> received -> thawed -> administered; "
+                       "blocked (quality block), expired, destroyed. Starting material, "
+                       "intermediates and samples: available, in_process, shipped, received, "
+                       "consumed, blocked, expired, destroyed. Wristbands: available, "
+                       "destroyed. Final: rejected, administered, expired, destroyed, "
+                       "consumed.",
+    })
+    coi_id = fields.String()
+    batch_number = fields.String(allow_none=True)
+    description = fields.String(allow_none=True)
+    site_code = fields.String()
+    location = fields.String(allow_none=True)
+    custodian = fields.Integer(allow_none=True)
+    ship_to = fields.String(allow_none=True)
+    expires_at = fields.DateTime(allow_none=True)
+    expiry_warnings = fields.Function(
+        lambda i: [w for w in (get_value(i, "expiry_warnings") or "").split(",") if w],
+        metadata={"description": "ISO 8601 durations before expiry when warnings are raised"})
+    post_thaw_window = fields.String(allow_none=True)
+    thawed_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class CustodyEventSchema(Schema):
+    id = fields.Integer()
+    action = fields.String()
+    site_code = fields.String(allow_none=True)
+    location = fields.String(allow_none=True)
+    destination_site = fields.String(allow_none=True)
+    user_id = fields.Integer(allow_none=True)
+    username = fields.String()
+    workstation = fields.String(allow_none=True)
+    occurred_at = fields.DateTime()
+    ok = fields.Boolean(allow_none=True)
+    flagged = fields.Boolean()
+    detail = fields.Function(lambda e: json.loads(e.detail) if e.detail else None)
+
+
+class LabelBriefSchema(Schema):
+    label_id = fields.String()
+    format = fields.String()
+    reprint = fields.Boolean()
+    printed_at = fields.DateTime()
+    printed_by = fields.Raw()
+    copies = fields.Integer()
+    voided = fields.Function(lambda p: bool(getattr(p, "voided", False)))
+
+
+class ItemSchema(ItemBriefSchema):
+    parents = fields.List(fields.String())
+    children = fields.List(fields.String())
+    ancestors = fields.List(fields.String())
+    descendants = fields.List(fields.String())
+    custody = fields.List(fields.Nested(CustodyEventSchema))
+    labels = fields.List(fields.Nested(LabelBriefSchema))
+
+
+class CollectionBriefSchema(Schema):
+    id = fields.Integer()
+    coi_id = fields.String()
+    collected_at = fields.DateTime()
+    entered_at = fields.DateTime()
+    site = fields.String(attribute="site_code")
+    volume_ml = fields.Float()
+    din = fields.String(allow_none=True)
+    item_id = fields.String()
+
+
+class CollectionSchema(CollectionBriefSchema):
+    item = fields.Nested(ItemBriefSchema)
+
+
+class BatchBriefSchema(Schema):
+    batch_number = fields.String()
+    status = fields.String()
+    process_code = fields.String()
+    process_version = fields.Integer()
+
+
+class PatientSchema(Schema):
+    coi_id = fields.String()
+    coi_label = fields.String(metadata={"description": "eye-readable form; check boxed"})
+    coi_check = fields.String()
+    given_name = fields.String()
+    family_name = fields.String()
+    date_of_birth = fields.Date()
+    mrn = fields.String()
+    treatment_site = fields.String()
+    wristband_item_id = fields.String()
+    enrolled_at = fields.DateTime()
+    items = fields.List(fields.Nested(ItemBriefSchema))
+    collections = fields.List(fields.Nested(CollectionBriefSchema))
+    batches = fields.List(fields.Nested(BatchBriefSchema))
+
+
+class ScanSchema(Schema):
+    ok = fields.Boolean()
+    item = fields.Nested(ItemBriefSchema, allow_none=True)
+    coi_id = fields.String(allow_none=True)
+    status = fields.String(allow_none=True)
+    expires_at = fields.DateTime(allow_none=True)
+    batch_number = fields.String(allow_none=True)
+    reasons = fields.List(fields.Nested(ReasonSchema))
+
+
+class BedsideSchema(Schema):
+    match = fields.Boolean()
+    reasons = fields.List(fields.Nested(ReasonSchema))
+    item_id = fields.String(allow_none=True)
+    coi_id = fields.String(allow_none=True)
+    verification_id = fields.Integer()
+
+
+class AdministrationSchema(Schema):
+    id = fields.Integer()
+    item_id = fields.String()
+    coi_id = fields.String()
+    site_code = fields.String()
+    administered_at = fields.DateTime()
+    verification_id = fields.Integer()
+    signature = fields.Dict()
+
+
+def as_dict(obj: Any, **extra: Any) -> dict[str, Any]:
+    """Attributes of a model row plus extra keys, for the read schemas."""
+    data = {c.key: getattr(obj, c.key) for c in obj.__mapper__.column_attrs}
+    data.update(extra)
+    return data

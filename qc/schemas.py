@@ -1,0 +1,139 @@
+"""Marshmallow schemas of the qc API: strict input, declared output."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from gmp_mes.schemas import SignatureOutSchema, SignatureSchema, StrictSchema
+
+__all__ = ["SignatureOutSchema"]
+
+
+class QcResultInSchema(StrictSchema):
+    test = fields.String(required=True, validate=validate.Length(min=1, max=60))
+    value = fields.Float(load_default=None, allow_nan=False)
+    outcome = fields.String(load_default=None, validate=validate.Length(min=1, max=60))
+    unit = fields.String(load_default=None, validate=validate.Length(max=40))
+    method = fields.String(load_default=None, validate=validate.Length(max=200))
+    sample_item_id = fields.String(load_default=None, validate=validate.Length(min=1, max=40))
+    corrects = fields.Integer(load_default=None, strict=True, validate=validate.Range(min=1))
+    reason = fields.String(load_default=None, validate=validate.Length(max=2000))
+    signature = fields.Nested(SignatureSchema, required=True)
+
+
+class ReviewInSchema(StrictSchema):
+    signature = fields.Nested(SignatureSchema, required=True)
+
+
+class InvalidateInSchema(StrictSchema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    signature = fields.Nested(SignatureSchema, required=True)
+
+
+class ConditionalSchema(StrictSchema):
+    justification = fields.String(required=True, validate=validate.Length(min=1, max=4000))
+
+
+class ReleaseInSchema(StrictSchema):
+    signature = fields.Nested(SignatureSchema, required=True)
+    conditional = fields.Nested(ConditionalSchema, load_default=None, allow_none=True)
+
+
+class RejectInSchema(StrictSchema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=4000))
+    signature = fields.Nested(SignatureSchema, required=True)
+
+
+class SignatureDictSchema(Schema):
+    printed_name = fields.String()
+    username = fields.String()
+    meaning = fields.String()
+    reason = fields.String(allow_none=True)
+    signed_at = fields.String()
+    content_digest = fields.String()
+    manifestation = fields.String()
+
+
+class QcResultSchema(Schema):
+    id = fields.Integer()
+    batch_number = fields.String()
+    test = fields.String()
+    version = fields.Integer()
+    supersedes_id = fields.Integer(allow_none=True)
+    correction_reason = fields.String(allow_none=True)
+    value = fields.Float(allow_none=True)
+    outcome = fields.String(allow_none=True)
+    unit = fields.String(allow_none=True)
+    method = fields.String(allow_none=True)
+    specification = fields.String()
+    passed = fields.Boolean()
+    sample_item_id = fields.String(allow_none=True)
+    recorded_at = fields.String()
+    current = fields.Boolean()
+    superseded = fields.Boolean()
+    invalid = fields.Boolean()
+    invalid_reason = fields.String(allow_none=True)
+    invalidation_signature = fields.Nested(SignatureDictSchema, allow_none=True)
+    signature = fields.Nested(SignatureDictSchema)
+    review_signature = fields.Nested(SignatureDictSchema, allow_none=True)
+    batch_status = fields.String()
+
+
+class QcTestSchema(Schema):
+    test = fields.String()
+    method = fields.String(allow_none=True)
+    unit = fields.String(allow_none=True)
+    specification = fields.String()
+    release_before_result = fields.Boolean()
+    time_to_result = fields.String(allow_none=True)
+    required = fields.Boolean()
+    status = fields.String(metadata={"enum": ["required", "pending", "passed", "failed"]})
+    pending = fields.Boolean()
+    passed = fields.Boolean()
+    failed = fields.Boolean()
+    invalid = fields.Integer()
+    due_at = fields.String(allow_none=True)
+    overdue = fields.Boolean()
+    current_result_id = fields.Integer(allow_none=True)
+    results = fields.List(fields.Nested(QcResultSchema))
+
+
+class QcOverviewSchema(Schema):
+    batch_number = fields.String()
+    batch_status = fields.String()
+    tests = fields.List(fields.Nested(QcTestSchema))
+
+
+class ProblemItemSchema(Schema):
+    code = fields.String()
+    message = fields.String()
+
+
+class DecisionSchema(Schema):
+    id = fields.Integer()
+    batch_number = fields.String()
+    kind = fields.String()
+    conditional = fields.Boolean()
+    decided_at = fields.String()
+    justification = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True)
+    pending_tests = fields.List(fields.String())
+    items = fields.List(fields.String())
+    administered_items = fields.List(fields.String())
+    alert_id = fields.Integer(allow_none=True)
+    signature = fields.Nested(SignatureDictSchema, allow_none=True)
+    batch_status = fields.String()
+    item_statuses = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class QueueEntrySchema(Schema):
+    batch_number = fields.String()
+    coi_id = fields.String()
+    status = fields.String()
+    process_code = fields.String()
+    process_version = fields.Integer()
+    conditional = fields.Boolean()
+    releasable = fields.Boolean()
+    conditional_release_possible = fields.Boolean()
+    problems = fields.List(fields.Nested(ProblemItemSchema))
+    qc = fields.List(fields.Nested(QcTestSchema))

@@ -1,0 +1,134 @@
+"""Identity pages: scan station, bedside, item, enrolment and collection forms."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from gmp_mes.clock import utcnow
+from tests.conftest import PASSWORD
+from tests.helpers import count
+from tests.test_identity_fixtures import APHERESIS, TREATMENT, World, world  # noqa: F401
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Browser:
+    def __init__(self, client, person) -> None:
+        self.client = client
+        page = client.get("/login").get_data(as_text=True)
+        response = client.post("/login", data={
+            "username": person.username, "password": PASSWORD,
+            "csrf_token": CSRF.search(page).group(1)})
+        assert response.status_code == 302, response.get_data(as_text=True)[:500]
+
+    def get(self, path: str):
+        return self.client.get(path, headers={"Accept": "text/html"})
+
+    def post(self, path: str, data: dict):
+        page = self.get(path if not path.endswith("/administer") else "/bedside")
+        token = CSRF.search(page.get_data(as_text=True)).group(1)
+        return self.client.post(path, data={**data, "csrf_token": token},
+                                headers={"Accept": "text/html"})
+
+
+def test_scan_page_ok_and_stop(world: World, client) -> None:
+    patient = world.enrol()
+    bag = world.item(patient["coi_id"], status="released", batch_number="B-1",
+                     expires_at=utcnow() + timedelta(days=2))
+    browser = Browser(client, world.operator)
+    page = browser.get("/scan").get_data(as_text=True)
+    assert 'id="payload"' in page and "autofocus" in page
+    ok = browser.post("/scan", {"payload": world.payload(bag) + "\r\n"}).get_data(as_text=True)
+    assert "verdict ok" in ok and bag in ok and "B-1" in ok and 'class="coi-check"' in ok
+    assert "autofocus" in ok  # ready for the next scan without the mouse
+    world.set_status(bag, "blocked")
+    stop = browser.post("/scan", {"payload": world.payload(bag)}).get_data(as_text=True)
+    assert "verdict stop" in stop and "blocked" in stop
+    garbage = browser.post("/scan", {"payload": "NOT A LABEL"}).get_data(as_text=True)
+    assert "STOP" in garbage and "malformed" in garbage
+
+
+def test_scan_form_needs_csrf(world: World, client) -> None:
+    Browser(client, world.operator)
+    response = client.post("/scan", data={"payload": "x"}, headers={"Accept": "text/html"})
+    assert response.status_code == 403
+
+
+def test_bedside_page_match_and_administer(world: World, client) -> None:
+    patient = world.enrol()
+    bag = world.item(patient["coi_id"], status="released", site=TREATMENT,
+                     expires_at=utcnow() + timedelta(days=2))
+    wristband, product = world.payload(patient["wristband_item_id"]), world.payload(bag)
+    browser = Browser(client, world.clinician)
+    page = browser.post("/bedside", {"patient_payload": wristband, "product_payload": product})
+    html = page.get_data(as_text=True)
+    assert "MATCH" in html and 'name="password"' in html
+    wrong = browser.post("/bedside/administer", {
+        "patient_payload": wristband, "product_payload": product, "password": "nope",
+        "meaning": "administered"})
+    assert wrong.status_code == 401 and "wrong password" in wrong.get_data(as_text=True)
+    done = browser.post("/bedside/administer", {
+        "patient_payload": wristband, "product_payload": product, "password": PASSWORD,
+        "meaning": "administered"})
+    assert done.status_code == 200 and "ADMINISTERED" in done.get_data(as_text=True)
+    again = browser.post("/bedside", {"patient_payload": wristband, "product_payload": product})
+    html = again.get_data(as_text=True)
+    assert "DO NOT INFUSE" in html and "already_administered" in html
+    assert 'name="password"' not in html
+
+
+def test_bedside_page_shows_every_reason(world: World, client) -> None:
+    patient, other = world.enrol(), world.enrol()
+    bag = world.item(other["coi_id"], status="quarantine")
+    browser = Browser(client, world.clinician)
+    html = browser.post("/bedside", {
+        "patient_payload": world.payload(patient["wristband_item_id"]),
+        "product_payload": world.payload(bag)}).get_data(as_text=True)
+    for code in ("coi_mismatch", "status_not_infusible", "wrong_site"):
+        assert code in html
+
+
+def test_item_page(world: World, client) -> None:
+    patient = world.enrol()
+    sm = world.collect(patient["coi_id"])
+    bag = world.item(patient["coi_id"], status="quarantine", parents=(sm,))
+    html = Browser(client, world.qa).get(f"/items/{bag}").get_data(as_text=True)
+    assert sm in html and "Chain of custody" in html and "Labels" in html
+    assert Browser(client, world.qa).get("/items/ITM-NOPE0000").status_code == 404
+
+
+def test_enrol_and_collection_forms(world: World, client) -> None:
+    browser = Browser(client, world.clinician)
+    bad = browser.post("/patients/new", {"given_name": "", "family_name": "Curie",
+                                         "date_of_birth": "1867-11-07x", "mrn": "M1",
+                                         "treatment_site": TREATMENT})
+    assert bad.status_code == 422
+    assert 'class="field-error"' in bad.get_data(as_text=True)
+    good = browser.post("/patients/new", {"given_name": "Marie", "family_name": "Curie",
+                                          "date_of_birth": "1967-11-07", "mrn": "M1",
+                                          "treatment_site": TREATMENT})
+    assert good.status_code == 302
+    patient_page = browser.get(good.headers["Location"]).get_data(as_text=True)
+    assert "CURIE, Marie" in patient_page
+    coi_id = re.search(r"/patients/([A-Z0-9*]{14})", good.headers["Location"]).group(1)
+    dup = browser.post("/patients/new", {"given_name": "Marie", "family_name": "Curie",
+                                         "date_of_birth": "1967-11-07", "mrn": "M1",
+                                         "treatment_site": TREATMENT})
+    assert dup.status_code == 409 and coi_id in dup.get_data(as_text=True)
+    future = (utcnow() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    bad = browser.post("/collections/new", {"coi_id": coi_id, "collected_at": future,
+                                            "site": APHERESIS, "volume_ml": "200"})
+    assert bad.status_code == 422 and "future" in bad.get_data(as_text=True)
+    past = (utcnow() - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M")
+    ok = browser.post("/collections/new", {"coi_id": coi_id, "collected_at": past,
+                                           "site": APHERESIS, "volume_ml": "200"})
+    assert ok.status_code == 302 and "/items/ITM-" in ok.headers["Location"]
+    assert count(world.db, "collection") == 1
+
+
+def test_dashboard_panel_and_nav(world: World, client) -> None:
+    patient = world.enrol()
+    world.item(patient["coi_id"], status="released", site=TREATMENT)
+    html = Browser(client, world.clinician).get("/").get_data(as_text=True)
+    assert f"Items at {TREATMENT}" in html and "/bedside" in html
