@@ -80,10 +80,7 @@ def render_json(data: dict[str, Any]) -> bytes:
 def show_value(value: Any, unit: str = "") -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, int | float):
-        text = fmt_number(float(value))
-    else:
-        text = str(value)
+    text = fmt_number(float(value)) if isinstance(value, int | float) else str(value)
     return f"{text} {unit}".strip()
 
 
@@ -318,11 +315,19 @@ def render_pdf(data: dict[str, Any]) -> bytes:
         row = results.get(spec["test"], {})
         shown = []
         for res in row.get("results", []) or []:
-            value = res.get("value", res.get("outcome"))
-            sig = res.get("signature") or {}
-            shown.append(f"{show_value(value, spec.get('unit') or '')} "
-                         f"({'pass' if res.get('passed') else 'fail'}) "
-                         f"{sig.get('manifestation', '')}".strip())
+            value = res.get("value")
+            value = res.get("outcome") if value is None else value
+            line = (f"v{res.get('version', 1)}: {show_value(value, spec.get('unit') or '')} "
+                    f"({'pass' if res.get('passed') else 'fail'})")
+            if res.get("superseded"):
+                line += f", superseded ({res.get('correction_reason') or 'corrected'})"
+            if res.get("invalid"):
+                line += f", INVALID: {res.get('invalid_reason') or ''}"
+            for label, key in (("recorded", "signature"), ("reviewed", "review_signature"),
+                               ("invalidated", "invalidation_signature")):
+                if (res.get(key) or {}).get("manifestation"):
+                    line += f"; {label}: {res[key]['manifestation']}"
+            shown.append(line)
         status = row.get("status", "no QC data" if data.get("qc") is None else "required")
         rows.append([
             _p(spec["test"] + (" (release before result)" if spec["release_before_result"]

@@ -958,7 +958,10 @@ def set_batch_status(
         raise field_error("status", f"unknown batch status {status!r}")
     batch = get_batch(session, batch_number, for_update=True)
     if status == batch.status:
-        return batch
+        if status in (BatchStatus.IN_PROCESS, BatchStatus.ON_HOLD, BatchStatus.AWAITING_RELEASE):
+            return batch
+        # SPEC §5: never two release (or rejection) decisions on one batch.
+        raise InvalidTransition(f"batch {batch_number} is already {status}")
     if status not in _TRANSITIONS[BatchStatus(batch.status)]:
         raise InvalidTransition(f"batch {batch_number} cannot go from {batch.status} to {status}")
     with audit.reason(session, reason):

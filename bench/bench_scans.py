@@ -171,7 +171,8 @@ def _one_backend(backend: str, seconds: int, n_items: int) -> list[Result]:
              f"{reference['p50']:.1f} ms p99 {reference['p99']:.1f} ms; non-2xx "
              f"scans {scans['non2xx']} reference {reference['non2xx']} "
              f"{scans['socket_errors']}")
-    clean = scans["non2xx"] == 0 and reference["non2xx"] == 0
+    clean = (scans["non2xx"] == 0 and reference["non2xx"] == 0 and scans["rps"] > 0
+             and reference["rps"] > 0)
     results.append(Result(
         name=f"scans throughput ({backend})", figure=scans["rps"], unit="rps",
         baseline=reference["rps"], baseline_name="raw SQL reference route",

@@ -6,15 +6,19 @@ CREATE DATABASE ... TEMPLATE on PostgreSQL), and both are timed from the start o
 transaction to the end of its COMMIT:
 
 - sweep: ``identity.sweep.sweep`` in a ``db.transaction`` (what the scheduler job does):
-  reads the distinct warning thresholds and post-thaw windows, expires the due items
-  (one UPDATE returning the old status), looks for crossed warning thresholds (none:
+  reads the distinct warning thresholds and post-thaw windows (a scan of the live
+  items), expires the due items (one UPDATE ... RETURNING per live status, so the old
+  status in the audit trail is exact), looks for crossed warning thresholds (none:
   the other 99% expire beyond every warning window), inserts the alert rows in one
   statement and appends the hash-chained audit events in one statement;
 - raw SQL: the driver alone, one transaction: the UPDATE ... RETURNING of the due
   items, one INSERT of their alert rows, and the audit events (hash chain computed
   with hashlib, written in one statement: COPY on PostgreSQL, executemany on SQLite).
 
-Target: the sweep under 2 s and at most 2x the raw SQL. ``--quick``: 50,000 items.
+Three alternating rounds (raw, sweep, raw, ...), each on a fresh copy; the best time of
+each contender is the figure (the machine is shared), every round is listed in the notes.
+Target: the sweep under 2 s and at most 2x the raw SQL. ``--quick``: 50,000 items, one
+round.
 """
 
 from __future__ import annotations
@@ -52,28 +56,41 @@ def run(args: Any) -> list[Result]:
         if backend == "postgresql" and not postgres_available():
             print("bench_sweep: PostgreSQL unreachable, skipped", flush=True)
             continue
-        results.append(_measure(backend, n))
+        results.append(_measure(backend, n, rounds=1 if args.quick else 3))
     return results
 
 
-def _measure(backend: str, n: int) -> Result:
-    with _copies(backend, n) as (raw_url, sweep_url):
-        raw_seconds, raw_expired = _raw_sql(raw_url)
-        sweep_seconds, swept, new_alerts = _sweep(sweep_url)
-        verified = _verify(sweep_url)
-    if swept != raw_expired or swept != n // 100:
-        raise AssertionError(f"sweep expired {swept}, raw SQL {raw_expired}, expected {n // 100}")
-    ratio = sweep_seconds / raw_seconds
+def _measure(backend: str, n: int, rounds: int) -> Result:
+    raw_times: list[float] = []
+    sweep_times: list[float] = []
+    with _copies(backend, n, rounds) as urls:
+        # Alternate the contenders on fresh identical copies; the best of each counts
+        # (the machine is shared: the minimum is the least disturbed measurement).
+        for raw_url, sweep_url in urls:
+            raw_seconds, raw_expired = _raw_sql(raw_url)
+            sweep_seconds, swept, new_alerts = _sweep(sweep_url)
+            if swept != raw_expired or swept != n // 100:
+                raise AssertionError(
+                    f"sweep expired {swept}, raw SQL {raw_expired}, expected {n // 100}"
+                )
+            raw_times.append(raw_seconds)
+            sweep_times.append(sweep_seconds)
+        verified = _verify(urls[-1][1])
+    best_sweep, best_raw = min(sweep_times), min(raw_times)
+    ratio = best_sweep / best_raw
+    spread = ", ".join(f"{s * 1000:.0f}/{r * 1000:.0f}" for s, r in zip(sweep_times, raw_times,
+                                                                       strict=True))
     return Result(
         name=f"sweep {n:,} items, 1% due ({backend})",
-        figure=sweep_seconds * 1000,
+        figure=best_sweep * 1000,
         unit="ms",
-        baseline=raw_seconds * 1000,
+        baseline=best_raw * 1000,
         baseline_name="same UPDATE + INSERTs as raw SQL, one transaction",
         target="< 2000 ms and <= 2x raw SQL",
-        met=sweep_seconds < 2.0 and ratio <= 2.0,
+        met=best_sweep < 2.0 and ratio <= 2.0,
         notes=f"{swept:,} items expired, {new_alerts:,} alerts, {swept + new_alerts:,} audit "
-              f"events; audit chain after the sweep: {verified}; times include COMMIT",
+              f"events per run; times include COMMIT; best of {len(sweep_times)} alternating "
+              f"runs (sweep/raw ms: {spread}); audit chain after the sweep: {verified}",
     )
 
 
@@ -138,14 +155,14 @@ def _lite(value: datetime) -> str:
 
 
 class _copies:
-    """Seed one database, then give two identical copies (raw SQL, sweep)."""
+    """Seed one database, then give ``rounds`` pairs of identical copies (raw SQL, sweep)."""
 
-    def __init__(self, backend: str, n: int) -> None:
-        self.backend, self.n = backend, n
+    def __init__(self, backend: str, n: int, rounds: int) -> None:
+        self.backend, self.n, self.rounds = backend, n, rounds
         self.names: list[str] = []
         self.folder: str | None = None
 
-    def __enter__(self) -> tuple[str, str]:
+    def __enter__(self) -> list[tuple[str, str]]:
         if self.backend == "sqlite":
             self.folder = tempfile.mkdtemp(prefix="gmp_bench_sweep_")
             seed = Path(self.folder) / "seed.sqlite"
@@ -155,11 +172,15 @@ class _copies:
             with db.engine.connect() as c:
                 c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             db.dispose()
-            urls = []
-            for name in ("raw", "sweep"):
-                shutil.copyfile(seed, Path(self.folder) / f"{name}.sqlite")
-                urls.append(f"sqlite:///{self.folder}/{name}.sqlite")
-            return urls[0], urls[1]
+            pairs = []
+            for round_ in range(self.rounds):
+                urls = []
+                for name in ("raw", "sweep"):
+                    path = Path(self.folder) / f"{name}{round_}.sqlite"
+                    shutil.copyfile(seed, path)
+                    urls.append(f"sqlite:///{path}")
+                pairs.append((urls[0], urls[1]))
+            return pairs
         tag = uuid.uuid4().hex[:8]
         seed_name = f"gmp_bench_sweep_{tag}"
         self._admin(f'CREATE DATABASE "{seed_name}"')
@@ -168,16 +189,19 @@ class _copies:
         migrate.upgrade(db.engine)
         _seed(db, self.n)
         db.dispose()
-        urls = []
-        for name in ("raw", "sweep"):
-            copy = f"{seed_name}_{name}"
-            self._admin(f'CREATE DATABASE "{copy}" TEMPLATE "{seed_name}"')
-            self.names.append(copy)
-            urls.append(self._url(copy))
-        return urls[0], urls[1]
+        pairs = []
+        for round_ in range(self.rounds):
+            urls = []
+            for name in ("raw", "sweep"):
+                copy = f"{seed_name}_{name}{round_}"
+                self._admin(f'CREATE DATABASE "{copy}" TEMPLATE "{seed_name}"')
+                self.names.append(copy)
+                urls.append(self._url(copy))
+            pairs.append((urls[0], urls[1]))
+        return pairs
 
     def __exit__(self, *_: Any) -> None:
-        for name in self.names:
+        for name in reversed(self.names):
             self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)

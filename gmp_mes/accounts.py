@@ -12,6 +12,8 @@ import re
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from functools import cache
+from zoneinfo import available_timezones
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -46,6 +48,9 @@ def create_site(
         errors["kind"] = [f"must be one of {', '.join(k.value for k in SiteKind)}"]
     if not name.strip():
         errors["name"] = ["must not be empty"]
+    if timezone not in _timezones():
+        # Pages and labels show the site's local time: an unknown zone would break them.
+        errors["timezone"] = ["must be an IANA time zone such as Europe/Berlin or UTC"]
     if errors:
         raise ValidationFailed("invalid site", errors=errors)
     if session.scalar(select(Site).where(Site.code == code)):
@@ -54,6 +59,20 @@ def create_site(
     session.add(site)
     session.flush()
     return site
+
+
+@cache
+def _timezones() -> frozenset[str]:
+    return frozenset(available_timezones()) | {"UTC"}
+
+
+def list_sites(session: Session) -> list[Site]:
+    return list(session.scalars(select(Site).order_by(Site.code)))
+
+
+def list_users(session: Session) -> list[User]:
+    """Every user, active ones first (deactivated names stay listed: never reused)."""
+    return list(session.scalars(select(User).order_by(User.active.desc(), User.username)))
 
 
 def get_site(session: Session, code: str) -> Site:

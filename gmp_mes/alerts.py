@@ -3,7 +3,9 @@ positive results after release, forged or voided labels.
 
 Exactly one alert per cause: ``cause`` is unique in the database and alerts are
 inserted with ON CONFLICT DO NOTHING, so reruns, overlapping sweeps and two
-nodes never duplicate one. Any domain raises alerts through :func:`raise_alert`.
+nodes never duplicate one. Any domain raises alerts through :func:`raise_alert`
+(set-based sweeps through :func:`raise_alerts`); every alert is shown in-app at once
+and sent by e-mail and webhook after its transaction committed (gmp_mes.notify).
 """
 
 from __future__ import annotations
@@ -232,23 +234,10 @@ def _insert_many(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int
 
 def raise_alert(session: Session, spec: AlertSpec) -> Alert | None:
     """Insert the alert unless one exists for the same cause; returns the new alert or None."""
-    values = {
-        "cause": spec.cause,
-        "kind": spec.kind,
-        "severity": spec.severity,
-        "subject_type": spec.subject_type,
-        "subject_id": spec.subject_id,
-        "message": spec.message,
-        "due_at": spec.due_at,
-        "site_code": spec.site_code,
-        "roles": ",".join(spec.roles),
-        "status": AlertStatus.OPEN.value,
-        "created_at": utcnow(),
-    }
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    values = _values(spec, utcnow())
     statement = (
-        insert(Alert).values(**values).on_conflict_do_nothing(index_elements=["cause"])
-        .returning(Alert.id)
+        _insert(session)(Alert).values(**values)
+        .on_conflict_do_nothing(index_elements=["cause"]).returning(Alert.id)
     )
     new_id = session.execute(statement).scalar()
     if new_id is None:

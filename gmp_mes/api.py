@@ -82,6 +82,7 @@ def create_user(body: dict[str, Any]) -> User:
         roles=body["roles"],
         site_code=body["site"],
         full_name=body["full_name"],
+        email=body["email"],
     )
 
 

@@ -69,7 +69,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 
 def _register_core(app: Flask, api: Api) -> None:
-    from gmp_mes import alerts_api, alerts_pages, cli, pages
+    from gmp_mes import admin_pages, alerts_api, alerts_pages, cli, pages
     from gmp_mes import api as core_api
 
     api.register_blueprint(core_api.blp)
@@ -77,6 +77,7 @@ def _register_core(app: Flask, api: Api) -> None:
     app.register_blueprint(core_api.health)
     app.register_blueprint(pages.bp)
     alerts_pages.init_app(app)
+    admin_pages.init_app(app)
     cli.register(app)
     importlib.import_module("demo").register(app)  # `gmp-mes demo` knows every domain
 

@@ -85,11 +85,15 @@ class UserInSchema(StrictSchema):
         validate=validate.Length(min=1),
     )
     site = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    # Alert e-mails go to the users holding an alert's roles at its site (optional).
+    email = fields.String(load_default=None, allow_none=True,
+                          validate=validate.Length(min=3, max=254))
 
 
 class UserSchema(Schema):
     username = fields.String()
     full_name = fields.String()
+    email = fields.String(allow_none=True)
     roles = fields.Function(lambda u: sorted(u.roles))
     site = fields.Function(lambda u: u.site.code)
     active = fields.Boolean()

@@ -27,8 +27,7 @@ def reference_scan() -> Any:
     body = request.get_json(silent=True) or {}
     item_id = str(body.get("item_id", ""))
     now = utcnow()
-    db = database()
-    with db.write_engine.begin() as c:
+    with database().write_engine.begin() as c:
         postgres = c.dialect.name == "postgresql"
         row = c.execute(text("SELECT item_id, coi_id, status, expires_at FROM item "
                              "WHERE item_id = :i"), {"i": item_id}).first()
@@ -45,13 +44,15 @@ def reference_scan() -> Any:
             text("SELECT seq, hash FROM audit_event ORDER BY seq DESC LIMIT 1")
         ).first()
         seq, prev = (head[0], head[1]) if head else (0, GENESIS_HASH)
-        record = json.dumps({"seq": seq + 1, "at": format_time(now), "action": "create",
-                             "entity_type": "custody_event", "entity_id": str(event_id)},
-                            sort_keys=True, separators=(",", ":"))
-        c.execute(text(
-            "INSERT INTO audit_event (seq, occurred_at, user_id, username, action, entity_type, "
-            "entity_id, reason, record, prev_hash, hash) VALUES (:s, :t, NULL, 'bench', "
-            "'create', 'custody_event', :e, NULL, :r, :p, :h)"),
-            {"s": seq + 1, "t": stamp, "e": str(event_id), "r": record, "p": prev,
-             "h": hashlib.sha256((prev + record).encode()).hexdigest()})
+        record = json.dumps(
+            {"seq": seq + 1, "at": format_time(now), "user_id": None, "username": "bench",
+             "action": "create", "entity_type": "custody_event", "entity_id": str(event_id),
+             "reason": None, "old": None,
+             "new": {"item_id": item_id, "action": "scan", "site_code": "BENCH",
+                     "workstation": "ref", "ok": True, "flagged": False}},
+            sort_keys=True, separators=(",", ":"))
+        c.execute(text("INSERT INTO audit_event (seq, record, prev_hash, hash) "
+                       "VALUES (:s, :r, :p, :h)"),
+                  {"s": seq + 1, "r": record, "p": prev,
+                   "h": hashlib.sha256((prev + record).encode()).hexdigest()})
     return jsonify({"ok": True, "item_id": row[0], "coi_id": row[1], "status": row[2]})

@@ -5,48 +5,57 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 from marshmallow.utils import get_value
 
 from gmp_mes.schemas import SignatureSchema, StrictSchema
 from identity.models import ItemKind, ItemStatus
 from identity.services import CUSTODY_ACTIONS
 
-_text = validate.Length(min=1, max=100)
+
+def _printable(value: str) -> None:
+    """Names, MRNs, sites and locations are typed text: no control characters."""
+    if not value.isprintable():
+        raise ValidationError("must not contain control characters")
+
+
+_text = [validate.Length(min=1, max=100), _printable]
 
 
 class PatientInSchema(StrictSchema):
     given_name = fields.String(required=True, validate=_text)
     family_name = fields.String(required=True, validate=_text)
     date_of_birth = fields.Date(required=True)
-    mrn = fields.String(required=True, validate=validate.Length(min=1, max=40))
-    treatment_site = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    mrn = fields.String(required=True, validate=[validate.Length(min=1, max=40), _printable])
+    treatment_site = fields.String(required=True,
+                                   validate=[validate.Length(min=1, max=32), _printable])
 
 
 class CollectionInSchema(StrictSchema):
-    coi_id = fields.String(required=True, validate=validate.Length(min=1, max=20))
+    coi_id = fields.String(required=True, validate=[validate.Length(min=1, max=20), _printable])
     collected_at = fields.AwareDateTime(required=True, default_timezone=None)
-    site = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    site = fields.String(required=True, validate=[validate.Length(min=1, max=32), _printable])
     volume_ml = fields.Float(required=True, allow_nan=False,
                              validate=validate.Range(min=0, min_inclusive=False, max=5000))
     din = fields.String(load_default=None, allow_none=True,
-                        validate=validate.Length(min=1, max=20))
+                        validate=[validate.Length(min=1, max=20), _printable])
 
 
 class CustodyInSchema(StrictSchema):
     action = fields.String(required=True, validate=validate.OneOf(CUSTODY_ACTIONS))
-    site = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    site = fields.String(required=True, validate=[validate.Length(min=1, max=32), _printable])
     location = fields.String(load_default=None, allow_none=True,
-                             validate=validate.Length(max=100))
+                             validate=[validate.Length(max=100), _printable])
     workstation = fields.String(load_default=None, allow_none=True,
-                                validate=validate.Length(max=100))
+                                validate=[validate.Length(max=100), _printable])
 
 
 class ScanInSchema(StrictSchema):
     payload = fields.String(required=True, validate=validate.Length(min=1, max=2000))
-    workstation = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    workstation = fields.String(required=True,
+                                validate=[validate.Length(min=1, max=100), _printable])
     batch_number = fields.String(load_default=None, allow_none=True,
-                                 validate=validate.Length(min=1, max=40))
+                                 validate=[validate.Length(min=1, max=40), _printable])
 
 
 class BedsideInSchema(StrictSchema):

@@ -202,11 +202,11 @@ def _custody(
         item_id=item.item_id,
         action=action,
         site_code=site_code,
-        location=location,
+        location=printable(location, 100) if location else None,
         destination_site=destination,
         user_id=actor.user_id,
         username=actor.username,
-        workstation=workstation,
+        workstation=printable(workstation, 100) if workstation else None,
         occurred_at=utcnow(),
         ok=ok,
         flagged=flagged,
@@ -214,6 +214,13 @@ def _custody(
     )
     session.add(event)
     return event
+
+
+def printable(text: str, limit: int = 300) -> str:
+    """Scanned text as stored: control characters escaped (PostgreSQL refuses NUL in
+    text), cut to ``limit`` characters. What was scanned stays visible in the record."""
+    cut = text[:limit]
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in cut)
 
 
 def is_expired(item: Item, now: datetime | None = None) -> bool:
@@ -687,7 +694,7 @@ def _forged_alert(session: Session, payload_text: str, code: str, message: str,
         cause=f"label_{code}:{labels.payload_digest(payload_text)}",
         kind="label_forged" if code == "bad_signature" else "label_voided",
         severity=severity, subject_type="item", subject_id=subject[:80],
-        message=f"{what} scanned at {workstation or 'unknown workstation'} "
+        message=f"{what} scanned at {printable(workstation or 'unknown workstation', 100)} "
                 f"({site_code or '-'}): {message}",
         roles=("qa",), site_code=site_code,
     ))
@@ -744,8 +751,8 @@ def scan(
     else:
         # No item to hang a custody event on: the refused scan is an audit event.
         text = labels.normalise_scan(raw) if isinstance(raw, str) else ""
-        audit.record(session, "scan.refused", "scan", (workstation or "-")[:80],
-                     new={"payload": text[:300], "site": site_code, "reasons": reasons})
+        audit.record(session, "scan.refused", "scan", printable(workstation or "-", 80),
+                     new={"payload": printable(text), "site": site_code, "reasons": reasons})
     session.flush()
     shown = item if trusted else None
     return ScanResult(
@@ -860,8 +867,8 @@ def _record_verdict(
         item_id=result.item.item_id if result.item else None,
         patient_coi_id=result.patient.coi_id if result.patient else None,
         product_coi_id=result.item.coi_id if result.item else product_coi,
-        patient_payload=labels.normalise_scan(patient_raw)[:1000],
-        product_payload=labels.normalise_scan(product_raw)[:1000],
+        patient_payload=printable(labels.normalise_scan(patient_raw), 1000),
+        product_payload=printable(labels.normalise_scan(product_raw), 1000),
         match=result.match,
         reasons=json.dumps(result.reasons),
         purpose=purpose,
@@ -963,8 +970,8 @@ def _verdict_follow_up(
         session.info["actor"] = Actor(user.username, user.id, user.full_name)
         session.add(BedsideVerification(
             item_id=item_id, patient_coi_id=patient_coi, product_coi_id=item_coi,
-            patient_payload=labels.normalise_scan(patient_raw)[:1000],
-            product_payload=labels.normalise_scan(product_raw)[:1000],
+            patient_payload=printable(labels.normalise_scan(patient_raw), 1000),
+            product_payload=printable(labels.normalise_scan(product_raw), 1000),
             match=False, reasons=json.dumps(reasons), purpose="administration",
             user_id=user.id, site_code=site_code, verified_at=utcnow(),
         ))

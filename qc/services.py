@@ -431,6 +431,9 @@ def qc_overview(session: Session, batch_number: str) -> list[dict[str, Any]]:
             "method": spec.method,
             "unit": spec.unit,
             "specification": spec.spec_text(),
+            "min": spec.min,
+            "max": spec.max,
+            "accept": spec.accept,
             "release_before_result": spec.release_before_result,
             "time_to_result": format_duration(spec.time_to_result)
             if spec.time_to_result else None,
@@ -496,12 +499,16 @@ def _order(problems: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def release_problems(
-    session: Session, batch_number: str, *, conditional: bool = False
+    session: Session, batch_number: str, *, conditional: bool = False,
+    overview: list[dict[str, Any]] | None = None,
+    blockers: list[tuple[str, str]] | None = None,
 ) -> list[tuple[str, str]]:
     """Every unmet release condition of SPEC §5 (1, 2, 3 and 5), as (code, message)."""
-    overview = qc_overview(session, batch_number)
+    overview = qc_overview(session, batch_number) if overview is None else overview
     qc_problems, _ = _qc_problems(overview, conditional=conditional)
-    return _order([*batches.release_blockers(session, batch_number), *qc_problems])
+    if blockers is None:
+        blockers = batches.release_blockers(session, batch_number)
+    return _order([*blockers, *qc_problems])
 
 
 class ReleaseRefused(InvalidTransition):
@@ -634,13 +641,15 @@ def _follow_up_conditional(session: Session, batch_number: str) -> None:
         session, batch_number, DecisionKind.FAILED_AFTER_RELEASE
     ) is not None:
         return
-    by_test = {row["test"]: row for row in qc_overview(session, batch_number)}
-    pending = [by_test[t] for t in conditional.pending_tests if t in by_test]
-    failed = [row for row in pending if row["failed"]]
+    overview = qc_overview(session, batch_number)
+    # Any failure counts, not only of the tests left pending: a correction may turn a
+    # passed result into a failed one while the product is already at the hospital.
+    failed = [row for row in overview if row["failed"]]
     if failed:
         _fail_after_release(session, batch_number, failed)
-    elif pending and all(row["passed"] for row in pending):
-        _finalise(session, batch_number, pending)
+    elif all(row["passed"] for row in overview):
+        pending = set(conditional.pending_tests)
+        _finalise(session, batch_number, [r for r in overview if r["test"] in pending])
 
 
 def _finalise(session: Session, batch_number: str, rows: list[dict[str, Any]]) -> None:
@@ -755,7 +764,6 @@ def release_decision(session: Session, batch_number: str) -> dict[str, Any] | No
         if decision.kind == DecisionKind.FAILED_AFTER_RELEASE:
             state["blocked items"] = ", ".join(decision.items) or "none"
             state["administered before the failure"] = ", ".join(decision.administered) or "none"
-    state["decisions"] = [decision_dict(d) for d in decisions]
     return state
 
 
@@ -774,10 +782,13 @@ def release_queue(session: Session) -> list[dict[str, Any]]:
             problems += [("qc_failed", f"{r['test']} failed") for r in overview if r["failed"]]
             conditional_possible = False
         else:
-            problems = release_problems(session, batch.batch_number)
-            conditional_possible = not release_problems(session, batch.batch_number,
-                                                        conditional=True) and any(
-                r["pending"] and r["release_before_result"] for r in overview)
+            blockers = batches.release_blockers(session, batch.batch_number)
+            problems = release_problems(session, batch.batch_number, overview=overview,
+                                        blockers=blockers)
+            conditional_possible = not release_problems(
+                session, batch.batch_number, conditional=True, overview=overview,
+                blockers=blockers,
+            ) and any(r["pending"] and r["release_before_result"] for r in overview)
         rows.append({
             "batch_number": batch.batch_number,
             "coi_id": batch.coi_id,
@@ -789,8 +800,6 @@ def release_queue(session: Session) -> list[dict[str, Any]]:
             "conditional_release_possible": conditional_possible,
             "problems": [{"code": c, "message": m} for c, m in problems],
             "qc": overview,
-            "performers": sorted(batches.batch_performers(session, batch.batch_number)
-                                 | _qc_people(session, batch.batch_number)),
         })
     return rows
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-import pytest
-
 from gmp_mes.clock import clock, utcnow
 from tests.conftest import sig
 from tests.helpers import assert_problem
-from tests.test_batches_fixtures import Plant, bad_value, good_values, plant  # noqa: F401
+from tests.test_batches_fixtures import Plant, bad_value, good_values, plant_fixture  # noqa: F401
 from tests.test_pages_core import csrf_from, page_login
 
 
@@ -98,21 +96,18 @@ def test_expired_starting_material_is_409_expired(plant: Plant, login) -> None:
                    409, "expired")
 
 
-@pytest.mark.parametrize(
-    ("body", "status", "field"),
-    [
+def test_start_batch_bad_input(plant: Plant, login) -> None:
+    api = login(plant.operator)
+    for body, status, field in [
         ({}, 422, "item_id"),
         ({"item_id": "ITM-AAAAAAAA", "extra": 1}, 422, "extra"),
         ({"item_id": 12}, 422, "item_id"),
         ({"item_id": "ITM-NOTTHERE"}, 404, None),
         ({"item_id": "x", "process_version": "one"}, 422, "process_version"),
-    ],
-)
-def test_start_batch_bad_input(plant: Plant, login, body, status, field) -> None:
-    response = login(plant.operator).post("/api/v1/batches", json=body)
-    problem = assert_problem(response, status)
-    if field:
-        assert field in problem["errors"], problem
+    ]:
+        problem = assert_problem(api.post("/api/v1/batches", json=body), status)
+        if field:
+            assert field in problem["errors"], problem
 
 
 def test_bad_step_requests_are_problems_not_500(plant: Plant, login) -> None:
@@ -219,7 +214,7 @@ def test_batch_pages(plant: Plant, client) -> None:
     listing = client.get("/batches").get_data(as_text=True)
     assert number in listing
     dashboard = client.get("/").get_data(as_text=True)
-    assert number in dashboard and "Harvest and wash" not in dashboard or number in dashboard
+    assert number in dashboard and "Expansion, daily count or Harvest and wash" in dashboard
     token = csrf_from(html)
     step = plant.definition(number).step("expansion")
     form = {f"v_{k}": str(v) for k, v in good_values(step).items()}
@@ -284,3 +279,27 @@ def test_cli_export_writes_the_record(plant: Plant, runner, tmp_path) -> None:
     assert target.read_bytes().startswith(b"%PDF")
     as_json = runner.invoke(args=["export", "batch", number, "--format", "json"])
     assert json.loads(as_json.stdout_bytes)["batch_number"] == number
+
+
+def test_deviation_forms_on_the_batch_page(plant: Plant, client) -> None:
+    number = plant.start()
+    page_login(client, plant.operator)
+    token = csrf_from(client.get(f"/batches/{number}").get_data(as_text=True))
+    client.post(f"/batches/{number}/deviations", data={
+        "csrf_token": token, "severity": "critical", "description": "Cabinet airflow alarm"})
+    html = client.get(f"/batches/{number}").get_data(as_text=True)
+    assert "Cabinet airflow alarm" in html
+    assert plant.batch(number).status == "on_hold"
+    client.post("/logout", data={"csrf_token": token})
+    page_login(client, plant.qa)
+    token = csrf_from(client.get(f"/batches/{number}").get_data(as_text=True))
+    ref = f"{number}-D01"
+    client.post(f"/deviations/{ref}/assess", data={
+        "csrf_token": token, "text": "Airflow recovered in 30 s", "password": plant.qa.password,
+        "meaning": "reviewed", "batch_number": number})
+    client.post(f"/deviations/{ref}/close", data={
+        "csrf_token": token, "text": "No impact", "password": plant.qa.password,
+        "meaning": "approved", "batch_number": number})
+    html = client.get(f"/batches/{number}").get_data(as_text=True)
+    assert "Quinn (quinn)" in html and "critical · closed" in html
+    assert plant.batch(number).status == "in_process"

@@ -28,7 +28,7 @@ from gmp_mes.errors import (
 from gmp_mes.settings import CONFIG_DIR
 from tests.conftest import PASSWORD
 from tests.helpers import audit_events
-from tests.test_batches_fixtures import Plant, good_values, plant, sign  # noqa: F401
+from tests.test_batches_fixtures import Plant, good_values, plant_fixture, sign  # noqa: F401
 
 
 def test_definitions_load_unapproved_and_reload_is_idempotent(app, db, make_user) -> None:
@@ -65,7 +65,7 @@ def test_bad_file_loads_nothing(app, db, make_user, tmp_path: Path) -> None:
     p = Plant(app, db, qa, qa, qa, qa)
     shutil.copy(CONFIG_DIR / "processes" / "cart-auto-v1.toml", tmp_path / "a.toml")
     (tmp_path / "b.toml").write_text('code = "X"\nversion = 1\n')
-    with pytest.raises(services.ProcessLoadError, match="b.toml"), p.tx(qa) as s:
+    with pytest.raises(services.ProcessLoadError, match=r"b\.toml"), p.tx(qa) as s:
         services.load_process_definitions(s, [tmp_path])
     with p.tx(qa) as s:
         assert services.list_processes(s) == []
@@ -140,7 +140,7 @@ def test_database_refuses_a_second_active_batch_for_one_starting_material(plant:
 @pytest.mark.requirement("SPEC §3 step order")
 def test_out_of_order_step_is_refused(plant: Plant) -> None:
     number = plant.start()
-    with pytest.raises(InvalidTransition, match="out of order.*receipt"):
+    with pytest.raises(InvalidTransition, match=r"out of order.*receipt"):
         plant.record(number, "selection")
     plant.record(number, "receipt")
     with pytest.raises(InvalidTransition, match="already recorded"):
@@ -194,27 +194,29 @@ def test_wrong_password_records_nothing(plant: Plant) -> None:
         assert services.current_records(s, services.get_batch(s, number)) == []
 
 
-@pytest.mark.parametrize(
-    ("values", "field", "message"),
-    [
-        ({"temperature_c": "4"}, "values.temperature_c", "must be a number"),
-        ({"temperature_c": {"value": 4, "unit": "K"}}, "values.temperature_c",
-         "unit must be '°C'"),
-        ({"temperature_c": float("nan")}, "values.temperature_c", "finite"),
-        ({"coi_verified": 1}, "values.coi_verified", "true or false"),
-        ({"temp": 4}, "values.temp", "unknown parameter"),
-        ({}, "values.volume_ml", "missing required value"),
-    ],
-)
-def test_entry_errors_are_422_with_the_field(plant: Plant, values, field, message) -> None:
+ENTRY_ERRORS = [
+    ({"temperature_c": "4"}, "values.temperature_c", "must be a number"),
+    ({"temperature_c": {"value": 4, "unit": "K"}}, "values.temperature_c", "unit must be '°C'"),
+    ({"temperature_c": float("nan")}, "values.temperature_c", "finite"),
+    ({"coi_verified": 1}, "values.coi_verified", "true or false"),
+    ({"temp": 4}, "values.temp", "unknown parameter"),
+    ({}, "values.volume_ml", "missing required value"),
+]
+
+
+def test_entry_errors_are_422_with_the_field(plant: Plant) -> None:
+    """One database for all cases: each refusal rolls back and leaves nothing behind."""
     number = plant.start()
-    full = good_values(plant.definition(number).step("receipt"))
-    full.update(values)
-    if not values:
-        full.pop("volume_ml")
-    with pytest.raises(ValidationFailed) as caught:
-        plant.record(number, "receipt", full)
-    assert any(message in m for m in caught.value.errors[field]), caught.value.errors
+    for values, field, message in ENTRY_ERRORS:
+        full = good_values(plant.definition(number).step("receipt"))
+        full.update(values)
+        if not values:
+            full.pop("volume_ml")
+        with pytest.raises(ValidationFailed) as caught:
+            plant.record(number, "receipt", full)
+        assert any(message in m for m in caught.value.errors[field]), caught.value.errors
+    with plant.tx() as s:
+        assert services.current_records(s, services.get_batch(s, number)) == []
 
 
 def test_value_with_matching_unit_is_accepted(plant: Plant) -> None:
@@ -350,15 +352,15 @@ def test_fill_creates_bags_in_quarantine_with_genealogy_and_expiry(plant: Plant)
             assert identity.parents_of(s, item_id) == [batch.starting_item_id]
 
 
-@pytest.mark.parametrize("bags", [0, -1, 2.5, "two", True, 21])
-def test_bags_must_be_a_sensible_whole_number(plant: Plant, bags) -> None:
+def test_bags_must_be_a_sensible_whole_number(plant: Plant) -> None:
     number = plant.start()
     plant.run_to(number, "harvest", expansion_days=1)
-    values = good_values(plant.definition(number).step("fill"))
-    values["bags"] = bags
-    with pytest.raises(ValidationFailed) as caught:
-        plant.record(number, "fill", values)
-    assert "values.bags" in caught.value.errors
+    for bags in (0, -1, 2.5, "two", True, 21):
+        values = good_values(plant.definition(number).step("fill"))
+        values["bags"] = bags
+        with pytest.raises(ValidationFailed) as caught:
+            plant.record(number, "fill", values)
+        assert "values.bags" in caught.value.errors, bags
 
 
 def test_complete_batch_awaits_release_and_interface_functions(plant: Plant) -> None:
@@ -403,7 +405,7 @@ def test_status_machine_final_states_never_change(plant: Plant) -> None:
         services.set_batch_status(s, number, "conditionally_released", reason="sterility "
                                   "pending")
         services.set_batch_status(s, number, "released", reason="sterility negative")
-    for status in ("rejected", "in_process", "on_hold", "conditionally_released"):
+    for status in ("released", "rejected", "in_process", "on_hold", "conditionally_released"):
         with pytest.raises(InvalidTransition), plant.tx(plant.qa) as s:
             services.set_batch_status(s, number, status)
     with plant.tx() as s:
@@ -462,6 +464,6 @@ def test_every_change_is_audited(plant: Plant) -> None:
     kinds = {(e["entity_type"], e["action"]) for e in audit_events(plant.db)}
     assert {("batch", "create"), ("step_record", "create"), ("signature", "create"),
             ("process_approval", "create"), ("process_version", "create")} <= kinds
-    record = [e for e in audit_events(plant.db, entity_type="step_record")][0]
+    record = audit_events(plant.db, entity_type="step_record")[0]
     assert json.loads(record["record"])["new"]["batch_number"] == number
     assert StepRecord.__tablename__ == "step_record"

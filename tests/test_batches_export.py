@@ -15,7 +15,7 @@ from batches import export, services
 from batches.record import executed_record
 from gmp_mes.clock import clock, utcnow
 from tests.conftest import PASSWORD
-from tests.test_batches_fixtures import Plant, bad_value, good_values, plant, sign  # noqa: F401
+from tests.test_batches_fixtures import Plant, bad_value, good_values, plant_fixture, sign  # noqa: F401
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -158,3 +158,37 @@ def test_out_of_limit_rows_are_flagged(plant: Plant) -> None:
     with plant.tx() as s:
         text = squash(pdf_text(export.export_batch(s, number, "pdf")[0]))
     assert "FAIL - deviation" in text and "2 - 8 °C" in text
+
+
+def test_pdf_shows_qc_results_and_the_release_decision(plant: Plant, make_user) -> None:
+    """With the qc domain: results, their signatures and QA's release in the record."""
+    qc = pytest.importorskip("qc.services")
+    analyst = make_user("quentin", "qc")
+    number = complete_batch_with_deviation_and_correction(plant)
+    with plant.tx(analyst) as s:
+        for spec in services.qc_specs(s, number):
+            if spec.accept is not None:
+                kw = {"outcome": spec.accept}
+            else:
+                lo = spec.min if spec.min is not None else spec.max / 2
+                hi = spec.max if spec.max is not None else spec.min * 2
+                kw = {"value": (lo + hi) / 2}
+            qc.record_result(s, number, test=spec.test, user_id=analyst.user_id,
+                             signature=sign(), **kw)
+    with plant.tx(plant.qa) as s:
+        qc.release_batch(s, number, user_id=plant.qa.user_id,
+                         signature=sign(meaning="released"))
+    with plant.tx(plant.qa) as s:
+        data = executed_record(s, number)
+        text = squash(pdf_text(export.export_batch(s, number, "pdf")[0]))
+    assert data["status"] == "released"
+    for row in data["qc"]:
+        assert row["status"] == "passed"
+        for result in row["results"]:
+            assert squash(result["signature"]["manifestation"]) in text
+    release_signatures = [v["manifestation"] for v in data["release"].values()
+                          if isinstance(v, dict) and "manifestation" in v]
+    assert release_signatures
+    for line in release_signatures:
+        assert squash(line) in text
+    assert "Quentin (quentin)" in text and "released" in text

@@ -147,8 +147,8 @@ class Plant:
             return services.get_batch(s, batch_number)
 
 
-@pytest.fixture
-def plant(app: Flask, db: Database, make_user: Any, make_site: Any) -> Plant:
+@pytest.fixture(name="plant")
+def plant_fixture(app: Flask, db: Database, make_user: Any, make_site: Any) -> Plant:
     from batches import services
 
     make_site(APHERESIS, "collection")

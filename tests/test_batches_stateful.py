@@ -20,7 +20,6 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
-    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -37,7 +36,7 @@ from tests.test_batches_fixtures import (  # noqa: F401
     Plant,
     bad_value,
     good_values,
-    plant,
+    plant_fixture,
     sign,
 )
 
@@ -55,17 +54,28 @@ def release(session: Any, number: str, *, conditional: bool) -> None:
                               reason="QA release")
 
 
+try:
+    import qc.services as qc_services
+except ModuleNotFoundError:  # the qc domain is optional for this machine
+    qc_services = None
+
+
 class BatchMachine(RuleBasedStateMachine):
     plant: Plant
+    analyst: Any = None
     reached: set[str] = set()  # statuses seen over the whole run (coverage check)
 
-    @initialize()
-    def start(self) -> None:
+    @initialize(head_start=st.integers(0, 12))
+    def start(self, head_start: int) -> None:
+        """A new batch, with a random number of in-limit steps already recorded so that
+        short random histories still reach release decisions."""
         clock.freeze(utcnow())
         self.number = self.plant.start()
         self.definition = self.plant.definition(self.number)
         self.final_seen: str | None = None
         self.refusals = 0
+        for _ in range(head_start):
+            self.record_next_step(True, 1)
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -111,7 +121,7 @@ class BatchMachine(RuleBasedStateMachine):
     def record_several_steps(self, count: int) -> None:
         """Runs of in-limit steps, so that random histories reach release."""
         for _ in range(count):
-            self.record_next_step(True, 0)
+            self.record_next_step(True, 1)
 
     @rule(index=st.integers(0, 7))
     def record_any_step(self, index: int) -> None:
@@ -206,6 +216,38 @@ class BatchMachine(RuleBasedStateMachine):
         if ok:
             assert before in {"awaiting_release", "conditionally_released"}
 
+    @rule(passing=st.integers(0, 9), test_index=st.integers(0, 20))
+    def qc_result(self, passing: int, test_index: int) -> None:
+        """A QC result (the qc domain, when installed); mostly passing."""
+        if qc_services is None or self.analyst is None:
+            return
+        specs = self.definition.qc
+        spec = specs[test_index % len(specs)]
+        good = passing > 0
+        if spec.accept is not None:
+            kw: dict[str, Any] = {"outcome": spec.accept if good else "positive"}
+        else:
+            lo = spec.min if spec.min is not None else (spec.max or 1) / 2
+            hi = spec.max if spec.max is not None else spec.min * 2
+            kw = {"value": (lo + hi) / 2 if good else hi * 10 + 1}
+        self.act(self.analyst, lambda s: qc_services.record_result(
+            s, self.number, test=spec.test, user_id=self.analyst.user_id, signature=sign(),
+            **kw))
+
+    @rule(conditional=st.booleans())
+    def qa_release(self, conditional: bool) -> None:
+        """The real release service (qc domain), with every rule of SPEC §5."""
+        if qc_services is None:
+            return
+        before = self.status()
+        ok = self.act(self.plant.qa, lambda s: qc_services.release_batch(
+            s, self.number, user_id=self.plant.qa.user_id, signature=sign(meaning="released"),
+            conditional=conditional,
+            justification="sterility pending, patient needs the product" if conditional
+            else None))
+        if ok:
+            assert before in {"awaiting_release", "conditionally_released"}
+
     @rule()
     def release_bypassing_blockers(self) -> None:
         """set_batch_status itself refuses a release before all steps are recorded."""
@@ -271,8 +313,9 @@ class BatchMachine(RuleBasedStateMachine):
 
 @pytest.mark.requirement("SPEC §5")
 @pytest.mark.slow
-def test_random_batch_histories_keep_the_invariants(plant: Plant) -> None:
+def test_random_batch_histories_keep_the_invariants(plant: Plant, make_user: Any) -> None:
     BatchMachine.plant = plant
+    BatchMachine.analyst = make_user("quentin", "qc")
     BatchMachine.reached = set()
     run_state_machine_as_test(
         BatchMachine,

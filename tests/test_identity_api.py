@@ -6,6 +6,8 @@ from datetime import timedelta
 
 import pytest
 from fhir.resources.biologicallyderivedproduct import BiologicallyDerivedProduct
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gmp_mes.clock import clock, utcnow
 from identity import services
@@ -17,7 +19,7 @@ from tests.test_identity_fixtures import (  # noqa: F401
     PLANT,
     TREATMENT,
     World,
-    world,
+    world_fixture,
 )
 
 
@@ -287,3 +289,32 @@ def test_openapi_documents_identity(anonymous) -> None:
                  "/api/v1/bedside/verify", "/api/v1/administrations",
                  "/api/v1/items/{item_id}/fhir", "/api/v1/items/{item_id}/custody"):
         assert path in spec["paths"], path
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.one_of(
+    st.text(max_size=300),
+    st.text(alphabet="GMP1:FPWBSMIT-0123456789ABCDEFXYZ*$%+./ ", max_size=250),
+    st.builds(lambda a, b: f"GMP1:FP:{a}:{b}", st.text(max_size=30), st.text(max_size=200)),
+))
+def test_random_scans_never_fail_and_are_refused(world: World, raw: str) -> None:
+    """Whatever a scanner types, the scan answers (no exception) and refuses it."""
+    from gmp_mes.models import User
+
+    with world.app.app_context(), world.tx(world.operator) as s:
+        user = s.get(User, world.operator.user_id)
+        result = services.scan(s, raw, user=user, site_code=PLANT, workstation="FUZZ")
+    assert result.ok is False and result.reasons and result.item is None
+
+
+def test_control_characters_are_422_not_a_database_error(world: World, login) -> None:
+    api = login(world.clinician)
+    problem = assert_problem(api.post("/api/v1/patients", json=_enrol_body(
+        given_name="Ada\x00", mrn="M\x07")), 422)
+    assert {"given_name", "mrn"} <= set(problem["errors"])
+    body = _scan(api, "GMP1:\x00:\x00").get_json()
+    assert body["ok"] is False
+    problem = assert_problem(api.post("/api/v1/scans", json={
+        "payload": "x", "workstation": "WS\x00"}), 422)
+    assert "workstation" in problem["errors"]

@@ -10,7 +10,7 @@ import pytest
 from gmp_mes.clock import clock, utcnow
 from tests.conftest import sig
 from tests.helpers import assert_problem, count
-from tests.test_identity_fixtures import PLANT, TREATMENT, World, world  # noqa: F401
+from tests.test_identity_fixtures import PLANT, TREATMENT, World, world_fixture  # noqa: F401
 
 
 def _tamper_signature(payload: str) -> str:

@@ -15,7 +15,7 @@ from gmp_mes.audit import Actor
 from gmp_mes.clock import clock, utcnow
 from gmp_mes.errors import CoiMismatch, DomainError, InvalidTransition, ValidationFailed
 from identity import coi, services
-from tests.test_identity_fixtures import APHERESIS, PLANT, TREATMENT, World, world  # noqa: F401
+from tests.test_identity_fixtures import APHERESIS, PLANT, TREATMENT, World, world_fixture  # noqa: F401
 
 ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 

@@ -97,8 +97,8 @@ class World:
             return labels.payload_for_item(s, item_id)
 
 
-@pytest.fixture
-def world(app: Flask, db: Database, make_site: Callable[..., str],
+@pytest.fixture(name="world")
+def world_fixture(app: Flask, db: Database, make_site: Callable[..., str],
           make_user: Callable[..., Any]) -> World:
     make_site(TREATMENT, "treatment")
     make_site(OTHER_TREATMENT, "treatment")

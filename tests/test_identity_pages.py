@@ -8,7 +8,7 @@ from datetime import timedelta
 from gmp_mes.clock import utcnow
 from tests.conftest import PASSWORD
 from tests.helpers import count
-from tests.test_identity_fixtures import APHERESIS, TREATMENT, World, world  # noqa: F401
+from tests.test_identity_fixtures import APHERESIS, TREATMENT, World, world_fixture  # noqa: F401
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 

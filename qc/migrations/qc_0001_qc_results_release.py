@@ -82,7 +82,8 @@ def upgrade() -> None:
         sa.Column("administered_json", sa.Text(), nullable=False),
         sa.Column("alert_id", sa.Integer(), nullable=True),
         sa.CheckConstraint(
-            "kind IN ('release', 'conditional_release', 'final_release', 'failed_after_release', 'reject')",
+            "kind IN ('release', 'conditional_release', 'final_release', "
+            "'failed_after_release', 'reject')",
             name=op.f("ck_release_decision_kind"),
         ),
         sa.ForeignKeyConstraint(

@@ -1,0 +1,155 @@
+"""Admin pages: users (list, create with roles and site, unlock, deactivate) and sites
+(list, create). The rules live in gmp_mes.accounts; these views parse the form, call
+the service and show its field errors next to the fields.
+
+21 CFR 11.100(a) / 11.300(b): user names are never deleted or reused, so there is no
+delete: a person who leaves is deactivated, and the name stays listed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from gmp_mes import accounts, audit
+from gmp_mes.errors import AlreadyExists, DomainError, NotFound, ValidationFailed
+from gmp_mes.http import db_session, roles_required
+from gmp_mes.models import Role, SiteKind
+from gmp_mes.pages import add_nav
+
+bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
+
+MAX_REASON = 500
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+    add_nav(app, "admin.users", "Users", ("admin",))
+    add_nav(app, "admin.sites", "Sites", ("admin",))
+
+
+def _errors_of(exc: DomainError, fallback: str) -> dict[str, list[str]]:
+    """Field errors of a service error; anything else is shown at ``fallback``."""
+    if isinstance(exc, ValidationFailed) and exc.errors:
+        return {key: list(value) for key, value in exc.errors.items()}
+    return {fallback: [exc.detail]}
+
+
+# --- users ------------------------------------------------------------------------------
+
+
+@bp.route("/users")
+@roles_required("admin")
+def users() -> str:
+    return render_template("admin/users.html", users=accounts.list_users(db_session()))
+
+
+@bp.route("/users/new", methods=["GET", "POST"])
+@roles_required("admin")
+def new_user() -> str | Response | tuple[str, int]:
+    s = db_session()
+    sites = accounts.list_sites(s)
+    form: dict[str, Any] = {"roles": []}
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        form = {
+            "username": request.form.get("username", "").strip(),
+            "full_name": request.form.get("full_name", "").strip(),
+            "email": request.form.get("email", "").strip(),
+            "site": request.form.get("site", "").strip(),
+            "roles": request.form.getlist("roles"),
+        }
+        password = request.form.get("password", "")
+        if password != request.form.get("password_confirm", ""):
+            errors["password_confirm"] = ["the two passwords differ"]
+        if not form["full_name"]:
+            errors["full_name"] = ["the printed name on signatures must not be empty"]
+        if not form["site"]:
+            errors["site"] = ["choose the user's site"]
+        if not errors:
+            try:
+                user = accounts.create_user(
+                    s, form["username"], password=password, roles=form["roles"],
+                    site_code=form["site"], full_name=form["full_name"],
+                    email=form["email"] or None,
+                )
+            except NotFound as exc:
+                s.rollback()
+                errors = {"site": [exc.detail]}
+            except AlreadyExists as exc:
+                s.rollback()
+                errors = {"username": [exc.detail]}
+            except ValidationFailed as exc:
+                s.rollback()
+                errors = _errors_of(exc, "username")
+            else:
+                flash(f"User {user.username} created ({', '.join(sorted(user.roles))} "
+                      f"at {user.site.code}).", "ok")
+                return redirect(url_for("admin.users"))
+    status = 422 if errors else 200
+    return render_template(
+        "admin/user_new.html", form=form, errors=errors, sites=sites,
+        roles=[r.value for r in Role],
+    ), status
+
+
+def _account_action(username: str, action: str) -> Response:
+    reason = request.form.get("reason", "").strip()[:MAX_REASON] or None
+    s = db_session()
+    try:
+        with audit.reason(s, reason):
+            if action == "unlock":
+                accounts.unlock_user(s, username)
+            else:
+                accounts.deactivate_user(s, username)
+    except DomainError as exc:
+        s.rollback()
+        flash(f"Not done: {exc.detail}", "error")
+    else:
+        flash(f"User {username} {'unlocked' if action == 'unlock' else 'deactivated'}.", "ok")
+    return redirect(url_for("admin.users"))
+
+
+@bp.route("/users/<username>/unlock", methods=["POST"])
+@roles_required("admin")
+def unlock_user(username: str) -> Response:
+    return _account_action(username, "unlock")
+
+
+@bp.route("/users/<username>/deactivate", methods=["POST"])
+@roles_required("admin")
+def deactivate_user(username: str) -> Response:
+    return _account_action(username, "deactivate")
+
+
+# --- sites ------------------------------------------------------------------------------
+
+
+@bp.route("/sites", methods=["GET", "POST"])
+@roles_required("admin")
+def sites() -> str | Response | tuple[str, int]:
+    s = db_session()
+    default_zone = current_app.config["GMP_SETTINGS"].timezone
+    form: dict[str, str] = {"timezone": default_zone}
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        form = {key: request.form.get(key, "").strip()
+                for key in ("code", "kind", "name", "timezone")}
+        try:
+            site = accounts.create_site(s, form["code"], kind=form["kind"], name=form["name"],
+                                        timezone=form["timezone"] or default_zone)
+        except AlreadyExists as exc:
+            s.rollback()
+            errors = {"code": [exc.detail]}
+        except ValidationFailed as exc:
+            s.rollback()
+            errors = _errors_of(exc, "code")
+        else:
+            flash(f"Site {site.code} created ({site.kind}).", "ok")
+            return redirect(url_for("admin.sites"))
+    return render_template(
+        "admin/sites.html", sites=accounts.list_sites(s), form=form, errors=errors,
+        kinds=[k.value for k in SiteKind],
+    ), (422 if errors else 200)
