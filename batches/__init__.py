@@ -17,11 +17,23 @@ def _load_definitions(app: Flask, session: Session) -> list[str]:
     )
 
 
+def _deviation_job(app: Flask) -> list[str]:
+    """Scheduler job: alert QA about deviations open longer than deviation_alert_days."""
+    from datetime import timedelta
+
+    from batches import services
+    from gmp_mes.audit import Actor
+
+    days = app.config["GMP_SETTINGS"].deviation_alert_days
+    with app.extensions["gmp_mes.db"].transaction(actor=Actor.system("scheduler")) as s:
+        return services.alert_overdue_deviations(s, timedelta(days=days))
+
+
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands and jobs."""
     from batches import api as batches_api
     from batches import cli, pages
-    from gmp_mes.app import add_init_hook
+    from gmp_mes.app import add_init_hook, add_job
     from gmp_mes.pages import add_dashboard_panel, add_nav
 
     api.register_blueprint(batches_api.blp)
@@ -32,3 +44,4 @@ def init_app(app: Flask, api: Api) -> None:
     add_nav(app, "batches.batch_list", "Batches", ("operator", "qc", "qa", "admin"))
     add_nav(app, "batches.process_list", "Processes", ("qa", "admin"))
     add_dashboard_panel(app, pages.dashboard_panel)
+    add_job(app, _deviation_job)

@@ -173,8 +173,11 @@ def close_deviation(body: dict[str, Any], ref: str) -> Any:
 
 
 @blp.route("/batches/<batch_number>/record.<fmt>", methods=["GET"])
-@blp.response(200, content_type="application/pdf")
-@blp.alt_response(200, content_type="application/json", description="the record as JSON")
+@blp.doc(responses={"200": {
+    "description": "the executed batch record (record.pdf or record.json)",
+    "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": {"type": "object"}}},
+}})
 @roles_required("operator", "qc", "qa", "admin")
 def export_record(batch_number: str, fmt: str) -> Response:
     """The executed batch record as PDF or JSON."""

@@ -137,6 +137,9 @@ def _table(rows: list[list[Any]], widths: list[float], st: _Styles,
 
 def _signature_lines(record: dict[str, Any], st: _Styles) -> list[Paragraph]:
     lines = [_p(f"Signed: {record['signature']['manifestation']}", st.small)]
+    if record.get("signature_binds") is False:
+        lines.append(_p("SIGNATURE DOES NOT MATCH THE RECORD: the record was changed after "
+                        "signing (21 CFR 11.70)", st.fail))
     if record.get("verifier_signature"):
         lines.append(_p(f"Verified: {record['verifier_signature']['manifestation']}", st.small))
     return lines

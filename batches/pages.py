@@ -7,7 +7,9 @@ bad value) comes back as a message on the same page, never as a 500.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
@@ -109,8 +111,24 @@ def batch_page(batch_number: str) -> str:
     data = record.executed_record(session, batch_number)
     return render_template(
         "batches/batch.html", b=data, curve=Markup(export.curve_svg(data["expansion_curve"])),
-        show=export.show_value, dt=export._dt,
+        show=export.show_value, dt=_local_time(g.user.site.timezone),
     )
+
+
+def _local_time(zone: str) -> Any:
+    """SPEC §9: stored times are UTC, pages show the site's local time (zone named)."""
+    try:
+        tz = ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        tz = ZoneInfo("UTC")
+
+    def show(text: str | None) -> str:
+        if not text:
+            return ""
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(tz)
+        return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+    return show
 
 
 @bp.route("/batches/<batch_number>/steps/<step_code>", methods=["POST"])
@@ -249,6 +267,8 @@ def dashboard_panel(session: Any, user: Any) -> tuple[str, Markup] | None:
     rows = []
     for batch in active[:20]:
         due = [s.step.name for s in services.step_states(session, batch) if s.allowed]
+        if batch.status == "awaiting_release":
+            due = ["QA release"]
         rows.append(
             f'<tr><td><a href="{url_for("batches.batch_page", batch_number=batch.batch_number)}">'
             f"{escape(batch.batch_number)}</a></td><td>{escape(batch.status)}</td>"

@@ -18,6 +18,7 @@ from batches import services
 from batches.models import Batch, Deviation, StepRecord
 from gmp_mes.audit import format_time
 from gmp_mes.clock import utcnow
+from gmp_mes.errors import NotFound
 from gmp_mes.models import Signature, User
 
 
@@ -39,8 +40,9 @@ def signature_dict(signature: Signature | None) -> dict[str, Any] | None:
     }
 
 
-def record_dict(record: StepRecord) -> dict[str, Any]:
+def record_dict(record: StepRecord, binds: bool | None = None) -> dict[str, Any]:
     return {
+        "signature_binds": binds,
         "id": record.id,
         "key": record.key,
         "step_code": record.step_code,
@@ -140,7 +142,7 @@ def _patient(session: Session, coi_id: str, identity: Any) -> dict[str, Any] | N
     (GDPR data minimisation; the COI links to the patient where that is allowed)."""
     try:
         patient = identity.get_patient(session, coi_id)
-    except Exception:
+    except NotFound:  # a missing patient record must not hide the batch record
         return None
     initials = f"{patient.given_name[:1]}.{patient.family_name[:1]}.".upper()
     return {"initials": initials, "date_of_birth": patient.date_of_birth.isoformat(),
@@ -220,8 +222,10 @@ def executed_record(session: Session, batch_number: str, *, full: bool = True) -
                      "severity": p.severity}
                     for p in s.step.parameters
                 ],
-                "records": [record_dict(r) for r in s.records],
-                "superseded": [record_dict(r) for r in s.superseded],
+                "records": [record_dict(r, services.signature_binds(session, r))
+                            for r in s.records],
+                "superseded": [record_dict(r, services.signature_binds(session, r))
+                               for r in s.superseded],
             }
             for s in states
         ],

@@ -588,6 +588,32 @@ def _sign_step(
     return performed, verified
 
 
+def signed_content(
+    key: str, values: dict[str, Any], performed_at: datetime, *,
+    supersedes: str | None = None, reason: str | None = None,
+) -> dict[str, Any]:
+    """What the performer and the verifier sign (21 CFR 11.70: the signature is bound
+    to this content by its digest, so a later change no longer matches)."""
+    content: dict[str, Any] = {"record": key, "values": values,
+                               "performed_at": audit.format_time(performed_at)}
+    if supersedes is not None:
+        content.update(supersedes=supersedes, reason=reason)
+    return content
+
+
+def signature_binds(session: Session, record: StepRecord) -> bool:
+    """True while the stored record is exactly what its signatures signed."""
+    supersedes = session.get(StepRecord, record.supersedes_id) if record.supersedes_id else None
+    content = signed_content(
+        record.key, record.values, record.performed_at,
+        supersedes=supersedes.key if supersedes else None,
+        reason=record.correction_reason if supersedes else None,
+    )
+    signed = [record.signature] + ([record.verifier_signature]
+                                   if record.verifier_signature else [])
+    return all(signatures.still_binds(sig, content) for sig in signed)
+
+
 def record_step(
     session: Session,
     batch_number: str,
@@ -624,7 +650,7 @@ def record_step(
     occurrence = 1 + max((r.occurrence for r in records if r.step_code == step.code), default=0)
     now = utcnow()
     key = record_key(batch.batch_number, step.code, occurrence, 1)
-    content = {"record": key, "values": clean, "performed_at": audit.format_time(now)}
+    content = signed_content(key, clean, now)
     performed, verified = _sign_step(session, user, signature, verifier, step, key, content)
     record = StepRecord(
         batch_id=batch.id, batch_number=batch.batch_number, step_code=step.code,
@@ -750,8 +776,7 @@ def correct_step(
     now = utcnow()
     version = original.version + 1
     key = record_key(batch.batch_number, step.code, original.occurrence, version)
-    content = {"record": key, "values": clean, "performed_at": audit.format_time(now),
-               "supersedes": original.key, "reason": reason.strip()}
+    content = signed_content(key, clean, now, supersedes=original.key, reason=reason.strip())
     performed, verified = _sign_step(session, user, signature, verifier, step, key, content)
     record = StepRecord(
         batch_id=batch.id, batch_number=batch.batch_number, step_code=step.code,
@@ -1033,3 +1058,34 @@ def final_product_item_ids(session: Session, batch_number: str) -> list[str]:
 
 def is_final(batch: Batch) -> bool:
     return batch.status in FINAL_BATCH_STATUSES
+
+
+# --- scheduler: deviations left open too long ---------------------------------------------
+
+def alert_overdue_deviations(session: Session, older_than: timedelta) -> list[str]:
+    """Raise one alert per deviation not closed ``older_than`` after it was opened
+    (EU GMP Chapter 1.4(xiv): deviations investigated in time). One alert per cause:
+    reruns and overlapping sweeps never duplicate it."""
+    from gmp_mes.alerts import AlertKind, AlertSpec, raise_alert
+
+    limit = utcnow() - older_than
+    overdue = session.scalars(select(Deviation).where(
+        Deviation.status != DeviationStatus.CLOSED.value, Deviation.opened_at <= limit,
+    ).order_by(Deviation.id))
+    lines = []
+    for deviation in overdue:
+        batch = get_batch(session, deviation.batch_number)
+        alert = raise_alert(session, AlertSpec(
+            cause=f"{AlertKind.DEVIATION_OPEN.value}:{deviation.number}",
+            kind=AlertKind.DEVIATION_OPEN.value,
+            severity="critical" if deviation.severity == DeviationSeverity.CRITICAL else "major",
+            subject_type="deviation", subject_id=deviation.number,
+            message=(f"deviation {deviation.number} ({deviation.severity}, {deviation.status}) "
+                     f"of batch {deviation.batch_number} is open for more than "
+                     f"{format_duration(older_than)}"),
+            roles=("qa",), site_code=batch.site_code,
+            due_at=deviation.opened_at + older_than,
+        ))
+        if alert is not None:
+            lines.append(f"alert: deviation {deviation.number} open too long")
+    return lines

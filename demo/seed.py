@@ -93,6 +93,7 @@ PATIENTS: tuple[tuple[str, str, date, str, str, str], ...] = (
     ("Hannah", "Wolf", date(1979, 2, 11), "MRN-400947", NORTH, "collected_expiring"),
     ("David", "Klein", date(1955, 10, 19), "MRN-401023", SOUTH, "collected_expired"),
     ("Lea", "Hoffmann", date(1993, 5, 27), "MRN-401164", NORTH, "enrolled"),
+    ("Anna", "Becker", date(1966, 8, 3), "MRN-401278", NORTH, "positive_after_release"),
 )
 
 # In-specification QC results of CART-AUTO v1 (qualitative tests take an outcome).
@@ -102,7 +103,8 @@ QC_VALUES: dict[str, Any] = {
 }
 
 # Scenarios that need the QC domain's release services.
-NEEDS_QC = {"administered", "thawed", "rejected", "released_in_storage"}
+NEEDS_QC = {"administered", "thawed", "rejected", "released_in_storage",
+            "positive_after_release"}
 
 
 @dataclass
@@ -113,6 +115,7 @@ class Summary:
     users: list[str] = field(default_factory=list)
     patients: dict[str, str] = field(default_factory=dict)  # coi_id -> scenario
     batches: dict[str, str] = field(default_factory=dict)  # batch_number -> scenario
+    states: dict[str, str] = field(default_factory=dict)  # batch_number -> batch status
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -173,6 +176,8 @@ class Demo:
                 continue
             self.patient(given, family, born, mrn, site, scenario)
         self.forged_label_scan()
+        for number in self.summary.batches:
+            self.summary.states[number] = self.batches.get_batch(self.s, number).status
         return self.summary
 
     def sites_and_users(self) -> None:
@@ -267,7 +272,10 @@ class Demo:
         for code in codes:
             if code == "expansion":
                 day += 1
-            values = _step_values(day)[code]
+            values = dict(_step_values(day)[code])
+            if plan is not None and code == "expansion" and day == 2:
+                # Out of the culture-volume limit (minor): a deviation that does not hold.
+                values["culture_volume_ml"] = 1040.0
             step = definition.step(code)
             with self.acting("operator") as operator:
                 outcome = self.batches.record_step(
@@ -317,7 +325,7 @@ class Demo:
                            "OOS investigation QA-OOS-2611-07 confirmed the result.",
                 )
             return
-        if scenario == "thawed":
+        if scenario in ("thawed", "positive_after_release"):
             # Sterility takes 7 days; the patient cannot wait: conditional release.
             self.qc_results(batch_number, skip=("sterility",))
             with self.acting("qa2") as qa:
@@ -334,6 +342,17 @@ class Demo:
                 self.qc.release_batch(self.s, batch_number, user_id=qa.id,
                                       signature=self.sig("released"))
         bag = bags[0]
+        if scenario == "positive_after_release":
+            # The bag reached the hospital, then the sterility culture turned positive:
+            # SPEC §5: every bag not yet administered is blocked, QA and the treating
+            # site get a critical alert at once.
+            self.ship(bag, CLEANROOM, site, by="operator", to=clinician,
+                      location="Pharmacy LN2 freezer 1")
+            with self.acting("qc") as analyst:
+                self.qc.record_result(self.s, batch_number, test="sterility",
+                                      outcome="positive", user_id=analyst.id,
+                                      signature=self.sig("performed"))
+            return
         if scenario == "released_in_storage":
             # The first bag is on its way to the hospital, the second stays in LN2.
             with self.acting("operator") as sender:
@@ -357,6 +376,9 @@ class Demo:
                                          site_code=site)
             self.identity.administer(self.s, patient_payload, product_payload, user=nurse,
                                      site_code=site, signature=self.sig("administered"))
+        # The second bag waits in the hospital's LN2 storage, received, for a second dose.
+        self.ship(bags[1], CLEANROOM, site, by="operator", to=clinician,
+                  location="Pharmacy LN2 freezer 2")
 
     def forged_label_scan(self) -> None:
         """A tampered label at the cleanroom scan station: a critical alert for QA."""
@@ -384,20 +406,33 @@ def _qc_services() -> ModuleType | None:
     return module if all(hasattr(module, name) for name in needed) else None
 
 
-def already_seeded(session: Session) -> bool:
-    return session.scalar(select(Site.id).where(Site.code == MARKER_SITE)) is not None or (
+def existing_data(session: Session) -> str | None:
+    """Why the demo must not run here, or None for an empty installation.
+
+    The demo creates accounts with a published password: it never goes into an
+    installation that already has people or sites (a real one, or the demo itself).
+    """
+    if session.scalar(select(Site.id).where(Site.code == MARKER_SITE)) is not None and (
         session.scalar(select(User.id).where(User.username == "operator2")) is not None
-    )
+    ):
+        return "the demo data already exists; nothing to do"
+    if session.scalar(select(User.id).limit(1)) is not None or (
+        session.scalar(select(Site.id).limit(1)) is not None
+    ):
+        return ("skipped: this installation already has users or sites; the demo only "
+                "seeds an empty one")
+    return None
 
 
-def seed(app: Flask) -> Summary | None:
-    """Seed the demo (None when it is already there). Commits once, then runs the
-    scheduler's jobs once so that the expiry alerts are there on the first page view."""
+def seed(app: Flask) -> Summary | str:
+    """Seed the demo, or say why not (a string). Commits once, then runs the scheduler's
+    jobs once so that the expiry alerts are there on the first page view."""
     from gmp_mes.scheduler import run_jobs
 
     with unit_of_work(Actor.system("demo")) as session:
-        if already_seeded(session):
-            return None
+        refusal = existing_data(session)
+        if refusal is not None:
+            return refusal
         summary = Demo(session, app).run()
     result = run_jobs(app)
     summary.notes.extend(result.changes)
@@ -412,12 +447,12 @@ def demo_command() -> None:
     """Seed a realistic demo: sites, users per role, patients, batches in every state."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     summary = seed(app)
-    if summary is None:
-        click.echo("demo: the demo data already exists; nothing to do")
+    if isinstance(summary, str):
+        click.echo(f"demo: {summary}")
         return
     states: dict[str, int] = {}
-    for scenario in summary.batches.values():
-        states[scenario] = states.get(scenario, 0) + 1
+    for status in summary.states.values():
+        states[status] = states.get(status, 0) + 1
     click.echo(
         f"demo: {len(summary.sites)} sites, {len(summary.users)} users, "
         f"{len(summary.patients)} patients, {len(summary.batches)} batches "

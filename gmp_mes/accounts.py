@@ -48,6 +48,8 @@ def create_site(
         errors["kind"] = [f"must be one of {', '.join(k.value for k in SiteKind)}"]
     if not name.strip():
         errors["name"] = ["must not be empty"]
+    elif _control_characters(name):
+        errors["name"] = [CONTROL_MESSAGE]
     if timezone not in _timezones():
         # Pages and labels show the site's local time: an unknown zone would break them.
         errors["timezone"] = ["must be an IANA time zone such as Europe/Berlin or UTC"]
@@ -59,6 +61,15 @@ def create_site(
     session.add(site)
     session.flush()
     return site
+
+
+CONTROL_MESSAGE = "must not contain control characters"
+
+
+def _control_characters(text: str) -> bool:
+    """Printed names appear on signatures and labels; NUL cannot even be stored by
+    PostgreSQL. Control characters are refused instead of failing at the database."""
+    return any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in text)
 
 
 @cache
@@ -103,8 +114,10 @@ def create_user(
         errors["roles"] = [f"each role must be one of {', '.join(r.value for r in Role)}"]
     if problems := password_problems(password):
         errors["password"] = problems
-    if email is not None and not EMAIL.match(email):
+    if email is not None and (not EMAIL.match(email) or _control_characters(email)):
         errors["email"] = ["must be an e-mail address like name@example.org"]
+    if full_name is not None and _control_characters(full_name):
+        errors["full_name"] = [CONTROL_MESSAGE]
     if errors:
         raise ValidationFailed("invalid user", errors=errors)
     site = get_site(session, site_code)

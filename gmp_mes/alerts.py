@@ -212,14 +212,23 @@ def _insert_many(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int
     # (SQLITE_BUSY_SNAPSHOT), so the ids above the previous maximum are exactly ours.
     before = connection.exec_driver_sql("SELECT coalesce(max(id), 0) FROM alert").scalar()
     table = Alert.__table__
+    # The column types' own conversions (UTC datetimes as SQLite stores them), once per
+    # distinct value: a sweep's alerts share their created_at and often their due time.
     processors = [
         table.c[name].type._cached_bind_processor(connection.dialect) for name in _COLUMNS
     ]
-    values = [
-        tuple(p(row[name]) if p else row[name] for name, p in zip(_COLUMNS, processors,
-                                                                   strict=True))
-        for row in rows
-    ]
+    converted: dict[tuple[int, Any], Any] = {}
+
+    def convert(index: int, value: Any) -> Any:
+        processor = processors[index]
+        if processor is None or value is None:
+            return value
+        key = (index, value)
+        if key not in converted:
+            converted[key] = processor(value)
+        return converted[key]
+
+    values = [tuple(convert(i, row[name]) for i, name in enumerate(_COLUMNS)) for row in rows]
     connection.exec_driver_sql(
         f"INSERT INTO alert ({columns}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
         "ON CONFLICT (cause) DO NOTHING",

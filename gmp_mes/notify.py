@@ -253,10 +253,16 @@ def backoff_seconds(app: Flask) -> float:
     return float(app.config.get("GMP_NOTIFY_BACKOFF_SECONDS", DEFAULT_BACKOFF_SECONDS))
 
 
-def _last_attempts(channel: str) -> Any:
+def _recent_floor(now: datetime) -> Any:
+    """The first alert inside the look-back window: older deliveries are never read
+    again, so the queue's queries stay small however long the history grows."""
+    return select(func.min(Alert.id)).where(Alert.created_at >= now - LOOKBACK).scalar_subquery()
+
+
+def _last_attempts(channel: str, now: datetime) -> Any:
     return (
         select(AlertDelivery.alert_id, func.max(AlertDelivery.attempt).label("attempt"))
-        .where(AlertDelivery.channel == channel)
+        .where(AlertDelivery.channel == channel, AlertDelivery.alert_id >= _recent_floor(now))
         .group_by(AlertDelivery.alert_id)
         .subquery()
     )
@@ -266,7 +272,7 @@ def due_deliveries(
     session: Session, channel: str, now: datetime, *, limit: int = BATCH
 ) -> list[Due]:
     """Alerts with no attempt yet on ``channel``, or whose last attempt failed and is due again."""
-    latest = _last_attempts(channel)
+    latest = _last_attempts(channel, now)
     last = AlertDelivery.__table__.alias("last")
     statement = (
         select(Alert.id, latest.c.attempt)
@@ -288,14 +294,14 @@ def due_deliveries(
     return [Due(alert_id, channel, (attempt or 0) + 1) for alert_id, attempt in rows]
 
 
-def next_retry(session: Session, channels: list[str]) -> datetime | None:
+def next_retry(session: Session, channels: list[str], now: datetime) -> datetime | None:
     """The earliest time a pending retry falls due (None: nothing waits)."""
     if not channels:
         return None
     latest = (
         select(AlertDelivery.alert_id, AlertDelivery.channel,
                func.max(AlertDelivery.attempt).label("attempt"))
-        .where(AlertDelivery.channel.in_(channels))
+        .where(AlertDelivery.channel.in_(channels), AlertDelivery.alert_id >= _recent_floor(now))
         .group_by(AlertDelivery.alert_id, AlertDelivery.channel)
         .subquery()
     )
@@ -360,7 +366,7 @@ def deliver_pending(app: Flask) -> DeliveryReport:
                 if len(dues) < BATCH:
                     break
         with db.session(write=False) as session:
-            report.next_due = next_retry(session, channels)
+            report.next_due = next_retry(session, channels, utcnow())
     return report
 
 

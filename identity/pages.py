@@ -7,14 +7,15 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, abort, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
+from gmp_mes.alerts import countdown
 from gmp_mes.errors import DomainError, ValidationFailed
-from gmp_mes.http import _run_follow_up, db_session, roles_required
+from gmp_mes.http import _run_follow_up, db_session, roles_except, roles_required
 from gmp_mes.models import Meaning, Site, SiteKind
 from gmp_mes.signatures import SignatureInput
 from identity import coi, services
@@ -50,6 +51,11 @@ def local_time(value: datetime | None, tz: str | None = None) -> str:
     except (KeyError, ValueError):
         local = value.astimezone(UTC)
     return local.strftime("%Y-%m-%d %H:%M %Z")
+
+
+@bp.app_template_filter("id_countdown")
+def id_countdown(value: datetime | None) -> str:
+    return countdown(value)
 
 
 @bp.app_template_filter("coi_label")
@@ -130,8 +136,34 @@ def bedside_administer() -> str | tuple[str, int]:
 @bp.route("/items/<item_id>")
 @roles_required()
 def item_page(item_id: str) -> str:
-    view = services.item_view(db_session(), item_id)
-    return render_template("identity/item.html", view=view, item=view["item"])
+    session = db_session()
+    view = services.item_view(session, item_id)
+    return render_template("identity/item.html", view=view, item=view["item"],
+                           sites=_sites(session), custody_form={}, custody_errors={},
+                           custody_error=None)
+
+
+@bp.route("/items/<item_id>/custody", methods=["POST"])
+@roles_except("admin")
+def item_custody(item_id: str) -> Response | tuple[str, int]:
+    """The item page's custody form (ship, receive, thaw, handover, move)."""
+    form = request.form
+    session = db_session()
+    try:
+        services.record_custody(
+            session, item_id, action=form.get("action", ""), site=form.get("site", ""),
+            user=g.user, location=form.get("location") or None, workstation=_workstation(),
+        )
+    except DomainError as exc:
+        _failed(exc)
+        view = services.item_view(db_session(), item_id)
+        page = render_template("identity/item.html", view=view, item=view["item"],
+                               sites=_sites(db_session()), custody_form=form,
+                               custody_errors=exc.errors or {}, custody_error=exc.detail)
+        return page, exc.status
+    session.commit()
+    flash(f"{form.get('action')} recorded", "ok")
+    return redirect(url_for("identity.item_page", item_id=item_id.strip().upper()))
 
 
 @bp.route("/patients/<coi_id>")

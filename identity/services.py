@@ -31,6 +31,7 @@ from gmp_mes.errors import (
     AlreadyExists,
     CoiMismatch,
     DomainError,
+    Expired,
     InvalidTransition,
     NotFound,
     ValidationFailed,
@@ -101,8 +102,10 @@ TRANSITIONS: dict[str, frozenset[str]] = {
                                          *_ALWAYS}),
     S.RELEASED: frozenset({S.SHIPPED, S.ADMINISTERED, *_ALWAYS}),
     S.SHIPPED: frozenset({S.RECEIVED, *_ALWAYS}),
+    # Starting material received at the cleanroom starts a batch from here (in_process,
+    # or consumed when the batch takes it whole).
     S.RECEIVED: frozenset({S.THAWED, S.SHIPPED, S.ADMINISTERED, S.IN_PROCESS, S.AVAILABLE,
-                           *_ALWAYS}),
+                           S.CONSUMED, *_ALWAYS}),
     S.THAWED: frozenset({S.ADMINISTERED, *_ALWAYS}),
     S.AVAILABLE: frozenset({S.IN_PROCESS, S.SHIPPED, S.CONSUMED, S.QUARANTINE, *_ALWAYS}),
     S.IN_PROCESS: frozenset({S.AVAILABLE, S.CONSUMED, S.QUARANTINE, *_ALWAYS}),
@@ -157,6 +160,8 @@ def _facility_id() -> str:
 
 
 def _site(session: Session, code: str, field_name: str) -> Site:
+    if not isinstance(code, str) or not code.isprintable():
+        raise field_error(field_name, "must not contain control characters")
     site = session.scalar(select(Site).where(Site.code == (code or "").strip().upper()))
     if site is None:
         raise field_error(field_name, f"no site with code {code!r}")
@@ -300,6 +305,8 @@ def create_item(
 
 def get_item(session: Session, item_id: str, *, for_update: bool = False) -> Item:
     key = (item_id or "").strip().upper()
+    if not key.isprintable():
+        raise NotFound(f"no item {printable(key, 40)!r}")
     if for_update:
         item = session.scalar(
             select(Item).where(Item.item_id == key).with_for_update()
@@ -398,9 +405,10 @@ def labels_of(session: Session, item_id: str) -> list[Any]:
 # --- patients ---------------------------------------------------------------------------
 
 def get_patient(session: Session, coi_id: str) -> Patient:
-    patient = session.scalar(
-        select(Patient).where(Patient.coi_id == (coi_id or "").strip().upper())
-    )
+    key = (coi_id or "").strip().upper()
+    if not key.isprintable():
+        raise NotFound(f"no patient with COI ID {printable(key, 20)!r}")
+    patient = session.scalar(select(Patient).where(Patient.coi_id == key))
     if patient is None:
         raise NotFound(f"no patient with COI ID {coi_id!r}")
     return patient
@@ -444,16 +452,23 @@ def enrol_patient(
         errors["family_name"] = ["must not be empty"]
     if not mrn:
         errors["mrn"] = ["must not be empty"]
+    for name, value in (("given_name", given_name), ("family_name", family_name),
+                        ("mrn", mrn), ("treatment_site", treatment_site or "")):
+        if not value.isprintable():
+            errors[name] = ["must not contain control characters"]
     now = utcnow()
     if date_of_birth > now.date():
         errors["date_of_birth"] = ["must not be in the future"]
     elif date_of_birth.year < 1900:
         errors["date_of_birth"] = ["must be after 1900"]
-    site = session.scalar(select(Site).where(Site.code == (treatment_site or "").strip().upper()))
-    if site is None:
-        errors["treatment_site"] = [f"no site with code {treatment_site!r}"]
-    elif site.kind != SiteKind.TREATMENT:
-        errors["treatment_site"] = [f"site {site.code} is not a treatment site"]
+    site = None
+    if "treatment_site" not in errors:
+        site = session.scalar(
+            select(Site).where(Site.code == (treatment_site or "").strip().upper()))
+        if site is None:
+            errors["treatment_site"] = [f"no site with code {treatment_site!r}"]
+        elif site.kind != SiteKind.TREATMENT:
+            errors["treatment_site"] = [f"site {site.code} is not a treatment site"]
     if errors:
         raise ValidationFailed("invalid enrolment", errors=errors)
     assert site is not None
@@ -510,8 +525,13 @@ def record_collection(
         din = din.strip().upper()
         if problem := coi.din_problem(din):
             errors["din"] = [problem]
-    collection_site = session.scalar(select(Site).where(Site.code == (site or "").strip().upper()))
-    if collection_site is None:
+    collection_site = None
+    if not (site or "").isprintable():
+        errors["site"] = ["must not contain control characters"]
+    else:
+        collection_site = session.scalar(
+            select(Site).where(Site.code == (site or "").strip().upper()))
+    if collection_site is None and "site" not in errors:
         errors["site"] = [f"no site with code {site!r}"]
     if errors:
         raise ValidationFailed("invalid collection", errors=errors)
@@ -599,6 +619,11 @@ def record_custody(
     if item.status in FINAL_STATUSES:
         raise InvalidTransition(f"item {item.item_id} is {item.status}: no custody change")
     now = utcnow()
+    if action in ("ship", "thaw") and is_expired(item, now):
+        # Receipt and handovers of an expired item are still recorded; sending it on or
+        # thawing it for infusion is not allowed.
+        verb = {"ship": "shipped", "thaw": "thawed"}[action]
+        raise Expired(f"item {item.item_id} has expired; it cannot be {verb}")
     flagged = False
     detail: dict[str, Any] = {}
     if action == "handover":
@@ -786,6 +811,7 @@ class BedsideResult:
     item: Item | None
     patient: Patient | None
     verification: BedsideVerification | None = None
+    administer_before: datetime | None = None  # post-thaw deadline of a thawed bag
 
 
 def _last_location_event(session: Session, item_id: str) -> CustodyEvent | None:
@@ -856,7 +882,8 @@ def _evaluate_bedside(
                 last.site_code if last is not None else "unknown")
             reasons.append(_r("wrong_site", f"the bag's last custody event is at {where}, "
                                             f"not at your site {site_code}"))
-    return BedsideResult(match=not reasons, reasons=reasons, item=item, patient=patient)
+    return BedsideResult(match=not reasons, reasons=reasons, item=item, patient=patient,
+                         administer_before=post_thaw_deadline(item) if item else None)
 
 
 def _record_verdict(

@@ -1,7 +1,10 @@
-"""Label page actions for the item page (/items/<item_id>, owned by identity).
+"""Label pages: the actions of the item page (/items/<item_id>, owned by identity) and
+the label-sheet page (/labels).
 
-The item page includes ``labels/_label_controls.html`` with ``item_id`` and
-``labels`` (labels.services.labels_of_item); its forms post here.
+The item page includes ``labels/item_label_controls.html`` (print/reprint form and a
+void form; context ``item`` and ``view.labels``), or the whole section
+``labels/_label_controls.html`` (context ``item_id`` and ``labels`` from
+labels.services.labels_of_item). Their forms post here.
 """
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ def release_panel(session: Any, user: Any) -> tuple[str, Markup] | None:
     if not user.has_role("qa"):
         return None
     rows = []
-    for entry in services.release_queue(session)[:20]:
+    for entry in services.release_queue(session, limit=20):
         missing = "; ".join(escape(p["code"]) for p in entry["problems"]) or "ready"
         link = url_for("qc.release_page") + f"#b-{entry['batch_number']}"
         rows.append([f'<a href="{link}">{escape(entry["batch_number"])}</a>',

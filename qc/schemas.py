@@ -16,7 +16,8 @@ class QcResultInSchema(StrictSchema):
     unit = fields.String(load_default=None, validate=validate.Length(max=40))
     method = fields.String(load_default=None, validate=validate.Length(max=200))
     sample_item_id = fields.String(load_default=None, validate=validate.Length(min=1, max=40))
-    corrects = fields.Integer(load_default=None, strict=True, validate=validate.Range(min=1))
+    corrects = fields.Integer(load_default=None, strict=True,
+                              validate=validate.Range(min=1, max=2**31 - 1))
     reason = fields.String(load_default=None, validate=validate.Length(max=2000))
     signature = fields.Nested(SignatureSchema, required=True)
 

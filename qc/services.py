@@ -39,7 +39,7 @@ from gmp_mes.errors import (
     conflict,
     field_error,
 )
-from gmp_mes.models import Meaning, Signature, User
+from gmp_mes.models import Meaning, Signature, Site, User
 from gmp_mes.signatures import SignatureInput, sign
 from qc.models import DecisionKind, QcInvalidation, QcResult, QcReview, ReleaseDecision
 
@@ -187,7 +187,12 @@ def _states(session: Session, batch_number: str) -> dict[str, _TestState]:
     return states
 
 
+MAX_ID = 2**31 - 1  # ids are 32-bit integers; a larger number cannot name a result
+
+
 def _head(session: Session, result_id: int) -> QcResult:
+    if not 0 < result_id <= MAX_ID:
+        raise NotFound(f"no QC result {result_id}")
     result = session.get(QcResult, result_id)
     if result is None:
         raise NotFound(f"no QC result {result_id}")
@@ -231,7 +236,10 @@ def record_result(
         reason = (reason or "").strip()
         if not reason:
             raise field_error("reason", "a correction needs a reason")
-        old = _head(session, corrects)
+        try:
+            old = _head(session, corrects)
+        except NotFound:
+            raise field_error("corrects", f"no QC result {corrects}") from None
         if old.batch_number != batch_number or old.test != test:
             raise field_error("corrects", f"result {corrects} is not a {test} result of "
                                           f"batch {batch_number}")
@@ -671,6 +679,11 @@ def _finalise(session: Session, batch_number: str, rows: list[dict[str, Any]]) -
     batches.set_batch_status(session, batch_number, "released", reason=why)
 
 
+def _is_treatment(session: Session, site_code: str) -> bool:
+    site = session.scalar(select(Site).where(Site.code == site_code))
+    return site is not None and site.kind == "treatment"
+
+
 def _fail_after_release(session: Session, batch_number: str, rows: list[dict[str, Any]]) -> None:
     identity = _identity()
     batch = batches.get_batch(session, batch_number)
@@ -698,8 +711,12 @@ def _fail_after_release(session: Session, batch_number: str, rows: list[dict[str
         f"{what}. Blocked: {', '.join(blocked) or 'none'}. ALREADY ADMINISTERED: "
         f"{', '.join(administered) or 'none'} - inform the treating physician at once."
     )
-    # One alert for the cause, to QA (every site) and the clinicians of the site treating
-    # the patient; when bags are held at other sites too, it is addressed to every site.
+    # One alert for the cause, to QA (every site) and the clinicians of the treating site
+    # holding the product: the patient's treatment site plus any treatment site a bag is
+    # at. Should bags be at several treatment sites, one alert row cannot name them all:
+    # it is then addressed to every site and names the sites in its message.
+    treating = {code for code in sites if code == treatment_site or _is_treatment(session, code)}
+    sites = treating
     single_site = next(iter(sites)) if len(sites) == 1 else None
     alert = raise_alert(session, AlertSpec(
         cause=f"{POSITIVE_AFTER_RELEASE}:{batch_number}",
@@ -770,11 +787,12 @@ def release_decision(session: Session, batch_number: str) -> dict[str, Any] | No
 QUEUE_STATUSES = ("awaiting_release", "on_hold", "conditionally_released")
 
 
-def release_queue(session: Session) -> list[dict[str, Any]]:
+def release_queue(session: Session, *, limit: int | None = None) -> list[dict[str, Any]]:
     """Batches awaiting QA (or on hold, or conditionally released and awaiting results),
-    each with what is missing for a release."""
+    oldest first, each with what is missing for a release."""
     rows = []
-    for batch in reversed(batches.list_batches(session, statuses=QUEUE_STATUSES)):
+    waiting = list(reversed(batches.list_batches(session, statuses=QUEUE_STATUSES)))
+    for batch in waiting[:limit]:
         overview = qc_overview(session, batch.batch_number)
         if batch.status == "conditionally_released":
             problems = [("qc_pending", f"{r['test']} pending (due {r['due_at'] or '-'})")

@@ -7,6 +7,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gmp_mes import accounts
 from gmp_mes.audit import Actor
@@ -166,3 +168,53 @@ def test_admin_forms_without_csrf_are_refused(admin_client: Any, make_user: Any,
     assert response.status_code == 403
     with app.app_context(), db.transaction(actor=Actor.system("test")) as s:
         assert accounts.get_user(s, "olga").active is True
+
+
+def test_control_characters_in_names_are_field_errors_on_both_databases(
+    admin_client: Any,
+) -> None:
+    # PostgreSQL cannot store NUL: without the check this was a 500 there.
+    token = csrf_from(admin_client.get("/admin/sites").get_data(as_text=True))
+    user = admin_client.post("/admin/users/new", data={
+        "csrf_token": token, "username": "nul", "full_name": "Nina\x00Nurse", "site": "CLEAN1",
+        "roles": ["operator"], "password": PASSWORD, "password_confirm": PASSWORD,
+    })
+    assert user.status_code == 422
+    assert "control characters" in _error_after(user.get_data(as_text=True), "full_name")
+    site = admin_client.post("/admin/sites", data={
+        "csrf_token": token, "code": "X1", "name": "East\x00", "kind": "treatment",
+        "timezone": "UTC",
+    })
+    assert site.status_code == 422
+    assert "control characters" in _error_after(site.get_data(as_text=True), "name")
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    username=st.one_of(st.text(max_size=70), st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)),
+    full_name=st.text(max_size=30),
+    email=st.text(max_size=30), site=st.sampled_from(["CLEAN1", "", "NOPE", "clean1 "]),
+    roles=st.lists(st.sampled_from(["operator", "qa", "root", "", "admin\x00"]), max_size=3),
+    password=st.one_of(st.text(max_size=20), st.just(PASSWORD)),
+    code=st.one_of(st.text(max_size=40), st.from_regex(r"[A-Z][A-Z0-9]{0,8}", fullmatch=True)),
+    kind=st.one_of(st.text(max_size=15), st.just("treatment")),
+    timezone=st.one_of(st.text(max_size=30), st.just("UTC")),
+)
+def test_random_admin_form_input_never_breaks_the_page(
+    admin_client: Any, username: str, full_name: str, email: str, site: str,
+    roles: list[str], password: str, code: str, kind: str, timezone: str,
+) -> None:
+    token = csrf_from(admin_client.get("/admin/sites").get_data(as_text=True))
+    user = admin_client.post("/admin/users/new", headers=HTML, data={
+        "csrf_token": token, "username": username, "full_name": full_name, "email": email,
+        "site": site, "roles": roles, "password": password, "password_confirm": password,
+    })
+    assert user.status_code in (302, 422), user.get_data(as_text=True)[:500]
+    if user.status_code == 422:
+        assert 'class="field-error"' in user.get_data(as_text=True)
+    site_ = admin_client.post("/admin/sites", headers=HTML, data={
+        "csrf_token": token, "code": code, "name": full_name, "kind": kind,
+        "timezone": timezone,
+    })
+    assert site_.status_code in (302, 422), site_.get_data(as_text=True)[:500]

@@ -284,3 +284,26 @@ def test_sweep_invariants(db, coi, life, thresholds, steps) -> None:
         assert (f"expiry_warning:{item_id}:PT{threshold}S" in causes) == warned, (
             threshold, sweep_times)
     assert (f"expired:{item_id}" in causes) == expired
+
+
+def test_collected_starting_material_warns_and_expires_by_the_process_hold_time(
+    app, db, coi
+) -> None:
+    """End to end with the shipped process definition: hold time PT48H, warnings at
+    PT24H and PT4H before it (SPEC §3)."""
+    with app.app_context(), db.transaction(actor=SYSTEM) as s:
+        collection = identity.record_collection(
+            s, coi_id=coi, collected_at=T0, site="CLEAN1", volume_ml=180.0,
+        )
+        item_id = collection.item_id
+    marks = {}
+    for hours in (23, 24, 43, 44, 47, 48):
+        clock.freeze(T0 + timedelta(hours=hours))
+        run_sweep(db)
+        marks[hours] = [cause.replace(f":{item_id}", "") for cause, _, _ in alerts_of(db, item_id)]
+    assert marks[23] == []
+    assert marks[24] == ["expiry_warning:P1D"]  # PT24H, normalised
+    assert marks[43] == marks[24]
+    assert marks[44] == ["expiry_warning:P1D", "expiry_warning:PT4H"]
+    assert marks[48] == marks[44] + ["hold_time_exceeded"]
+    assert status_of(db, item_id) == "expired"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
+
 from gmp_mes.clock import clock, utcnow
 from tests.conftest import sig
 from tests.helpers import assert_problem
@@ -303,3 +305,26 @@ def test_deviation_forms_on_the_batch_page(plant: Plant, client) -> None:
     html = client.get(f"/batches/{number}").get_data(as_text=True)
     assert "Quinn (quinn)" in html and "critical · closed" in html
     assert plant.batch(number).status == "in_process"
+
+
+@pytest.fixture
+def bad_process_dir(app_config, tmp_path):
+    folder = tmp_path / "processes"
+    folder.mkdir()
+    (folder / "broken.toml").write_text(
+        'code = "CART-X"\nversion = 1\nname = "x"\n[shelf_life]\n'
+        'starting_material = "48 hours"\nfinal_product = "P1D"\n'
+        '[[steps]]\ncode = "receipt"\nname = "Receipt"\n'
+    )
+    app_config["process_dir"] = str(folder)
+    return folder
+
+
+def test_init_refuses_a_bad_process_file_naming_file_and_field(bad_process_dir, runner,
+                                                              login, make_user) -> None:
+    result = runner.invoke(args=["init"])
+    assert result.exit_code != 0
+    assert "broken.toml" in result.output and "shelf_life.starting_material" in result.output
+    assert "nothing loaded" in result.output
+    listed = login(make_user("olga", "operator")).get("/api/v1/processes").get_json()
+    assert listed == []  # the valid default file was not half-loaded either

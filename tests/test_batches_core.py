@@ -467,3 +467,54 @@ def test_every_change_is_audited(plant: Plant) -> None:
     record = audit_events(plant.db, entity_type="step_record")[0]
     assert json.loads(record["record"])["new"]["batch_number"] == number
     assert StepRecord.__tablename__ == "step_record"
+
+
+def test_concurrent_batch_starts(plant: Plant) -> None:
+    """Real threads: distinct starting materials get distinct numbers; one starting
+    material started twice at once gives one batch and one refusal."""
+    items = [plant.starting_material(), plant.starting_material()]
+    shared = plant.starting_material()
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def start(item_id: str, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        try:
+            with plant.tx() as s:
+                number = services.start_batch(s, item_id=item_id,
+                                              user_id=plant.operator.user_id).batch_number
+            outcome = number
+        except (Conflict, DBAPIError) as exc:
+            outcome = type(exc).__name__
+        with lock:
+            results.append(outcome)
+
+    for targets in (items, [shared, shared]):
+        barrier = threading.Barrier(2)
+        threads = [threading.Thread(target=start, args=(i, barrier)) for i in targets]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    numbers = [r for r in results if r.startswith("CART-")]
+    assert len(numbers) == 3 and len(set(numbers)) == 3, results
+    assert len(results) == 4
+
+
+def test_deviation_open_too_long_raises_one_alert(plant: Plant) -> None:
+    from gmp_mes.scheduler import run_jobs
+
+    number = plant.start()
+    with plant.tx() as s:
+        ref = services.open_deviation(s, number, severity="major", description="late",
+                                      user_id=plant.operator.user_id).number
+    clock.freeze(utcnow() + timedelta(days=6))
+    assert not [c for c in run_jobs(plant.app).changes if ref in c]
+    clock.advance(timedelta(days=1, seconds=1))
+    assert [c for c in run_jobs(plant.app).changes if ref in c] == [
+        f"alert: deviation {ref} open too long"]
+    assert not [c for c in run_jobs(plant.app).changes if ref in c]  # one alert per cause
+    with plant.db.engine.connect() as c:
+        rows = c.execute(text("SELECT kind, severity, roles FROM alert WHERE subject_id = :r"),
+                         {"r": ref}).all()
+    assert [tuple(r) for r in rows] == [("deviation_open", "major", "qa")]

@@ -192,3 +192,39 @@ def test_pdf_shows_qc_results_and_the_release_decision(plant: Plant, make_user) 
     for line in release_signatures:
         assert squash(line) in text
     assert "Quentin (quentin)" in text and "released" in text
+
+
+@pytest.mark.requirement("21 CFR 11.70")
+def test_a_record_changed_behind_the_application_no_longer_matches_its_signature(
+    plant: Plant,
+) -> None:
+    number = plant.start()
+    plant.record(number, "receipt")
+    corrected = good_values(plant.definition(number).step("receipt")) | {"temperature_c": 6.0}
+    with plant.tx() as s:
+        services.correct_step(s, number, "receipt", values=corrected, reason="typo",
+                              user_id=plant.operator.user_id, signature=sign(),
+                              verifier=services.VerifierInput(plant.operator2.username,
+                                                              PASSWORD))
+    with plant.tx() as s:
+        data = executed_record(s, number)
+    [step] = [x for x in data["steps"] if x["code"] == "receipt"]
+    assert step["records"][0]["signature_binds"] is True
+    assert step["superseded"][0]["signature_binds"] is True
+    # Someone with database access bypasses the append-only guard and edits a value.
+    from sqlalchemy import text
+
+    with plant.db.engine.begin() as c:
+        if c.dialect.name == "postgresql":
+            c.execute(text("ALTER TABLE step_record DISABLE TRIGGER step_record_refuse_change"))
+        else:
+            c.execute(text("DROP TRIGGER step_record_refuse_update"))
+        c.execute(text("UPDATE step_record SET values_json = replace(values_json, '6.0', '5.0')"
+                       " WHERE version = 2"))
+    with plant.tx() as s:
+        data = executed_record(s, number)
+        pdf = export.export_batch(s, number, "pdf")[0]
+    [step] = [x for x in data["steps"] if x["code"] == "receipt"]
+    assert step["records"][0]["signature_binds"] is False
+    assert step["superseded"][0]["signature_binds"] is True
+    assert "SIGNATURE DOES NOT MATCH THE RECORD" in squash(pdf_text(pdf))

@@ -318,3 +318,16 @@ def test_control_characters_are_422_not_a_database_error(world: World, login) ->
     problem = assert_problem(api.post("/api/v1/scans", json={
         "payload": "x", "workstation": "WS\x00"}), 422)
     assert "workstation" in problem["errors"]
+
+
+def test_expired_item_cannot_be_shipped_or_thawed(world: World, login) -> None:
+    patient = world.enrol()
+    bag = world.item(patient["coi_id"], status="released", expires_at=utcnow()
+                     + timedelta(hours=1))
+    clock.freeze(utcnow() + timedelta(hours=2))
+    op = login(world.operator)
+    assert_problem(op.post(f"/api/v1/items/{bag}/custody",
+                           json={"action": "ship", "site": TREATMENT}), 409, "expired")
+    moved = op.post(f"/api/v1/items/{bag}/custody",
+                    json={"action": "move", "site": PLANT, "location": "Quarantine cage"})
+    assert moved.status_code == 201

@@ -266,3 +266,55 @@ def test_create_item_validates(world: World) -> None:
         world.item(a["coi_id"], expiry_warnings=("soon",))
     with pytest.raises(DomainError):
         world.item("A9999260000990")
+
+
+@settings(max_examples=80, deadline=None)
+@given(kind=st.sampled_from([k.value for k in services.ItemKind]),
+       walk=st.lists(st.sampled_from([s.value for s in services.ItemStatus]), max_size=25))
+def test_state_machine_invariants(kind: str, walk: list[str]) -> None:
+    """Random walks: an item stays within its kind's statuses and a final status is final."""
+    from identity.models import Item
+
+    start = sorted(services.KIND_STATUSES[kind] - services.FINAL_STATUSES)[0]
+    item = Item(item_id="ITM-TEST0000", kind=kind, status=start)
+    for target in walk:
+        was_final = item.status in services.FINAL_STATUSES
+        if services.can_transition(item, target):
+            assert not was_final
+            item.status = target
+        assert item.status in services.KIND_STATUSES[kind]
+    if kind == "final_product":
+        path = ["quarantine", "released", "shipped", "received", "thawed", "administered"]
+        bag = Item(item_id="ITM-TEST0001", kind=kind, status=path[0])
+        for target in path[1:]:
+            assert services.can_transition(bag, target)
+            bag.status = target
+
+
+def test_concurrent_shipments_of_one_item_yield_exactly_one(world: World) -> None:
+    from gmp_mes.models import User
+
+    a = world.enrol()
+    bag = world.item(a["coi_id"], status="released")
+    outcomes: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def ship() -> None:
+        barrier.wait()
+        try:
+            with world.app.app_context(), world.tx(world.operator) as s:
+                user = s.get(User, world.operator.user_id)
+                services.record_custody(s, bag, action="ship", site=TREATMENT, user=user)
+            outcomes.append("shipped")
+        except DomainError as exc:
+            outcomes.append(exc.code)
+
+    threads = [threading.Thread(target=ship) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["invalid_transition"] * 3 + ["shipped"]
+    with world.tx() as s:
+        ships = [e for e in services.custody_trail(s, bag) if e.action == "ship"]
+    assert len(ships) == 1

@@ -26,7 +26,7 @@ class Browser:
         return self.client.get(path, headers={"Accept": "text/html"})
 
     def post(self, path: str, data: dict):
-        page = self.get(path if not path.endswith("/administer") else "/bedside")
+        page = self.get("/")  # every page carries the session's CSRF token (log-out form)
         token = CSRF.search(page.get_data(as_text=True)).group(1)
         return self.client.post(path, data={**data, "csrf_token": token},
                                 headers={"Accept": "text/html"})
@@ -132,3 +132,35 @@ def test_dashboard_panel_and_nav(world: World, client) -> None:
     world.item(patient["coi_id"], status="released", site=TREATMENT)
     html = Browser(client, world.clinician).get("/").get_data(as_text=True)
     assert f"Items at {TREATMENT}" in html and "/bedside" in html
+
+
+def test_item_page_custody_form(world: World, client) -> None:
+    patient = world.enrol()
+    bag = world.item(patient["coi_id"], status="released", post_thaw_window="PT3H",
+                     expires_at=utcnow() + timedelta(days=5))
+    operator = Browser(client, world.operator)
+    html = operator.get(f"/items/{bag}").get_data(as_text=True)
+    assert 'class="id-custody' in html and "Record custody" in html
+    bad = operator.post(f"/items/{bag}/custody", {"action": "thaw", "site": TREATMENT})
+    assert bad.status_code == 409 and "cannot go from released to thawed" in \
+        bad.get_data(as_text=True)
+    shipped = operator.post(f"/items/{bag}/custody", {"action": "ship", "site": TREATMENT})
+    assert shipped.status_code == 302
+    nurse = Browser(client.application.test_client(), world.clinician)
+    for action in ("receive", "thaw"):
+        done = nurse.post(f"/items/{bag}/custody", {"action": action, "site": TREATMENT,
+                                                    "location": "Ward 3"})
+        assert done.status_code == 302, done.get_data(as_text=True)[:300]
+    trail = nurse.get(f"/items/{bag}").get_data(as_text=True)
+    assert "ship" in trail and "receive" in trail and "thaw" in trail
+    html = nurse.post("/bedside", {
+        "patient_payload": world.payload(patient["wristband_item_id"]),
+        "product_payload": world.payload(bag)}).get_data(as_text=True)
+    assert "MATCH" in html and "administer before" in html and "post-thaw" in html
+
+
+def test_received_starting_material_can_be_consumed(world: World) -> None:
+    patient = world.enrol()
+    sm = world.collect(patient["coi_id"])
+    world.set_status(sm, "shipped", "received", "consumed")
+    assert world.get(sm).status == "consumed"

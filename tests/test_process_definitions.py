@@ -218,3 +218,35 @@ def test_random_parameter_tables_never_crash(table: dict) -> None:
         parse_definition(data, "fuzz.toml")
     except ProcessDefinitionError as exc:
         assert all(isinstance(f, str) and isinstance(m, str) for f, m in exc.errors)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=3),
+    max_leaves=6,
+)
+
+
+@given(st.sampled_from(["receipt", "expansion", "fill", "cryopreservation"]),
+       st.dictionaries(st.sampled_from(["temperature_c", "viable_cells", "viability_pct",
+                                        "coi_verified", "bags", "dmso_pct", "x", "volume_ml"]),
+                       JSON_VALUES | st.fixed_dictionaries({"value": JSON_VALUES,
+                                                            "unit": JSON_VALUES}),
+                       max_size=6))
+def test_any_entered_values_are_checked_never_crash(step_code: str, values: dict) -> None:
+    """Random input: refused with field errors, or accepted and evaluated exactly."""
+    from batches.services import _check_values
+    from gmp_mes.errors import ValidationFailed
+
+    step = load_file(DEFAULT).step(step_code)
+    try:
+        clean, results, bags = _check_values(step, values)
+    except ValidationFailed as exc:
+        assert exc.errors and all(k.startswith("values.") for k in exc.errors)
+        return
+    assert 1 <= bags <= 20
+    for result in results:
+        param = step.parameter(result["code"])
+        assert result["in_limits"] == param.within_limits(clean[param.code])
+    assert {p.code for p in step.parameters if p.required} <= set(clean)

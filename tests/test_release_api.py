@@ -85,6 +85,13 @@ def test_qc_result_correction_review_and_invalidation_api(lab: Lab, login) -> No
     assert rows["viability"]["status"] == "pending" and rows["viability"]["invalid"] == 1
     assert_problem(api.post(f"/api/v1/batches/OTHER-1/qc-results/{first_id}/review",
                             json={"signature": sig("reviewed")}), 404)
+    assert_problem(reviewer.post(f"{base}/{2**70}/review", json={"signature": sig("reviewed")}),
+                   404)
+    problem = assert_problem(api.post(base, json={**qc_body(lab, number, "viability"),
+                                                  "corrects": 99999, "reason": "x"}), 422)
+    assert "corrects" in problem["errors"]
+    assert_problem(api.post(base, json={**qc_body(lab, number, "viability"),
+                                        "corrects": 2**70, "reason": "x"}), 422)
 
 
 def _release(api: ApiClient, number: str, **body: Any) -> Any:

@@ -258,6 +258,7 @@ def test_positive_sterility_after_conditional_release_blocks_and_alerts_once(
     assert len(alerts) == 1
     alert = alerts[0]
     assert alert.severity == "critical" and set(alert.role_list) == {"qa", "clinician"}
+    assert alert.site_code == "HOSP1"  # the patient's treatment site (bags still at CLEAN1)
     assert given in alert.message and "ADMINISTERED" in alert.message
     failure = decisions[-1]
     assert failure.kind == "failed_after_release" and failure.administered == [given]
@@ -351,3 +352,45 @@ def test_a_corrected_result_failing_after_conditional_release_also_blocks(lab: L
     with lab.tx() as s:
         kinds = [d.kind for d in services.decisions_of(s, number)]
     assert kinds == ["conditional_release", "failed_after_release"]
+
+
+def test_conditional_release_is_shown_in_the_batch_record_exports(lab: Lab) -> None:
+    import json
+
+    from batches import export
+    from tests.test_batches_export import pdf_text
+
+    number = lab.ready(skip=("sterility",))
+    lab.release(number, conditional=True, justification="relapse; sterility pending")
+    with lab.tx() as s:
+        data = json.loads(export.export_batch(s, number, "json")[0])
+        pdf = export.export_batch(s, number, "pdf")[0]
+    assert data["release"]["conditional"] is True
+    assert data["release"]["conditional_release pending tests"] == "sterility"
+    rows = {row["test"]: row for row in data["qc"]}
+    assert rows["sterility"]["status"] == "pending" and rows["dose"]["status"] == "passed"
+    text = " ".join(pdf_text(pdf).split())
+    assert "conditionally_released" in text and "relapse; sterility pending" in text
+    assert lab.qa.username in text  # the release signature's manifestation
+
+
+def test_positive_after_release_with_bags_at_two_treatment_sites(lab: Lab, make_site) -> None:
+    from gmp_mes.alerts import list_alerts
+    from gmp_mes.models import User
+    from identity import services as identity
+    from qc import services
+
+    make_site("HOSP2", "treatment")
+    number = lab.ready(skip=("sterility",), bags=2)
+    lab.release(number, conditional=True, justification="clinical urgency")
+    moved, _ = sorted(lab.items(number))
+    with lab.tx(lab.plant.operator) as s:
+        operator = s.get(User, lab.plant.operator.user_id)
+        identity.record_custody(s, moved, action="ship", site="HOSP2", user=operator)
+        identity.record_custody(s, moved, action="receive", site="HOSP2", user=operator)
+    lab.result(number, "sterility", fields={"outcome": "positive"})
+    assert set(lab.items(number).values()) == {"blocked"}
+    with lab.tx() as s:
+        (alert,) = [a for a in list_alerts(s, kind=services.POSITIVE_AFTER_RELEASE)]
+    assert alert.site_code is None  # every site: one row cannot name two
+    assert "HOSP1" in alert.message and "HOSP2" in alert.message
