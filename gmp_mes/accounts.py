@@ -16,7 +16,7 @@ from functools import cache
 from zoneinfo import available_timezones
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from gmp_mes import audit
 from gmp_mes.clock import utcnow
@@ -201,7 +201,12 @@ def issue_token(session: Session, user: User, ttl: timedelta) -> tuple[str, date
 
 def user_for_token(session: Session, token: str) -> User | None:
     """The active, unlocked user a valid, unexpired token belongs to."""
-    row = session.scalar(select(ApiToken).where(ApiToken.token_digest == _digest(token)))
+    query = (
+        select(ApiToken)
+        .where(ApiToken.token_digest == _digest(token))
+        .options(joinedload(ApiToken.user).joinedload(User.role_rows))
+    )
+    row = session.execute(query).unique().scalar_one_or_none()
     if row is None or row.expires_at <= utcnow():
         return None
     user = row.user

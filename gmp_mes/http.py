@@ -89,17 +89,24 @@ def current_user() -> User | None:
 
 
 def _load_user() -> User | None:
+    """The caller, loaded in the request's own session (one query for a bearer token).
+
+    The user is then detached: it is a snapshot for authorisation that survives
+    the rollback of a failed request (error pages still show who is logged in).
+    """
     header = request.headers.get("Authorization", "")
-    with database().session(write=False) as s:
-        if header.lower().startswith("bearer "):
-            user = accounts.user_for_token(s, header[7:].strip())
-        elif "uid" in session and not request.path.startswith("/api/"):
-            user = _session_user(s)
-        else:
-            user = None
-        if user is not None:
-            _ = user.roles, user.site.code  # load before the session closes
-        return user
+    bearer = header.lower().startswith("bearer ")
+    if not bearer and ("uid" not in session or request.path.startswith("/api/")):
+        return None
+    s = db_session()
+    user = accounts.user_for_token(s, header[7:].strip()) if bearer else _session_user(s)
+    if user is None:
+        return None
+    _ = user.roles, user.site.code  # loaded before detaching
+    s.expunge(user)
+    s.expunge(user.site)
+    s.info["actor"] = Actor(user.username, user.id, user.full_name)
+    return user
 
 
 def _session_user(s: Session) -> User | None:
