@@ -29,9 +29,7 @@ def main() -> int:
         print(f"running {module} ...", file=sys.stderr, flush=True)
         results.extend(importlib.import_module(f"bench.{module}").run(args))
     print_table(results)
-    (HERE / "results.json").write_text(
-        json.dumps([r.as_dict() for r in results], indent=2) + "\n"
-    )
+    (HERE / "results.json").write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
     return 0
 
 

@@ -27,9 +27,14 @@ def synthetic_events(n: int) -> Iterator[dict[str, Any]]:
     for seq in range(1, n + 1):
         at = start + timedelta(milliseconds=seq * 37)
         body = {
-            "seq": seq, "at": audit.format_time(at), "user_id": seq % 40 + 1,
-            "username": f"operator{seq % 40}", "action": "update", "entity_type": "item",
-            "entity_id": f"ITM-{seq:08d}", "reason": None,
+            "seq": seq,
+            "at": audit.format_time(at),
+            "user_id": seq % 40 + 1,
+            "username": f"operator{seq % 40}",
+            "action": "update",
+            "entity_type": "item",
+            "entity_id": f"ITM-{seq:08d}",
+            "reason": None,
             "old": {"status": "quarantine", "location": "Incubator 3"},
             "new": {"status": "released", "location": "LN2 tank 2, rack B"},
         }
@@ -44,9 +49,10 @@ def load(db: Database, n: int) -> None:
     if db.dialect == "postgresql":
         raw = db.engine.raw_connection()
         try:
-            with raw.cursor() as cur, cur.copy(
-                f"COPY audit_event ({', '.join(columns)}) FROM STDIN"
-            ) as copy:
+            with (
+                raw.cursor() as cur,
+                cur.copy(f"COPY audit_event ({', '.join(columns)}) FROM STDIN") as copy,
+            ):
                 for row in synthetic_events(n):
                     copy.write_row([row[c] for c in columns])
             raw.commit()
@@ -116,12 +122,20 @@ def run(args: Any) -> list[Result]:
             big_peak = peak_memory(db)
         flat = big_peak <= small_peak * 1.5 + 1_000_000
         ratio = rate / baseline
-        results.append(Result(
-            name=f"audit verify {checked:,} events ({backend})",
-            figure=rate, unit="ev/s", baseline=baseline, baseline_name="raw hashlib.sha256",
-            target=">= 0.30 x hashlib, flat memory", met=ratio >= 0.30 and flat,
-            notes=(f"peak traced memory {big_peak / 1e6:.1f} MB at {n:,} events vs "
-                   f"{small_peak / 1e6:.1f} MB at {max(n // 10, 50_000):,} "
-                   f"({'flat' if flat else 'GROWS'})"),
-        ))
+        results.append(
+            Result(
+                name=f"audit verify {checked:,} events ({backend})",
+                figure=rate,
+                unit="ev/s",
+                baseline=baseline,
+                baseline_name="raw hashlib.sha256",
+                target=">= 0.30 x hashlib, flat memory",
+                met=ratio >= 0.30 and flat,
+                notes=(
+                    f"peak traced memory {big_peak / 1e6:.1f} MB at {n:,} events vs "
+                    f"{small_peak / 1e6:.1f} MB at {max(n // 10, 50_000):,} "
+                    f"({'flat' if flat else 'GROWS'})"
+                ),
+            )
+        )
     return results

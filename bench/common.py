@@ -18,7 +18,9 @@ from gmp_mes.db import Database, throwaway_engine
 
 POSTGRES_URL = os.environ.get(
     "GMP_MES_BENCH_POSTGRES_URL",
-    os.environ.get("GMP_MES_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    os.environ.get(
+        "GMP_MES_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    ),
 )
 
 

@@ -71,8 +71,12 @@ def new_user() -> str | Response | tuple[str, int]:
         if not errors:
             try:
                 user = accounts.create_user(
-                    s, form["username"], password=password, roles=form["roles"],
-                    site_code=form["site"], full_name=form["full_name"],
+                    s,
+                    form["username"],
+                    password=password,
+                    roles=form["roles"],
+                    site_code=form["site"],
+                    full_name=form["full_name"],
                     email=form["email"] or None,
                 )
             except NotFound as exc:
@@ -85,12 +89,18 @@ def new_user() -> str | Response | tuple[str, int]:
                 s.rollback()
                 errors = _errors_of(exc, "username")
             else:
-                flash(f"User {user.username} created ({', '.join(sorted(user.roles))} "
-                      f"at {user.site.code}).", "ok")
+                flash(
+                    f"User {user.username} created ({', '.join(sorted(user.roles))} "
+                    f"at {user.site.code}).",
+                    "ok",
+                )
                 return redirect(url_for("admin.users"))
     status = 422 if errors else 200
     return render_template(
-        "admin/user_new.html", form=form, errors=errors, sites=sites,
+        "admin/user_new.html",
+        form=form,
+        errors=errors,
+        sites=sites,
         roles=[r.value for r in Role],
     ), status
 
@@ -135,11 +145,17 @@ def sites() -> str | Response | tuple[str, int]:
     form: dict[str, str] = {"timezone": default_zone}
     errors: dict[str, list[str]] = {}
     if request.method == "POST":
-        form = {key: request.form.get(key, "").strip()
-                for key in ("code", "kind", "name", "timezone")}
+        form = {
+            key: request.form.get(key, "").strip() for key in ("code", "kind", "name", "timezone")
+        }
         try:
-            site = accounts.create_site(s, form["code"], kind=form["kind"], name=form["name"],
-                                        timezone=form["timezone"] or default_zone)
+            site = accounts.create_site(
+                s,
+                form["code"],
+                kind=form["kind"],
+                name=form["name"],
+                timezone=form["timezone"] or default_zone,
+            )
         except AlreadyExists as exc:
             s.rollback()
             errors = {"code": [exc.detail]}
@@ -150,6 +166,9 @@ def sites() -> str | Response | tuple[str, int]:
             flash(f"Site {site.code} created ({site.kind}).", "ok")
             return redirect(url_for("admin.sites"))
     return render_template(
-        "admin/sites.html", sites=accounts.list_sites(s), form=form, errors=errors,
+        "admin/sites.html",
+        sites=accounts.list_sites(s),
+        form=form,
+        errors=errors,
         kinds=[k.value for k in SiteKind],
     ), (422 if errors else 200)

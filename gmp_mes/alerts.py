@@ -184,10 +184,32 @@ def raise_alerts(
     return [id_ for id_, _ in new]
 
 
-_COLUMNS = ("cause", "kind", "severity", "subject_type", "subject_id", "message", "due_at",
-            "site_code", "roles", "status", "created_at")
-_PG_TYPES = ("text", "text", "text", "text", "text", "text", "timestamptz", "text", "text",
-             "text", "timestamptz")
+_COLUMNS = (
+    "cause",
+    "kind",
+    "severity",
+    "subject_type",
+    "subject_id",
+    "message",
+    "due_at",
+    "site_code",
+    "roles",
+    "status",
+    "created_at",
+)
+_PG_TYPES = (
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+)
 
 
 def _insert_many(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int, str]]:
@@ -245,8 +267,10 @@ def raise_alert(session: Session, spec: AlertSpec) -> Alert | None:
     """Insert the alert unless one exists for the same cause; returns the new alert or None."""
     values = _values(spec, utcnow())
     statement = (
-        _insert(session)(Alert).values(**values)
-        .on_conflict_do_nothing(index_elements=["cause"]).returning(Alert.id)
+        _insert(session)(Alert)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["cause"])
+        .returning(Alert.id)
     )
     new_id = session.execute(statement).scalar()
     if new_id is None:
@@ -273,6 +297,7 @@ def acknowledge(session: Session, alert_id: int, user_id: int, note: str | None 
 
 
 # --- read side: API, pages, delivery ----------------------------------------------------
+
 
 def get_alert(session: Session, alert_id: int) -> Alert:
     alert = session.get(Alert, alert_id)
@@ -328,8 +353,10 @@ def alerts_for_user(
     severity_rank = {s.value: i for i, s in enumerate(reversed(list(Severity)))}
     rank = case(severity_rank, value=Alert.severity, else_=len(severity_rank))
     rows = session.scalars(
-        select(Alert).where(condition)
-        .order_by(rank, Alert.due_at.is_(None), Alert.due_at, Alert.id).limit(limit)
+        select(Alert)
+        .where(condition)
+        .order_by(rank, Alert.due_at.is_(None), Alert.due_at, Alert.id)
+        .limit(limit)
     )
     return total, list(rows)
 

@@ -14,7 +14,9 @@ from gmp_mes.http import db_session, roles_required
 from gmp_mes.schemas import StrictSchema
 
 blp = Blueprint(
-    "alerts_api", __name__, url_prefix="/api/v1",
+    "alerts_api",
+    __name__,
+    url_prefix="/api/v1",
     description="Alerts: expiry warnings, expired items, hold time, post-thaw limit, QC",
 )
 

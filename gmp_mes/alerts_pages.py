@@ -59,8 +59,13 @@ def alerts_page() -> str | tuple[str, int]:
         query = {}
     rows = alerts.list_alerts(db_session(), **query) if not errors else []
     return render_template(
-        "alerts.html", rows=rows, filters=raw, errors=errors, local=local_time(_user()),
-        countdown=alerts.countdown, statuses=[s.value for s in alerts.AlertStatus],
+        "alerts.html",
+        rows=rows,
+        filters=raw,
+        errors=errors,
+        local=local_time(_user()),
+        countdown=alerts.countdown,
+        statuses=[s.value for s in alerts.AlertStatus],
     ), (422 if errors else 200)
 
 
@@ -86,7 +91,10 @@ def acknowledge_page(alert_id: int) -> Response:
 def open_alerts_panel(session: Session, user: User) -> tuple[str, Markup] | None:
     total, rows = alerts.alerts_for_user(session, user.roles, user.site.code, limit=8)
     html = render_template(
-        "alerts_panel_open.html", total=total, rows=rows, local=local_time(user),
+        "alerts_panel_open.html",
+        total=total,
+        rows=rows,
+        local=local_time(user),
     )
     return (f"Open alerts ({total})", Markup(html))
 
@@ -94,7 +102,10 @@ def open_alerts_panel(session: Session, user: User) -> tuple[str, Markup] | None
 def expiring_soon_panel(session: Session, user: User) -> tuple[str, Markup] | None:
     rows = alerts.expiring_soon(session, user.roles, user.site.code, limit=8)
     html = render_template(
-        "alerts_panel_expiring.html", rows=rows, now=utcnow(), countdown=alerts.countdown,
+        "alerts_panel_expiring.html",
+        rows=rows,
+        now=utcnow(),
+        countdown=alerts.countdown,
         local=local_time(user),
     )
     return ("Expiring soon (countdown)", Markup(html))

@@ -339,16 +339,15 @@ def verify_chain(
         cursor.close()  # releases the server-side cursor even when we stop early
 
 
-def _walk_chain(
-    cursor: Any, batch: int, progress: Callable[[int], None] | None
-) -> VerifyResult:
+def _walk_chain(cursor: Any, batch: int, progress: Callable[[int], None] | None) -> VerifyResult:
     sha256 = hashlib.sha256
     last_hash, expected = GENESIS_HASH, 1
     while rows := cursor.fetchmany(batch):
         for seq, hash_, message in rows:
             if seq != expected:
-                return VerifyResult(False, expected - 1, min(seq, expected),
-                                    "sequence gap or reorder")
+                return VerifyResult(
+                    False, expected - 1, min(seq, expected), "sequence gap or reorder"
+                )
             if not message.startswith(last_hash):
                 return VerifyResult(False, seq - 1, seq, "previous-hash link broken")
             if sha256(message.encode()).hexdigest() != hash_:

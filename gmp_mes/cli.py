@@ -113,23 +113,38 @@ def users_group() -> None:
 
 @users_group.command("create")
 @click.argument("username")
-@click.option("--role", "roles", multiple=True, required=True,
-              type=click.Choice([r.value for r in Role]), help="repeat for several roles")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    type=click.Choice([r.value for r in Role]),
+    help="repeat for several roles",
+)
 @click.option("--site", required=True, help="site code the user belongs to")
 @click.option("--full-name", default=None, help="printed name on signatures")
 @click.option("--email", default=None, help="address for alert e-mails (optional)")
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input")
 @with_appcontext
 def users_create(
-    username: str, roles: tuple[str, ...], site: str, full_name: str | None,
-    email: str | None, password_stdin: bool,
+    username: str,
+    roles: tuple[str, ...],
+    site: str,
+    full_name: str | None,
+    email: str | None,
+    password_stdin: bool,
 ) -> None:
     """Create a user (the name can never be reused)."""
     password = read_password(password_stdin, confirm=True)
     with unit_of_work() as session:
         user = accounts.create_user(
-            session, username, password=password, roles=roles, site_code=site,
-            full_name=full_name, email=email,
+            session,
+            username,
+            password=password,
+            roles=roles,
+            site_code=site,
+            full_name=full_name,
+            email=email,
         )
         click.echo(f"user {user.username} created ({', '.join(sorted(user.roles))} at {site})")
 
@@ -198,7 +213,12 @@ def serve_command(host: str, port: int) -> None:
 
 def register(app: Flask) -> None:
     for command in (
-        init_command, sites_group, users_group, audit_group, serve_command, scheduler_command,
+        init_command,
+        sites_group,
+        users_group,
+        audit_group,
+        serve_command,
+        scheduler_command,
         sweep_command,
     ):
         app.cli.add_command(command)
@@ -213,8 +233,9 @@ def main() -> None:
         sys.exit(2)
     from gmp_mes.app import create_app
 
-    FlaskGroup(name="gmp-mes", create_app=create_app, add_version_option=False,
-               load_dotenv=False).main(prog_name="gmp-mes")
+    FlaskGroup(
+        name="gmp-mes", create_app=create_app, add_version_option=False, load_dotenv=False
+    ).main(prog_name="gmp-mes")
 
 
 @click.command("scheduler")

@@ -81,6 +81,7 @@ def _close_session(_exc: BaseException | None) -> None:
 
 # --- authentication -------------------------------------------------------------------
 
+
 def current_user() -> User | None:
     if "user" in g:
         return g.user
@@ -173,6 +174,7 @@ def roles_except(*excluded: str) -> Callable[[F], F]:
 
 # --- CSRF for session-authenticated forms ----------------------------------------------
 
+
 def csrf_token() -> str:
     if "csrf" not in session:
         session["csrf"] = secrets.token_urlsafe(32)
@@ -189,6 +191,7 @@ def _check_csrf() -> None:
 
 
 # --- problem+json -----------------------------------------------------------------------
+
 
 def _snake(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
@@ -265,8 +268,9 @@ def handle_http_exception(error: HTTPException) -> Response:
     }
     if _wants_html() and status != 405:
         return _html_error(status, error.name, error.description or "")
-    return problem(status, code, error.name, error.description or error.name, errors=errors,
-                   headers=headers)
+    return problem(
+        status, code, error.name, error.description or error.name, errors=errors, headers=headers
+    )
 
 
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -291,12 +295,21 @@ def handle_database_error(error: DBAPIError) -> Response:
     _rollback()
     if isinstance(error, IntegrityError):
         log.warning("integrity conflict: %s", error.orig)
-        return problem(409, "conflict", "Conflict",
-                       "the change conflicts with existing records; reload and try again")
+        return problem(
+            409,
+            "conflict",
+            "Conflict",
+            "the change conflicts with existing records; reload and try again",
+        )
     if isinstance(error, OperationalError):
         log.error("database unavailable: %s", error.orig)
-        return problem(503, "database_unavailable", "Service unavailable",
-                       "the database did not answer; try again", headers={"Retry-After": "5"})
+        return problem(
+            503,
+            "database_unavailable",
+            "Service unavailable",
+            "the database did not answer; try again",
+            headers={"Retry-After": "5"},
+        )
     return handle_unexpected(error)
 
 
@@ -307,13 +320,16 @@ def handle_unexpected(error: Exception) -> Response:
     detail = f"an unexpected error occurred; quote request id {request_id} to support"
     if _wants_html():
         return _html_error(500, "Internal error", detail)
-    return problem(500, "internal_error", "Internal server error", detail,
-                   extra={"request_id": request_id})
+    return problem(
+        500, "internal_error", "Internal server error", detail, extra={"request_id": request_id}
+    )
 
 
 def _wants_html() -> bool:
-    return not request.path.startswith("/api/") and request.path != "/healthz" and (
-        "text/html" in request.headers.get("Accept", "")
+    return (
+        not request.path.startswith("/api/")
+        and request.path != "/healthz"
+        and ("text/html" in request.headers.get("Accept", ""))
     )
 
 

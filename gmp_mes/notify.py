@@ -59,6 +59,7 @@ SIGNATURE_HEADER = "X-GMP-Signature"
 
 # --- channels ----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class SmtpTarget:
     host: str
@@ -180,7 +181,9 @@ def send_email(target: SmtpTarget, alert: Alert, recipients: list[str]) -> str:
     try:
         if target.use_ssl:
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                target.host, target.port, timeout=TIMEOUT_SECONDS,
+                target.host,
+                target.port,
+                timeout=TIMEOUT_SECONDS,
                 context=ssl.create_default_context(),
             )
         else:
@@ -221,6 +224,7 @@ def recipients(session: Session, alert: Alert) -> list[str]:
 
 
 # --- the delivery queue --------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Due:
@@ -279,8 +283,11 @@ def due_deliveries(
         .outerjoin(latest, latest.c.alert_id == Alert.id)
         .outerjoin(
             last,
-            and_(last.c.alert_id == Alert.id, last.c.channel == channel,
-                 last.c.attempt == latest.c.attempt),
+            and_(
+                last.c.alert_id == Alert.id,
+                last.c.channel == channel,
+                last.c.attempt == latest.c.attempt,
+            ),
         )
         .where(
             Alert.created_at >= now - LOOKBACK,
@@ -299,18 +306,27 @@ def next_retry(session: Session, channels: list[str], now: datetime) -> datetime
     if not channels:
         return None
     latest = (
-        select(AlertDelivery.alert_id, AlertDelivery.channel,
-               func.max(AlertDelivery.attempt).label("attempt"))
+        select(
+            AlertDelivery.alert_id,
+            AlertDelivery.channel,
+            func.max(AlertDelivery.attempt).label("attempt"),
+        )
         .where(AlertDelivery.channel.in_(channels), AlertDelivery.alert_id >= _recent_floor(now))
         .group_by(AlertDelivery.alert_id, AlertDelivery.channel)
         .subquery()
     )
-    statement = select(func.min(AlertDelivery.next_attempt_at)).join(
-        latest,
-        and_(latest.c.alert_id == AlertDelivery.alert_id,
-             latest.c.channel == AlertDelivery.channel,
-             latest.c.attempt == AlertDelivery.attempt),
-    ).where(AlertDelivery.final.is_(False))
+    statement = (
+        select(func.min(AlertDelivery.next_attempt_at))
+        .join(
+            latest,
+            and_(
+                latest.c.alert_id == AlertDelivery.alert_id,
+                latest.c.channel == AlertDelivery.channel,
+                latest.c.attempt == AlertDelivery.attempt,
+            ),
+        )
+        .where(AlertDelivery.final.is_(False))
+    )
     return session.scalar(statement)
 
 
@@ -383,8 +399,9 @@ def _attempt(app: Flask, db: Database, due: Due, report: DeliveryReport) -> None
             smtp = parse_smtp_url(settings.smtp_url)
             target = ", ".join(to) or "(no recipient)"
             if not to:
-                outcome, detail = DeliveryOutcome.SKIPPED.value, (
-                    "no active user with an e-mail address holds the alert's roles at its site"
+                outcome, detail = (
+                    DeliveryOutcome.SKIPPED.value,
+                    ("no active user with an e-mail address holds the alert's roles at its site"),
                 )
             else:
                 detail = f"{smtp.display}: {send_email(smtp, alert, to)}"
@@ -397,20 +414,32 @@ def _attempt(app: Flask, db: Database, due: Due, report: DeliveryReport) -> None
         outcome, detail = DeliveryOutcome.FAILED.value, str(exc)
     now = utcnow()
     final = outcome != DeliveryOutcome.FAILED.value or due.attempt >= MAX_ATTEMPTS
-    next_at = None if final else now + timedelta(
-        seconds=backoff_seconds(app) * 2 ** (due.attempt - 1)
+    next_at = (
+        None if final else now + timedelta(seconds=backoff_seconds(app) * 2 ** (due.attempt - 1))
     )
     try:
         with db.transaction() as session:
-            session.add(AlertDelivery(
-                alert_id=due.alert_id, channel=due.channel, attempt=due.attempt,
-                target=target[:2000], attempted_at=now, outcome=outcome, detail=detail[:2000],
-                next_attempt_at=next_at, final=final,
-            ))
+            session.add(
+                AlertDelivery(
+                    alert_id=due.alert_id,
+                    channel=due.channel,
+                    attempt=due.attempt,
+                    target=target[:2000],
+                    attempted_at=now,
+                    outcome=outcome,
+                    detail=detail[:2000],
+                    next_attempt_at=next_at,
+                    final=final,
+                )
+            )
     except IntegrityError:
         # Another deliverer recorded this attempt (the lock makes this unexpected).
-        log.warning("delivery attempt %s of alert %s on %s was already recorded",
-                    due.attempt, due.alert_id, due.channel)
+        log.warning(
+            "delivery attempt %s of alert %s on %s was already recorded",
+            due.attempt,
+            due.alert_id,
+            due.channel,
+        )
         return
     report.attempted += 1
     if outcome == DeliveryOutcome.SENT.value:

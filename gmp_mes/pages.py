@@ -25,8 +25,13 @@ from gmp_mes.errors import DomainError
 from gmp_mes.http import _run_follow_up, csrf_token, current_user, db_session, roles_required
 from gmp_mes.schemas import AuditQuerySchema
 
-bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
-               static_url_path="/static/core")
+bp = Blueprint(
+    "pages",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static/core",
+)
 
 
 def add_nav(app: Any, endpoint: str, label: str, roles: tuple[str, ...] = ()) -> None:
@@ -59,7 +64,9 @@ def login() -> str | Response:
         s = db_session()
         try:
             user = accounts.authenticate(
-                s, request.form.get("username", ""), request.form.get("password", ""),
+                s,
+                request.form.get("username", ""),
+                request.form.get("password", ""),
                 max_failed=settings.max_failed_logins,
             )
         except DomainError as exc:
@@ -73,8 +80,11 @@ def login() -> str | Response:
             session["seen"] = utcnow().isoformat()
             csrf_token()
             target = request.args.get("next", "")
-            return redirect(target if target.startswith("/") and not target.startswith("//")
-                            else url_for("pages.dashboard"))
+            return redirect(
+                target
+                if target.startswith("/") and not target.startswith("//")
+                else url_for("pages.dashboard")
+            )
     return render_template("login.html", error=error), (401 if error else 200)
 
 
@@ -108,9 +118,7 @@ def dashboard() -> str:
 @bp.route("/audit")
 @roles_required("qa", "admin")
 def audit_trail() -> str:
-    query = AuditQuerySchema().load(
-        {k: v for k, v in request.args.items() if v}, unknown="exclude"
-    )
+    query = AuditQuerySchema().load({k: v for k, v in request.args.items() if v}, unknown="exclude")
     events = search_events(db_session(), **query)
     rows = [(event, json.loads(event.record)) for event in events]
     return render_template("audit.html", rows=rows, query=query)

@@ -166,7 +166,8 @@ class SchedulerHost:
                 log.info("%s", line)
             log.info(
                 "sweep done by active scheduler (pid %s): %d change(s)%s",
-                os.getpid(), len(result.changes),
+                os.getpid(),
+                len(result.changes),
                 f", failed jobs: {', '.join(result.failed)}" if result.failed else "",
             )
             self.notifier.kick()
@@ -176,8 +177,13 @@ class SchedulerHost:
         self.notifier.start()
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._scheduler.add_job(
-            self.tick, "interval", seconds=self.interval, next_run_time=datetime.now(UTC),
-            max_instances=1, coalesce=True, id="gmp_mes_tick",
+            self.tick,
+            "interval",
+            seconds=self.interval,
+            next_run_time=datetime.now(UTC),
+            max_instances=1,
+            coalesce=True,
+            id="gmp_mes_tick",
         )
         self._scheduler.start()
 

@@ -19,9 +19,7 @@ class StrictSchema(Schema):
 
 class SignatureSchema(StrictSchema):
     password = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    meaning = fields.String(
-        required=True, validate=validate.OneOf([m.value for m in Meaning])
-    )
+    meaning = fields.String(required=True, validate=validate.OneOf([m.value for m in Meaning]))
     reason = fields.String(load_default=None, validate=validate.Length(max=2000))
 
     @post_load
@@ -86,8 +84,9 @@ class UserInSchema(StrictSchema):
     )
     site = fields.String(required=True, validate=validate.Length(min=1, max=32))
     # Alert e-mails go to the users holding an alert's roles at its site (optional).
-    email = fields.String(load_default=None, allow_none=True,
-                          validate=validate.Length(min=3, max=254))
+    email = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=3, max=254)
+    )
 
 
 class UserSchema(Schema):

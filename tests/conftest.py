@@ -179,8 +179,9 @@ def make_site(db: Database) -> Callable[..., str]:
                 text("SELECT code FROM site WHERE code = :c"), {"c": code}
             ).scalar()
             if existing is None:
-                accounts.create_site(s, code, kind=kind, name=name or f"Site {code}",
-                                     timezone="Europe/Paris")
+                accounts.create_site(
+                    s, code, kind=kind, name=name or f"Site {code}", timezone="Europe/Paris"
+                )
         return code
 
     return make
@@ -198,7 +199,11 @@ def make_user(db: Database, make_site: Callable[..., str]) -> Callable[..., Pers
         make_site(site, site_kind or ("treatment" if "clinician" in roles else "manufacturing"))
         with db.transaction(actor=Actor.system("test")) as s:
             user = accounts.create_user(
-                s, username, password=PASSWORD, roles=roles, site_code=site,
+                s,
+                username,
+                password=PASSWORD,
+                roles=roles,
+                site_code=site,
                 full_name=username.title(),
             )
             user_id = user.id

@@ -80,10 +80,13 @@ def test_change_without_actor_is_refused(db) -> None:
 
 
 @pytest.mark.requirement("EU GMP Annex 11 §9")
-@pytest.mark.parametrize("statement", [
-    "UPDATE audit_event SET record = '{}'",
-    "DELETE FROM audit_event",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_event SET record = '{}'",
+        "DELETE FROM audit_event",
+    ],
+)
 def test_database_refuses_update_and_delete_of_the_trail(db, make_site, statement) -> None:
     make_site("LAB1")
     with pytest.raises(DBAPIError, match="refused"), db.engine.begin() as c:
@@ -129,7 +132,11 @@ def test_verify_passes_on_a_clean_trail(db, make_user, runner) -> None:
 @pytest.mark.requirement("21 CFR 11.10(e)")
 def test_verify_names_an_altered_event(trail, runner) -> None:
     with trail.engine.begin() as c:
-        c.execute(text("UPDATE audit_event SET record = replace(record, 'operator', 'admin') WHERE seq = 3"))
+        c.execute(
+            text(
+                "UPDATE audit_event SET record = replace(record, 'operator', 'admin') WHERE seq = 3"
+            )
+        )
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 1
     assert "event 3" in result.output
@@ -188,7 +195,10 @@ def test_twenty_concurrent_writers_leave_one_unbroken_chain(db, make_site) -> No
             for round_ in range(3):
                 with db.transaction(actor=Actor(f"writer{n}")) as s:
                     user = accounts.create_user(
-                        s, f"user{n}r{round_}", password="long-enough-pw", roles=["operator"],
+                        s,
+                        f"user{n}r{round_}",
+                        password="long-enough-pw",
+                        roles=["operator"],
                         site_code="LAB1",
                     )
                     user.full_name = f"Writer {n}"  # a second event in the same transaction

@@ -53,8 +53,11 @@ def test_admin_unlocks_a_locked_account(make_user, anonymous, login) -> None:
     for _ in range(5):
         anonymous.post("/api/v1/auth/tokens", json={"username": "carol", "password": "nope"})
     assert_problem(
-        anonymous.post("/api/v1/auth/tokens", json={"username": "carol", "password": carol.password}),
-        401, "account_locked",
+        anonymous.post(
+            "/api/v1/auth/tokens", json={"username": "carol", "password": carol.password}
+        ),
+        401,
+        "account_locked",
     )
     assert login(admin).post("/api/v1/users/carol/unlock").status_code == 200
     assert login(carol).get("/api/v1/me").status_code == 200
@@ -88,13 +91,22 @@ def test_deactivated_user_cannot_log_in_and_name_is_never_reused(make_user, logi
     api = login(admin)
     assert api.post("/api/v1/users/frank/deactivate").get_json()["active"] is False
     assert_problem(
-        anonymous.post("/api/v1/auth/tokens", json={"username": "frank", "password": frank.password}),
-        401, "account_inactive",
+        anonymous.post(
+            "/api/v1/auth/tokens", json={"username": "frank", "password": frank.password}
+        ),
+        401,
+        "account_inactive",
     )
-    response = api.post("/api/v1/users", json={
-        "username": "frank", "full_name": "Another Frank", "password": "long-enough-pass",
-        "roles": ["qc"], "site": "CLEAN1",
-    })
+    response = api.post(
+        "/api/v1/users",
+        json={
+            "username": "frank",
+            "full_name": "Another Frank",
+            "password": "long-enough-pass",
+            "roles": ["qc"],
+            "site": "CLEAN1",
+        },
+    )
     assert_problem(response, 409, "already_exists")
 
 

@@ -16,7 +16,11 @@ GMP_MES = str(Path(sys.executable).with_name("gmp-mes"))
 
 def run_cli(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run(
-        [GMP_MES, *args], input=stdin, capture_output=True, text=True, timeout=120,
+        [GMP_MES, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, **env},
     )
 
@@ -31,12 +35,24 @@ def test_init_sites_users_and_verify_end_to_end(cli_env) -> None:
     assert run_cli("init", env=cli_env).returncode == 0
     again = run_cli("init", env=cli_env)
     assert again.returncode == 0, again.stderr  # idempotent
-    created = run_cli("sites", "create", "hosp1", "--kind", "treatment", "--name", "Hospital 1",
-                      env=cli_env)
+    created = run_cli(
+        "sites", "create", "hosp1", "--kind", "treatment", "--name", "Hospital 1", env=cli_env
+    )
     assert created.returncode == 0 and "HOSP1" in created.stdout
-    user = run_cli("users", "create", "nina", "--role", "clinician", "--role", "admin",
-                   "--site", "HOSP1", "--password-stdin", env=cli_env,
-                   stdin="a-long-password\n")
+    user = run_cli(
+        "users",
+        "create",
+        "nina",
+        "--role",
+        "clinician",
+        "--role",
+        "admin",
+        "--site",
+        "HOSP1",
+        "--password-stdin",
+        env=cli_env,
+        stdin="a-long-password\n",
+    )
     assert user.returncode == 0, user.stderr
     assert "admin, clinician" in user.stdout
     verify = run_cli("audit", "verify", env=cli_env)
@@ -62,8 +78,9 @@ def test_bad_setting_is_one_line(tmp_path, env, expected) -> None:
 
 def test_domain_error_is_one_line(runner, make_site) -> None:
     make_site("CLEAN1")
-    result = runner.invoke(args=["sites", "create", "CLEAN1", "--kind", "treatment",
-                                 "--name", "dup"])
+    result = runner.invoke(
+        args=["sites", "create", "CLEAN1", "--kind", "treatment", "--name", "dup"]
+    )
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == ["Error: site CLEAN1 already exists"]
 
@@ -71,8 +88,16 @@ def test_domain_error_is_one_line(runner, make_site) -> None:
 def test_validation_error_names_the_field(runner, make_site) -> None:
     make_site("CLEAN1")
     result = runner.invoke(
-        args=["users", "create", "bad name!", "--role", "qa", "--site", "CLEAN1",
-              "--password-stdin"],
+        args=[
+            "users",
+            "create",
+            "bad name!",
+            "--role",
+            "qa",
+            "--site",
+            "CLEAN1",
+            "--password-stdin",
+        ],
         input="short\n",
     )
     assert result.exit_code == 1

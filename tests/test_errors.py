@@ -14,7 +14,9 @@ from tests.helpers import assert_problem
 def test_400_malformed_json(make_user, login) -> None:
     api = login(make_user("adm", "admin"))
     response = api.client.post(
-        "/api/v1/sites", data="{not json", content_type="application/json",
+        "/api/v1/sites",
+        data="{not json",
+        content_type="application/json",
         headers={"Authorization": f"Bearer {api.token}"},
     )
     assert_problem(response, 400, "malformed_body")
@@ -53,10 +55,17 @@ def test_409_problem(make_user, login) -> None:
 
 def test_422_problem_with_field_errors(make_user, login) -> None:
     api = login(make_user("adm", "admin"))
-    response = api.post("/api/v1/users", json={
-        "username": "x", "full_name": "X", "password": "short", "roles": ["wizard"],
-        "site": "CLEAN1", "colour": "blue",
-    })
+    response = api.post(
+        "/api/v1/users",
+        json={
+            "username": "x",
+            "full_name": "X",
+            "password": "short",
+            "roles": ["wizard"],
+            "site": "CLEAN1",
+            "colour": "blue",
+        },
+    )
     body = assert_problem(response, 422, "validation_error")
     assert "roles.0" in body["errors"] or "roles" in body["errors"]
     assert "colour" in body["errors"]
@@ -64,10 +73,16 @@ def test_422_problem_with_field_errors(make_user, login) -> None:
 
 def test_422_service_validation_names_the_field(make_user, login) -> None:
     api = login(make_user("adm", "admin"))
-    response = api.post("/api/v1/users", json={
-        "username": "newbie", "full_name": "New", "password": "short", "roles": ["qc"],
-        "site": "CLEAN1",
-    })
+    response = api.post(
+        "/api/v1/users",
+        json={
+            "username": "newbie",
+            "full_name": "New",
+            "password": "short",
+            "roles": ["qc"],
+            "site": "CLEAN1",
+        },
+    )
     body = assert_problem(response, 422, "validation_error")
     assert body["errors"]["password"]
 
@@ -99,33 +114,57 @@ def test_openapi_document_is_public_and_lists_routes(anonymous) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-    | st.text(max_size=40),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
     max_leaves=12,
 )
-field_names = st.sampled_from([
-    "username", "password", "full_name", "roles", "site", "code", "kind", "name", "timezone",
-    "signature", "values", "payload", "item_id", "coi_id", "reason", "test", "value", "outcome",
-])
+field_names = st.sampled_from(
+    [
+        "username",
+        "password",
+        "full_name",
+        "roles",
+        "site",
+        "code",
+        "kind",
+        "name",
+        "timezone",
+        "signature",
+        "values",
+        "payload",
+        "item_id",
+        "coi_id",
+        "reason",
+        "test",
+        "value",
+        "outcome",
+    ]
+)
 bodies = st.one_of(
     json_values,
     st.dictionaries(field_names, json_values, max_size=6),
 )
-path_parts = st.text(alphabet=string.ascii_letters + string.digits + "-_.%", min_size=1, max_size=20)
+path_parts = st.text(
+    alphabet=string.ascii_letters + string.digits + "-_.%", min_size=1, max_size=20
+)
 
 
 def post_routes(app) -> list[str]:
     return sorted(
-        rule.rule for rule in app.url_map.iter_rules()
+        rule.rule
+        for rule in app.url_map.iter_rules()
         if "POST" in (rule.methods or set()) and rule.rule.startswith("/api/v1/")
     )
 
 
 @pytest.mark.slow
-@settings(max_examples=120, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
 def test_random_json_at_every_post_route_never_5xx(app, make_user, login, data) -> None:
     if not hasattr(app, "_fuzz_clients"):
@@ -136,12 +175,16 @@ def test_random_json_at_every_post_route_never_5xx(app, make_user, login, data) 
     path = rule
     while "<" in path:
         start, end = path.index("<"), path.index(">")
-        path = path[:start] + data.draw(path_parts, label="path part") + path[end + 1:]
+        path = path[:start] + data.draw(path_parts, label="path part") + path[end + 1 :]
     api = data.draw(st.sampled_from(app._fuzz_clients), label="client")
     if data.draw(st.booleans(), label="raw bytes"):
         raw = data.draw(st.binary(max_size=200), label="raw")
-        response = api.client.post(path, data=raw, content_type="application/json",
-                                   headers={"Authorization": f"Bearer {api.token}"})
+        response = api.client.post(
+            path,
+            data=raw,
+            content_type="application/json",
+            headers={"Authorization": f"Bearer {api.token}"},
+        )
     else:
         response = api.post(path, json=data.draw(bodies, label="body"))
     assert response.status_code < 500, (rule, response.get_data(as_text=True)[:500])

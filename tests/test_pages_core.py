@@ -15,9 +15,14 @@ def csrf_from(html: str) -> str:
 
 def page_login(client, person) -> None:
     token = csrf_from(client.get("/login").get_data(as_text=True))
-    response = client.post("/login", data={
-        "username": person.username, "password": person.password, "csrf_token": token,
-    })
+    response = client.post(
+        "/login",
+        data={
+            "username": person.username,
+            "password": person.password,
+            "csrf_token": token,
+        },
+    )
     assert response.status_code == 302, response.get_data(as_text=True)
 
 
@@ -38,8 +43,11 @@ def test_login_page_and_dashboard(client, make_user) -> None:
 def test_login_without_csrf_token_is_refused(client, make_user) -> None:
     person = make_user("olive", "operator")
     client.get("/login")
-    response = client.post("/login", data={"username": "olive", "password": person.password},
-                           headers={"Accept": "text/html"})
+    response = client.post(
+        "/login",
+        data={"username": "olive", "password": person.password},
+        headers={"Accept": "text/html"},
+    )
     assert response.status_code == 403
     assert client.get("/", headers={"Accept": "text/html"}).status_code == 302
 
@@ -47,9 +55,14 @@ def test_login_without_csrf_token_is_refused(client, make_user) -> None:
 def test_wrong_password_shows_error(client, make_user) -> None:
     make_user("olive", "operator")
     token = csrf_from(client.get("/login").get_data(as_text=True))
-    response = client.post("/login", data={
-        "username": "olive", "password": "wrong-wrong", "csrf_token": token,
-    })
+    response = client.post(
+        "/login",
+        data={
+            "username": "olive",
+            "password": "wrong-wrong",
+            "csrf_token": token,
+        },
+    )
     assert response.status_code == 401
     assert "wrong user name or password" in response.get_data(as_text=True)
 
@@ -78,7 +91,12 @@ def test_audit_page_refused_to_operators(client, make_user) -> None:
 def test_open_redirect_is_refused(client, make_user) -> None:
     person = make_user("olive", "operator")
     token = csrf_from(client.get("/login").get_data(as_text=True))
-    response = client.post("/login?next=//evil.example", data={
-        "username": person.username, "password": person.password, "csrf_token": token,
-    })
+    response = client.post(
+        "/login?next=//evil.example",
+        data={
+            "username": person.username,
+            "password": person.password,
+            "csrf_token": token,
+        },
+    )
     assert response.headers["Location"] == "/"

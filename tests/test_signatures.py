@@ -19,8 +19,14 @@ def sign_site_rename(db, person, password: str, meaning: str = "approved") -> No
         site = s.scalar(select(Site).where(Site.code == "CLEAN1"))
         site.name = "Renamed"
         user = get_user(s, person.username)
-        sign(s, user, SignatureInput(password, meaning, "test"), entity_type="site",
-             entity_id="CLEAN1", content={"code": site.code, "name": site.name})
+        sign(
+            s,
+            user,
+            SignatureInput(password, meaning, "test"),
+            entity_type="site",
+            entity_id="CLEAN1",
+            content={"code": site.code, "name": site.name},
+        )
 
 
 @pytest.mark.requirement("21 CFR 11.50")
@@ -72,6 +78,13 @@ def test_five_wrong_signature_passwords_lock_the_account(db, make_user) -> None:
 def test_meaning_must_be_allowed(db, make_user) -> None:
     qa = make_user("quinn", "qa")
     with pytest.raises(ValidationFailed) as caught, db.transaction(actor=qa.actor) as s:
-        sign(s, get_user(s, "quinn"), SignatureInput(qa.password, "performed"),
-             entity_type="site", entity_id="CLEAN1", content={}, meanings={"approved"})
+        sign(
+            s,
+            get_user(s, "quinn"),
+            SignatureInput(qa.password, "performed"),
+            entity_type="site",
+            entity_id="CLEAN1",
+            content={},
+            meanings={"approved"},
+        )
     assert "signature.meaning" in caught.value.errors
