@@ -24,6 +24,7 @@ from gmp_mes.errors import (
     AccountInactive,
     AccountLocked,
     AlreadyExists,
+    Conflict,
     FollowUp,
     InvalidCredentials,
     NotFound,
@@ -223,8 +224,11 @@ def unlock_user(session: Session, username: str) -> User:
     return user
 
 
-def deactivate_user(session: Session, username: str) -> User:
+def deactivate_user(session: Session, username: str, *, by_user_id: int | None = None) -> User:
+    """Deactivate a user; an administrator cannot lock themselves out this way."""
     user = get_user(session, username, for_update=True)
+    if by_user_id is not None and user.id == by_user_id:
+        raise Conflict("you cannot deactivate your own account; ask another administrator")
     user.active = False
     session.flush()
     return user

@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from werkzeug.wrappers import Response
 
 from gmp_mes import accounts, audit
@@ -113,7 +123,7 @@ def _account_action(username: str, action: str) -> Response:
             if action == "unlock":
                 accounts.unlock_user(s, username)
             else:
-                accounts.deactivate_user(s, username)
+                accounts.deactivate_user(s, username, by_user_id=g.user.id)
     except DomainError as exc:
         s.rollback()
         flash(f"Not done: {exc.detail}", "error")

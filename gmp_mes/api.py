@@ -99,7 +99,7 @@ def unlock_user(username: str) -> User:
 @roles_required("admin")
 def deactivate_user(username: str) -> User:
     """Deactivate a user; the name stays reserved forever."""
-    return accounts.deactivate_user(db_session(), username)
+    return accounts.deactivate_user(db_session(), username, by_user_id=g.user.id)
 
 
 @blp.route("/sites", methods=["GET"])

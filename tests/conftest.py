@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -35,6 +36,12 @@ POSTGRES_URL = os.environ.get("GMP_MES_TEST_POSTGRES_URL")
 PASSWORD = "correct-horse-battery"
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 _counter = itertools.count()
+
+
+# CI explores the same examples on every run, so a red build is reproducible.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 def pytest_configure(config: pytest.Config) -> None:

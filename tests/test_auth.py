@@ -163,3 +163,8 @@ def test_every_api_route_declares_its_roles(app) -> None:
             continue
         view = app.view_functions[rule.endpoint]
         assert getattr(view, "required_roles", None) is not None, f"{rule.rule} declares no roles"
+
+
+def test_admin_cannot_deactivate_their_own_account(make_user, login) -> None:
+    admin = make_user("selfie", "admin")
+    assert_problem(login(admin).post("/api/v1/users/selfie/deactivate"), 409, "conflict")
