@@ -25,8 +25,11 @@ run: $(STAMP)
 	@if [ ! -f instance/.demo-seeded ]; then $(BIN)/gmp-mes demo && touch instance/.demo-seeded; fi
 	$(BIN)/gmp-mes serve --host $(HOST) --port $(PORT)
 
+# Two workers: the suite is mostly database round trips, so it halves on 2 cores.
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP) browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not browser and not slow" $(PYTEST_ARGS)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Flask, Response, current_app, g, jsonify, request, session
+from flask import Flask, Response, current_app, g, jsonify, redirect, request, session, url_for
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
@@ -151,7 +151,7 @@ def roles_required(*roles: str) -> Callable[[F], F]:
     return decorate
 
 
-def _enforce_declared_roles() -> None:
+def _enforce_declared_roles() -> Response | None:
     """Check the roles a view declares before anything else runs (body parsing included),
     so an unauthenticated or unauthorised caller learns nothing from validation errors."""
     view = current_app.view_functions.get(request.endpoint or "")
@@ -159,10 +159,13 @@ def _enforce_declared_roles() -> None:
     if roles is None:
         return
     user = current_user()
+    if user is None and not request.path.startswith("/api/"):
+        return redirect(url_for("pages.login", next=request.full_path.rstrip("?")))
     if user is None:
         raise Unauthenticated("log in or send a valid bearer token")
     if roles and not user.has_role(*roles):
         raise Forbidden(f"this action needs the role {' or '.join(roles)}")
+    return None
 
 
 def roles_except(*excluded: str) -> Callable[[F], F]:

@@ -100,3 +100,9 @@ def test_open_redirect_is_refused(client, make_user) -> None:
         },
     )
     assert response.headers["Location"] == "/"
+
+
+def test_role_protected_page_redirects_anonymous_users_to_login(client) -> None:
+    response = client.get("/audit", headers={"Accept": "text/html"})
+    assert response.status_code == 302
+    assert "/login?next=/audit" in response.headers["Location"]
