@@ -19,7 +19,6 @@ from gmp_mes.http import _run_follow_up, db_session, roles_except, roles_require
 from gmp_mes.models import Meaning, Site, SiteKind
 from gmp_mes.signatures import SignatureInput
 from identity import coi, services
-from identity.models import Item
 
 bp = Blueprint("identity", __name__, template_folder="templates")
 
@@ -273,13 +272,7 @@ def dashboard_panel(session: Session, user: Any) -> tuple[str, Markup] | None:
     """Items at the user's site that still need handling (clinicians and operators)."""
     if user is None or not user.has_role("clinician", "operator"):
         return None
-    items = list(session.scalars(
-        select(Item).where(Item.site_code == user.site.code,
-                           Item.status.in_(["released", "conditionally_released", "received",
-                                            "thawed", "shipped", "quarantine", "available"]),
-                           Item.kind != "wristband")
-        .order_by(Item.expires_at.is_(None), Item.expires_at).limit(10)
-    ))
+    items = services.items_to_handle(session, user.site.code)
     html = render_template("identity/_panel.html", items=items)
     return f"Items at {user.site.code}", Markup(html)
 

@@ -239,6 +239,32 @@ def post_thaw_deadline(item: Item) -> datetime | None:
     return item.thawed_at + parse_duration(item.post_thaw_window)
 
 
+def effective_deadline(item: Item) -> datetime | None:
+    """The first of the shelf-life expiry and, for a thawed bag, the post-thaw deadline."""
+    deadlines = [d for d in (item.expires_at, post_thaw_deadline(item)) if d is not None]
+    return min(deadlines, default=None)
+
+
+# Statuses of containers that still need someone to act on them at a site.
+TO_HANDLE = ("quarantine", "available", "released", "conditionally_released", "shipped",
+             "received", "thawed", "blocked")
+
+
+def items_to_handle(
+    session: Session, site_code: str, limit: int = 10
+) -> list[tuple[Item, datetime | None]]:
+    """Containers at a site that still need handling, the most urgent deadline first."""
+    items = session.scalars(
+        select(Item).where(Item.site_code == site_code, Item.status.in_(TO_HANDLE),
+                           Item.kind != ItemKind.WRISTBAND.value)
+    ).all()
+    ranked = sorted(
+        ((item, effective_deadline(item)) for item in items),
+        key=lambda pair: (pair[1] is None, pair[1] or datetime.max.replace(tzinfo=UTC)),
+    )
+    return ranked[:limit]
+
+
 # --- items ------------------------------------------------------------------------------
 
 def create_item(

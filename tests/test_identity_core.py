@@ -318,3 +318,29 @@ def test_concurrent_shipments_of_one_item_yield_exactly_one(world: World) -> Non
     with world.tx() as s:
         ships = [e for e in services.custody_trail(s, bag) if e.action == "ship"]
     assert len(ships) == 1
+
+
+
+def test_items_to_handle_put_the_post_thaw_deadline_first(world) -> None:
+    """A thawed bag's post-thaw window, not its shelf life, is the countdown that matters."""
+    from datetime import timedelta
+
+    from gmp_mes.clock import clock, utcnow
+    from identity import services
+
+    now = utcnow()
+    clock.freeze(now)
+    coi_id = world.enrol()["coi_id"]
+    soon = world.item(coi_id, status="received", site="HOSP1",
+                      expires_at=now + timedelta(days=10), post_thaw_window="PT3H")
+    thawed = world.item(coi_id, status="received", site="HOSP1",
+                        expires_at=now + timedelta(days=200), post_thaw_window="PT3H")
+    world.set_status(thawed, "thawed")
+    with world.tx() as s:
+        item = services.get_item(s, thawed)
+        item.thawed_at = now
+        ranked = services.items_to_handle(s, "HOSP1")
+        deadlines = {item.item_id: deadline for item, deadline in ranked}
+    order = [item_id for item_id in deadlines if item_id in (soon, thawed)]
+    assert order == [thawed, soon]
+    assert deadlines[thawed] == now + timedelta(hours=3)
