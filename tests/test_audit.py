@@ -246,3 +246,20 @@ def test_user_roles_change_is_audited(db, make_user) -> None:
     actions = [(e["action"], e["entity_id"]) for e in audit_events(db, entity_type="user_role")]
     assert ("delete", f"{user.id}:operator") in actions
     assert ("create", f"{user.id}:qc") in actions
+
+
+@pytest.mark.requirement("21 CFR 11.10(e)")
+@pytest.mark.parametrize("batch", [1, 2, 3])
+def test_verify_names_the_event_whatever_the_batch_size(trail, batch) -> None:
+    """Verification streams in batches; a break is named exactly at any batch boundary."""
+    with trail.engine.begin() as c:
+        c.execute(text("UPDATE audit_event SET record = record || ' ' WHERE seq = 5"))
+    with trail.engine.connect() as connection:
+        result = audit.verify_chain(connection, batch=batch)
+    assert not result.ok and result.bad_seq == 5 and result.checked == 4
+    with trail.engine.begin() as c:
+        c.execute(text("DELETE FROM audit_event WHERE seq >= 5"))
+        c.execute(text("DELETE FROM audit_event WHERE seq = 3"))
+    with trail.engine.connect() as connection:
+        result = audit.verify_chain(connection, batch=batch)
+    assert not result.ok and result.bad_seq == 3
