@@ -90,23 +90,23 @@ def current_user() -> User | None:
 
 
 def _load_user() -> User | None:
-    """The caller, loaded in the request's own session (one query for a bearer token).
+    """The caller, looked up in a short read-only session of its own (one query per token).
 
-    The user is then detached: it is a snapshot for authorisation that survives
-    the rollback of a failed request (error pages still show who is logged in).
+    Kept out of the request's write transaction so that, on SQLite, the write
+    lock is held only for the work itself. The user comes back detached: a
+    snapshot for authorisation that also survives the rollback of a failed
+    request (error pages still show who is logged in).
     """
     header = request.headers.get("Authorization", "")
     bearer = header.lower().startswith("bearer ")
     if not bearer and ("uid" not in session or request.path.startswith("/api/")):
         return None
-    s = db_session()
-    user = accounts.user_for_token(s, header[7:].strip()) if bearer else _session_user(s)
-    if user is None:
-        return None
-    _ = user.roles, user.site.code  # loaded before detaching
-    s.expunge(user)
-    s.expunge(user.site)
-    s.info["actor"] = Actor(user.username, user.id, user.full_name)
+    with database().session(write=False) as s:
+        user = accounts.user_for_token(s, header[7:].strip()) if bearer else _session_user(s)
+        if user is not None:
+            _ = user.roles, user.site.code  # loaded before the session closes
+    if user is not None and "db_session" in g:
+        g.db_session.info["actor"] = Actor(user.username, user.id, user.full_name)
     return user
 
 
