@@ -17,7 +17,7 @@ from markupsafe import Markup, escape
 from batches import export, record, services
 from batches.definitions import ParamType
 from gmp_mes.errors import DomainError
-from gmp_mes.http import _run_follow_up, db_session, roles_required
+from gmp_mes.http import db_session, roles_required, undo_failed_form
 from gmp_mes.models import Meaning
 from gmp_mes.signatures import SignatureInput
 
@@ -27,9 +27,7 @@ RECORD_ROLES = ("operator", "qc", "qa", "admin")
 
 def _refused(error: DomainError) -> None:
     """Undo the failed unit of work, keep what must be kept (lockout count), say why."""
-    session = db_session()
-    session.rollback()
-    _run_follow_up(error)
+    undo_failed_form(error)
     fields = "; ".join(f"{k}: {', '.join(v)}" for k, v in (error.errors or {}).items())
     flash(f"{error.detail}{' (' + fields + ')' if fields else ''}", "error")
 

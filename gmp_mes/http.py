@@ -237,7 +237,14 @@ def _rollback() -> None:
         s.close()
 
 
-def _run_follow_up(error: DomainError) -> None:
+def undo_failed_form(error: DomainError) -> None:
+    """A page form's unit of work failed: roll it back, then keep what must be kept
+    (its follow-up, e.g. a failed password counted toward lockout), as the API edge does."""
+    db_session().rollback()
+    run_follow_up(error)
+
+
+def run_follow_up(error: DomainError) -> None:
     if error.follow_up is None:
         return
     with database().transaction(actor=Actor.system("security")) as s:
@@ -246,7 +253,7 @@ def _run_follow_up(error: DomainError) -> None:
 
 def handle_domain_error(error: DomainError) -> Response:
     _rollback()
-    _run_follow_up(error)
+    run_follow_up(error)
     if _wants_html():
         return _html_error(error.status, error.title, error.detail)
     return problem(

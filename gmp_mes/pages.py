@@ -22,7 +22,7 @@ from gmp_mes.audit import Actor
 from gmp_mes.audit_queries import search_events
 from gmp_mes.clock import utcnow
 from gmp_mes.errors import DomainError
-from gmp_mes.http import _run_follow_up, csrf_token, current_user, db_session, roles_required
+from gmp_mes.http import csrf_token, current_user, db_session, roles_required, undo_failed_form
 from gmp_mes.schemas import AuditQuerySchema
 
 bp = Blueprint(
@@ -70,8 +70,7 @@ def login() -> str | Response:
                 max_failed=settings.max_failed_logins,
             )
         except DomainError as exc:
-            s.rollback()
-            _run_follow_up(exc)
+            undo_failed_form(exc)
             error = exc.detail
         else:
             s.info["actor"] = Actor(user.username, user.id, user.full_name)

@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response
 
 from gmp_mes.alerts import countdown
 from gmp_mes.errors import DomainError, ValidationFailed
-from gmp_mes.http import _run_follow_up, db_session, roles_except, roles_required
+from gmp_mes.http import db_session, roles_except, roles_required, undo_failed_form
 from gmp_mes.models import Meaning, Site, SiteKind
 from gmp_mes.signatures import SignatureInput
 from identity import coi, services
@@ -35,8 +35,7 @@ def _workstation() -> str:
 def _failed(exc: DomainError) -> None:
     """Roll back the failed unit of work and run its follow-up (lockout counting,
     recording a refused verdict), as the API edge does."""
-    db_session().rollback()
-    _run_follow_up(exc)
+    undo_failed_form(exc)
 
 
 @bp.app_template_filter("id_time")
@@ -160,7 +159,6 @@ def item_custody(item_id: str) -> Response | tuple[str, int]:
                                sites=_sites(db_session()), custody_form=form,
                                custody_errors=exc.errors or {}, custody_error=exc.detail)
         return page, exc.status
-    session.commit()
     flash(f"{form.get('action')} recorded", "ok")
     return redirect(url_for("identity.item_page", item_id=item_id.strip().upper()))
 
@@ -206,9 +204,8 @@ def enrol_page() -> str | Response | tuple[str, int]:
                 _failed(exc)
                 error = exc.detail
             else:
-                coi_id = patient.coi_id
-                session.commit()
-                return redirect(url_for("identity.patient_page", coi_id=coi_id))
+                # The request boundary (GmpFlask.dispatch_request) commits.
+                return redirect(url_for("identity.patient_page", coi_id=patient.coi_id))
     status = 422 if errors else (409 if error else 200)
     page = render_template("identity/enrol.html", errors=errors, error=error, form=request.form,
                            sites=_sites(session, SiteKind.TREATMENT.value),
@@ -244,9 +241,7 @@ def collection_page() -> str | Response | tuple[str, int]:
                 _failed(exc)
                 error = exc.detail
             else:
-                item_id = collection.item_id
-                session.commit()
-                return redirect(url_for("identity.item_page", item_id=item_id))
+                return redirect(url_for("identity.item_page", item_id=collection.item_id))
     status = 422 if errors else (409 if error else 200)
     page = render_template("identity/collection.html", errors=errors, error=error, form=form,
                            sites=_sites(session), default_site=_site_code(),

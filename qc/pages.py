@@ -14,7 +14,7 @@ from werkzeug.wrappers import Response
 
 from batches import services as batches
 from gmp_mes.errors import DomainError, field_error
-from gmp_mes.http import _run_follow_up, db_session, roles_required
+from gmp_mes.http import db_session, roles_required, undo_failed_form
 from gmp_mes.signatures import SignatureInput
 from qc import services
 
@@ -23,9 +23,7 @@ bp = Blueprint("qc", __name__, template_folder="templates")
 
 def _refused(error: DomainError) -> dict[str, list[str]]:
     """Undo the failed unit of work, keep what must be kept (lockout count)."""
-    session = db_session()
-    session.rollback()
-    _run_follow_up(error)
+    undo_failed_form(error)
     return dict(error.errors or {})
 
 
