@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
+from typing import Any, TypeAlias
 from zoneinfo import available_timezones
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import Connection, Row, bindparam, select
+from sqlalchemy.orm import Session
 
 from gmp_mes import audit
 from gmp_mes.clock import utcnow
@@ -200,20 +202,67 @@ def issue_token(session: Session, user: User, ttl: timedelta) -> tuple[str, date
     return token, expires_at
 
 
-def user_for_token(session: Session, token: str) -> User | None:
-    """The active, unlocked user a valid, unexpired token belongs to."""
-    query = (
-        select(ApiToken)
-        .where(ApiToken.token_digest == _digest(token))
-        .options(joinedload(ApiToken.user).joinedload(User.role_rows))
-    )
-    row = session.execute(query).unique().scalar_one_or_none()
-    if row is None or row.expires_at <= utcnow():
+@dataclass(frozen=True, slots=True)
+class SiteRef:
+    """The caller's home site, as the request saw it."""
+
+    id: int
+    code: str
+    name: str
+    timezone: str
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an immutable snapshot of an active, unlocked user, taken once per
+    request by one Core query (no ORM identity map). Services that change or sign as
+    the user load the ``User`` row itself, with its current state."""
+
+    id: int
+    username: str
+    full_name: str
+    site: SiteRef
+    roles: frozenset[str]
+
+    def has_role(self, *roles: str) -> bool:
+        return not self.roles.isdisjoint(roles)
+
+
+# A person acting: the request's Principal, or a User row (CLI, scheduler, tests).
+Person: TypeAlias = "Principal | User"
+
+_user, _site, _token, _role = (User.__table__, Site.__table__, ApiToken.__table__,
+                               UserRole.__table__)
+_PRINCIPAL = (
+    select(_user.c.id, _user.c.username, _user.c.full_name, _site.c.id, _site.c.code,
+           _site.c.name, _site.c.timezone, _role.c.role)
+    .select_from(_user.join(_site, _site.c.id == _user.c.site_id)
+                 .outerjoin(_role, _role.c.user_id == _user.c.id))
+    .where(_user.c.active.is_(True), _user.c.locked_at.is_(None))
+)
+_BY_TOKEN = _PRINCIPAL.join_from(_user, _token, _token.c.user_id == _user.c.id).where(
+    _token.c.token_digest == bindparam("digest"), _token.c.expires_at > bindparam("now")
+)
+_BY_ID = _PRINCIPAL.where(_user.c.id == bindparam("user_id"))
+
+
+def principal_for_token(connection: Connection, token: str) -> Principal | None:
+    """The active, unlocked user a valid, unexpired token belongs to (one query)."""
+    rows = connection.execute(_BY_TOKEN, {"digest": _digest(token), "now": utcnow()}).all()
+    return _principal(rows)
+
+
+def principal_by_id(connection: Connection, user_id: int) -> Principal | None:
+    """The user with this id, when active and unlocked (a logged-in browser session)."""
+    return _principal(connection.execute(_BY_ID, {"user_id": user_id}).all())
+
+
+def _principal(rows: Sequence[Row[Any]]) -> Principal | None:
+    if not rows:
         return None
-    user = row.user
-    if not user.active or user.locked_at is not None:
-        return None
-    return user
+    user_id, username, full_name, site_id, code, name, timezone, _ = rows[0]
+    return Principal(user_id, username, full_name, SiteRef(site_id, code, name, timezone),
+                     frozenset(row[7] for row in rows if row[7] is not None))
 
 
 def unlock_user(session: Session, username: str) -> User:

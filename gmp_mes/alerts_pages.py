@@ -14,25 +14,25 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from gmp_mes import alerts
+from gmp_mes.accounts import Principal
 from gmp_mes.alerts_api import AcknowledgeSchema, AlertQuerySchema
 from gmp_mes.clock import utcnow
 from gmp_mes.errors import DomainError, Unauthenticated
 from gmp_mes.http import current_user, db_session
-from gmp_mes.models import User
 from gmp_mes.pages import add_dashboard_panel, add_nav
 
 bp = Blueprint("alerts", __name__, template_folder="templates")
 FILTERS = ("status", "site", "kind")
 
 
-def _user() -> User:
+def _user() -> Principal:
     user = current_user()
     if user is None:  # unreachable behind the login redirect; never act anonymously
         raise Unauthenticated("log in first")
     return user
 
 
-def local_time(user: User) -> Any:
+def local_time(user: Principal) -> Any:
     """Format aware UTC times in the user's site time zone (pages show local time)."""
     zone = ZoneInfo(user.site.timezone or "UTC")
 
@@ -88,7 +88,7 @@ def acknowledge_page(alert_id: int) -> Response:
     return redirect(url_for("alerts.alerts_page", **back))
 
 
-def open_alerts_panel(session: Session, user: User) -> tuple[str, Markup] | None:
+def open_alerts_panel(session: Session, user: Principal) -> tuple[str, Markup] | None:
     total, rows = alerts.alerts_for_user(session, user.roles, user.site.code, limit=8)
     html = render_template(
         "alerts_panel_open.html",
@@ -99,7 +99,7 @@ def open_alerts_panel(session: Session, user: User) -> tuple[str, Markup] | None
     return (f"Open alerts ({total})", Markup(html))
 
 
-def expiring_soon_panel(session: Session, user: User) -> tuple[str, Markup] | None:
+def expiring_soon_panel(session: Session, user: Principal) -> tuple[str, Markup] | None:
     rows = alerts.expiring_soon(session, user.roles, user.site.code, limit=8)
     html = render_template(
         "alerts_panel_expiring.html",

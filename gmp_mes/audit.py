@@ -208,9 +208,14 @@ def record_many(session: Session, entries: Iterable[Entry]) -> int:
     return len(rows)
 
 
+# Below this many events, COPY's extra round trips cost more than it saves.
+COPY_THRESHOLD = 20
+
+
 def _insert_rows(connection: Connection, rows: list[tuple[int, str, str, str]]) -> None:
-    """Straight to the driver (COPY on PostgreSQL): thousands of events in one go."""
-    if connection.dialect.name == "postgresql":
+    """Straight to the driver: COPY for a PostgreSQL bulk append (thousands of events in
+    one go); a plain INSERT otherwise, one round trip for the usual one or two events."""
+    if connection.dialect.name == "postgresql" and len(rows) > COPY_THRESHOLD:
         cursor = connection.connection.dbapi_connection.cursor()  # same transaction
         try:
             with cursor.copy("COPY audit_event (seq, record, prev_hash, hash) FROM STDIN") as copy:
@@ -219,8 +224,11 @@ def _insert_rows(connection: Connection, rows: list[tuple[int, str, str, str]]) 
         finally:
             cursor.close()
         return
+    marker = "%s" if connection.dialect.paramstyle in ("format", "pyformat") else "?"
     connection.exec_driver_sql(
-        "INSERT INTO audit_event (seq, record, prev_hash, hash) VALUES (?, ?, ?, ?)", rows
+        f"INSERT INTO audit_event (seq, record, prev_hash, hash) VALUES "
+        f"({marker}, {marker}, {marker}, {marker})",
+        rows if len(rows) > 1 else rows[0],
     )
 
 

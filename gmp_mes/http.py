@@ -8,21 +8,24 @@ import logging
 import re
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, g, jsonify, redirect, request, session, url_for
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from gmp_mes import accounts
+from gmp_mes.accounts import Principal
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
 from gmp_mes.db import Database
 from gmp_mes.errors import DomainError, Forbidden, Unauthenticated
-from gmp_mes.models import User
 
 log = logging.getLogger("gmp_mes")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -82,37 +85,49 @@ def _close_session(_exc: BaseException | None) -> None:
 # --- authentication -------------------------------------------------------------------
 
 
-def current_user() -> User | None:
+def current_user() -> Principal | None:
     if "user" in g:
         return g.user
     g.user = _load_user()
     return g.user
 
 
-def _load_user() -> User | None:
-    """The caller, looked up in a short read-only session of its own (one query per token).
+def _load_user() -> Principal | None:
+    """The caller, looked up with one Core query (see :func:`_lookup_connection`).
 
-    Kept out of the request's write transaction so that, on SQLite, the write
-    lock is held only for the work itself. The user comes back detached: a
-    snapshot for authorisation that also survives the rollback of a failed
-    request (error pages still show who is logged in).
+    The Principal is an immutable snapshot for
+    authorisation that also survives the rollback of a failed request (error pages
+    still show who is logged in). Nothing is cached across requests: deactivation,
+    lockout and token expiry take effect on the very next request.
     """
     header = request.headers.get("Authorization", "")
     bearer = header.lower().startswith("bearer ")
-    if not bearer and ("uid" not in session or request.path.startswith("/api/")):
+    if bearer:
+        with _lookup_connection() as c:
+            user = accounts.principal_for_token(c, header[7:].strip())
+    elif "uid" in session and not request.path.startswith("/api/"):
+        user = _session_user()
+    else:
         return None
-    with database().session(write=False) as s:
-        user = accounts.user_for_token(s, header[7:].strip()) if bearer else _session_user(s)
-        if user is not None:
-            _ = user.roles, user.site.code  # loaded before the session closes
     if user is not None and "db_session" in g:
         g.db_session.info["actor"] = Actor(user.username, user.id, user.full_name)
     return user
 
 
-def _session_user(s: Session) -> User | None:
-    from datetime import datetime, timedelta
+@contextmanager
+def _lookup_connection() -> Iterator[Connection]:
+    """Where the caller is looked up. On PostgreSQL, the request's own transaction: no
+    second pool checkout, ping, BEGIN and ROLLBACK. On SQLite, a short read connection
+    of its own, so that the write lock (BEGIN IMMEDIATE) is held only for the work."""
+    db = database()
+    if db.dialect == "postgresql":
+        yield db_session().connection()
+        return
+    with db.engine.connect() as connection:
+        yield connection
 
+
+def _session_user() -> Principal | None:
     settings = current_app.config["GMP_SETTINGS"]
     seen = session.get("seen")
     if seen is None or utcnow() - datetime.fromisoformat(seen) > timedelta(
@@ -120,8 +135,9 @@ def _session_user(s: Session) -> User | None:
     ):
         session.clear()
         return None
-    user = s.get(User, session["uid"])
-    if user is None or not user.active or user.locked_at is not None:
+    with _lookup_connection() as c:
+        user = accounts.principal_by_id(c, session["uid"])
+    if user is None:
         session.clear()
         return None
     session["seen"] = utcnow().isoformat()

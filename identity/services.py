@@ -38,6 +38,7 @@ from gmp_mes.errors import (
     conflict,
     field_error,
 )
+from gmp_mes.accounts import Person
 from gmp_mes.models import Meaning, Site, SiteKind, User
 from gmp_mes.signatures import SignatureInput, sign
 from identity import coi
@@ -202,23 +203,34 @@ def _custody(
     flagged: bool = False,
     detail: Any = None,
 ) -> CustodyEvent:
+    """Append one custody event and its audit event.
+
+    Written with one Core INSERT rather than through the unit of work: it runs on every
+    scan, and the row is append-only, so there is no later change to track. The audit
+    event carries the same columns the mapper hooks would record."""
     actor = _actor(session)
-    event = CustodyEvent(
-        item_id=item.item_id,
-        action=action,
-        site_code=site_code,
-        location=printable(location, 100) if location else None,
-        destination_site=destination,
-        user_id=actor.user_id,
-        username=actor.username,
-        workstation=printable(workstation, 100) if workstation else None,
-        occurred_at=utcnow(),
-        ok=ok,
-        flagged=flagged,
-        detail=json.dumps(detail, sort_keys=True) if detail is not None else None,
-    )
-    session.add(event)
-    return event
+    values = {
+        "item_id": item.item_id,
+        "action": action,
+        "site_code": site_code,
+        "location": printable(location, 100) if location else None,
+        "destination_site": destination,
+        "user_id": actor.user_id,
+        "username": actor.username,
+        "workstation": printable(workstation, 100) if workstation else None,
+        "occurred_at": utcnow(),
+        "ok": ok,
+        "flagged": flagged,
+        "detail": json.dumps(detail, sort_keys=True) if detail is not None else None,
+    }
+    session.flush()  # a new item must be in the database before its first event
+    event_id = session.connection().execute(_INSERT_CUSTODY, values).scalar_one()
+    audit.record(session, "create", CustodyEvent.audit_entity, str(event_id),
+                 new={"id": event_id, **values})
+    return CustodyEvent(id=event_id, **values)  # transient: the row as written
+
+
+_INSERT_CUSTODY = CustodyEvent.__table__.insert().returning(CustodyEvent.__table__.c.id)
 
 
 def printable(text: str, limit: int = 300) -> str:
@@ -631,7 +643,7 @@ def record_custody(
     *,
     action: str,
     site: str,
-    user: User,
+    user: Person,
     location: str | None = None,
     workstation: str | None = None,
 ) -> CustodyEvent:
@@ -755,7 +767,7 @@ def scan(
     session: Session,
     raw: str,
     *,
-    user: User,
+    user: Person,
     site_code: str | None,
     workstation: str | None = None,
     batch_number: str | None = None,
@@ -914,7 +926,7 @@ def _evaluate_bedside(
 
 def _record_verdict(
     session: Session, result: BedsideResult, patient_raw: str, product_raw: str,
-    user: User, site_code: str | None, purpose: str, product_coi: str | None = None,
+    user: Person, site_code: str | None, purpose: str, product_coi: str | None = None,
 ) -> BedsideVerification:
     verification = BedsideVerification(
         item_id=result.item.item_id if result.item else None,
@@ -935,7 +947,7 @@ def _record_verdict(
 
 
 def verify_bedside(
-    session: Session, patient_payload: str, product_payload: str, *, user: User,
+    session: Session, patient_payload: str, product_payload: str, *, user: Person,
     site_code: str | None,
 ) -> BedsideResult:
     """SPEC §6: every reason at once; the verdict is recorded."""
@@ -954,7 +966,7 @@ def administer(
     patient_payload: str,
     product_payload: str,
     *,
-    user: User,
+    user: Person,
     site_code: str | None,
     signature: SignatureInput,
 ) -> Administration:
@@ -1010,7 +1022,7 @@ def administer(
 
 
 def _verdict_follow_up(
-    result: BedsideResult, patient_raw: str, product_raw: str, user: User,
+    result: BedsideResult, patient_raw: str, product_raw: str, user: Person,
     site_code: str | None,
 ) -> Any:
     """A refused administration still records its verdict, in its own transaction."""
