@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test test-fast bench lint format browser clean
+.PHONY: run test test-fast bench lint format browser load-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,13 @@ test: $(STAMP) browser
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not browser and not slow" $(PYTEST_ARGS)
 
-bench: $(STAMP)
+# wrk drives the scan benchmark's 16 concurrent clients.
+load-tools:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else echo "install Debian's wrk (apt-get install wrk) for the scan benchmark"; fi; }
+
+bench: $(STAMP) load-tools
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)

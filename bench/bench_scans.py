@@ -189,6 +189,9 @@ def _one_backend(backend: str, seconds: int, n_items: int) -> list[Result]:
 
 
 def run(args: Any) -> list[Result]:
+    if not Path(WRK).exists():
+        raise SystemExit("bench_scans: wrk is not installed (make bench installs Debian's wrk "
+                         "as root; otherwise apt-get install wrk)")
     seconds = 3 if args.quick else 10
     n_items = 20 if args.quick else 200
     results = _one_backend("sqlite", seconds, n_items)

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, event, inspect, select, text
@@ -172,15 +173,12 @@ def record_many(session: Session, entries: Iterable[Entry]) -> int:
         return 0
     actor = _actor(session)
     connection = _lock_chain(session)
-    table = Base.metadata.tables["audit_event"]
-    head = connection.execute(
-        select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)
-    ).first()
+    head = connection.execute(_head_query()).first()
     seq, prev_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
     at = utcnow()
     at_text = format_time(at)
     default_reason = session.info.get("audit_reason")
-    dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+    dumps = _RECORD_ENCODER.encode
     sha256 = hashlib.sha256
     rows = []
     for entry in entries:
@@ -206,6 +204,15 @@ def record_many(session: Session, entries: Iterable[Entry]) -> int:
         prev_hash = hash_
     _insert_rows(connection, rows)
     return len(rows)
+
+
+_RECORD_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@cache  # built once, on first use: the model is declared after this module
+def _head_query() -> Any:
+    table = Base.metadata.tables["audit_event"]
+    return select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)
 
 
 # Below this many events, COPY's extra round trips cost more than it saves.

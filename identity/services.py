@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 import labels.services as labels
 from gmp_mes import audit
+from gmp_mes.accounts import Person
 from gmp_mes.alerts import AlertSpec, raise_alert
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
@@ -38,7 +39,6 @@ from gmp_mes.errors import (
     conflict,
     field_error,
 )
-from gmp_mes.accounts import Person
 from gmp_mes.models import Meaning, Site, SiteKind, User
 from gmp_mes.signatures import SignatureInput, sign
 from identity import coi

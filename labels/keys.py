@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,7 +187,11 @@ def retired_public_keys(key_path: Path) -> list[Ed25519PublicKey]:
 # --- per-process cache ------------------------------------------------------------------
 
 _lock = threading.Lock()
-_cache: dict[Path, tuple[tuple[object, ...], KeyRing]] = {}
+_cache: dict[Path, tuple[tuple[object, ...], KeyRing, float]] = {}
+# How long a loaded ring is trusted before its files are looked at again. A rotation in
+# this process invalidates at once; other processes follow within this time (labels
+# signed meanwhile use the retired key, which still verifies).
+RECHECK_SECONDS = 1.0
 
 
 def _stamp(key_path: Path) -> tuple[object, ...]:
@@ -203,9 +208,13 @@ def _stamp(key_path: Path) -> tuple[object, ...]:
 def keyring(key_path: Path) -> KeyRing:
     """The key ring for ``key_path``, loaded once and reloaded when the files change."""
     key_path = Path(key_path)
-    stamp = _stamp(key_path)
     cached = _cache.get(key_path)
+    now = time.monotonic()
+    if cached is not None and now - cached[2] < RECHECK_SECONDS:
+        return cached[1]
+    stamp = _stamp(key_path)
     if cached is not None and cached[0] == stamp:
+        _cache[key_path] = (stamp, cached[1], now)
         return cached[1]
     with _lock:
         private_key = load_private(key_path)
@@ -225,7 +234,7 @@ def keyring(key_path: Path) -> KeyRing:
             != current_raw
         ]
         ring = KeyRing(private_key, (current, *others))
-        _cache[key_path] = (stamp, ring)
+        _cache[key_path] = (stamp, ring, time.monotonic())
         return ring
 
 

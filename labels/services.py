@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from flask import current_app, has_app_context
-from sqlalchemy import exists, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session, aliased
 
 from gmp_mes import audit
@@ -133,18 +133,22 @@ def check_payload(session: Session, raw: str) -> PayloadCheck:
         verify(payload, keyring().public_keys)
     except InvalidLabel as exc:
         return PayloadCheck(payload, [(exc.code, exc.message)])
-    digest = payload_digest(payload.text)
-    voided = session.execute(
-        select(exists().where(LabelVoid.payload_digest == digest))
-    ).scalar_one()
-    if voided:
-        label_id = session.execute(
-            select(LabelVoid.label_id).where(LabelVoid.payload_digest == digest).limit(1)
-        ).scalar_one()
+    void = session.connection().execute(
+        _VOID_OF_PAYLOAD, {"digest": payload_digest(payload.text)}
+    ).first()
+    if void is not None:
         return PayloadCheck(
-            payload, [("voided", f"this label was voided ({label_id}); it must not be used")]
+            payload, [("voided", f"this label was voided ({void[0]}); it must not be used")]
         )
     return PayloadCheck(payload, [])
+
+
+# Built once: check_payload runs on every scan.
+_VOID_OF_PAYLOAD = (
+    select(LabelVoid.__table__.c.label_id)
+    .where(LabelVoid.__table__.c.payload_digest == bindparam("digest"))
+    .limit(1)
+)
 
 
 def verify_offline(raw: str, public_key_paths: list[Path] | tuple[Path, ...]) -> LabelPayload:
