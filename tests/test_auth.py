@@ -84,6 +84,37 @@ def test_token_expires(make_user, login, app) -> None:
     assert_problem(api.get("/api/v1/me"), 401, "unauthenticated")
 
 
+@pytest.mark.requirement("21 CFR 11.10(d)")
+def test_issued_token_stops_working_when_the_account_is_deactivated(make_user, login) -> None:
+    admin, gina = make_user("adm", "admin"), make_user("gina", "operator")
+    gina_api = login(gina)
+    assert gina_api.get("/api/v1/me").status_code == 200
+    assert login(admin).post("/api/v1/users/gina/deactivate").status_code == 200
+    assert_problem(gina_api.get("/api/v1/me"), 401, "unauthenticated")
+
+
+@pytest.mark.requirement("21 CFR 11.300(d)")
+def test_issued_token_stops_working_when_the_account_locks(make_user, login, anonymous) -> None:
+    hugo = make_user("hugo", "qc")
+    hugo_api = login(hugo)
+    for _ in range(5):
+        anonymous.post("/api/v1/auth/tokens", json={"username": "hugo", "password": "nope"})
+    assert_problem(hugo_api.get("/api/v1/me"), 401, "unauthenticated")
+
+
+@pytest.mark.requirement("21 CFR 11.10(d)")
+def test_page_session_ends_when_the_account_is_deactivated(app, make_user, login) -> None:
+    from tests.test_pages_core import page_login
+
+    admin, ivy = make_user("adm", "admin"), make_user("ivy", "operator")
+    browser = app.test_client()
+    page_login(browser, ivy)
+    assert browser.get("/").status_code == 200
+    assert login(admin).post("/api/v1/users/ivy/deactivate").status_code == 200
+    response = browser.get("/", headers={"Accept": "text/html"})
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
 @pytest.mark.requirement("21 CFR 11.100(a)")
 def test_deactivated_user_cannot_log_in_and_name_is_never_reused(make_user, login, anonymous):
     admin = make_user("adm", "admin")
