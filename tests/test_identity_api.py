@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -198,6 +199,25 @@ def test_valid_scan_from_keyboard_wedge(world: World, login) -> None:
     trail = api.get(f"/api/v1/items/{bag}").get_json()["custody"]
     scans = [e for e in trail if e["action"] == "scan"]
     assert len(scans) == 3 and all(e["ok"] and e["workstation"] == "WS-1" for e in scans)
+
+
+@pytest.mark.requirement("21 CFR 11.10(e)")
+def test_each_scan_is_one_custody_row_with_its_attributable_audit_event(world: World,
+                                                                        login) -> None:
+    patient = world.enrol()
+    bag = world.item(patient["coi_id"], status="quarantine")
+    api = login(world.operator)
+    assert _scan(api, world.payload(bag)).get_json()["ok"] is True
+    event = api.get(f"/api/v1/items/{bag}").get_json()["custody"][-1]
+    assert event["action"] == "scan" and event["username"] == world.operator.username
+    audited = audit_events(world.db, entity_type="custody_event", entity_id=str(event["id"]))
+    assert len(audited) == 1 and audited[0]["action"] == "create"
+    assert audited[0]["username"] == world.operator.username
+    recorded = json.loads(audited[0]["record"])["new"]
+    assert recorded["id"] == event["id"] and recorded["item_id"] == bag
+    assert recorded["workstation"] == "WS-1" and recorded["ok"] is True
+    assert recorded["user_id"] == world.operator.user_id
+    assert json.loads(recorded["detail"]) == event["detail"]
 
 
 @pytest.mark.parametrize("garbage", ["", "   ", "hello", "GMP1:FP", "\x00\x01", "é" * 40,
