@@ -31,6 +31,7 @@ from gmp_mes.clock import utcnow
 CLIENTS = 16
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+GUNICORN_CONF = Path(__file__).resolve().parent.parent / "config" / "gunicorn.conf.py"
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
@@ -107,13 +108,14 @@ def _wrk(port: int, script: Path, seconds: int) -> dict[str, Any]:
             "socket_errors": errors.group(0) if errors else ""}
 
 
-def _serve(url: str, instance: Path, port: int, workers: int, threads: int) -> Any:
+def _serve(url: str, instance: Path, port: int) -> Any:
+    """The app under gunicorn with the deployment settings (config/gunicorn.conf.py)."""
     env = {**os.environ, "GMP_MES_DATABASE_URL": url, "GMP_MES_INSTANCE_PATH": str(instance),
            "GMP_MES_SECRET_KEY": "bench", "GMP_MES_BENCH_REFERENCE": "1",
-           "GMP_MES_PASSWORD_COST": "test"}
+           "GMP_MES_PASSWORD_COST": "test", "GMP_MES_WEB_WORKERS": str(CLIENTS)}
     process = subprocess.Popen(
-        [GUNICORN, "-w", str(workers), "--threads", str(threads), "-b", f"127.0.0.1:{port}",
-         "--log-level", "warning", "gmp_mes:create_app()"],
+        [GUNICORN, "-c", str(GUNICORN_CONF), "-b", f"127.0.0.1:{port}", "--log-level",
+         "warning", "gmp_mes:create_app()"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 30
@@ -146,8 +148,8 @@ def _one_backend(backend: str, seconds: int, n_items: int) -> list[Result]:
         instance = Path(folder)
         token, payloads, ids = _seed(url, instance, n_items)
         port = _free_port()
-        # Same server for both routes: 4 workers x 4 threads = 16 concurrent requests.
-        server = _serve(url, instance, port, workers=4, threads=4)
+        # Same server, same settings for both routes.
+        server = _serve(url, instance, port)
         try:
             _check_once(port, token, payloads[0])
             scan_lua, ref_lua = instance / "scan.lua", instance / "ref.lua"
@@ -166,7 +168,7 @@ def _one_backend(backend: str, seconds: int, n_items: int) -> list[Result]:
             except subprocess.TimeoutExpired:
                 server.kill()
     label = "SQLite WAL synchronous=FULL" if backend == "sqlite" else "PostgreSQL"
-    notes = (f"{label}; {CLIENTS} clients, gunicorn 4x4, {seconds}s; scans p50 "
+    notes = (f"{label}; {CLIENTS} clients, gunicorn {CLIENTS} sync workers, {seconds}s; scans p50 "
              f"{scans['p50']:.1f} ms p99 {scans['p99']:.1f} ms; reference p50 "
              f"{reference['p50']:.1f} ms p99 {reference['p99']:.1f} ms; non-2xx "
              f"scans {scans['non2xx']} reference {reference['non2xx']} "

@@ -123,7 +123,7 @@ def _lookup_connection() -> Iterator[Connection]:
     if db.dialect == "postgresql":
         yield db_session().connection()
         return
-    with db.engine.connect() as connection:
+    with db.single_read() as connection:
         yield connection
 
 

@@ -13,10 +13,10 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, cast
 
 from flask import current_app, has_app_context
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -192,7 +192,7 @@ def _new_item_id(session: Session) -> str:
 
 def _custody(
     session: Session,
-    item: Item,
+    item: ItemFacts,
     action: str,
     *,
     site_code: str | None,
@@ -240,12 +240,45 @@ def printable(text: str, limit: int = 300) -> str:
     return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in cut)
 
 
-def is_expired(item: Item, now: datetime | None = None) -> bool:
+class ItemFacts(Protocol):
+    """What checks read of an item: an ``Item`` or a row of the item table (scans read
+    the row with one Core query and change nothing on it)."""
+
+    @property
+    def item_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def coi_id(self) -> str: ...
+    @property
+    def batch_number(self) -> str | None: ...
+    @property
+    def location(self) -> str | None: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+    @property
+    def post_thaw_window(self) -> str | None: ...
+    @property
+    def thawed_at(self) -> datetime | None: ...
+
+
+_ITEM_ROW = select(Item.__table__).where(Item.__table__.c.item_id == bindparam("item_id"))
+
+
+def _item_row(session: Session, item_id: str) -> ItemFacts | None:
+    """The item's row as it is now, without loading it into the session."""
+    row = session.connection().execute(_ITEM_ROW, {"item_id": item_id}).first()
+    return cast("ItemFacts | None", row)  # a Row answers every column by name
+
+
+def is_expired(item: ItemFacts, now: datetime | None = None) -> bool:
     now = now or utcnow()
     return item.status == S.EXPIRED or (item.expires_at is not None and item.expires_at <= now)
 
 
-def post_thaw_deadline(item: Item) -> datetime | None:
+def post_thaw_deadline(item: ItemFacts) -> datetime | None:
     if item.thawed_at is None or not item.post_thaw_window:
         return None
     return item.thawed_at + parse_duration(item.post_thaw_window)
@@ -721,7 +754,7 @@ def record_custody(
 @dataclass
 class ScanResult:
     ok: bool
-    item: Item | None
+    item: ItemFacts | None
     coi_id: str | None
     status: str | None
     expires_at: datetime | None
@@ -733,7 +766,7 @@ def _r(code: str, message: str) -> dict[str, str]:
     return {"code": code, "message": message}
 
 
-def _item_problems(item: Item, now: datetime) -> list[dict[str, str]]:
+def _item_problems(item: ItemFacts, now: datetime) -> list[dict[str, str]]:
     """Status and expiry reasons shared by scans and the bedside."""
     reasons = []
     if item.status == S.BLOCKED:
@@ -779,7 +812,7 @@ def scan(
     payload = check.payload
     item = None
     if payload is not None:
-        item = session.get(Item, payload.subject_id)
+        item = _item_row(session, payload.subject_id)
         if item is None:
             reasons.append(_r("unknown_item", f"no item {payload.subject_id} is on record"))
     trusted = payload is not None and not any(
@@ -827,7 +860,7 @@ def scan(
     )
 
 
-def _batch_check(session: Session, item: Item, batch_number: str) -> list[dict[str, str]]:
+def _batch_check(session: Session, item: ItemFacts, batch_number: str) -> list[dict[str, str]]:
     from batches import services as batches  # lazily: batches imports identity
 
     try:
