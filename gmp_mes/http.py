@@ -95,10 +95,9 @@ def current_user() -> Principal | None:
 def _load_user() -> Principal | None:
     """The caller, looked up with one Core query (see :func:`_lookup_connection`).
 
-    The Principal is an immutable snapshot for
-    authorisation that also survives the rollback of a failed request (error pages
-    still show who is logged in). Nothing is cached across requests: deactivation,
-    lockout and token expiry take effect on the very next request.
+    The Principal is an immutable snapshot for authorisation that also survives the
+    rollback of a failed request (error pages still show who is logged in). Nothing is
+    cached across requests: deactivation, lockout and token expiry act at once.
     """
     header = request.headers.get("Authorization", "")
     bearer = header.lower().startswith("bearer ")
