@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -291,6 +291,22 @@ class _Checker:
             return []
         return value
 
+    def keyed_tables(
+        self, parent: dict[str, Any], key: str, name: str, id_key: str, what: str
+    ) -> Iterator[tuple[str, str | None, dict[str, Any]]]:
+        """Each table of the array ``key`` with its identifier ``id_key`` read and checked
+        unique; yields the error prefix naming the table, the identifier and the table."""
+        seen: set[str] = set()
+        for i, table in enumerate(self.tables(parent, key, name)):
+            prefix = f"{name}[{i}]"
+            identifier = self.text(table, id_key, f"{prefix}.{id_key}", pattern=STEP_CODE)
+            if identifier is not None:
+                prefix = f"{name}[{i}] ({identifier})"
+                if identifier in seen:
+                    self.fail(f"{prefix}.{id_key}", f"duplicate {what} {identifier!r}")
+                seen.add(identifier)
+            yield prefix, identifier, table
+
     def limits(self, lo: float | None, hi: float | None, name: str) -> None:
         if lo is not None and hi is not None and lo > hi:
             self.fail(name, f"min {fmt_number(lo)} is greater than max {fmt_number(hi)}")
@@ -369,15 +385,7 @@ def parse_definition(data: dict[str, Any], source: str) -> ProcessDefinition:
 
 def _steps(c: _Checker, data: dict[str, Any]) -> list[Step]:
     steps: list[Step] = []
-    seen: set[str] = set()
-    for i, table in enumerate(c.tables(data, "steps", "steps")):
-        prefix = f"steps[{i}]"
-        code = c.text(table, "code", f"{prefix}.code", pattern=STEP_CODE)
-        if code is not None:
-            prefix = f"steps[{i}] ({code})"
-            if code in seen:
-                c.fail(f"{prefix}.code", f"duplicate step code {code!r}")
-            seen.add(code)
+    for prefix, code, table in c.keyed_tables(data, "steps", "steps", "code", "step code"):
         c.unknown(table, _STEP, f"{prefix}.")
         name = c.text(table, "name", f"{prefix}.name")
         instructions = c.text(table, "instructions", f"{prefix}.instructions", required=False)
@@ -404,15 +412,9 @@ def _steps(c: _Checker, data: dict[str, Any]) -> list[Step]:
 
 def _parameters(c: _Checker, step: dict[str, Any], step_prefix: str) -> list[Parameter]:
     params: list[Parameter] = []
-    seen: set[str] = set()
-    for j, table in enumerate(c.tables(step, "parameters", f"{step_prefix}.parameters")):
-        prefix = f"{step_prefix}.parameters[{j}]"
-        code = c.text(table, "code", f"{prefix}.code", pattern=STEP_CODE)
-        if code is not None:
-            prefix = f"{step_prefix}.parameters[{j}] ({code})"
-            if code in seen:
-                c.fail(f"{prefix}.code", f"duplicate parameter code {code!r}")
-            seen.add(code)
+    parameters = c.keyed_tables(step, "parameters", f"{step_prefix}.parameters", "code",
+                                "parameter code")
+    for prefix, code, table in parameters:
         c.unknown(table, _PARAM, f"{prefix}.")
         name = c.text(table, "name", f"{prefix}.name", required=False) or code
         unit = c.text(table, "unit", f"{prefix}.unit", empty_ok=True)
@@ -443,15 +445,7 @@ def _parameters(c: _Checker, step: dict[str, Any], step_prefix: str) -> list[Par
 
 def _qc(c: _Checker, data: dict[str, Any], step_codes: set[str]) -> list[QcSpec]:
     specs: list[QcSpec] = []
-    seen: set[str] = set()
-    for k, table in enumerate(c.tables(data, "qc", "qc")):
-        prefix = f"qc[{k}]"
-        test = c.text(table, "test", f"{prefix}.test", pattern=STEP_CODE)
-        if test is not None:
-            prefix = f"qc[{k}] ({test})"
-            if test in seen:
-                c.fail(f"{prefix}.test", f"duplicate QC test {test!r}")
-            seen.add(test)
+    for prefix, test, table in c.keyed_tables(data, "qc", "qc", "test", "QC test"):
         c.unknown(table, _QC, f"{prefix}.")
         method = c.text(table, "method", f"{prefix}.method", required=False)
         unit = c.text(table, "unit", f"{prefix}.unit", required=False, empty_ok=True)
