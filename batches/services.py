@@ -54,6 +54,7 @@ from batches.models import (
 from gmp_mes import audit, signatures
 from gmp_mes.audit import canonical_json
 from gmp_mes.clock import utcnow
+from gmp_mes.db import lock_rows
 from gmp_mes.durations import format_duration
 from gmp_mes.errors import (
     AlreadyExists,
@@ -356,8 +357,7 @@ def get_batch(session: Session, batch_number: str, *, for_update: bool = False) 
     statement = select(Batch).where(Batch.batch_number == batch_number)
     if for_update:
         # Lock the batch row only (not the joined process) and re-read what it holds now.
-        statement = statement.with_for_update(of=Batch).execution_options(
-            populate_existing=True)
+        statement = lock_rows(statement, Batch)
     batch = session.scalar(statement)
     if batch is None:
         raise NotFound(f"no batch {batch_number}")
@@ -811,8 +811,7 @@ def get_deviation(session: Session, ref: str | int, *, for_update: bool = False)
         Deviation.id == int(text_) if text_.isdigit() else Deviation.number == text_.upper()
     )
     if for_update:
-        statement = statement.with_for_update(of=Deviation).execution_options(
-            populate_existing=True)
+        statement = lock_rows(statement, Deviation)
     deviation = session.scalar(statement)
     if deviation is None:
         raise NotFound(f"no deviation {ref}")

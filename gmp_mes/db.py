@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, MetaData, Select, create_engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -203,6 +203,12 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def lock_rows(statement: Select[Any], of: Any) -> Select[Any]:
+    """``statement`` locking the rows of ``of`` until commit, and re-reading them: the
+    session may hold an older copy loaded before the lock was granted."""
+    return statement.with_for_update(of=of).execution_options(populate_existing=True)
 
 
 def throwaway_engine(url: str) -> Engine:

@@ -27,6 +27,7 @@ from gmp_mes.accounts import Person
 from gmp_mes.alerts import AlertSpec, raise_alert
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
+from gmp_mes.db import lock_rows
 from gmp_mes.durations import parse_duration
 from gmp_mes.errors import (
     AlreadyExists,
@@ -379,10 +380,7 @@ def get_item(session: Session, item_id: str, *, for_update: bool = False) -> Ite
     if not key.isprintable():
         raise NotFound(f"no item {printable(key, 40)!r}")
     if for_update:
-        item = session.scalar(
-            select(Item).where(Item.item_id == key).with_for_update()
-            .execution_options(populate_existing=True)
-        )
+        item = session.scalar(lock_rows(select(Item).where(Item.item_id == key), Item))
     else:
         item = session.get(Item, key)
     if item is None:
@@ -1009,11 +1007,8 @@ def administer(
     probe = labels.check_payload(session, product_payload)
     if probe.payload is not None and not probe.reasons:
         # Serialise concurrent administrations of this bag before deciding anything.
-        locked = session.scalar(
-            select(Item).where(Item.item_id == probe.payload.subject_id).with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        _ = locked
+        session.scalar(lock_rows(select(Item).where(Item.item_id == probe.payload.subject_id),
+                                  Item))
     result = _evaluate_bedside(session, patient_payload, product_payload, site_code)
     if not result.match:
         codes = {r["code"] for r in result.reasons}
