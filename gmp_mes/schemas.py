@@ -10,6 +10,13 @@ from gmp_mes.models import Meaning, Role, SiteKind
 from gmp_mes.signatures import SignatureInput
 
 
+def form_fields(form: Any) -> dict[str, str]:
+    """A page form as a schema loads it: values trimmed, empty fields and the CSRF token
+    left out (so a required field left empty reports that it is missing)."""
+    return {key: value.strip() for key, value in form.items()
+            if key != "csrf_token" and value.strip()}
+
+
 class StrictSchema(Schema):
     """Unknown fields are an error: a typo must never be silently dropped."""
 

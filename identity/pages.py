@@ -3,12 +3,13 @@ collection. Views stay thin: parse the form, call services, render."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup
+from marshmallow import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
@@ -17,8 +18,10 @@ from gmp_mes.alerts import countdown
 from gmp_mes.errors import DomainError, ValidationFailed
 from gmp_mes.http import db_session, roles_except, roles_required, undo_failed_form
 from gmp_mes.models import Meaning, Site, SiteKind
+from gmp_mes.schemas import form_fields
 from gmp_mes.signatures import SignatureInput
 from identity import coi, services
+from identity.schemas import CollectionFormSchema, PatientFormSchema
 
 bp = Blueprint("identity", __name__, template_folder="templates")
 
@@ -184,19 +187,13 @@ def enrol_page() -> str | Response | tuple[str, int]:
     errors: dict[str, list[str]] = {}
     error = None
     if request.method == "POST":
-        form = request.form
         try:
-            born = date.fromisoformat(form.get("date_of_birth", ""))
-        except ValueError:
-            errors["date_of_birth"] = ["enter a date like 1970-05-17"]
-            born = None
-        if born is not None:
+            data = PatientFormSchema().load(form_fields(request.form))
+        except ValidationError as exc:
+            errors = _field_errors(exc)
+        else:
             try:
-                patient = services.enrol_patient(
-                    session, given_name=form.get("given_name", ""),
-                    family_name=form.get("family_name", ""), date_of_birth=born,
-                    mrn=form.get("mrn", ""), treatment_site=form.get("treatment_site", ""),
-                )
+                patient = services.enrol_patient(session, **data)
             except ValidationFailed as exc:
                 _failed(exc)
                 errors = exc.errors or {}
@@ -221,19 +218,14 @@ def collection_page() -> str | Response | tuple[str, int]:
     error = None
     form = request.form
     if request.method == "POST":
-        collected_at = _local_datetime(form.get("collected_at", ""), errors)
         try:
-            volume = float(form.get("volume_ml", ""))
-        except ValueError:
-            errors["volume_ml"] = ["enter the volume in mL, e.g. 250"]
-            volume = None
-        if not errors and collected_at is not None and volume is not None:
+            data = CollectionFormSchema().load(form_fields(form))
+        except ValidationError as exc:
+            errors = _field_errors(exc)
+        else:
+            data["collected_at"] = _site_local(data["collected_at"])
             try:
-                collection = services.record_collection(
-                    session, coi_id=form.get("coi_id", ""), collected_at=collected_at,
-                    site=form.get("site", ""), volume_ml=volume,
-                    din=(form.get("din") or "").strip() or None,
-                )
+                collection = services.record_collection(session, **data)
             except ValidationFailed as exc:
                 _failed(exc)
                 errors = exc.errors or {}
@@ -249,16 +241,15 @@ def collection_page() -> str | Response | tuple[str, int]:
     return (page, status) if status != 200 else page
 
 
-def _local_datetime(text: str, errors: dict[str, list[str]]) -> datetime | None:
-    """A datetime-local field, in the user's site time zone."""
-    try:
-        naive = datetime.fromisoformat(text)
-    except ValueError:
-        errors["collected_at"] = ["enter the date and time of collection"]
-        return None
-    if naive.tzinfo is not None:
-        return naive
+def _site_local(naive: datetime) -> datetime:
+    """A time typed in a datetime-local field is the user's site local time."""
     return naive.replace(tzinfo=ZoneInfo(g.user.site.timezone))
+
+
+def _field_errors(exc: ValidationError) -> dict[str, list[str]]:
+    messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+    return {field: [str(m) for m in (value if isinstance(value, list) else [value])]
+            for field, value in messages.items()}
 
 
 # --- dashboard ----------------------------------------------------------------------------

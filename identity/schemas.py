@@ -31,14 +31,31 @@ class PatientInSchema(StrictSchema):
                                    validate=[validate.Length(min=1, max=32), _printable])
 
 
+_volume = validate.Range(min=0, min_inclusive=False, max=5000)
+
+
 class CollectionInSchema(StrictSchema):
     coi_id = fields.String(required=True, validate=[validate.Length(min=1, max=20), _printable])
     collected_at = fields.AwareDateTime(required=True, default_timezone=None)
     site = fields.String(required=True, validate=[validate.Length(min=1, max=32), _printable])
-    volume_ml = fields.Float(required=True, allow_nan=False,
-                             validate=validate.Range(min=0, min_inclusive=False, max=5000))
+    volume_ml = fields.Float(required=True, allow_nan=False, validate=_volume)
     din = fields.String(load_default=None, allow_none=True,
                         validate=[validate.Length(min=1, max=20), _printable])
+
+
+# Page forms: the API's rules, with messages for a person at a form.
+
+class PatientFormSchema(PatientInSchema):
+    date_of_birth = fields.Date(required=True,
+                                error_messages={"invalid": "enter a date like 1970-05-17"})
+
+
+class CollectionFormSchema(CollectionInSchema):
+    # A datetime-local field: the site's local time, without an offset.
+    collected_at = fields.NaiveDateTime(
+        required=True, error_messages={"invalid": "enter the date and time of collection"})
+    volume_ml = fields.Float(required=True, allow_nan=False, validate=_volume,
+                             error_messages={"invalid": "enter the volume in mL, e.g. 250"})
 
 
 class CustodyInSchema(StrictSchema):

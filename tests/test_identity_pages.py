@@ -104,7 +104,9 @@ def test_enrol_and_collection_forms(world: World, client) -> None:
                                          "date_of_birth": "1867-11-07x", "mrn": "M1",
                                          "treatment_site": TREATMENT})
     assert bad.status_code == 422
-    assert 'class="field-error"' in bad.get_data(as_text=True)
+    html = bad.get_data(as_text=True)
+    # Every field error at once: the empty name and the malformed date.
+    assert "enter a date like 1970-05-17" in html and "Missing data for required field" in html
     good = browser.post("/patients/new", {"given_name": "Marie", "family_name": "Curie",
                                           "date_of_birth": "1967-11-07", "mrn": "M1",
                                           "treatment_site": TREATMENT})
@@ -120,6 +122,11 @@ def test_enrol_and_collection_forms(world: World, client) -> None:
     bad = browser.post("/collections/new", {"coi_id": coi_id, "collected_at": future,
                                             "site": APHERESIS, "volume_ml": "200"})
     assert bad.status_code == 422 and "future" in bad.get_data(as_text=True)
+    typo = browser.post("/collections/new", {"coi_id": coi_id, "collected_at": "yesterday",
+                                             "site": APHERESIS, "volume_ml": "2OO"})
+    html = typo.get_data(as_text=True)
+    assert typo.status_code == 422 and "enter the volume in mL" in html
+    assert "enter the date and time of collection" in html
     past = (utcnow() - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M")
     ok = browser.post("/collections/new", {"coi_id": coi_id, "collected_at": past,
                                            "site": APHERESIS, "volume_ml": "200"})
