@@ -117,8 +117,8 @@ def create_user(
         errors["roles"] = [f"each role must be one of {', '.join(r.value for r in Role)}"]
     if problems := password_problems(password):
         errors["password"] = problems
-    if email is not None and (not EMAIL.match(email) or _control_characters(email)):
-        errors["email"] = ["must be an e-mail address like name@example.org"]
+    if email is not None and (problem := _email_problem(email)):
+        errors["email"] = [problem]
     if full_name is not None and _control_characters(full_name):
         errors["full_name"] = [CONTROL_MESSAGE]
     if errors:
@@ -138,6 +138,23 @@ def create_user(
     )
     user.role_rows = [UserRole(role=role) for role in roles]
     session.add(user)
+    session.flush()
+    return user
+
+
+def _email_problem(email: str) -> str | None:
+    if not EMAIL.match(email) or _control_characters(email):
+        return "must be an e-mail address like name@example.org"
+    return None
+
+
+def set_email(session: Session, username: str, email: str | None) -> User:
+    """Change (or, with None or blank, remove) where the user's alert e-mails go."""
+    email = email.strip() if email and email.strip() else None
+    if email is not None and (problem := _email_problem(email)):
+        raise ValidationFailed("invalid e-mail address", errors={"email": [problem]})
+    user = get_user(session, username, for_update=True)
+    user.email = email
     session.flush()
     return user
 

@@ -132,6 +132,22 @@ def _account_action(username: str, action: str) -> Response:
     return redirect(url_for("admin.users"))
 
 
+@bp.route("/users/<username>/email", methods=["POST"])
+@roles_required("admin")
+def set_email(username: str) -> Response:
+    s = db_session()
+    try:
+        user = accounts.set_email(s, username, request.form.get("email"))
+    except DomainError as exc:
+        s.rollback()
+        problems = [m for messages in (exc.errors or {}).values() for m in messages]
+        flash(f"Not changed: {'; '.join([exc.detail, *problems])}", "error")
+    else:
+        where = user.email or "nowhere (address removed)"
+        flash(f"Alert e-mails for {username} now go to {where}.", "ok")
+    return redirect(url_for("admin.users"))
+
+
 @bp.route("/users/<username>/unlock", methods=["POST"])
 @roles_required("admin")
 def unlock_user(username: str) -> Response:

@@ -19,6 +19,7 @@ from gmp_mes.models import AuditEvent, Site, User
 from gmp_mes.schemas import (
     AuditEventSchema,
     AuditQuerySchema,
+    EmailInSchema,
     SiteInSchema,
     SiteSchema,
     TokenRequestSchema,
@@ -92,6 +93,15 @@ def create_user(body: dict[str, Any]) -> User:
 def unlock_user(username: str) -> User:
     """Unlock an account locked by failed logins."""
     return accounts.unlock_user(db_session(), username)
+
+
+@blp.route("/users/<username>/email", methods=["POST"])
+@blp.arguments(EmailInSchema)
+@blp.response(200, UserSchema)
+@roles_required("admin")
+def set_email(body: dict[str, Any], username: str) -> User:
+    """Change or remove the address the user's alert e-mails go to (audited, old and new)."""
+    return accounts.set_email(db_session(), username, body["email"])
 
 
 @blp.route("/users/<username>/deactivate", methods=["POST"])

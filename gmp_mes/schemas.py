@@ -80,6 +80,12 @@ class SiteSchema(Schema):
     timezone = fields.String()
 
 
+class EmailInSchema(StrictSchema):
+    """Where a user's alert e-mails go; null removes the address."""
+
+    email = fields.String(required=True, allow_none=True, validate=validate.Length(max=254))
+
+
 class UserInSchema(StrictSchema):
     username = fields.String(required=True, validate=validate.Length(min=1, max=64))
     full_name = fields.String(required=True, validate=validate.Length(min=1, max=200))

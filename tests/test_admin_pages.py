@@ -3,6 +3,7 @@ errors next to the field, and the account rules of gmp_mes.accounts behind them.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from gmp_mes import accounts
 from gmp_mes.audit import Actor
 from tests.conftest import PASSWORD
-from tests.helpers import audit_events
+from tests.helpers import assert_problem, audit_events
 from tests.test_pages_core import csrf_from, page_login
 
 HTML = {"Accept": "text/html"}
@@ -218,3 +219,36 @@ def test_random_admin_form_input_never_breaks_the_page(
         "timezone": timezone,
     })
     assert site_.status_code in (302, 422), site_.get_data(as_text=True)[:500]
+
+
+@pytest.mark.requirement("21 CFR 11.10(e)")
+def test_admin_changes_and_removes_a_users_alert_email(admin_client: Any, make_user: Any,
+                                                        db: Any) -> None:
+    make_user("olga", "operator")
+    token = csrf_from(admin_client.get("/admin/users").get_data(as_text=True))
+    admin_client.post("/admin/users/olga/email",
+                      data={"csrf_token": token, "email": " olga@example.org "})
+    listing = admin_client.get("/admin/users").get_data(as_text=True)
+    assert "now go to olga@example.org" in listing and 'value="olga@example.org"' in listing
+    admin_client.post("/admin/users/olga/email", data={"csrf_token": token, "email": "oops"})
+    listing = admin_client.get("/admin/users").get_data(as_text=True)
+    assert "Not changed" in listing and "like name@example.org" in listing
+    admin_client.post("/admin/users/olga/email", data={"csrf_token": token, "email": ""})
+    assert "address removed" in admin_client.get("/admin/users").get_data(as_text=True)
+    changes = [e for e in audit_events(db, entity_type="user", entity_id="olga")
+               if e["action"] == "update"]
+    assert [json.loads(e["record"])["new"]["email"] for e in changes] == [
+        "olga@example.org", None]
+    assert json.loads(changes[0]["record"])["old"]["email"] is None
+    assert all(e["username"] == "ada" for e in changes)
+
+
+def test_user_email_over_the_api(make_user: Any, login: Any) -> None:
+    admin, olga = make_user("adm", "admin"), make_user("olga", "operator")
+    api = login(admin)
+    response = api.post("/api/v1/users/olga/email", json={"email": "olga@example.org"})
+    assert response.status_code == 200 and response.get_json()["email"] == "olga@example.org"
+    assert_problem(api.post("/api/v1/users/olga/email", json={"email": "x@"}), 422)
+    assert_problem(api.post("/api/v1/users/nobody/email", json={"email": None}), 404)
+    assert_problem(login(olga).post("/api/v1/users/olga/email", json={"email": None}), 403)
+    assert api.post("/api/v1/users/olga/email", json={"email": None}).get_json()["email"] is None

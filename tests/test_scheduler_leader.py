@@ -97,7 +97,8 @@ def test_leader_notices_a_lost_lock_and_does_not_keep_running(app, db) -> None:
         pid = first.leadership._connection.execute(text("SELECT pg_backend_pid()")).scalar()
         first.leadership._connection.commit()
         with db.engine.connect() as c:
-            c.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            # Wait (up to 10 s) until the backend is gone: only then is its lock free.
+            c.execute(text("SELECT pg_terminate_backend(:p, 10000)"), {"p": pid})
             c.commit()
         assert second.tick() == ["job ran"]  # lock free: the standby takes over
         assert first.tick() == []  # the old leader sees it lost the lock and stands by
