@@ -10,6 +10,7 @@ import enum
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -81,16 +82,29 @@ class QueuedWriterConnection(sqlite3.Connection):
         super().__init__(database, *args, **kwargs)
         path = os.fsdecode(database)
         queued = path not in ("", ":memory:") and not path.startswith("file:")
+        self._writers_path = os.path.abspath(path)
         self._writers_fd = (
             os.open(path + "-writers.lock", os.O_RDWR | os.O_CREAT, 0o600) if queued else None
         )
         self._holds_writer_lock = False
+        self._owner: tuple[str, int] | None = None
 
     def begin_write(self) -> None:
         """Wait for the writer lock (held until COMMIT or ROLLBACK), then BEGIN IMMEDIATE."""
         if self._writers_fd is not None and not self._holds_writer_lock:
-            fcntl.flock(self._writers_fd, fcntl.LOCK_EX)
-            self._holds_writer_lock = True
+            owner = (self._writers_path, threading.get_ident())
+            with _writer_owners_lock:
+                if owner in _writer_owners:
+                    # Waiting here would wait for ourselves, forever.
+                    raise sqlite3.OperationalError(
+                        "database is locked: this thread already has a write transaction open")
+                _writer_owners.add(owner)
+            try:
+                fcntl.flock(self._writers_fd, fcntl.LOCK_EX)
+            except BaseException:
+                _forget_owner(owner)
+                raise
+            self._holds_writer_lock, self._owner = True, owner
         try:
             self.execute("BEGIN IMMEDIATE")
         except BaseException:
@@ -122,6 +136,18 @@ class QueuedWriterConnection(sqlite3.Connection):
         if self._holds_writer_lock:
             self._holds_writer_lock = False
             fcntl.flock(self._writers_fd, fcntl.LOCK_UN)
+            _forget_owner(self._owner)
+
+
+# (database path, thread) pairs holding a writer lock: a second write transaction in the
+# same thread is refused at once instead of waiting for itself.
+_writer_owners: set[tuple[str, int]] = set()
+_writer_owners_lock = threading.Lock()
+
+
+def _forget_owner(owner: tuple[str, int] | None) -> None:
+    with _writer_owners_lock:
+        _writer_owners.discard(owner)
 
 
 def _configure_sqlite(engine: Engine) -> None:

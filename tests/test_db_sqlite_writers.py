@@ -61,6 +61,21 @@ def test_rollback_releases_the_lock(sqlite_db: Database, tmp_path: Path) -> None
         assert c.execute(text("SELECT n FROM counter")).scalar_one() == 10
 
 
+def test_a_second_write_transaction_in_the_same_thread_fails_at_once(
+        sqlite_db: Database) -> None:
+    """It would wait for its own thread forever: refused with a clear error instead."""
+    with sqlite_db.session() as outer:
+        outer.execute(text("UPDATE counter SET n = n + 1"))
+        with (pytest.raises(sqlite3.OperationalError, match="already has a write transaction"),
+              sqlite_db.transaction() as inner):
+            inner.execute(text("UPDATE counter SET n = n + 1"))
+        outer.commit()
+    with sqlite_db.transaction() as after:  # and nothing is left held
+        after.execute(text("UPDATE counter SET n = n + 1"))
+    with sqlite_db.engine.connect() as c:
+        assert c.execute(text("SELECT n FROM counter")).scalar_one() == 2
+
+
 def test_readers_do_not_take_the_lock(sqlite_db: Database, tmp_path: Path) -> None:
     with sqlite_db.session(write=False) as session:
         session.execute(text("SELECT n FROM counter")).scalar_one()
