@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -326,6 +327,48 @@ class VerifyResult:
         if self.ok:
             return f"audit trail intact: {self.checked} events verified"
         return f"audit trail broken at event {self.bad_seq}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """The chain's head at one moment, kept outside the system (logbook, e-mail, a printed
+    record). The chain binds every earlier event to it, so a later check that the event
+    still carries this hash proves nothing up to it was removed or changed, which the
+    chain alone cannot show for its last events."""
+
+    seq: int
+    hash: str
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.hash}"
+
+    @classmethod
+    def parse(cls, text_: str) -> Anchor:
+        seq, _, hash_ = text_.strip().partition(":")
+        if not seq.isdigit() or not re.fullmatch(r"[0-9a-f]{64}", hash_.lower()):
+            raise ValueError(f"an anchor is SEQ:HASH as `audit head` prints it, not {text_!r}")
+        return cls(int(seq), hash_.lower())
+
+
+def head(connection: Connection) -> Anchor | None:
+    """The last event of the chain, or None while the trail is empty."""
+    row = connection.execute(_head_query()).first()
+    return Anchor(row[0], row[1]) if row else None
+
+
+def check_anchor(connection: Connection, anchor: Anchor) -> str | None:
+    """What is wrong with the trail as measured against an anchor, or None."""
+    stored = connection.execute(
+        text("SELECT hash FROM audit_event WHERE seq = :seq"), {"seq": anchor.seq}
+    ).scalar()
+    if stored is None:
+        last = head(connection)
+        return (f"event {anchor.seq} of anchor {anchor} is gone (the trail now ends at "
+                f"{last.seq if last else 0}): events were removed")
+    if stored != anchor.hash:
+        return (f"event {anchor.seq} no longer has the hash of anchor {anchor}: "
+                "the trail was rewritten")
+    return None
 
 
 def count_events(connection: Connection) -> int:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from gmp_mes import accounts, audit, migrate
 from gmp_mes.audit import Actor
+from gmp_mes.clock import utcnow
 from gmp_mes.db import Database
 from gmp_mes.errors import DomainError
 from gmp_mes.models import Role, SiteKind
@@ -174,10 +175,20 @@ def audit_group() -> None:
     """The audit trail."""
 
 
+def _anchor(_ctx: Any, _param: Any, values: tuple[str, ...]) -> list[audit.Anchor]:
+    try:
+        return [audit.Anchor.parse(value) for value in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @audit_group.command("verify")
+@click.option("--anchor", "anchors", multiple=True, callback=_anchor, metavar="SEQ:HASH",
+              help="a head recorded earlier with `audit head`: also prove nothing up to it "
+                   "was removed (repeatable)")
 @with_appcontext
 @handles_errors
-def audit_verify() -> None:
+def audit_verify(anchors: list[audit.Anchor]) -> None:
     """Recompute the hash chain; exit 1 naming the first bad event."""
     with database().engine.connect() as connection:
         total = audit.count_events(connection)
@@ -186,9 +197,29 @@ def audit_verify() -> None:
                 result = audit.verify_chain(connection, progress=bar.update)
         else:
             result = audit.verify_chain(connection)
-    click.echo(result.message(), err=not result.ok)
-    if not result.ok:
+        problems = [p for a in anchors if (p := audit.check_anchor(connection, a))]
+    if not result.ok or problems:
+        message = result.message() if not result.ok else f"audit trail broken: {problems[0]}"
+        click.echo(message, err=True)
         sys.exit(1)
+    click.echo(result.message()
+               + (f"; {len(anchors)} anchor(s) still match" if anchors else ""))
+
+
+@audit_group.command("head")
+@with_appcontext
+@handles_errors
+def audit_head() -> None:
+    """Print the chain's head as an anchor to keep outside the system."""
+    with database().engine.connect() as connection:
+        anchor = audit.head(connection)
+    if anchor is None:
+        click.echo("the audit trail is empty")
+        return
+    click.echo(str(anchor))
+    click.echo(f"recorded at {audit.format_time(utcnow())}: keep this line outside the system; "
+               f"`gmp-mes audit verify --anchor {anchor}` later proves that no event up to "
+               f"{anchor.seq} was removed or changed", err=True)
 
 
 @click.command("serve")

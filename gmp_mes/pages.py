@@ -17,7 +17,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
-from gmp_mes import accounts
+from gmp_mes import accounts, audit
 from gmp_mes.audit import Actor
 from gmp_mes.audit_queries import search_events
 from gmp_mes.clock import utcnow
@@ -120,4 +120,5 @@ def audit_trail() -> str:
     query = AuditQuerySchema().load({k: v for k, v in request.args.items() if v}, unknown="exclude")
     events = search_events(db_session(), **query)
     rows = [(event, json.loads(event.record)) for event in events]
-    return render_template("audit.html", rows=rows, query=query)
+    anchor = audit.head(db_session().connection())
+    return render_template("audit.html", rows=rows, query=query, anchor=anchor)

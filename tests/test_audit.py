@@ -160,6 +160,44 @@ def test_verify_names_a_deleted_event(trail, runner) -> None:
 
 
 @pytest.mark.requirement("21 CFR 11.10(e)")
+def test_an_anchor_reveals_removed_last_events_the_chain_alone_cannot(trail, runner) -> None:
+    head = runner.invoke(args=["audit", "head"])
+    assert head.exit_code == 0
+    anchor = head.output.splitlines()[0]
+    seq = int(anchor.split(":")[0])
+    ok = runner.invoke(args=["audit", "verify", "--anchor", anchor])
+    assert ok.exit_code == 0 and "1 anchor(s) still match" in ok.output
+    with trail.engine.begin() as c:  # a superuser cuts off the last two events
+        c.execute(text("DELETE FROM audit_event WHERE seq >= :s"), {"s": seq - 1})
+    assert runner.invoke(args=["audit", "verify"]).exit_code == 0  # the chain alone: intact
+    cut = runner.invoke(args=["audit", "verify", "--anchor", anchor])
+    assert cut.exit_code == 1
+    assert f"event {seq} of anchor" in cut.output and "events were removed" in cut.output
+
+
+@pytest.mark.requirement("21 CFR 11.10(e)")
+def test_an_anchor_reveals_a_rewritten_trail(trail, runner) -> None:
+    anchor = runner.invoke(args=["audit", "head"]).output.splitlines()[0]
+    seq = int(anchor.split(":")[0])
+    with trail.engine.begin() as c:  # the last event rewritten and properly re-hashed
+        prev, record = c.execute(text("SELECT prev_hash, record FROM audit_event "
+                                      "WHERE seq = :s"), {"s": seq}).one()
+        forged = record.replace("operator", "admin")
+        c.execute(text("UPDATE audit_event SET record = :r, hash = :h WHERE seq = :s"),
+                  {"r": forged, "h": audit.chain_hash(prev, forged), "s": seq})
+    assert runner.invoke(args=["audit", "verify"]).exit_code == 0  # the chain alone: intact
+    result = runner.invoke(args=["audit", "verify", "--anchor", anchor])
+    assert result.exit_code == 1 and "no longer has the hash" in result.output
+
+
+@pytest.mark.parametrize("bad", ["12", "x:abc", "3:" + "g" * 64, ":" + "a" * 64])
+def test_a_malformed_anchor_is_one_clear_error(db, runner, bad: str) -> None:
+    result = runner.invoke(args=["audit", "verify", "--anchor", bad])
+    assert result.exit_code == 2 and "SEQ:HASH" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.requirement("21 CFR 11.10(e)")
 def test_verify_detects_reordered_events(trail) -> None:
     with trail.engine.begin() as c:
         c.execute(text("UPDATE audit_event SET seq = -1 WHERE seq = 2"))

@@ -81,6 +81,8 @@ def test_audit_page_for_qa_only(client, make_user) -> None:
     page_login(client, make_user("quentin", "qa"))
     html = client.get("/audit").get_data(as_text=True)
     assert "Audit trail" in html and "quentin" in html
+    # The head to record outside the system, as `gmp-mes audit head` prints it.
+    assert re.search(r"Head of the trail now: <code>\d+:[0-9a-f]{64}</code>", html)
 
 
 def test_audit_page_refused_to_operators(client, make_user) -> None:
