@@ -371,6 +371,13 @@ def render_pdf(data: dict[str, Any]) -> bytes:
     flow.append(_table(rows, [width * 0.2, width * 0.14, width * 0.12, width * 0.14,
                               width * 0.22, width * 0.18], st))
 
+    if data.get("audit_head"):
+        flow.append(_p("Audit trail anchor", st.h2))
+        flow.append(_p(f"Head of the audit trail when this record was generated: "
+                       f"{data['audit_head']}. 'gmp-mes audit verify --anchor "
+                       f"{data['audit_head']}' proves that no event up to it was later "
+                       "removed or rewritten.", st.small))
+
     generated = _dt(data.get("generated_at"))
 
     def _footer(canvas: Any, document: Any) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from batches import services
 from batches.models import Batch, Deviation, StepRecord
+from gmp_mes import audit
 from gmp_mes.audit import format_time
 from gmp_mes.clock import utcnow
 from gmp_mes.errors import NotFound
@@ -250,4 +251,8 @@ def executed_record(session: Session, batch_number: str, *, full: bool = True) -
         result["custody"] = _custody(session, result["genealogy"], identity)
         result["expansion_curve"] = expansion_curve(batch, current)
         result["generated_at"] = _time(utcnow())
+        # An anchor on every exported record: it proves later that no audit event up to
+        # this moment (this batch's included) was removed or rewritten.
+        anchor = audit.head(session.connection())
+        result["audit_head"] = str(anchor) if anchor else None
     return result

@@ -91,6 +91,8 @@ def test_pdf_contains_every_signature_and_deviation(plant: Plant) -> None:
         assert expected in text, expected
     for item_id in services_items(plant, number):
         assert item_id in text
+    anchor = re.search(r"Audit trail anchor .* generated: (\d+:[0-9a-f]{64})\.", text)
+    assert anchor and anchor.group(1) == data["audit_head"], "no audit anchor in the PDF"
 
 
 def services_items(plant: Plant, number: str) -> list[str]:
@@ -129,6 +131,7 @@ def test_json_export_is_complete_and_machine_readable(plant: Plant) -> None:
     assert all(g["parents"] == [data["starting_item_id"]] for g in bags)
     assert data["custody"] and {e["action"] for e in data["custody"]} >= {"create"}
     assert data["patient"]["initials"] == "G.H."
+    assert re.fullmatch(r"\d+:[0-9a-f]{64}", data["audit_head"])
     assert "MRN" not in raw.decode() and "Hopper" not in raw.decode()  # pseudonymised
 
 
