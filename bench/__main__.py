@@ -12,7 +12,7 @@ from pathlib import Path
 
 os.environ.setdefault("GMP_MES_PASSWORD_COST", "test")
 
-from bench.common import Result
+from bench.common import BenchUnavailable, Result
 
 HERE = Path(__file__).parent
 
@@ -23,14 +23,19 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args()
     results: list[Result] = []
+    unavailable: list[str] = []
     for module in sorted(m.name for m in pkgutil.iter_modules([str(HERE)])):
         if not module.startswith("bench_") or (args.only and module != f"bench_{args.only}"):
             continue
         print(f"running {module} ...", file=sys.stderr, flush=True)
-        results.extend(importlib.import_module(f"bench.{module}").run(args))
+        try:
+            results.extend(importlib.import_module(f"bench.{module}").run(args))
+        except BenchUnavailable as exc:
+            print(f"{module}: not run: {exc}", file=sys.stderr)
+            unavailable.append(module)
     print_table(results)
     (HERE / "results.json").write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
-    return 0
+    return 1 if unavailable else 0
 
 
 def print_table(results: list[Result]) -> None:

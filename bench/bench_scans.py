@@ -24,7 +24,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import Result, postgres_available, scratch_database
+from bench.common import BenchUnavailable, Result, postgres_available, scratch_database
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
 
@@ -192,8 +192,8 @@ def _one_backend(backend: str, seconds: int, n_items: int) -> list[Result]:
 
 def run(args: Any) -> list[Result]:
     if not Path(WRK).exists():
-        raise SystemExit("bench_scans: wrk is not installed (make bench installs Debian's wrk "
-                         "as root; otherwise apt-get install wrk)")
+        raise BenchUnavailable("wrk is not installed (make bench installs Debian's wrk as "
+                               "root; otherwise apt-get install wrk)")
     seconds = 3 if args.quick else 10
     n_items = 20 if args.quick else 200
     results = _one_backend("sqlite", seconds, n_items)

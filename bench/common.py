@@ -24,6 +24,10 @@ POSTGRES_URL = os.environ.get(
 )
 
 
+class BenchUnavailable(Exception):
+    """A benchmark cannot run here (a missing tool); the others still run."""
+
+
 @dataclass
 class Result:
     name: str
