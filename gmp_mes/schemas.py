@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, fields, post_load, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 
 from gmp_mes.models import Meaning, Role, SiteKind
 from gmp_mes.signatures import SignatureInput
@@ -15,6 +15,13 @@ def form_fields(form: Any) -> dict[str, str]:
     left out (so a required field left empty reports that it is missing)."""
     return {key: value.strip() for key, value in form.items()
             if key != "csrf_token" and value.strip()}
+
+
+def field_errors(exc: ValidationError) -> dict[str, list[str]]:
+    """A schema's errors as a page shows them: a list of messages per field."""
+    messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+    return {field: [str(m) for m in (value if isinstance(value, list) else [value])]
+            for field, value in messages.items()}
 
 
 class StrictSchema(Schema):

@@ -18,7 +18,7 @@ from gmp_mes.alerts import countdown
 from gmp_mes.errors import DomainError, ValidationFailed
 from gmp_mes.http import db_session, roles_except, roles_required, undo_failed_form
 from gmp_mes.models import Meaning, Site, SiteKind
-from gmp_mes.schemas import form_fields
+from gmp_mes.schemas import field_errors, form_fields
 from gmp_mes.signatures import SignatureInput
 from identity import coi, services
 from identity.schemas import CollectionFormSchema, PatientFormSchema
@@ -190,7 +190,7 @@ def enrol_page() -> str | Response | tuple[str, int]:
         try:
             data = PatientFormSchema().load(form_fields(request.form))
         except ValidationError as exc:
-            errors = _field_errors(exc)
+            errors = field_errors(exc)
         else:
             try:
                 patient = services.enrol_patient(session, **data)
@@ -221,7 +221,7 @@ def collection_page() -> str | Response | tuple[str, int]:
         try:
             data = CollectionFormSchema().load(form_fields(form))
         except ValidationError as exc:
-            errors = _field_errors(exc)
+            errors = field_errors(exc)
         else:
             data["collected_at"] = _site_local(data["collected_at"])
             try:
@@ -245,11 +245,6 @@ def _site_local(naive: datetime) -> datetime:
     """A time typed in a datetime-local field is the user's site local time."""
     return naive.replace(tzinfo=ZoneInfo(g.user.site.timezone))
 
-
-def _field_errors(exc: ValidationError) -> dict[str, list[str]]:
-    messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
-    return {field: [str(m) for m in (value if isinstance(value, list) else [value])]
-            for field, value in messages.items()}
 
 
 # --- dashboard ----------------------------------------------------------------------------
