@@ -11,13 +11,15 @@ from flask_smorest import Blueprint as ApiBlueprint
 from marshmallow import fields
 from sqlalchemy import select, text
 
-from gmp_mes import accounts
+from gmp_mes import accounts, audit
 from gmp_mes.audit import Actor
 from gmp_mes.audit_queries import search_events
+from gmp_mes.clock import utcnow
 from gmp_mes.http import database, db_session, roles_required
 from gmp_mes.models import AuditEvent, Site, User
 from gmp_mes.schemas import (
     AuditEventSchema,
+    AuditHeadSchema,
     AuditQuerySchema,
     EmailInSchema,
     SiteInSchema,
@@ -136,6 +138,21 @@ def create_site(body: dict[str, Any]) -> Site:
 def list_audit(query: dict[str, Any]) -> list[AuditEvent]:
     """Audit events, newest first, filtered by record, user and time."""
     return search_events(db_session(), **query)
+
+
+@blp.route("/audit/head", methods=["GET"])
+@blp.response(200, AuditHeadSchema)
+@roles_required("qa", "admin")
+def audit_head() -> dict[str, Any]:
+    """The chain's head as an anchor, for a system outside (SIEM, LIMS, archive) to keep:
+    `gmp-mes audit verify --anchor SEQ:HASH` later proves nothing up to it was removed."""
+    anchor = audit.head(db_session().connection())
+    return {
+        "anchor": str(anchor) if anchor else None,
+        "seq": anchor.seq if anchor else 0,
+        "hash": anchor.hash if anchor else None,
+        "at": utcnow(),
+    }
 
 
 @health.route("/healthz")

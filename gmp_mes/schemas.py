@@ -87,6 +87,13 @@ class SiteSchema(Schema):
     timezone = fields.String()
 
 
+class AuditHeadSchema(Schema):
+    anchor = fields.String(allow_none=True, metadata={"description": "SEQ:HASH"})
+    seq = fields.Integer()
+    hash = fields.String(allow_none=True)
+    at = fields.DateTime()
+
+
 class EmailInSchema(StrictSchema):
     """Where a user's alert e-mails go; null removes the address."""
 

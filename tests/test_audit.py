@@ -190,6 +190,16 @@ def test_an_anchor_reveals_a_rewritten_trail(trail, runner) -> None:
     assert result.exit_code == 1 and "no longer has the hash" in result.output
 
 
+@pytest.mark.requirement("21 CFR 11.10(e)")
+def test_audit_head_over_the_api_is_the_cli_anchor(db, make_user, login, runner) -> None:
+    qa, operator = make_user("quinn", "qa"), make_user("otto", "operator")
+    api = login(qa)  # the token itself is not an audited record: the head stays put
+    body = api.get("/api/v1/audit/head").get_json()
+    assert body["anchor"] == runner.invoke(args=["audit", "head"]).output.splitlines()[0]
+    assert body["anchor"] == f"{body['seq']}:{body['hash']}"
+    assert login(operator).get("/api/v1/audit/head").status_code == 403
+
+
 @pytest.mark.parametrize("bad", ["12", "x:abc", "3:" + "g" * 64, ":" + "a" * 64])
 def test_a_malformed_anchor_is_one_clear_error(db, runner, bad: str) -> None:
     result = runner.invoke(args=["audit", "verify", "--anchor", bad])
