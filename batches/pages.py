@@ -19,6 +19,7 @@ from batches.definitions import ParamType
 from gmp_mes.errors import DomainError
 from gmp_mes.http import db_session, roles_required, undo_failed_form
 from gmp_mes.models import Meaning
+from gmp_mes.schemas import form_number
 from gmp_mes.signatures import SignatureInput
 
 bp = Blueprint("batches", __name__, template_folder="templates")
@@ -62,12 +63,10 @@ def _form_values(batch_number: str, step_code: str) -> dict[str, Any]:
         if param.type == ParamType.BOOLEAN:
             values[param.code] = {"yes": True, "no": False}.get(raw, raw)
         elif param.numeric:
-            try:
-                number = float(raw.replace(",", "."))
-                values[param.code] = int(number) if param.type == ParamType.INTEGER and \
-                    number.is_integer() else number
-            except ValueError:
-                values[param.code] = raw
+            number = form_number(raw)
+            integral = isinstance(number, float) and number.is_integer()
+            values[param.code] = (int(number) if param.type == ParamType.INTEGER and integral
+                                  else number)
         else:
             values[param.code] = raw
     if step.creates:

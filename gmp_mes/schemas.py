@@ -17,6 +17,18 @@ def form_fields(form: Any) -> dict[str, str]:
             if key != "csrf_token" and value.strip()}
 
 
+def form_number(raw: str) -> float | str | None:
+    """A number typed in a form, a decimal comma accepted. Text that is not a number comes
+    back as typed, for the service to refuse with its own message; empty is None."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        return float(raw.replace(",", "."))
+    except ValueError:
+        return raw
+
+
 def field_errors(exc: ValidationError) -> dict[str, list[str]]:
     """A schema's errors as a page shows them: a list of messages per field."""
     messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}

@@ -15,6 +15,7 @@ from werkzeug.wrappers import Response
 from batches import services as batches
 from gmp_mes.errors import DomainError, field_error
 from gmp_mes.http import db_session, roles_required, undo_failed_form
+from gmp_mes.schemas import form_number
 from gmp_mes.signatures import SignatureInput
 from qc import services
 
@@ -30,16 +31,6 @@ def _refused(error: DomainError) -> dict[str, list[str]]:
 def _signature(meaning: str) -> SignatureInput:
     return SignatureInput(password=request.form.get("password", ""), meaning=meaning,
                           reason=request.form.get("signature_reason") or None)
-
-
-def _number(raw: str) -> float | str | None:
-    raw = raw.strip()
-    if not raw:
-        return None
-    try:
-        return float(raw.replace(",", "."))
-    except ValueError:
-        return raw
 
 
 @bp.route("/qc")
@@ -62,7 +53,7 @@ def entry_page(batch_number: str) -> tuple[str, int] | str | Response:
         form = {k: request.form.get(k, "") for k in
                 ("test", "value", "outcome", "unit", "method", "sample_item_id", "corrects",
                  "reason")}
-        value = _number(form["value"])
+        value = form_number(form["value"])
         corrects = form["corrects"].strip()
         try:
             if isinstance(value, str):
