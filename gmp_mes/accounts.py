@@ -107,7 +107,7 @@ def create_user(
     email: str | None = None,
 ) -> User:
     username = username.strip().lower()
-    email = email.strip() if email and email.strip() else None
+    email = _clean_email(email)
     roles = sorted(set(roles))
     errors: dict[str, list[str]] = {}
     if not USERNAME.match(username):
@@ -142,6 +142,11 @@ def create_user(
     return user
 
 
+def _clean_email(email: str | None) -> str | None:
+    """Trimmed; blank means no address."""
+    return email.strip() if email and email.strip() else None
+
+
 def _email_problem(email: str) -> str | None:
     if not EMAIL.match(email) or _control_characters(email):
         return "must be an e-mail address like name@example.org"
@@ -150,7 +155,7 @@ def _email_problem(email: str) -> str | None:
 
 def set_email(session: Session, username: str, email: str | None) -> User:
     """Change (or, with None or blank, remove) where the user's alert e-mails go."""
-    email = email.strip() if email and email.strip() else None
+    email = _clean_email(email)
     if email is not None and (problem := _email_problem(email)):
         raise ValidationFailed("invalid e-mail address", errors={"email": [problem]})
     user = get_user(session, username, for_update=True)

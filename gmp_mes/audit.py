@@ -174,8 +174,8 @@ def record_many(session: Session, entries: Iterable[Entry]) -> int:
         return 0
     actor = _actor(session)
     connection = _lock_chain(session)
-    head = connection.execute(_head_query()).first()
-    seq, prev_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
+    last = head(connection)
+    seq, prev_hash = (last.seq, last.hash) if last else (0, GENESIS_HASH)
     at = utcnow()
     at_text = format_time(at)
     default_reason = session.info.get("audit_reason")

@@ -133,12 +133,10 @@ def check_payload(session: Session, raw: str) -> PayloadCheck:
         verify(payload, keyring().public_keys)
     except InvalidLabel as exc:
         return PayloadCheck(payload, [(exc.code, exc.message)])
-    void = session.connection().execute(
-        _VOID_OF_PAYLOAD, {"digest": payload_digest(payload.text)}
-    ).first()
-    if void is not None:
+    voided_by = _void_of(session, payload_digest(payload.text))
+    if voided_by is not None:
         return PayloadCheck(
-            payload, [("voided", f"this label was voided ({void[0]}); it must not be used")]
+            payload, [("voided", f"this label was voided ({voided_by}); it must not be used")]
         )
     return PayloadCheck(payload, [])
 
@@ -149,6 +147,11 @@ _VOID_OF_PAYLOAD = (
     .where(LabelVoid.__table__.c.payload_digest == bindparam("digest"))
     .limit(1)
 )
+
+
+def _void_of(session: Session, digest: str) -> str | None:
+    """The voided label whose payload has this digest, if any."""
+    return session.connection().execute(_VOID_OF_PAYLOAD, {"digest": digest}).scalar()
 
 
 def verify_offline(raw: str, public_key_paths: list[Path] | tuple[Path, ...]) -> LabelPayload:
@@ -300,7 +303,7 @@ def _prepare(
         ring.private_key, data["kind_code"], data["item_id"], data["coi_id"], data["expires_at"]
     )
     digest = payload_digest(text)
-    if session.execute(select(exists().where(LabelVoid.payload_digest == digest))).scalar_one():
+    if _void_of(session, digest) is not None:
         raise conflict(
             "voided",
             f"the label of {item_id} was voided; a label with the same content would fail "
