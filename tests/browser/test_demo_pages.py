@@ -112,13 +112,19 @@ def test_dashboard_per_role_on_demo_data(page: Any, demo: Summary, username: str
     screenshot(page, f"demo-dashboard-{username}")
 
 
+def focused_id(page: Any) -> str:
+    """The id of the focused element, once autofocus has placed it (after the load)."""
+    page.wait_for_function("document.activeElement && document.activeElement.id")
+    return page.evaluate("document.activeElement.id")
+
+
 def test_scan_station_ok_and_stop_for_a_forged_label(page: Any, app: Any, db: Any,
                                                      demo: Summary) -> None:
     bag = bags_of(app, db, batch_of(demo, "released_in_storage"))[1]  # still in LN2
     sign_in(page, "operator")
     page.goto("/scan")
     # The input has the focus on arrival: the scanner just types.
-    assert page.evaluate("document.activeElement.id") == "payload"
+    assert focused_id(page) == "payload"
     genuine = payload(app, db, bag.item_id)
     scan_into(page, "#payload", genuine)
     assert verdict(page) == "OK", verdict(page)
@@ -126,7 +132,7 @@ def test_scan_station_ok_and_stop_for_a_forged_label(page: Any, app: Any, db: An
     # Next scan without touching the mouse: a label with one changed signature character.
     head, _, signature = genuine.rpartition(":")
     forged = f"{head}:{'B' if signature[0] == 'A' else 'A'}{signature[1:]}"
-    assert page.evaluate("document.activeElement.id") == "payload"
+    assert focused_id(page) == "payload"
     page.keyboard.type(forged)
     page.keyboard.press("Enter")
     shown = verdict(page)
@@ -304,7 +310,7 @@ def test_keyboard_only_login_and_bedside_administration(page: Any, app: Any, db:
     bag = bags_of(app, db, batch_of(demo, "thawed"))[0]
     owner = patient_of(app, db, demo, "thawed")
     page.goto("/login")
-    assert page.evaluate("document.activeElement.id") == "username"
+    assert focused_id(page) == "username"
     page.keyboard.type("clinician2")
     page.keyboard.press("Tab")
     page.keyboard.type(DEMO_PASSWORD)
