@@ -135,6 +135,7 @@ class CustodyEventSchema(Schema):
 
 class LabelBriefSchema(Schema):
     label_id = fields.String()
+    serial = fields.String(allow_none=True)  # the printed copy (None: 6-field label)
     format = fields.String()
     reprint = fields.Boolean()
     printed_at = fields.DateTime()

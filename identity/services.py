@@ -881,6 +881,8 @@ class BedsideResult:
     patient: Patient | None
     verification: BedsideVerification | None = None
     administer_before: datetime | None = None  # post-thaw deadline of a thawed bag
+    # Forged or voided labels scanned: (payload text, code, message, subject) to alert QA.
+    label_alerts: list[tuple[str, str, str, str]] = field(default_factory=list)
 
 
 def _last_location_event(session: Session, item_id: str) -> CustodyEvent | None:
@@ -951,8 +953,22 @@ def _evaluate_bedside(
                 last.site_code if last is not None else "unknown")
             reasons.append(_r("wrong_site", f"the bag's last custody event is at {where}, "
                                             f"not at your site {site_code}"))
+    alerts = [
+        (check.payload.text if check.payload is not None else labels.normalise_scan(raw), code,
+         message, check.payload.subject_id if check.payload is not None else "unknown")
+        for check, raw in ((wristband, patient_raw), (product, product_raw))
+        for code, message in check.reasons if code in ("bad_signature", "voided")
+    ]
     return BedsideResult(match=not reasons, reasons=reasons, item=item, patient=patient,
-                         administer_before=post_thaw_deadline(item) if item else None)
+                         administer_before=post_thaw_deadline(item) if item else None,
+                         label_alerts=alerts)
+
+
+def _bedside_alerts(session: Session, alerts: list[tuple[str, str, str, str]],
+                    site_code: str | None) -> None:
+    """A forged or voided label at the bedside alerts QA as it does at a scan station."""
+    for text, code, message, subject in alerts:
+        _forged_alert(session, text, code, message, site_code, "bedside", subject)
 
 
 def _record_verdict(
@@ -985,6 +1001,7 @@ def verify_bedside(
     result = _evaluate_bedside(session, patient_payload, product_payload, site_code)
     result.verification = _record_verdict(session, result, patient_payload, product_payload,
                                           user, site_code, "verify")
+    _bedside_alerts(session, result.label_alerts, site_code)
     return result
 
 
@@ -1058,6 +1075,7 @@ def _verdict_follow_up(
     patient_coi = result.patient.coi_id if result.patient else None
     item_coi = result.item.coi_id if result.item else None
     reasons = list(result.reasons)
+    alerts = list(result.label_alerts)
 
     def follow_up(session: Session) -> None:
         session.info["actor"] = Actor(user.username, user.id, user.full_name)
@@ -1068,6 +1086,8 @@ def _verdict_follow_up(
             match=False, reasons=json.dumps(reasons), purpose="administration",
             user_id=user.id, site_code=site_code, verified_at=utcnow(),
         ))
+        session.flush()
+        _bedside_alerts(session, alerts, site_code)
         session.flush()
 
     return follow_up

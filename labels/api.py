@@ -10,7 +10,13 @@ from marshmallow import RAISE
 
 from gmp_mes.http import db_session, roles_required, writes
 from labels import services
-from labels.schemas import LabelQuerySchema, LabelSchema, SheetQuerySchema, VoidSchema
+from labels.schemas import (
+    LabelQuerySchema,
+    LabelSchema,
+    ReplaceSchema,
+    SheetQuerySchema,
+    VoidSchema,
+)
 
 blp = Blueprint("labels", __name__, url_prefix="/api/v1", description="Chain-of-identity labels")
 
@@ -22,6 +28,9 @@ def _file(printed: services.PrintedLabel) -> Response:
         f'{"inline" if inline else "attachment"}; filename="{printed.filename}"'
     )
     response.headers["X-Label-Id"] = ",".join(label.label_id for label in printed.labels)
+    replaced = [label.replaces for label in printed.labels if label.replaces]
+    if replaced:
+        response.headers["X-Replaced-Label-Id"] = ",".join(replaced)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -73,9 +82,43 @@ def item_labels(item_id: str) -> list[services.LabelRecord]:
 @blp.route("/items/<item_id>/labels/<label_id>/void", methods=["POST"])
 @blp.arguments(VoidSchema)
 @blp.response(200, LabelSchema)
+@blp.doc(
+    responses={
+        "403": {"description": "not a user of the item's current site nor QA (wrong_site)"},
+        "409": {"description": "that copy is already voided (already_voided)"},
+    }
+)
 @roles_required("operator", "qa")
 def void_label(body: dict[str, Any], item_id: str, label_id: str) -> services.LabelRecord:
-    """Void a printed label: its payload fails every online check from now on."""
-    return services.void_label(
-        db_session(), item_id, label_id, reason=body["reason"], user_id=g.user.id
+    """Void one printed copy: its payload fails every online check from now on; the
+    item's other copies stay valid. Users of the item's current site and QA only
+    (403 ``wrong_site``)."""
+    return services.void_label(db_session(), item_id, label_id, reason=body["reason"], user=g.user)
+
+
+@blp.route("/items/<item_id>/labels/<label_id>/replace", methods=["POST"])
+@blp.arguments(ReplaceSchema)
+@blp.doc(
+    responses={
+        "200": {
+            "description": "the replacement label (a new serial, marked REPRINT); headers "
+            "X-Label-Id (the new copy) and X-Replaced-Label-Id (the copy voided)",
+            "content": {t: {} for t in services.MEDIA_TYPES.values()},
+        },
+        "403": {"description": "not a user of the item's current site nor QA (wrong_site)"},
+        "409": {"description": "that copy is already voided (already_voided)"},
+    }
+)
+@roles_required("operator", "clinician", "qa")
+def replace_label(body: dict[str, Any], item_id: str, label_id: str) -> Response:
+    """Void a damaged or lost copy and print its replacement in one step (both recorded
+    and audited in one transaction). Users of the item's current site and QA only."""
+    printed = services.replace_label(
+        db_session(),
+        item_id,
+        label_id,
+        reason=body.pop("reason"),
+        request=services.PrintRequest(**body),
+        user=g.user,
     )
+    return _file(printed)

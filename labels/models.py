@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gmp_mes.audit import Audited
@@ -25,7 +25,12 @@ class LabelFormat(enum.StrEnum):
 
 
 class LabelPrint(Audited, Base):
-    """One print (or reprint) of an item's label, in one format, N copies."""
+    """One printed copy of an item's label (SPEC §4: each copy has its own serial).
+
+    Rows from before serials (``serial`` NULL) are one print of N identical copies
+    of the older 6-field payload: those copies cannot be told apart, so a void of
+    such a row voids all of them.
+    """
 
     __tablename__ = "label_print"
     __table_args__ = (
@@ -33,6 +38,9 @@ class LabelPrint(Audited, Base):
         CheckConstraint("copies BETWEEN 1 AND 100", name="copies"),
         # A reprint always carries its reason (print control).
         CheckConstraint("reprint = false OR reason IS NOT NULL", name="reprint_reason"),
+        # One serial names one copy of one item; a copy is replaced at most once.
+        Index("ix_label_print_item_id_serial", "item_id", "serial", unique=True),
+        Index("ix_label_print_replaces", "replaces", unique=True),
     )
     audit_entity = "label"
 
@@ -53,6 +61,14 @@ class LabelPrint(Audited, Base):
     status_banner: Mapped[str | None] = mapped_column(String(40))
     printed_by: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
     printed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The copy number in the payload (1, 2, ... per item); NULL for 6-field labels.
+    serial: Mapped[int | None] = mapped_column(Integer)
+    # SHA-256 of what the label says without serial and signature (GMP1:kind:id:coi:
+    # expiry): copies with the same content are the same label, another content
+    # supersedes them. NULL for 6-field labels (their payload_digest says it).
+    content_digest: Mapped[str | None] = mapped_column(String(64))
+    # The voided copy (label_id) this copy replaced, in the same transaction.
+    replaces: Mapped[str | None] = mapped_column(String(16))
 
     def audit_key(self) -> str:
         return self.label_id

@@ -1,4 +1,5 @@
-"""Label pages: the actions of the item page (/items/<item_id>, owned by identity) and
+"""Label pages: the actions of the item page (/items/<item_id>, owned by identity), the
+wristband label replacement reached from the bedside page (/bedside/wristband-label) and
 the label-sheet page (/labels).
 
 The item page includes ``labels/item_label_controls.html`` (print/reprint form and a
@@ -10,15 +11,18 @@ labels.services.labels_of_item). Their forms post here.
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import quote
 
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 from marshmallow import ValidationError
+from sqlalchemy.orm import Session
 
-from gmp_mes.errors import DomainError
+from gmp_mes.errors import DomainError, NotFound
 from gmp_mes.http import _rollback, db_session, roles_required
+from gmp_mes.schemas import form_fields
 from labels import services
-from labels.schemas import LabelQuerySchema, SheetQuerySchema, VoidSchema
+from labels.schemas import LabelQuerySchema, ReplaceSchema, SheetQuerySchema, VoidSchema
 
 bp = Blueprint("labels_pages", __name__, template_folder="templates")
 
@@ -62,15 +66,103 @@ def void_label(item_id: str, label_id: str | None) -> Response:
         return _problem(item_id, "label not voided: choose the label to void")
     try:
         body = VoidSchema().load({"reason": request.form.get("reason", "").strip()})
-        services.void_label(
-            db_session(), item_id, label_id, reason=body["reason"], user_id=g.user.id
-        )
+        services.void_label(db_session(), item_id, label_id, reason=body["reason"], user=g.user)
     except ValidationError:
         return _problem(item_id, "label not voided: a reason is required")
     except DomainError as exc:
         return _problem(item_id, f"label not voided: {exc.detail}")
-    flash(f"label {label_id} voided: it fails every scan from now on", "ok")
+    flash(
+        f"label {label_id} voided: that copy fails every scan from now on "
+        "(the item's other copies stay valid)",
+        "ok",
+    )
     return _item_page(item_id)
+
+
+def _back(item_id: str, back: str | None, message: str) -> Response:
+    _rollback()
+    flash(message, "error")
+    if back == "bedside":
+        return redirect(  # type: ignore[return-value]
+            url_for("labels_pages.wristband_label", wristband=item_id)
+        )
+    return _item_page(item_id)
+
+
+@bp.route("/items/<item_id>/labels/replace", methods=["POST"], defaults={"label_id": None})
+@bp.route("/items/<item_id>/labels/<label_id>/replace", methods=["POST"])
+@roles_required("operator", "clinician", "qa")
+def replace_label(item_id: str, label_id: str | None) -> Response:
+    """Void a damaged copy and print its replacement in one step: the file comes back."""
+    fields = form_fields(request.form)
+    back = fields.pop("back", None)
+    label_id = label_id or fields.pop("label_id", None)
+    fields.pop("label_id", None)
+    if not label_id:
+        return _back(item_id, back, "label not replaced: choose the copy to replace")
+    try:
+        body = ReplaceSchema().load(fields)
+        printed = services.replace_label(
+            db_session(),
+            item_id,
+            label_id,
+            reason=body.pop("reason"),
+            request=services.PrintRequest(**body),
+            user=g.user,
+        )
+    except ValidationError as exc:
+        return _back(item_id, back, f"label not replaced: {_messages(exc)}")
+    except DomainError as exc:
+        return _back(item_id, back, f"label not replaced: {exc.detail}")
+    response = Response(printed.content, mimetype=printed.media_type)
+    response.headers["Content-Disposition"] = f'attachment; filename="{printed.filename}"'
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Label-Id"] = ",".join(label.label_id for label in printed.labels)
+    return response
+
+
+@bp.route("/bedside/wristband-label", methods=["GET"])
+@roles_required("clinician", "qa")
+def wristband_label() -> str | tuple[str, int]:
+    """A damaged wristband at the bedside: find it by the COI ID (or wristband item ID)
+    printed on it, and replace the damaged copy."""
+    wanted = (request.args.get("wristband") or "").strip().upper()
+    wristband = None
+    labels: list[services.LabelRecord] = []
+    error = None
+    if wanted:
+        session = db_session()
+        try:
+            item = _find_wristband(session, wanted)
+        except NotFound:
+            error = f"no patient wristband {services.printable_id(wanted)}"
+        else:
+            wristband = item
+            labels = services.labels_of_item(session, item.item_id)
+    page = render_template(
+        "labels/wristband_label.html",
+        wanted=wanted,
+        wristband=wristband,
+        labels=labels,
+        error=error,
+    )
+    return (page, 404) if error else page
+
+
+def _find_wristband(session: Session, wanted: str) -> Any:
+    """The wristband item named by a COI ID or by the wristband's item ID."""
+    from identity import services as identity
+
+    if wanted.startswith("ITM-"):
+        item = identity.get_item(session, wanted)
+    else:
+        patient = identity.get_patient(session, wanted)
+        if not patient.wristband_item_id:
+            raise NotFound(f"patient {wanted} has no wristband")
+        item = identity.get_item(session, patient.wristband_item_id)
+    if item.kind != "wristband":
+        raise NotFound(f"{item.item_id} is not a patient wristband")
+    return item
 
 
 def _messages(exc: ValidationError) -> str:

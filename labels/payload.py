@@ -1,6 +1,10 @@
 """The signed QR payload of a chain-of-identity label (SPEC §4). Pure: no database, no files.
 
-    GMP1:<kind>:<item or wristband id>:<coi id>:<expiry UTC YYYYMMDDHHMM or ->:<signature>
+    GMP1:<kind>:<item or wristband id>:<coi id>:<expiry UTC YYYYMMDDHHMM or ->:<serial>:<signature>
+
+``<serial>`` names the printed copy (1, 2, ... per item), so one damaged copy can be
+voided and replaced while the other copies stay valid. Labels printed before serials
+existed carry the older 6-field form without it; readers accept both.
 
 Only the QR alphanumeric character set (``0-9 A-Z space $ % * + - . / :``) is used,
 so the symbol is encoded in alphanumeric mode and stays small. The signature is
@@ -39,6 +43,9 @@ _SUBJECT = re.compile(r"[0-9A-Z][0-9A-Z.\-]{0,39}")
 _COI = re.compile(r"[0-9A-Z]{13}[0-9A-Z*]")
 _EXPIRY = re.compile(r"[0-9]{12}")
 _SIGNATURE = re.compile(r"[A-Z2-7]{103}")
+# The copy's serial: a positive decimal without leading zeros (one spelling per number).
+_SERIAL = re.compile(r"[1-9][0-9]{0,8}")
+MAX_SERIAL = 999_999_999
 # Scanners (keyboard wedges) append CR, LF or TAB; people paste with spaces around.
 _SCANNER_NOISE = "\r\n\t\x00 "
 
@@ -60,6 +67,7 @@ class LabelPayload:
     expires_at: datetime | None
     signature: str
     text: str
+    serial: str | None = None  # None: a label of the older 6-field form
 
     @property
     def signed_part(self) -> str:
@@ -82,9 +90,16 @@ def format_expiry(expires_at: datetime | None) -> str:
 
 
 def signed_content(
-    kind_code: str, subject_id: str, coi_id: str, expires_at: datetime | None
+    kind_code: str,
+    subject_id: str,
+    coi_id: str,
+    expires_at: datetime | None,
+    serial: int | str | None = None,
 ) -> str:
-    """The part of the payload the signature covers; refuses fields outside the format."""
+    """The part of the payload the signature covers; refuses fields outside the format.
+
+    Without ``serial`` it is the older 6-field form (what every copy of a label
+    carried before serials), with it the per-copy form of SPEC §4."""
     kind_code, subject_id, coi_id = kind_code.upper(), subject_id.upper(), coi_id.upper()
     if kind_code not in KIND_CODES:
         raise ValueError(f"unknown label kind code {kind_code!r}")
@@ -92,7 +107,13 @@ def signed_content(
         raise ValueError(f"item id {subject_id!r} cannot be carried in a label payload")
     if not _COI.fullmatch(coi_id):
         raise ValueError(f"COI ID {coi_id!r} is not a 14-character ISBT 128 COI")
-    return f"{PREFIX}:{kind_code}:{subject_id}:{coi_id}:{format_expiry(expires_at)}"
+    content = f"{PREFIX}:{kind_code}:{subject_id}:{coi_id}:{format_expiry(expires_at)}"
+    if serial is None:
+        return content
+    serial = str(serial)
+    if not _SERIAL.fullmatch(serial):
+        raise ValueError(f"label serial {serial!r} is not a number from 1 to {MAX_SERIAL}")
+    return f"{content}:{serial}"
 
 
 def encode_signature(signature: bytes) -> str:
@@ -105,9 +126,10 @@ def sign(
     subject_id: str,
     coi_id: str,
     expires_at: datetime | None,
+    serial: int | str | None = None,
 ) -> str:
-    """The complete payload text for one label."""
-    content = signed_content(kind_code, subject_id, coi_id, expires_at)
+    """The complete payload text for one label (one printed copy when ``serial`` is given)."""
+    content = signed_content(kind_code, subject_id, coi_id, expires_at, serial)
     return f"{content}:{encode_signature(private_key.sign(content.encode('ascii')))}"
 
 
@@ -125,11 +147,17 @@ def parse(raw: str) -> LabelPayload:
     parts = text.split(":")
     if parts[0] != PREFIX:
         raise InvalidLabel("malformed", "not a gmp-mes label (it does not start with GMP1:)")
-    if len(parts) != 6:
+    if len(parts) not in (6, 7):
         raise InvalidLabel(
-            "malformed", f"a label payload has 6 fields separated by ':', this one has {len(parts)}"
+            "malformed",
+            f"a label payload has 7 fields (6 before serials) separated by ':', "
+            f"this one has {len(parts)}",
         )
-    _, kind_code, subject_id, coi_id, expiry, signature = parts
+    serial: str | None = None
+    if len(parts) == 7:
+        _, kind_code, subject_id, coi_id, expiry, serial, signature = parts
+    else:
+        _, kind_code, subject_id, coi_id, expiry, signature = parts
     if kind_code not in KIND_CODES:
         raise InvalidLabel("malformed", f"unknown label kind code {kind_code!r}")
     if not _SUBJECT.fullmatch(subject_id):
@@ -137,9 +165,11 @@ def parse(raw: str) -> LabelPayload:
     if not _COI.fullmatch(coi_id):
         raise InvalidLabel("malformed", "the COI ID field is not a 14-character ISBT 128 COI")
     expires_at = _parse_expiry(expiry)
+    if serial is not None and not _SERIAL.fullmatch(serial):
+        raise InvalidLabel("malformed", "the serial field is not a copy number")
     if not _SIGNATURE.fullmatch(signature):
         raise InvalidLabel("malformed", "the signature field is truncated or not base32")
-    return LabelPayload(kind_code, subject_id, coi_id, expires_at, signature, text)
+    return LabelPayload(kind_code, subject_id, coi_id, expires_at, signature, text, serial)
 
 
 def _parse_expiry(field: str) -> datetime | None:

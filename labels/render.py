@@ -128,7 +128,12 @@ def banner_for(status: str | None, expires_at: datetime | None, now: datetime) -
 
 
 def build_view(
-    data: Mapping[str, Any], payload: str, *, reprint: bool = False, now: datetime | None = None
+    data: Mapping[str, Any],
+    payload: str,
+    *,
+    reprint: bool = False,
+    now: datetime | None = None,
+    serial: int | str | None = None,
 ) -> LabelView:
     """The eye-readable content for the item's kind (SPEC §4, issue 7).
 
@@ -187,7 +192,9 @@ def build_view(
         add("", data.get("description"))
         expiry_lines()
         add("", data.get("storage"))
-    lines.append(Line(str(data["item_id"])))
+    # The copy's serial beside the item id: which physical copy this is (the same
+    # number as in the signed payload), so a damaged one can be named and replaced.
+    lines.append(Line(f"{data['item_id']} COPY {serial}" if serial else str(data["item_id"])))
     title = KIND_TITLES.get(kind, kind.replace("_", " ").upper())
     banner = banner_for(data.get("status"), expires_at, now)
     return LabelView(
@@ -605,14 +612,22 @@ def _draw_pdf_label(canvas: Any, view: LabelView, x: float, y: float, w: float, 
 
 def render_pdf(view: LabelView) -> bytes:
     """One label on a page of its own size (label printers, wristband printers)."""
+    return render_pdf_pages([view])
+
+
+def render_pdf_pages(views: Sequence[LabelView]) -> bytes:
+    """Labels one per page of the label's own size (one page per printed copy)."""
     from reportlab.pdfgen.canvas import Canvas
 
+    if not views:
+        raise ValueError("no label to render")
     w, h = LABEL_INCHES[0] * 72, LABEL_INCHES[1] * 72
     out = io.BytesIO()
     canvas = Canvas(out, pagesize=(w, h), invariant=1)
-    canvas.setTitle(f"{view.title} {view.item_id}")
-    _draw_pdf_label(canvas, view, 0, 0, w, h)
-    canvas.showPage()
+    canvas.setTitle(f"{views[0].title} {views[0].item_id}")
+    for view in views:
+        _draw_pdf_label(canvas, view, 0, 0, w, h)
+        canvas.showPage()
     canvas.save()
     return out.getvalue()
 

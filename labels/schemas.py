@@ -32,11 +32,26 @@ class VoidSchema(StrictSchema):
     reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
 
 
+class ReplaceSchema(StrictSchema):
+    """POST /items/{item_id}/labels/{label_id}/replace."""
+
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    format = fields.String(
+        load_default="pdf", validate=validate.OneOf([f.value for f in LabelFormat])
+    )
+    workstation = fields.String(load_default=None, validate=validate.Length(max=100))
+    dpi = fields.Integer(load_default=203, validate=validate.OneOf([203, 300]))
+
+
 class LabelSchema(Schema):
-    """A print of an item's label (for GET /items/{id} and the void response)."""
+    """A printed copy of an item's label (for GET /items/{id} and the void response)."""
 
     label_id = fields.String()
     item_id = fields.String()
+    serial = fields.String(
+        allow_none=True, metadata={"description": "the copy's serial in its payload; "
+                                   "null for a 6-field label printed before serials"}
+    )
     format = fields.String()
     copies = fields.Integer()
     workstation = fields.String(allow_none=True)
@@ -50,3 +65,5 @@ class LabelSchema(Schema):
     void_reason = fields.String(allow_none=True)
     voided_by = fields.String(allow_none=True)
     voided_at = fields.DateTime(allow_none=True)
+    replaces = fields.String(allow_none=True, metadata={"description": "the copy it replaced"})
+    replaced_by = fields.String(allow_none=True, metadata={"description": "its replacement"})

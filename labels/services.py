@@ -1,22 +1,25 @@
-"""Label rules: signing and checking payloads, print control (record, reprint, void).
+"""Label rules: signing and checking payloads, print control (record, reprint, void,
+replace).
 
 Other domains call only the functions of this module (DEVELOPING.md). Identity
 is imported lazily inside functions (identity imports this module at its top).
 
-Print control. Ed25519 signatures are deterministic (RFC 8032) and the payload
-format of SPEC §4 has no per-print field, so every print of an item's label
-carries the same payload, and copies cannot be told apart by what they encode.
-Hence:
-- the first print of an item is the original; any later print is a reprint
-  (``reprint=true`` with a reason, marked REPRINT on the label); asking for a
-  second original is refused (409 ``already_printed``);
-- voiding a label voids its payload: every physical copy of it fails every
-  online check from then on, and that payload is never printed again (409
-  ``voided``). A new valid label needs a changed label content (e.g. a corrected
-  expiry), which gives a new payload;
-- printing a label whose content differs from earlier labels of the item voids
-  those earlier labels ("superseded"), so one container never has two valid
-  labels that say different things.
+Print control (SPEC §4). Every printed copy carries its own serial in the signed
+payload (``GMP1:...:<expiry>:<serial>:<signature>``), one ``label_print`` row per
+copy, so copies can be told apart by what they encode:
+- the first print of an item is the original (its copies numbered 1..N); any later
+  print is a reprint (``reprint=true`` with a reason, marked REPRINT on the label);
+  asking for a second original is refused (409 ``already_printed``);
+- voiding a copy voids that copy only: its payload fails every online check from
+  then on, the item's other copies stay valid. ``replace`` voids a damaged copy and
+  prints its replacement (a new serial) in one transaction. Voids and replacements
+  are for users of the item's current site and QA (403 ``wrong_site``);
+- labels printed before serials carry the 6-field payload, the same on all copies
+  of that print: they keep verifying until voided, and voiding one voids all of its
+  identical copies (they cannot be told apart);
+- printing a label whose content differs from earlier labels of the item (e.g. a
+  corrected expiry) voids those earlier labels ("superseded"), so one container
+  never has two valid labels that say different things.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from datetime import datetime
 from pathlib import Path
 
 from flask import current_app, has_app_context
-from sqlalchemy import bindparam, exists, select
+from sqlalchemy import and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from gmp_mes import audit
+from gmp_mes.accounts import Person
 from gmp_mes.clock import utcnow
-from gmp_mes.errors import DomainError, NotFound, conflict, field_error
+from gmp_mes.errors import DomainError, Forbidden, NotFound, conflict, field_error
 from gmp_mes.models import User
 from labels import keys, render
 from labels.models import LabelFormat, LabelPrint, LabelVoid
@@ -43,6 +47,7 @@ from labels.payload import (
     normalise_scan,
     parse,
     sign,
+    signed_content,
     verify,
 )
 
@@ -66,6 +71,12 @@ class SigningKeyUnavailable(DomainError):
     """A configuration fault, not bad input: the installation has no usable key."""
 
     status, code, title = 503, "signing_key_unavailable", "Service unavailable"
+
+
+class WrongSite(Forbidden):
+    """Voids and replacements of an item's labels: its current site's users and QA."""
+
+    code = "wrong_site"
 
 
 @dataclass(frozen=True)
@@ -115,7 +126,9 @@ def sign_payload(kind_code: str, subject_id: str, coi_id: str, expires_at: datet
 
 
 def payload_for_item(session: Session, item_id: str) -> str:
-    """The signed payload of the item's current label data (404 when no such item)."""
+    """The signed 6-field payload (no serial, no print record) of the item's current
+    label data, as labels carried before serials (404 when no such item). For the
+    demo, benchmarks and tests; printed labels carry a serial per copy."""
     from identity import services as identity
 
     data = identity.label_data(session, item_id)
@@ -133,10 +146,28 @@ def check_payload(session: Session, raw: str) -> PayloadCheck:
         verify(payload, keyring().public_keys)
     except InvalidLabel as exc:
         return PayloadCheck(payload, [(exc.code, exc.message)])
-    voided_by = _void_of(session, payload_digest(payload.text))
-    if voided_by is not None:
+    digest = payload_digest(payload.text)
+    if payload.serial is None:
+        # A 6-field label from before serials: valid unless its print was voided.
+        voided_by = _void_of(session, digest)
+        if voided_by is not None:
+            return PayloadCheck(
+                payload, [("voided", f"this label was voided ({voided_by}); it must not be used")]
+            )
+        return PayloadCheck(payload, [])
+    copy = session.connection().execute(_COPY_OF_PAYLOAD, {"digest": digest}).first()
+    if copy is None:
+        # Signed with our key but never recorded as printed: not a label we issued.
         return PayloadCheck(
-            payload, [("voided", f"this label was voided ({voided_by}); it must not be used")]
+            payload,
+            [("unknown_copy", f"copy {payload.serial} of this label was never recorded as "
+                              "printed; it must not be used")],
+        )
+    if copy.voided:
+        return PayloadCheck(
+            payload,
+            [("voided", f"this label copy was voided ({copy.label_id}, copy {payload.serial}); "
+                        "it must not be used")],
         )
     return PayloadCheck(payload, [])
 
@@ -145,6 +176,14 @@ def check_payload(session: Session, raw: str) -> PayloadCheck:
 _VOID_OF_PAYLOAD = (
     select(LabelVoid.__table__.c.label_id)
     .where(LabelVoid.__table__.c.payload_digest == bindparam("digest"))
+    .limit(1)
+)
+_printed, _voids = LabelPrint.__table__, LabelVoid.__table__
+# The printed copy a serial payload names, and whether it is voided: one indexed read.
+_COPY_OF_PAYLOAD = (
+    select(_printed.c.label_id, _voids.c.id.is_not(None).label("voided"))
+    .select_from(_printed.outerjoin(_voids, _voids.c.label_id == _printed.c.label_id))
+    .where(_printed.c.payload_digest == bindparam("digest"))
     .limit(1)
 )
 
@@ -175,13 +214,15 @@ def new_label_id() -> str:
 
 
 def labels_of_item(session: Session, item_id: str) -> list[LabelRecord]:
-    """Every print of the item, oldest first, with its void if any (for the item page)."""
+    """Every printed copy of the item, oldest first, with its void and replacement."""
     printer, voider = aliased(User), aliased(User)
+    successor = aliased(LabelPrint)
     rows = session.execute(
-        select(LabelPrint, LabelVoid, printer.username, voider.username)
+        select(LabelPrint, LabelVoid, printer.username, voider.username, successor.label_id)
         .join(printer, printer.id == LabelPrint.printed_by)
         .outerjoin(LabelVoid, LabelVoid.label_id == LabelPrint.label_id)
         .outerjoin(voider, voider.id == LabelVoid.voided_by)
+        .outerjoin(successor, successor.replaces == LabelPrint.label_id)
         .where(LabelPrint.item_id == _canonical(item_id))
         .order_by(LabelPrint.printed_at, LabelPrint.id)
     ).all()
@@ -189,6 +230,7 @@ def labels_of_item(session: Session, item_id: str) -> list[LabelRecord]:
         LabelRecord(
             label_id=label.label_id,
             item_id=label.item_id,
+            serial=str(label.serial) if label.serial is not None else None,
             format=label.format,
             copies=label.copies,
             workstation=label.workstation,
@@ -202,8 +244,10 @@ def labels_of_item(session: Session, item_id: str) -> list[LabelRecord]:
             void_reason=void.reason if void is not None else None,
             voided_by=voided_by,
             voided_at=void.voided_at if void is not None else None,
+            replaces=label.replaces,
+            replaced_by=replaced_by,
         )
-        for label, void, printed_by, voided_by in rows
+        for label, void, printed_by, voided_by, replaced_by in rows
     ]
 
 
@@ -241,10 +285,12 @@ class PrintedLabel:
 
 @dataclass(frozen=True)
 class LabelRecord:
-    """One print of an item's label as the item page and API show it."""
+    """One printed copy of an item's label as the item page and API show it (for a
+    6-field label from before serials: one print of ``copies`` identical copies)."""
 
     label_id: str
     item_id: str
+    serial: str | None
     format: str
     copies: int
     workstation: str | None
@@ -258,6 +304,8 @@ class LabelRecord:
     void_reason: str | None
     voided_by: str | None
     voided_at: datetime | None
+    replaces: str | None = None
+    replaced_by: str | None = None
 
 
 def _validate_request(request: PrintRequest) -> PrintRequest:
@@ -288,27 +336,38 @@ def _validate_request(request: PrintRequest) -> PrintRequest:
     )
 
 
+def _content_digest(content: str) -> str:
+    return hashlib.sha256(content.encode("ascii")).hexdigest()
+
+
+def _next_serial(session: Session, item_id: str) -> int:
+    """The next copy number of the item (the item row is locked by the caller; the
+    unique index on (item_id, serial) backs it up)."""
+    last = session.execute(
+        select(func.max(LabelPrint.serial)).where(LabelPrint.item_id == item_id)
+    ).scalar()
+    return (last or 0) + 1
+
+
 def _prepare(
-    session: Session, item_id: str, request: PrintRequest, user_id: int
-) -> tuple[LabelPrint, render.LabelView]:
-    """Check the rules for one item, record its print, return the record and its view."""
+    session: Session,
+    item_id: str,
+    request: PrintRequest,
+    user_id: int,
+    *,
+    replaces: str | None = None,
+) -> tuple[list[LabelPrint], list[render.LabelView]]:
+    """Check the rules for one item, record one row per printed copy (each with its
+    own serial), return the records and their views."""
     from identity import services as identity
 
     # Lock the item: two workstations printing the "first" label at once must not
-    # both produce originals.
+    # both produce originals, nor two copies get one serial.
     item_id = identity.get_item(session, item_id, for_update=True).item_id  # canonical id
     data = identity.label_data(session, item_id)
     ring = keyring()
-    text = sign(
-        ring.private_key, data["kind_code"], data["item_id"], data["coi_id"], data["expires_at"]
-    )
-    digest = payload_digest(text)
-    if _void_of(session, digest) is not None:
-        raise conflict(
-            "voided",
-            f"the label of {item_id} was voided; a label with the same content would fail "
-            "every check (QA must correct the item record first)",
-        )
+    fields = (data["kind_code"], data["item_id"], data["coi_id"], data["expires_at"])
+    content_digest = _content_digest(signed_content(*fields))
     earlier = session.execute(
         select(LabelPrint.label_id).where(LabelPrint.item_id == item_id).limit(1)
     ).scalar()
@@ -320,40 +379,64 @@ def _prepare(
     if earlier is None and request.reprint:
         raise conflict("not_printed", f"{item_id} has no label yet: print the original first")
     now = utcnow()
-    view = render.build_view(data, text, reprint=request.reprint, now=now)
-    label = LabelPrint(
-        label_id=new_label_id(),
-        item_id=data["item_id"],
-        kind_code=data["kind_code"],
-        coi_id=data["coi_id"],
-        payload_digest=digest,
-        key_id=keys.key_id(ring.current_public),
-        format=request.format,
-        copies=request.copies,
-        workstation=request.workstation,
-        reprint=request.reprint,
-        reason=request.reason,
-        status_banner=view.banner,
-        printed_by=user_id,
-        printed_at=now,
-    )
-    session.add(label)
-    _supersede(session, item_id, digest, label.label_id, user_id)
-    return label, view
+    first_serial = _next_serial(session, item_id)
+    key_id = keys.key_id(ring.current_public)
+    labels: list[LabelPrint] = []
+    views: list[render.LabelView] = []
+    for serial in range(first_serial, first_serial + request.copies):
+        text = sign(ring.private_key, *fields, serial)
+        view = render.build_view(data, text, reprint=request.reprint, now=now, serial=serial)
+        label = LabelPrint(
+            label_id=new_label_id(),
+            item_id=data["item_id"],
+            kind_code=data["kind_code"],
+            coi_id=data["coi_id"],
+            payload_digest=payload_digest(text),
+            key_id=key_id,
+            format=request.format,
+            copies=1,
+            workstation=request.workstation,
+            reprint=request.reprint,
+            reason=request.reason,
+            status_banner=view.banner,
+            printed_by=user_id,
+            printed_at=now,
+            serial=serial,
+            content_digest=content_digest,
+            replaces=replaces,
+        )
+        session.add(label)
+        labels.append(label)
+        views.append(view)
+    # A 6-field label of the same content signed with the current key has this digest.
+    legacy_digest = payload_digest(sign(ring.private_key, *fields))
+    _supersede(session, item_id, content_digest, legacy_digest, labels[0].label_id, user_id)
+    return labels, views
 
 
 def _supersede(
-    session: Session, item_id: str, digest: str, new_label_id: str, user_id: int
+    session: Session,
+    item_id: str,
+    content_digest: str,
+    legacy_digest: str,
+    new_label_id: str,
+    user_id: int,
 ) -> None:
     """Labels of the item with another content (e.g. a corrected expiry) are voided:
-    two valid labels saying different things about one container must never exist."""
+    two valid labels saying different things about one container must never exist.
+    Copies with the same content (other serials) stay valid."""
     stale = session.execute(
         select(LabelPrint.label_id, LabelPrint.payload_digest)
         .outerjoin(LabelVoid, LabelVoid.label_id == LabelPrint.label_id)
         .where(
             LabelPrint.item_id == item_id,
-            LabelPrint.payload_digest != digest,
+            LabelPrint.label_id != new_label_id,
             LabelVoid.id.is_(None),
+            or_(
+                and_(LabelPrint.serial.is_not(None), LabelPrint.content_digest != content_digest),
+                # 6-field labels: only their whole payload is known.
+                and_(LabelPrint.serial.is_(None), LabelPrint.payload_digest != legacy_digest),
+            ),
         )
     ).all()
     for label_id, old_digest in stale:
@@ -369,28 +452,44 @@ def _supersede(
             )
 
 
+def _render(views: list[render.LabelView], request: PrintRequest) -> bytes:
+    if request.format == "png":
+        return render.render_png(views[0])
+    if request.format == "svg":
+        return render.render_svg(views[0]).encode("utf-8")
+    if request.format == "pdf":
+        return render.render_pdf_pages(views)
+    # One label format per copy: each copy has its own payload (no ^PQ of one format).
+    return "".join(render.render_zpl(view, dpi=request.dpi, copies=1) for view in views).encode(
+        "utf-8"
+    )
+
+
 def print_label(
     session: Session, item_id: str, request: PrintRequest, *, user_id: int
 ) -> PrintedLabel:
-    """Render the item's label and record the print (GMP record, audited)."""
+    """Render the item's label, one per copy, and record each copy (GMP record, audited)."""
     request = _validate_request(request)
+    if request.copies > 1 and request.format in ("png", "svg"):
+        raise field_error(
+            "copies", "a PNG or SVG holds one label: print several copies as PDF or ZPL"
+        )
     with audit.reason(session, request.reason):
-        label, view = _prepare(session, item_id, request, user_id)
+        labels, views = _prepare(session, item_id, request, user_id)
         session.flush()
-    if request.format == "png":
-        content = render.render_png(view)
-    elif request.format == "svg":
-        content = render.render_svg(view).encode("utf-8")
-    elif request.format == "pdf":
-        content = render.render_pdf(view)
-    else:
-        content = render.render_zpl(view, dpi=request.dpi, copies=request.copies).encode("utf-8")
+    return _printed(labels, views, request)
+
+
+def _printed(
+    labels: list[LabelPrint], views: list[render.LabelView], request: PrintRequest
+) -> PrintedLabel:
+    first = labels[0]
     return PrintedLabel(
-        [label],
-        content,
+        labels,
+        _render(views, request),
         MEDIA_TYPES[request.format],
-        f"{label.item_id}_{label.label_id}.{request.format}",
-        [view.payload],
+        f"{first.item_id}_{first.label_id}.{request.format}",
+        [view.payload for view in views],
     )
 
 
@@ -403,13 +502,15 @@ def print_sheet(
         raise field_error("items", "name at least one item")
     if len(unique) > MAX_SHEET_ITEMS:
         raise field_error("items", f"at most {MAX_SHEET_ITEMS} items per sheet")
-    request = _validate_request(PrintRequest(**{**request.__dict__, "format": "pdf"}))
+    request = _validate_request(
+        PrintRequest(**{**request.__dict__, "format": "pdf", "copies": 1})
+    )
     labels, views = [], []
     with audit.reason(session, request.reason):
         for item_id in sorted(unique):  # a fixed lock order: no deadlock between sheets
-            label, view = _prepare(session, item_id, request, user_id)
-            labels.append(label)
-            views.append(view)
+            printed, shown = _prepare(session, item_id, request, user_id)
+            labels.extend(printed)
+            views.extend(shown)
         session.flush()
     order = {item_id: n for n, item_id in enumerate(unique)}
     pairs = sorted(zip(labels, views, strict=True), key=lambda p: order[p[0].item_id])
@@ -423,13 +524,23 @@ def print_sheet(
     )
 
 
-def void_label(
-    session: Session, item_id: str, label_id: str, *, reason: str | None, user_id: int
-) -> LabelRecord:
-    """Void a printed label: its payload fails every online check from now on."""
-    reason = (reason or "").strip()
-    if not reason:
-        raise field_error("reason", "voiding a label needs a reason")
+# --- void and replace --------------------------------------------------------------------
+
+
+def _check_site(item_site: str | None, item_id: str, user: Person, what: str) -> None:
+    """Only the people where the item is (its current site) and QA may void or replace
+    its labels: elsewhere nobody can see which physical copy is damaged."""
+    if user.has_role("qa"):
+        return
+    user_site = user.site.code if user.site is not None else None
+    if user_site is None or user_site != item_site:
+        raise WrongSite(
+            f"{what} the labels of {item_id} is for users of its current site "
+            f"{item_site or '-'} and QA; you are at {user_site or 'no site'}"
+        )
+
+
+def _locked_copy(session: Session, item_id: str, label_id: str) -> LabelPrint:
     label = session.execute(
         select(LabelPrint)
         .where(
@@ -439,9 +550,25 @@ def void_label(
         .with_for_update()
     ).scalar_one_or_none()
     if label is None:
-        raise NotFound(f"no label {label_id} for item {item_id}")
+        raise NotFound(f"no label {printable_id(label_id)} for item {printable_id(item_id)}")
     if session.execute(select(exists().where(LabelVoid.label_id == label.label_id))).scalar_one():
         raise conflict("already_voided", f"label {label.label_id} is already voided")
+    return label
+
+
+def printable_id(value: str) -> str:
+    text = (value or "").strip()[:40]
+    return text if text.isprintable() else repr(text)
+
+
+def _required_reason(reason: str | None, what: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise field_error("reason", f"{what} a label needs a reason")
+    return reason
+
+
+def _void(session: Session, label: LabelPrint, reason: str, user_id: int) -> None:
     with audit.reason(session, reason):
         session.add(
             LabelVoid(
@@ -452,4 +579,54 @@ def void_label(
             )
         )
         session.flush()
-    return next(r for r in labels_of_item(session, item_id) if r.label_id == label.label_id)
+
+
+def void_label(
+    session: Session, item_id: str, label_id: str, *, reason: str | None, user: Person
+) -> LabelRecord:
+    """Void one printed copy: its payload fails every online check from now on; the
+    item's other copies stay valid (21 CFR 11.10(e): the void is a new record)."""
+    from identity import services as identity
+
+    reason = _required_reason(reason, "voiding")
+    item = identity.get_item(session, item_id)
+    label = _locked_copy(session, item.item_id, label_id)
+    _check_site(item.site_code, item.item_id, user, "voiding")
+    _void(session, label, reason, user.id)
+    return next(r for r in labels_of_item(session, item.item_id) if r.label_id == label.label_id)
+
+
+def replace_label(
+    session: Session,
+    item_id: str,
+    label_id: str,
+    *,
+    reason: str | None,
+    request: PrintRequest,
+    user: Person,
+) -> PrintedLabel:
+    """Void a damaged or lost copy and print its replacement (a new serial, marked
+    REPRINT) in one step: both recorded and audited in this transaction, or neither."""
+    from identity import services as identity
+
+    reason = _required_reason(reason, "replacing")
+    request = _validate_request(
+        PrintRequest(
+            **{**request.__dict__, "copies": 1, "reprint": True,
+               "reason": reason}
+        )
+    )
+    # Lock order: the item row (as every print does), then the copy's row.
+    item = identity.get_item(session, item_id, for_update=True)
+    label = _locked_copy(session, item.item_id, label_id)
+    _check_site(item.site_code, item.item_id, user, "replacing")
+    _void(session, label, f"replaced: {reason}", user.id)
+    print_request = PrintRequest(
+        **{**request.__dict__, "reason": f"replaces {label.label_id}: {reason}"}
+    )
+    with audit.reason(session, print_request.reason):
+        labels, views = _prepare(
+            session, item.item_id, print_request, user.id, replaces=label.label_id
+        )
+        session.flush()
+    return _printed(labels, views, print_request)

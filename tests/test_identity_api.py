@@ -291,10 +291,11 @@ def test_voided_label_fails_scan(world: World, login) -> None:
     a = world.enrol()
     bag = world.item(a["coi_id"], status="released")
     op = login(world.operator)
-    printed = op.get(f"/api/v1/items/{bag}/label?format=svg")
+    printed = op.get(f"/api/v1/items/{bag}/label?format=zpl")
     assert printed.status_code == 200, printed.get_data(as_text=True)[:300]
     label_id = printed.headers["X-Label-Id"].split(",")[0]
-    payload = world.payload(bag)
+    # the printed copy's own payload (with its serial)
+    payload = printed.get_data(as_text=True).split("^FDMA,")[1].split("^FS")[0]
     assert _scan(op, payload).get_json()["ok"] is True
     voided = op.post(f"/api/v1/items/{bag}/labels/{label_id}/void", json={"reason": "torn"})
     assert voided.status_code == 200, voided.get_json()

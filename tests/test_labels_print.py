@@ -88,8 +88,12 @@ def test_a_print_is_recorded_and_audited(db, operator, make_item) -> None:
     assert len(payloads) == 1
     assert payloads[0].startswith(f"GMP1:FP:{item_id}:")
     assert check(db, payloads[0]).ok
+    # The printed copy carries serial 1; the 6-field form of the same content is the
+    # same label without it (SPEC §4).
+    assert payloads[0].split(":")[5] == "1"
     with db.transaction(actor=Actor.system("test")) as s:
-        assert services.payload_for_item(s, item_id) == payloads[0]
+        legacy = services.payload_for_item(s, item_id)
+    assert legacy.split(":")[:5] == payloads[0].split(":")[:5] and len(legacy.split(":")) == 6
 
     listed = operator.get(f"/api/v1/items/{item_id}/labels").get_json()
     assert len(listed) == 1
@@ -97,6 +101,7 @@ def test_a_print_is_recorded_and_audited(db, operator, make_item) -> None:
     assert record["label_id"] == label_id and record["format"] == "png"
     assert record["workstation"] == "WS-7" and record["printed_by"] == "olga"
     assert record["reprint"] is False and record["voided"] is False
+    assert record["serial"] == "1"
     events = audit_events(db, entity_type="label", entity_id=label_id)
     assert [e["action"] for e in events] == ["create"]
     assert events[0]["username"] == "olga"
@@ -121,23 +126,33 @@ def test_a_second_print_is_a_reprint_with_a_reason(db, operator, make_item) -> N
     )
     assert again.status_code == 200
     zpl = again.get_data(as_text=True)
-    assert "REPRINT" in zpl and "^PQ2," in zpl
-    # the same signed payload: a reprint is the same label, marked as such
-    assert (
-        first.get_data(as_text=True).split("^FDMA,")[1].split("^FS")[0]
-        == zpl.split("^FDMA,")[1].split("^FS")[0]
-    )
+    # two copies: two label formats, each its own payload (serials 2 and 3), REPRINT
+    assert zpl.count("^XA") == 2 and zpl.count("REPRINT") >= 2 and "^PQ2," not in zpl
+    original = first.get_data(as_text=True).split("^FDMA,")[1].split("^FS")[0]
+    copies = [part.split("^FS")[0] for part in zpl.split("^FDMA,")[1:]]
+    # the same label content; only the serial (and so the signature) differs
+    assert [p.split(":")[:5] for p in copies] == [original.split(":")[:5]] * 2
+    assert [original.split(":")[5]] + [p.split(":")[5] for p in copies] == ["1", "2", "3"]
+    assert all(check(db, p).ok for p in [original, *copies])
+    assert len(set(again.headers["X-Label-Id"].split(","))) == 2
     png = operator.get(f"/api/v1/items/{item_id}/label?format=png&reprint=1&reason=again")
     assert decode_png(png.data)
+    # a PNG or SVG holds one label: several copies need PDF or ZPL
+    assert_problem(
+        operator.get(f"/api/v1/items/{item_id}/label?format=png&reprint=1&reason=x&copies=2"),
+        422,
+        "validation_error",
+    )
     records = operator.get(f"/api/v1/items/{item_id}/labels").get_json()
-    assert [(r["reprint"], r["reason"], r["copies"]) for r in records] == [
-        (False, None, 1),
-        (True, "label smudged", 2),
-        (True, "again", 1),
+    assert [(r["reprint"], r["reason"], r["serial"]) for r in records] == [
+        (False, None, "1"),
+        (True, "label smudged", "2"),
+        (True, "label smudged", "3"),
+        (True, "again", "4"),
     ]
     reprint_events = audit_events(db, entity_type="label", entity_id=records[1]["label_id"])
     assert reprint_events[0]["reason"] == "label smudged"
-    assert count(db, "label_print") == 3
+    assert count(db, "label_print") == 4
 
 
 def test_reprint_of_a_label_never_printed_is_refused(operator, make_item) -> None:
@@ -167,12 +182,11 @@ def test_void_makes_the_payload_fail_every_check(db, operator, make_user, login,
     result = check(db, payload + "\r\n")
     assert [code for code, _ in result.reasons] == ["voided"]
     assert label_id in result.reasons[0][1]
-    # a voided payload is never printed again, and a void is never repeated
-    assert_problem(
-        operator.get(f"/api/v1/items/{item_id}/label?format=png&reprint=true&reason=x"),
-        409,
-        "voided",
-    )
+    # a reprint after the void is a new copy (new serial) that verifies; a void is
+    # never repeated
+    reprint = operator.get(f"/api/v1/items/{item_id}/label?format=png&reprint=true&reason=x")
+    assert reprint.status_code == 200
+    assert check(db, decode_png(reprint.data)[0]).ok
     assert_problem(qa.post(url, json={"reason": "again"}), 409, "already_voided")
     assert_problem(
         qa.post(f"/api/v1/items/{item_id}/labels/LBL-NOPE/void", json={"reason": "x"}), 404
@@ -396,6 +410,8 @@ def test_item_page_carries_the_label_controls(client, make_user, make_item, db) 
 
 
 def test_concurrent_voids_record_one_void(app, db, make_user, make_item) -> None:
+    from gmp_mes.models import User
+
     item_id = make_item()
     user_id = make_user("olga", "operator").user_id
     with app.app_context(), db.transaction(actor=Actor("olga", user_id)) as s:
@@ -408,7 +424,8 @@ def test_concurrent_voids_record_one_void(app, db, make_user, make_item) -> None
         barrier.wait()
         try:
             with db.transaction(actor=Actor("olga", user_id)) as s:
-                services.void_label(s, item_id, label_id, reason=reason, user_id=user_id)
+                user = s.get(User, user_id)
+                services.void_label(s, item_id, label_id, reason=reason, user=user)
             outcomes.append("voided")
         except Conflict as exc:
             outcomes.append(exc.code)
