@@ -74,6 +74,9 @@ def describe(payload: LabelPayload, signer: str) -> list[str]:
         f"item:    {payload.subject_id}",
         f"COI ID:  {coi} (printed {coi[:5]} {coi[5:7]} {coi[7:13]} [{coi[13]}])",
         f"expires: {expiry}",
+        f"copy:    {payload.serial}"
+        if payload.serial
+        else "copy:    - (6-field label, printed before per-copy serials)",
         "offline check: signature only; voids are known only to the online system",
     ]
 

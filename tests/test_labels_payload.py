@@ -35,7 +35,16 @@ expiries = st.one_of(
         min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31), timezones=st.just(UTC)
     ).map(lambda d: d.replace(second=0, microsecond=0)),
 )
-payloads = st.builds(lambda *a: lp.sign(KEY, *a), kinds, item_ids, coi_ids, expiries)
+serials = st.one_of(st.none(), st.integers(1, lp.MAX_SERIAL))
+# Both forms: the per-copy payload (with a serial) and the 6-field one from before.
+payloads = st.builds(lambda *a: lp.sign(KEY, *a), kinds, item_ids, coi_ids, expiries, serials)
+copy_payloads = st.builds(
+    lambda *a: lp.sign(KEY, *a), kinds, item_ids, coi_ids, expiries, st.integers(1, lp.MAX_SERIAL)
+)
+COPY_FORMAT = re.compile(
+    r"GMP1:(SM|IM|FP|QS|RS|WB):ITM-[A-Z2-7]{8}:[0-9A-Z]{13}[0-9A-Z*]:([0-9]{12}|-):"
+    r"[1-9][0-9]{0,8}:[A-Z2-7]{103}"
+)
 
 
 def test_payload_has_the_spec_format_and_round_trips() -> None:
@@ -51,6 +60,35 @@ def test_payload_has_the_spec_format_and_round_trips() -> None:
     # The signature covers everything before the last ':' (SPEC §4).
     signature = lp.decode_signature(parsed.signature)
     KEY.public_key().verify(signature, text.rsplit(":", 1)[0].encode())
+
+
+def test_a_copy_payload_carries_its_serial_under_the_signature() -> None:
+    expiry = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
+    text = lp.sign(KEY, "FP", "ITM-ABCDEFGH", "A999926000001*", expiry, 12)
+    assert COPY_FORMAT.fullmatch(text), text
+    assert text.startswith("GMP1:FP:ITM-ABCDEFGH:A999926000001*:202612011030:12:")
+    assert set(text) <= lp.QR_ALPHANUMERIC
+    parsed = lp.parse_and_verify(text, PUBLIC)
+    assert parsed.serial == "12" and parsed.expires_at == expiry
+    assert parsed.signed_part == "GMP1:FP:ITM-ABCDEFGH:A999926000001*:202612011030:12"
+    # the older 6-field form of the same content still verifies, without a serial
+    legacy = lp.sign(KEY, "FP", "ITM-ABCDEFGH", "A999926000001*", expiry)
+    assert lp.parse_and_verify(legacy, PUBLIC).serial is None
+    # the serial is signed: dropped, moved to another copy or spelt otherwise, it fails
+    signature = text.rsplit(":", 1)[1]
+    for head in (legacy.rsplit(":", 1)[0], parsed.signed_part[:-2] + "13"):
+        with pytest.raises(lp.InvalidLabel) as info:
+            lp.parse_and_verify(f"{head}:{signature}", PUBLIC)
+        assert info.value.code == "bad_signature"
+    with pytest.raises(lp.InvalidLabel) as info:
+        lp.parse_and_verify(text.replace(":12:", ":012:"), PUBLIC)
+    assert info.value.code == "malformed"
+
+
+@pytest.mark.parametrize("serial", [0, -1, "01", "A", lp.MAX_SERIAL + 1])
+def test_signing_refuses_a_serial_outside_the_format(serial) -> None:
+    with pytest.raises(ValueError, match="serial"):
+        lp.sign(KEY, "FP", "ITM-ABCDEFGH", "A999926000001*", None, serial)
 
 
 def test_expiry_is_written_in_utc_and_dash_without_expiry() -> None:
@@ -122,6 +160,25 @@ def test_well_formed_but_unsigned_is_bad_signature() -> None:
 @given(text=payloads, data=st.data())
 def test_any_single_character_change_fails(text: str, data: st.DataObject) -> None:
     """Replace one character by any other character a QR label can carry."""
+    position = data.draw(st.integers(0, len(text) - 1))
+    replacement = data.draw(st.sampled_from([c for c in ALNUM if c != text[position]]))
+    changed = text[:position] + replacement + text[position + 1 :]
+    if lp.normalise_scan(changed) == text:  # a space at either end is scanner noise
+        assert replacement == " " and position in (0, len(text) - 1)
+        return
+    with pytest.raises(lp.InvalidLabel) as info:
+        lp.parse_and_verify(changed, PUBLIC)
+    assert info.value.code in ("malformed", "bad_signature")
+
+
+@pytest.mark.requirement("21 CFR 11.10(a)")
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(text=copy_payloads, data=st.data())
+def test_any_single_character_change_of_a_copy_payload_fails(
+    text: str, data: st.DataObject
+) -> None:
+    """SPEC §4: one changed character of a per-copy payload (its serial included)
+    never verifies, whatever QR character replaces it."""
     position = data.draw(st.integers(0, len(text) - 1))
     replacement = data.draw(st.sampled_from([c for c in ALNUM if c != text[position]]))
     changed = text[:position] + replacement + text[position + 1 :]
