@@ -15,6 +15,7 @@ import pytest
 import zxingcpp
 from PIL import Image
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
@@ -456,3 +457,62 @@ def test_bedside_page_replaces_a_damaged_wristband(ward, client) -> None:
               "back": "bedside"},
     )
     assert again.status_code == 302 and "/bedside/wristband-label" in again.headers["Location"]
+
+
+# --- migration ---------------------------------------------------------------------------
+
+
+def _migrate(db, to: str) -> None:
+    from alembic import command
+
+    from gmp_mes.migrate import alembic_config
+
+    config = alembic_config()
+    with db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        if to == "heads":
+            command.upgrade(config, "heads")
+        else:
+            command.downgrade(config, to)
+
+
+@pytest.mark.requirement("EU GMP Annex 11 §9")
+def test_labels_0002_keeps_labels_printed_before_valid(ward) -> None:
+    """A database at labels_0001 with a label printed the old way upgrades to labels_0002:
+    the old print row keeps its payload valid, and the table stays append-only."""
+    from gmp_mes.migrate import current_heads
+
+    world = ward["world"]
+    db = world.db
+    with world.app.app_context(), db.transaction(actor=Actor.system("test")) as s:
+        legacy = services.payload_for_item(s, ward["bag"])
+    _migrate(db, "labels_0001")
+    assert "labels_0001" in current_heads(db.engine)
+    with db.engine.begin() as c:
+        c.execute(
+            text(
+                "INSERT INTO label_print (label_id, item_id, kind_code, coi_id, payload_digest,"
+                " key_id, format, copies, reprint, printed_by, printed_at) VALUES"
+                " ('LBL-OLDOLDOLD1', :item, 'FP', :coi, :digest, :key, 'zpl', 2, :no, :user, :at)"
+            ),
+            {
+                "item": ward["bag"], "coi": ward["patient"]["coi_id"],
+                "digest": services.payload_digest(legacy), "key": "0" * 16, "no": False,
+                "user": world.operator.user_id,
+                "at": utcnow().replace(tzinfo=None) if db.dialect == "sqlite" else utcnow(),
+            },
+        )
+    _migrate(db, "heads")
+    assert "labels_0002" in current_heads(db.engine)
+    with world.app.app_context(), db.transaction(actor=Actor.system("test")) as s:
+        assert services.check_payload(s, legacy).ok
+        (record,) = services.labels_of_item(s, ward["bag"])
+    assert record.label_id == "LBL-OLDOLDOLD1" and record.serial is None and record.copies == 2
+    # the append-only guards of labels_0001 survived the new columns
+    for statement in ("UPDATE label_print SET serial = 1", "DELETE FROM label_print"):
+        with pytest.raises(DBAPIError, match="refused"), db.engine.begin() as c:
+            c.execute(text(statement))
+    # a new copy gets serial 1 beside the old print; the old one is not superseded
+    new = print_zpl(ward["ward_operator"], ward["bag"], reprint=True)["payloads"][0]
+    with db.transaction(actor=Actor.system("test")) as s:
+        assert services.check_payload(s, new).ok and services.check_payload(s, legacy).ok
