@@ -540,7 +540,10 @@ def _check_site(item_site: str | None, item_id: str, user: Person, what: str) ->
         )
 
 
-def _locked_copy(session: Session, item_id: str, label_id: str) -> LabelPrint:
+def _locked_copy(
+    session: Session, item_id: str, item_site: str | None, label_id: str, user: Person, what: str
+) -> LabelPrint:
+    """The copy's row, locked until commit, after the site rule; never an already voided one."""
     label = session.execute(
         select(LabelPrint)
         .where(
@@ -551,6 +554,7 @@ def _locked_copy(session: Session, item_id: str, label_id: str) -> LabelPrint:
     ).scalar_one_or_none()
     if label is None:
         raise NotFound(f"no label {printable_id(label_id)} for item {printable_id(item_id)}")
+    _check_site(item_site, item_id, user, what)
     if session.execute(select(exists().where(LabelVoid.label_id == label.label_id))).scalar_one():
         raise conflict("already_voided", f"label {label.label_id} is already voided")
     return label
@@ -590,8 +594,7 @@ def void_label(
 
     reason = _required_reason(reason, "voiding")
     item = identity.get_item(session, item_id)
-    label = _locked_copy(session, item.item_id, label_id)
-    _check_site(item.site_code, item.item_id, user, "voiding")
+    label = _locked_copy(session, item.item_id, item.site_code, label_id, user, "voiding")
     _void(session, label, reason, user.id)
     return next(r for r in labels_of_item(session, item.item_id) if r.label_id == label.label_id)
 
@@ -611,15 +614,11 @@ def replace_label(
 
     reason = _required_reason(reason, "replacing")
     request = _validate_request(
-        PrintRequest(
-            **{**request.__dict__, "copies": 1, "reprint": True,
-               "reason": reason}
-        )
+        PrintRequest(**{**request.__dict__, "copies": 1, "reprint": True, "reason": reason})
     )
     # Lock order: the item row (as every print does), then the copy's row.
     item = identity.get_item(session, item_id, for_update=True)
-    label = _locked_copy(session, item.item_id, label_id)
-    _check_site(item.site_code, item.item_id, user, "replacing")
+    label = _locked_copy(session, item.item_id, item.site_code, label_id, user, "replacing")
     _void(session, label, f"replaced: {reason}", user.id)
     print_request = PrintRequest(
         **{**request.__dict__, "reason": f"replaces {label.label_id}: {reason}"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -227,6 +228,41 @@ def test_replace_is_one_transaction(ward, monkeypatch) -> None:
     monkeypatch.undo()
     assert bedside(ward["clinician"], band["payloads"][0], print_zpl(
         ward["ward_operator"], ward["bag"])["payloads"][0])["match"] is True
+
+
+def test_concurrent_replacements_of_one_copy_print_one_replacement(ward) -> None:
+    """Two workstations replace the same damaged copy at once: one replacement, one
+    already_voided, never two valid replacements of one copy."""
+    from gmp_mes.errors import Conflict
+    from gmp_mes.models import User
+
+    world = ward["world"]
+    printed = print_zpl(ward["clinician"], ward["wristband"])
+    prints_before = count(world.db, "label_print")
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def work(n: int) -> None:
+        barrier.wait()
+        try:
+            with world.app.app_context(), world.tx() as s:
+                user = s.get(User, world.clinician.user_id)
+                services.replace_label(
+                    s, ward["wristband"], printed["label_ids"][0], reason=f"torn {n}",
+                    request=services.PrintRequest("zpl"), user=user,
+                )
+            outcomes.append("replaced")
+        except Conflict as exc:
+            outcomes.append(exc.code)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes) == ["already_voided", "replaced"]
+    assert count(world.db, "label_void") == 1
+    assert count(world.db, "label_print") == prints_before + 1
 
 
 @pytest.mark.requirement("SPEC §7")
