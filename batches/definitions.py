@@ -41,6 +41,9 @@ class ParamType(enum.StrEnum):
 
 
 CREATES = ("final_product",)
+# What a step may consume (SPEC §2: the starting material is in_process for its batch from
+# batch start until the step that consumes it).
+CONSUMES = ("starting_material",)
 
 
 class ProcessDefinitionError(Exception):
@@ -104,6 +107,7 @@ class Step:
     creates: str | None = None
     expiry_from: bool = False
     parameters: tuple[Parameter, ...] = ()
+    consumes: str | None = None
 
     def parameter(self, code: str) -> Parameter | None:
         return next((p for p in self.parameters if p.code == code), None)
@@ -166,6 +170,14 @@ class ProcessDefinition:
     def creating_step(self) -> Step | None:
         return next((s for s in self.steps if s.creates == "final_product"), None)
 
+    @property
+    def consuming_step(self) -> Step:
+        """The step that consumes the starting material: the one declaring
+        ``consumes = "starting_material"``, else the first step after receipt (the
+        second step; the only one of a one-step process)."""
+        declared = next((s for s in self.steps if s.consumes == "starting_material"), None)
+        return declared or self.steps[min(1, len(self.steps) - 1)]
+
     def canonical(self) -> str:
         return canonical_json(self.raw)
 
@@ -193,7 +205,7 @@ _STORAGE = {"starting_material", "final_product"}
 _CURVE = {"step", "viable_cells", "viability"}
 _STEP = {
     "code", "name", "instructions", "repeatable", "critical", "creates", "expiry_from",
-    "parameters",
+    "parameters", "consumes",
 }
 _PARAM = {"code", "name", "unit", "type", "min", "max", "expected", "required", "severity"}
 _QC = {
@@ -399,6 +411,10 @@ def _steps(c: _Checker, data: dict[str, Any]) -> list[Step]:
             c.fail(f"{prefix}.expiry_from", "only a step that creates the final product sets it")
         if repeatable and creates is not None:
             c.fail(f"{prefix}.repeatable", "a step that creates the final product runs once")
+        consumes = c.text(table, "consumes", f"{prefix}.consumes", required=False)
+        if consumes is not None and consumes not in CONSUMES:
+            c.fail(f"{prefix}.consumes", f"must be one of: {', '.join(CONSUMES)}")
+            consumes = None
         params = _parameters(c, table, prefix)
         if creates is not None and any(p.code == "bags" for p in params):
             c.fail(f"{prefix}.parameters", "'bags' is reserved for the number of bags filled")
@@ -406,7 +422,9 @@ def _steps(c: _Checker, data: dict[str, Any]) -> list[Step]:
             steps.append(Step(code=code, name=name, index=len(steps),
                               instructions=instructions or "", repeatable=repeatable,
                               critical=critical, creates=creates, expiry_from=expiry_from,
-                              parameters=tuple(params)))
+                              parameters=tuple(params), consumes=consumes))
+    if sum(1 for s in steps if s.consumes) > 1:
+        c.fail("steps", "only one step may consume the starting material")
     return steps
 
 
@@ -518,6 +536,8 @@ def _canonical_raw(definition: ProcessDefinition, data: dict[str, Any]) -> dict[
                 "code": s.code, "name": s.name, "instructions": s.instructions,
                 "repeatable": s.repeatable, "critical": s.critical, "creates": s.creates,
                 "expiry_from": s.expiry_from,
+                # Written only when declared, so definitions without it keep their digest.
+                **({"consumes": s.consumes} if s.consumes else {}),
                 "parameters": [
                     {"code": p.code, "name": p.name, "unit": p.unit, "type": p.type,
                      "min": p.min, "max": p.max, "expected": p.expected,

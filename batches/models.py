@@ -186,6 +186,9 @@ class StepRecord(Audited, Base):
     results_json: Mapped[str] = mapped_column(Text)  # per parameter: limits and pass/fail
     in_limits: Mapped[bool] = mapped_column(Boolean)
     created_items: Mapped[str | None] = mapped_column(Text)  # JSON list of item ids
+    # JSON: the label scanned as the step's identity check (item, COI, custody event),
+    # verified against the batch before the step was signed; part of what is signed.
+    identity_scan: Mapped[str | None] = mapped_column(Text)
     performed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     recorded_by: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
     signature_id: Mapped[int] = mapped_column(ForeignKey("signature.id"))
@@ -207,6 +210,10 @@ class StepRecord(Audited, Base):
     @property
     def results(self) -> list[dict[str, Any]]:
         return json.loads(self.results_json)
+
+    @property
+    def scan(self) -> dict[str, Any] | None:
+        return json.loads(self.identity_scan) if self.identity_scan else None
 
     @property
     def item_ids(self) -> list[str]:

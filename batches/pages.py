@@ -91,7 +91,7 @@ def start_batch() -> Response:
     session = db_session()
     try:
         batch = services.start_batch(
-            session, item_id=request.form.get("item_id", "").strip().upper(),
+            session, item_id=request.form.get("item_id", "").strip(),
             process_code=request.form.get("process_code") or None, user_id=g.user.id,
         )
     except DomainError as error:
@@ -136,12 +136,13 @@ def record_step(batch_number: str, step_code: str) -> Response:
         outcome = services.record_step(
             session, batch_number, step_code, values=_form_values(batch_number, step_code),
             user_id=g.user.id, signature=_signature(Meaning.PERFORMED.value),
-            verifier=_verifier(),
+            verifier=_verifier(), scan=request.form.get("scan", "").strip() or None,
         )
     except DomainError as error:
         _refused(error)
     else:
         flash(f"step {step_code} recorded and signed"
+              + ("; bag scanned: OK" if outcome.record.identity_scan else "")
               + (f"; deviation {', '.join(d.number for d in outcome.deviations)} opened"
                  if outcome.deviations else "")
               + (f"; bags {', '.join(i.item_id for i in outcome.items)} created"

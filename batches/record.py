@@ -56,6 +56,7 @@ def record_dict(record: StepRecord, binds: bool | None = None) -> dict[str, Any]
         "correction_reason": record.correction_reason,
         "supersedes_id": record.supersedes_id,
         "items": record.item_ids,
+        "scan": record.scan,
         "signature": signature_dict(record.signature),
         "verifier_signature": signature_dict(record.verifier_signature),
     }
@@ -214,6 +215,9 @@ def executed_record(session: Session, batch_number: str, *, full: bool = True) -
                 "repeatable": s.step.repeatable,
                 "critical": s.step.critical,
                 "creates": s.step.creates,
+                "consumes_starting_material": s.step.code == definition.consuming_step.code,
+                # Steps up to the one that consumes the starting material offer the bag scan.
+                "takes_scan": s.step.index <= definition.consuming_step.index,
                 "done": s.done,
                 "allowed": s.allowed,
                 "parameters": [

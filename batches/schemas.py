@@ -33,7 +33,10 @@ class ApproveInSchema(StrictSchema):
 
 
 class BatchInSchema(StrictSchema):
-    item_id = fields.String(required=True, validate=validate.Length(min=1, max=20))
+    item_id = fields.String(
+        required=True, validate=validate.Length(min=1, max=300),
+        metadata={"description": "the starting material's item id, or its scanned label "
+                                 "payload (GMP1:SM:...; the signature is verified)"})
     process_code = fields.String(load_default=DEFAULT_PROCESS,
                                  validate=validate.Length(min=1, max=32))
     process_version = fields.Integer(load_default=None, strict=True,
@@ -48,6 +51,11 @@ class StepInSchema(StrictSchema):
     values = fields.Dict(keys=fields.String(), load_default=dict)
     signature = fields.Nested(SignatureSchema, required=True)
     verifier = fields.Nested(VerifierSchema, load_default=None)
+    scan = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=2000),
+        metadata={"description": "a label scanned as the step's identity check (the bag at "
+                                 "receipt): checked against the batch and recorded with the "
+                                 "step; 409 coi_mismatch (or the scan's reason) otherwise"})
 
 
 class CorrectionInSchema(StepInSchema):
@@ -106,6 +114,9 @@ class StepRecordSchema(Schema):
     correction_reason = fields.String(allow_none=True)
     supersedes_id = fields.Integer(allow_none=True)
     items = fields.Function(lambda r: r.item_ids)
+    scan = fields.Dict(allow_none=True, metadata={
+        "description": "the identity scan recorded with the step (item_id, kind, coi_id, "
+                       "status, custody_event_id)"})
     signature = fields.Nested(SignatureOutSchema)
     verifier_signature = fields.Nested(SignatureOutSchema, allow_none=True)
 

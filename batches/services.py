@@ -307,6 +307,8 @@ def start_batch(
             raise conflict("process_not_approved",
                            f"no version of process {code} is approved by QA yet")
     identity = _identity()
+    # The Start batch field takes a scanned label as well as an id (signature verified).
+    item_id = identity.resolve_item_ref(session, item_id)
     item = identity.get_item(session, item_id, for_update=True)
     if item.kind != "starting_material":
         raise field_error("item_id", f"{item_id} is a {item.kind}, not starting material")
@@ -327,7 +329,22 @@ def start_batch(
         raise AlreadyExists(
             f"starting material {item_id} already feeds batch {active.batch_number}"
         )
-    if not identity.can_transition(item, "consumed"):
+    site = user.site
+    # Chain of custody into the cleanroom: only material received (custody ``receive``) at
+    # the manufacturing site where the batch runs can start it.
+    received_here = (item.status == "received" and site.kind == "manufacturing"
+                     and item.site_code == site.code)
+    if not received_here and item.status in ("available", "quarantine", "shipped", "received"):
+        where = (f"it is {item.status} at {item.site_code}" if item.status != "shipped"
+                 else f"it is in transit to {item.ship_to or '?'}")
+        raise conflict(
+            "not_received",
+            f"starting material {item_id} has not been received at {site.code}"
+            + ("" if site.kind == "manufacturing" else f" (a {site.kind} site)")
+            + f": {where}; a batch starts only from material received at its manufacturing "
+            "site",
+        )
+    if not identity.can_transition(item, "in_process"):
         raise InvalidTransition(
             f"starting material {item_id} is {item.status}: it cannot start a batch"
         )
@@ -345,11 +362,10 @@ def start_batch(
     )
     session.add(batch)
     session.flush()
-    # The apheresis product goes into the closed system at the first step: consumed.
-    # A consumed item is final, so the hold-time sweep leaves it alone while the batch
-    # runs for days, and it can never feed a second batch.
-    identity.transition_item(session, item.item_id, "consumed",
-                             reason=f"batch {batch.batch_number} started")
+    # The starting material is in_process for this batch until the step that consumes
+    # it (SPEC §2): its label scans OK against this batch only, its hold time has been
+    # met (the sweep leaves it alone), and it can never feed a second batch.
+    identity.start_processing(session, item.item_id, batch.batch_number)
     return batch
 
 
@@ -591,6 +607,7 @@ def _sign_step(
 def signed_content(
     key: str, values: dict[str, Any], performed_at: datetime, *,
     supersedes: str | None = None, reason: str | None = None,
+    identity_scan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What the performer and the verifier sign (21 CFR 11.70: the signature is bound
     to this content by its digest, so a later change no longer matches)."""
@@ -598,6 +615,8 @@ def signed_content(
                                "performed_at": audit.format_time(performed_at)}
     if supersedes is not None:
         content.update(supersedes=supersedes, reason=reason)
+    if identity_scan is not None:
+        content["identity_scan"] = identity_scan
     return content
 
 
@@ -608,6 +627,7 @@ def signature_binds(session: Session, record: StepRecord) -> bool:
         record.key, record.values, record.performed_at,
         supersedes=supersedes.key if supersedes else None,
         reason=record.correction_reason if supersedes else None,
+        identity_scan=record.scan,
     )
     signed = [record.signature] + ([record.verifier_signature]
                                    if record.verifier_signature else [])
@@ -623,8 +643,14 @@ def record_step(
     user_id: int,
     signature: SignatureInput,
     verifier: VerifierInput | None = None,
+    scan: str | None = None,
 ) -> StepOutcome:
-    """Record one execution of a step, signed; out-of-limit values open deviations."""
+    """Record one execution of a step, signed; out-of-limit values open deviations.
+
+    ``scan``: a label scanned as the step's identity check (the bag at receipt), checked
+    against the batch (its COI, its material) and recorded with the step, inside what is
+    signed; a mismatch refuses the step (409 ``coi_mismatch``, ``wrong_batch``, ...).
+    The step that consumes the starting material (SPEC §2) ends its ``in_process``."""
     user = _user(session, user_id)
     batch = get_batch(session, batch_number, for_update=True)
     definition = definition_of_batch(batch)
@@ -648,9 +674,15 @@ def record_step(
         )
     clean, results, bags = _check_values(step, values)
     occurrence = 1 + max((r.occurrence for r in records if r.step_code == step.code), default=0)
+    identity = _identity()
+    consumes = step.code == definition.consuming_step.code and occurrence == 1
+    if consumes:
+        # Row locks before the first audited write (the scan, the signatures).
+        identity.get_item(session, batch.starting_item_id, for_update=True)
+    checked = _identity_scan(session, batch, step, user, scan) if scan is not None else None
     now = utcnow()
     key = record_key(batch.batch_number, step.code, occurrence, 1)
-    content = signed_content(key, clean, now)
+    content = signed_content(key, clean, now, identity_scan=checked)
     performed, verified = _sign_step(session, user, signature, verifier, step, key, content)
     record = StepRecord(
         batch_id=batch.id, batch_number=batch.batch_number, step_code=step.code,
@@ -658,8 +690,12 @@ def record_step(
         values_json=canonical_json(clean), results_json=canonical_json(results),
         in_limits=all(r["in_limits"] for r in results), performed_at=now,
         recorded_by=user.id, signature=performed, verifier_signature=verified,
+        identity_scan=canonical_json(checked) if checked is not None else None,
     )
     outcome = StepOutcome(record)
+    if consumes:
+        identity.consume_starting_material(session, batch.starting_item_id,
+                                           batch.batch_number, step.code)
     if step.creates == "final_product":
         outcome.items = _fill(session, batch, definition, step, bags, now)
         record.created_items = json.dumps([item.item_id for item in outcome.items])
@@ -671,6 +707,41 @@ def record_step(
     _refresh_status(session, batch, records=[*records, record], definition=definition)
     session.flush()
     return outcome
+
+
+def _identity_scan(
+    session: Session, batch: Batch, step: Step, user: User, payload: str
+) -> dict[str, Any]:
+    """Check a scanned label against the batch as the scan station does (signature, not
+    voided, COI, this batch's material, status), recording the scan; refuse the step when
+    it is not OK. A refused scan is still recorded, in its own transaction."""
+    identity = _identity()
+    if not isinstance(payload, str) or not payload.strip():
+        raise field_error("scan", "scan the bag's label (or leave the field out)")
+    workstation = f"batch {batch.batch_number} step {step.code}"
+    result = identity.scan(session, payload, user=user, site_code=user.site.code,
+                           workstation=workstation, batch_number=batch.batch_number)
+    if not result.ok:
+        codes = [r["code"] for r in result.reasons]
+        code = "coi_mismatch" if "coi_mismatch" in codes else codes[0]
+        actor = audit.Actor(user.username, user.id, user.full_name)
+        site_code, batch_number = user.site.code, batch.batch_number
+
+        def record_refused_scan(s: Session) -> None:
+            s.info["actor"] = actor
+            identity.scan(s, payload, user=user, site_code=site_code,
+                          workstation=workstation, batch_number=batch_number)
+
+        raise conflict(
+            code,
+            f"step {step.code}: the scanned label is refused for batch {batch.batch_number}: "
+            + "; ".join(r["message"] for r in result.reasons),
+            extra={"reasons": result.reasons}, follow_up=record_refused_scan,
+        )
+    assert result.item is not None
+    return {"item_id": result.item.item_id, "kind": result.item.kind,
+            "coi_id": result.coi_id, "status": result.status,
+            "custody_event_id": result.event_id}
 
 
 def _fill(

@@ -42,7 +42,8 @@ def _build_batch(app: Any, days: int) -> str:
         accounts.create_site(s, "HOSP1", kind="treatment", name="Hospital")
         accounts.create_site(s, "APH1", kind="collection", name="Apheresis")
         for name, role, site in (("olga", "operator", "CLEAN1"), ("oscar", "operator", "CLEAN1"),
-                                 ("quinn", "qa", "CLEAN1"), ("clara", "clinician", "HOSP1")):
+                                 ("quinn", "qa", "CLEAN1"), ("clara", "clinician", "HOSP1"),
+                                 ("april", "clinician", "APH1")):
             ids[name] = accounts.create_user(s, name, password=PASSWORD, roles=[role],
                                              site_code=site, full_name=name.title()).id
         services.load_process_definitions(s)
@@ -55,6 +56,12 @@ def _build_batch(app: Any, days: int) -> str:
         clock.freeze(start)
         item = identity.record_collection(s, coi_id=coi_id, collected_at=start - timedelta(
             hours=2), site="APH1", volume_ml=230.0).item_id
+        # Shipped by the apheresis site, received at the plant: a batch starts only then.
+        from gmp_mes.models import User
+
+        for action, who in (("ship", "april"), ("receive", "olga")):
+            identity.record_custody(s, item, action=action, site="CLEAN1",
+                                    user=s.get(User, ids[who]))
         number = services.start_batch(s, item_id=item, user_id=ids["olga"]).batch_number
         definition = services.definition_of_batch(services.get_batch(s, number))
         verifier = services.VerifierInput("oscar", PASSWORD)

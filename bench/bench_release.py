@@ -45,6 +45,21 @@ def _passing(spec: Any) -> dict[str, Any]:
     return {"value": spec.min * 2} if spec.min is not None else {"value": spec.max / 2}
 
 
+def _ship_to_plant(s: Any, item_id: str, ids: dict[str, int]) -> None:
+    """Shipped by the apheresis site, received at the plant: a batch starts only then."""
+    from gmp_mes.models import User
+    from identity import services as identity
+
+    actor = s.info["actor"]
+    s.info["actor"] = Actor("april", ids["april"], "April")
+    identity.record_custody(s, item_id, action="ship", site="CLEAN1",
+                            user=s.get(User, ids["april"]))
+    s.info["actor"] = Actor("olga", ids["olga"], "Olga")
+    identity.record_custody(s, item_id, action="receive", site="CLEAN1",
+                            user=s.get(User, ids["olga"]))
+    s.info["actor"] = actor
+
+
 def _setup(app: Any, n: int) -> tuple[dict[str, int], list[str]]:
     from batches import services
     from identity import services as identity
@@ -56,11 +71,11 @@ def _setup(app: Any, n: int) -> tuple[dict[str, int], list[str]]:
         for code, kind in (("CLEAN1", "manufacturing"), ("HOSP1", "treatment"),
                            ("APH1", "collection")):
             accounts.create_site(s, code, kind=kind, name=code)
-        for name, role in (("olga", "operator"), ("oscar", "operator"), ("quentin", "qc"),
-                           ("quinn", "qa"), ("clara", "clinician")):
+        for name, role, site in (("olga", "operator", "CLEAN1"), ("oscar", "operator", "CLEAN1"),
+                                 ("quentin", "qc", "CLEAN1"), ("quinn", "qa", "CLEAN1"),
+                                 ("clara", "clinician", "HOSP1"), ("april", "clinician", "APH1")):
             ids[name] = accounts.create_user(
-                s, name, password=PASSWORD, roles=[role],
-                site_code="HOSP1" if role == "clinician" else "CLEAN1",
+                s, name, password=PASSWORD, roles=[role], site_code=site,
                 full_name=name.title()).id
         services.load_process_definitions(s)
         services.approve_process(s, "CART-AUTO", 1, user_id=ids["quinn"],
@@ -73,6 +88,7 @@ def _setup(app: Any, n: int) -> tuple[dict[str, int], list[str]]:
                                          treatment_site="HOSP1").coi_id
             item = identity.record_collection(s, coi_id=coi, site="APH1", volume_ml=200.0,
                                               collected_at=utcnow() - timedelta(hours=1))
+            _ship_to_plant(s, item.item_id, ids)
             number = services.start_batch(s, item_id=item.item_id,
                                           user_id=ids["olga"]).batch_number
             definition = services.definition_of_batch(services.get_batch(s, number))

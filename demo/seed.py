@@ -57,6 +57,9 @@ USERS: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
     ("qa2", ("qa",), CLEANROOM, "Querida Second-QA"),
     ("clinician", ("clinician",), NORTH, "Clara Clinician"),
     ("clinician2", ("clinician",), SOUTH, "Carl Second-Clinician"),
+    # The apheresis centre's nurse: collections leave the centre by her hand (custody is
+    # recorded at the caller's own site only).
+    ("apheresis", ("clinician",), APHERESIS, "Paula Apheresis-Nurse"),
 )
 
 
@@ -230,15 +233,18 @@ class Demo:
         self.print_label(starting, clinician, "APH-CITY-1")
         if scenario.startswith("collected"):
             return
-        self.ship(starting, APHERESIS, CLEANROOM, by=clinician, to="operator",
+        # Shipped by the apheresis centre, received at the cleanroom's goods-in: only
+        # material received at the manufacturing site starts a batch.
+        self.ship(starting, APHERESIS, CLEANROOM, by="apheresis", to="operator",
                   location="Goods-in 2-8 °C")
-        with self.acting("operator"):
-            # Goods-in acceptance: a received bag becomes available to start a batch.
-            self.identity.transition_item(self.s, starting, "available",
-                                          reason="accepted at goods-in, shipper log in range")
         with self.acting("operator") as operator:
-            batch = self.batches.start_batch(self.s, item_id=starting, user_id=operator.id,
-                                             process_code=PROCESS)
+            self.identity.record_custody(self.s, starting, action="move", site=CLEANROOM,
+                                         user=operator, location="SM fridge 1, 2-8 °C",
+                                         workstation="CLEAN-1-GOODS-IN")
+            # The Start batch field takes the bag's scanned label.
+            batch = self.batches.start_batch(
+                self.s, item_id=self.labels.payload_for_item(self.s, starting),
+                user_id=operator.id, process_code=PROCESS)
         number = batch.batch_number
         self.summary.batches[number] = scenario
         plan = {
@@ -277,11 +283,14 @@ class Demo:
                 # Out of the culture-volume limit (minor): a deviation that does not hold.
                 values["culture_volume_ml"] = 1040.0
             step = definition.step(code)
+            # The receipt's identity check: the bag is scanned against the batch.
+            scan = (self.labels.payload_for_item(self.s, batch.starting_item_id)
+                    if code == "receipt" else None)
             with self.acting("operator") as operator:
                 outcome = self.batches.record_step(
                     self.s, batch_number, code, values=values, user_id=operator.id,
                     signature=self.sig("performed"),
-                    verifier=self.verifier() if step.critical else None,
+                    verifier=self.verifier() if step.critical else None, scan=scan,
                 )
             for item in outcome.items:
                 self.print_label(item.item_id, "operator", "CR1-LABEL")

@@ -65,6 +65,10 @@ class CustodyInSchema(StrictSchema):
                              validate=[validate.Length(max=100), _printable])
     workstation = fields.String(load_default=None, allow_none=True,
                                 validate=[validate.Length(max=100), _printable])
+    to_user = fields.String(
+        load_default=None, allow_none=True, validate=[validate.Length(max=64), _printable],
+        metadata={"description": "handover only: the user (of the item's site) who takes "
+                                 "custody; the caller when absent"})
 
 
 class ScanInSchema(StrictSchema):

@@ -34,6 +34,7 @@ from gmp_mes.errors import (
     CoiMismatch,
     DomainError,
     Expired,
+    Forbidden,
     InvalidTransition,
     NotFound,
     ValidationFailed,
@@ -64,6 +65,7 @@ __all__ = [
     "ItemKind",
     "ItemStatus",
     "administer",
+    "consume_starting_material",
     "create_item",
     "enrol_patient",
     "get_item",
@@ -72,7 +74,9 @@ __all__ = [
     "label_data",
     "record_collection",
     "record_custody",
+    "resolve_item_ref",
     "scan",
+    "start_processing",
     "transition_item",
     "verify_bedside",
 ]
@@ -274,9 +278,19 @@ def _item_row(session: Session, item_id: str) -> ItemFacts | None:
     return cast("ItemFacts | None", row)  # a Row answers every column by name
 
 
+def hold_time_over(item: ItemFacts) -> bool:
+    """SPEC §3: a starting material's hold time runs from collection to batch start. Once
+    its batch has started it (``in_process``), the hold time no longer applies."""
+    return item.kind == ItemKind.STARTING_MATERIAL and item.status == S.IN_PROCESS
+
+
 def is_expired(item: ItemFacts, now: datetime | None = None) -> bool:
     now = now or utcnow()
-    return item.status == S.EXPIRED or (item.expires_at is not None and item.expires_at <= now)
+    if item.status == S.EXPIRED:
+        return True
+    if hold_time_over(item):
+        return False
+    return item.expires_at is not None and item.expires_at <= now
 
 
 def post_thaw_deadline(item: ItemFacts) -> datetime | None:
@@ -427,6 +441,30 @@ def transition_item(
     with audit.reason(session, reason):
         item.status = to_status
     return item
+
+
+def start_processing(session: Session, item_id: str, batch_number: str) -> Item:
+    """Batch start (batches.start_batch): the starting material becomes ``in_process``
+    for that batch (SPEC §2) and names it, so its label scans OK against that batch only."""
+    item = transition_item(session, item_id, S.IN_PROCESS,
+                           reason=f"batch {batch_number} started")
+    with audit.reason(session, f"batch {batch_number} started"):
+        item.batch_number = batch_number
+    session.flush()
+    return item
+
+
+def consume_starting_material(
+    session: Session, item_id: str, batch_number: str, step_code: str
+) -> Item | None:
+    """The step that consumes the starting material was recorded: ``consumed`` (final, it
+    can never feed anything again). Material of a batch started before this rule existed
+    is consumed already and stays as it is."""
+    item = get_item(session, item_id, for_update=True)
+    if item.status != S.IN_PROCESS:
+        return None
+    return transition_item(session, item_id, S.CONSUMED,
+                           reason=f"consumed by step {step_code} of batch {batch_number}")
 
 
 def genealogy(session: Session, item_id: str) -> dict[str, list[str]]:
@@ -666,6 +704,56 @@ def label_data(session: Session, item_id: str) -> dict[str, Any]:
 # --- custody ----------------------------------------------------------------------------
 
 CUSTODY_ACTIONS = ("handover", "move", "ship", "receive", "thaw")
+# The roles that handle containers; an account holding only ``admin`` never records custody.
+CUSTODY_ROLES = ("operator", "qc", "qa", "clinician")
+
+
+def _site_refused(detail: str) -> Forbidden:
+    """403 ``site_mismatch``: the caller is not a user of the site where the action happens."""
+    error = Forbidden(detail)
+    error.code = "site_mismatch"  # type: ignore[misc]
+    return error
+
+
+def _wrong_destination_follow_up(item: Item, at: str, expected: str, user: Person) -> Any:
+    """A bag arriving where it was not sent is a chain-of-custody event QA must know of,
+    even though the receipt itself is refused: the alert is raised in its own transaction."""
+    item_id, coi_id = item.item_id, item.coi_id
+
+    def follow_up(session: Session) -> None:
+        session.info["actor"] = Actor(user.username, user.id, user.full_name)
+        raise_alert(session, AlertSpec(
+            cause=f"wrong_destination:{item_id}:{expected}:{at}",
+            kind="wrong_destination", severity="major", subject_type="item",
+            subject_id=item_id,
+            message=f"item {item_id} (COI {coi_id}) shipped to {expected} was presented for "
+                    f"receipt at {at} by {user.username}; the receipt was refused",
+            roles=("qa", "operator", "clinician"), site_code=expected,
+        ))
+        session.flush()
+
+    return follow_up
+
+
+def _custody_recipient(session: Session, username: str | None, item: Item,
+                       user: Person) -> User:
+    """Handover names the person who takes custody: a user of the item's site."""
+    if username is None or not username.strip():
+        recipient = session.get(User, user.id)
+        assert recipient is not None
+        return recipient
+    name = username.strip().lower()
+    recipient = session.scalar(select(User).where(User.username == name))
+    if recipient is None or not recipient.active:
+        raise field_error("to_user", f"no active user {username.strip()!r}")
+    if not recipient.has_role(*CUSTODY_ROLES):
+        raise field_error("to_user", f"{recipient.username} holds no role that takes custody")
+    if recipient.site.code != item.site_code:
+        raise conflict("handover_other_site",
+                       f"{recipient.username} is a user of {recipient.site.code}; item "
+                       f"{item.item_id} is at {item.site_code}: a handover stays within the "
+                       "site (ship and receive to take it elsewhere)")
+    return recipient
 
 
 def record_custody(
@@ -677,12 +765,27 @@ def record_custody(
     user: Person,
     location: str | None = None,
     workstation: str | None = None,
+    to_user: str | None = None,
 ) -> CustodyEvent:
-    """Handover (the user takes custody), move, ship (``site`` = destination), receive
-    (flagged when not at the shipment's destination), thaw (starts the post-thaw window)."""
+    """One custody action, recorded at the caller's own site only (SPEC §7):
+
+    - ``handover`` at the item's site: custody passes to ``to_user`` (a user of that
+      site), or to the caller when none is named;
+    - ``move`` changes the location inside the item's site, never the site;
+    - ``ship`` leaves the item's site for ``site``, the destination;
+    - ``receive`` happens at the shipment's destination, by a user of that site;
+    - ``thaw`` where the item is (starts the post-thaw window).
+
+    Refusals: 403 ``site_mismatch`` (the caller is of another site), 409
+    ``move_changes_site``, ``not_at_site``, ``wrong_destination`` (QA alerted),
+    ``in_transit``, ``handover_other_site``. This is the one place these rules live."""
     if action not in CUSTODY_ACTIONS:
         raise field_error("action", f"must be one of {', '.join(CUSTODY_ACTIONS)}")
+    if not user.has_role(*CUSTODY_ROLES):
+        raise Forbidden("custody is recorded by the people who handle the item; an admin "
+                        "account cannot record it")
     target = _site(session, site, "site")
+    mine = user.site.code
     location = location.strip() if location and location.strip() else None
     item = get_item(session, item_id, for_update=True)
     if item.status in FINAL_STATUSES:
@@ -693,18 +796,54 @@ def record_custody(
         # thawing it for infusion is not allowed.
         verb = {"ship": "shipped", "thaw": "thawed"}[action]
         raise Expired(f"item {item.item_id} has expired; it cannot be {verb}")
-    flagged = False
-    detail: dict[str, Any] = {}
+    if action == "ship":
+        if mine != item.site_code:
+            raise _site_refused(f"item {item.item_id} is at {item.site_code}: a shipment is "
+                                f"recorded by a user of {item.site_code}, the site it leaves "
+                                f"(you are a user of {mine})")
+    elif action == "receive":
+        expected = item.ship_to
+        if item.status == S.SHIPPED and expected is not None and target.code != expected:
+            raise conflict(
+                "wrong_destination",
+                f"item {item.item_id} was shipped to {expected}, not to {target.code}: it is "
+                f"received only at its destination; QA is alerted",
+                extra={"expected_site": expected},
+                follow_up=_wrong_destination_follow_up(item, target.code, expected, user),
+            )
+        if mine != target.code:
+            raise _site_refused(f"a receipt at {target.code} is recorded by a user of "
+                                f"{target.code} (you are a user of {mine})")
+    else:  # handover, move, thaw: where the item is
+        if item.status == S.SHIPPED:
+            raise conflict("in_transit",
+                           f"item {item.item_id} is in transit to {item.ship_to or '?'}: it "
+                           "must be received at its destination first")
+        if target.code != item.site_code:
+            if action == "move":
+                raise conflict(
+                    "move_changes_site",
+                    f"item {item.item_id} is at {item.site_code}: a move changes the location "
+                    f"inside that site, never the site; to take it to {target.code}, ship it "
+                    "and receive it there")
+            raise conflict("not_at_site",
+                           f"item {item.item_id} is at {item.site_code}, not at {target.code}: "
+                           f"a {action} is recorded where the item is")
+        if mine != item.site_code:
+            raise _site_refused(f"item {item.item_id} is at {item.site_code}: a {action} there "
+                                f"is recorded by a user of {item.site_code} (you are a user "
+                                f"of {mine})")
     if action == "handover":
-        event = _custody(session, item, action, site_code=target.code, location=location,
-                         workstation=workstation, detail={"from_custodian": item.custodian})
-        item.custodian = user.id
-        item.site_code, item.location = target.code, location or item.location
-    elif action == "move":
-        event = _custody(session, item, action, site_code=target.code, location=location,
+        recipient = _custody_recipient(session, to_user, item, user)
+        event = _custody(session, item, action, site_code=item.site_code, location=location,
                          workstation=workstation,
-                         detail={"from_site": item.site_code, "from_location": item.location})
-        item.site_code, item.location = target.code, location
+                         detail={"from_custodian": item.custodian, "to_user": recipient.username})
+        item.custodian = recipient.id
+        item.location = location or item.location
+    elif action == "move":
+        event = _custody(session, item, action, site_code=item.site_code, location=location,
+                         workstation=workstation, detail={"from_location": item.location})
+        item.location = location
     elif action == "ship":
         if target.code == item.site_code:
             raise field_error("site", "the destination is the site the item is already at")
@@ -715,34 +854,20 @@ def record_custody(
         item.ship_to = target.code
         item.custodian = user.id
     elif action == "receive":
-        expected = item.ship_to
         transition_item(session, item.item_id, S.RECEIVED, reason=f"received at {target.code}")
-        if expected is not None and expected != target.code:
-            flagged = True
-            detail = {"expected_site": expected,
-                      "flag": f"received at {target.code} but shipped to {expected}"}
         event = _custody(session, item, action, site_code=target.code, location=location,
-                         workstation=workstation, flagged=flagged, detail=detail or None)
+                         workstation=workstation)
         item.site_code, item.location, item.ship_to = target.code, location, None
         item.custodian = user.id
-        if flagged:
-            raise_alert(session, AlertSpec(
-                cause=f"wrong_destination:{item.item_id}:{now.isoformat()}",
-                kind="wrong_destination", severity="major", subject_type="item",
-                subject_id=item.item_id,
-                message=f"item {item.item_id} (COI {item.coi_id}) was received at "
-                        f"{target.code} but shipped to {expected}",
-                roles=("qa", "operator", "clinician"), site_code=expected,
-            ))
     else:  # thaw
         transition_item(session, item.item_id, S.THAWED, reason=f"thawed at {target.code}")
         item.thawed_at = now
         deadline = post_thaw_deadline(item)
-        event = _custody(session, item, action, site_code=target.code, location=location,
+        event = _custody(session, item, action, site_code=item.site_code, location=location,
                          workstation=workstation,
                          detail={"administer_before": audit.format_time(deadline)}
                          if deadline else None)
-        item.site_code, item.location = target.code, location or item.location
+        item.location = location or item.location
     session.flush()
     return event
 
@@ -758,6 +883,7 @@ class ScanResult:
     expires_at: datetime | None
     reasons: list[dict[str, str]] = field(default_factory=list)
     batch_number: str | None = None
+    event_id: int | None = None  # the custody event recording the scan
 
 
 def _r(code: str, message: str) -> dict[str, str]:
@@ -839,9 +965,11 @@ def scan(
     detail = {"reasons": reasons}
     if batch_number:
         detail["batch_number"] = batch_number
+    event_id = None
     if item is not None:
-        _custody(session, item, CustodyAction.SCAN, site_code=site_code, location=item.location,
-                 workstation=workstation, ok=ok, flagged=not ok, detail=detail)
+        event_id = _custody(session, item, CustodyAction.SCAN, site_code=site_code,
+                            location=item.location, workstation=workstation, ok=ok,
+                            flagged=not ok, detail=detail).id
     else:
         # No item to hang a custody event on: the refused scan is an audit event.
         text = labels.normalise_scan(raw) if isinstance(raw, str) else ""
@@ -854,7 +982,7 @@ def scan(
         coi_id=shown.coi_id if shown else None,
         status=shown.status if shown else None,
         expires_at=shown.expires_at if shown else None,
-        reasons=reasons, batch_number=batch_number,
+        reasons=reasons, batch_number=batch_number, event_id=event_id,
     )
 
 
@@ -862,13 +990,49 @@ def _batch_check(session: Session, item: ItemFacts, batch_number: str) -> list[d
     from batches import services as batches  # lazily: batches imports identity
 
     try:
-        batch_coi = batches.batch_coi(session, batch_number)
+        batch = batches.get_batch(session, batch_number)
     except NotFound:
         return [_r("unknown_batch", f"no batch {batch_number}")]
+    batch_coi, starting = batch.coi_id, batch.starting_item_id
     if batch_coi != item.coi_id:
         return [_r("coi_mismatch", f"item {item.item_id} belongs to COI {item.coi_id}, batch "
                                    f"{batch_number} to COI {batch_coi}: wrong patient")]
+    # Same patient, but is it this batch's material? Starting material belongs to the
+    # batch it started (in_process until the step that consumes it); an item made by or
+    # feeding another batch is not this batch's.
+    if item.kind == ItemKind.STARTING_MATERIAL and item.item_id != starting:
+        feeds = f"batch {item.batch_number}" if item.batch_number else "no batch yet"
+        return [_r("wrong_batch", f"starting material {item.item_id} is not the starting "
+                                  f"material of batch {batch_number} ({starting}); it "
+                                  f"belongs to {feeds}")]
+    if (item.kind != ItemKind.STARTING_MATERIAL and item.batch_number
+            and item.batch_number != batch_number):
+        return [_r("wrong_batch", f"item {item.item_id} belongs to batch {item.batch_number}, "
+                                  f"not to batch {batch_number}")]
     return []
+
+
+def resolve_item_ref(session: Session, ref: str, *, field_name: str = "item_id") -> str:
+    """An item id, or a scanned label payload (SPEC §11: a payload is accepted wherever an
+    id is): the payload's signature is verified online (not voided) and its COI and kind
+    must be the item's. Returns the item id; 409 with the label's reason code otherwise."""
+    text = labels.normalise_scan(ref) if isinstance(ref, str) else ""
+    if not text.startswith("GMP1:"):
+        return text.strip().upper()
+    check = labels.check_payload(session, text)
+    if check.reasons or check.payload is None:
+        code, message = check.reasons[0] if check.reasons else ("malformed", "not a label")
+        raise conflict(code, f"{field_name}: the scanned label is refused: {message}",
+                       extra={"reasons": [_r(c, m) for c, m in check.reasons]})
+    payload = check.payload
+    item = get_item(session, payload.subject_id)
+    if payload.coi_id != item.coi_id:
+        raise CoiMismatch(f"the label says COI {payload.coi_id}, item {item.item_id} belongs "
+                          f"to {item.coi_id}")
+    if payload.kind_code != KIND_CODES[ItemKind(item.kind)]:
+        raise conflict("label_mismatch", f"the label is for a {payload.kind_code}, item "
+                                         f"{item.item_id} is a {item.kind}")
+    return item.item_id
 
 
 # --- bedside ----------------------------------------------------------------------------

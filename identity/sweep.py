@@ -139,8 +139,19 @@ _REASONS = {
 
 # --- the statements -----------------------------------------------------------------------
 
+IN_PROCESS = "in_process"
+
+
+def _hold_time_applies() -> Any:
+    """SPEC §3: the hold time runs from collection to batch start; a starting material
+    its batch has started (in_process until the step that consumes it) no longer expires
+    by it (identity.services.hold_time_over)."""
+    return ~and_(item.c.kind == STARTING_MATERIAL, item.c.status == IN_PROCESS)
+
+
 def _not_final() -> Any:
-    return and_(item.c.status.in_(LIVE_STATUSES), item.c.kind.in_(EXPIRING_KINDS))
+    return and_(item.c.status.in_(LIVE_STATUSES), item.c.kind.in_(EXPIRING_KINDS),
+                _hold_time_applies())
 
 
 def _distinct_durations(
@@ -213,7 +224,8 @@ def _expire(
         )
         statement = (
             update(item)
-            .where(item.c.status == status, item.c.kind.in_(EXPIRING_KINDS), due)
+            .where(item.c.status == status, item.c.kind.in_(EXPIRING_KINDS), due,
+                   *([_hold_time_applies()] if status == IN_PROCESS else []))
             .values(status=EXPIRED)
             .returning(*columns, why)
         )

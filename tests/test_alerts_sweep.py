@@ -169,11 +169,15 @@ def test_starting_material_past_its_hold_time(db, coi) -> None:
 
 def test_thawed_item_past_the_post_thaw_window(db, coi, make_user) -> None:
     nurse = make_user("nurse1", "clinician", site="WARD9")
+    keeper = make_user("keeper1", "operator", site="CLEAN1")
     item_id = make_item(db, coi, seconds=86400 * 30, window="PT5S", site="WARD9")
     with db.transaction(actor=nurse.actor) as s:
         identity.transition_item(s, item_id, "released")
         user = s.get(User, nurse.user_id)
         identity.record_custody(s, item_id, action="ship", site="CLEAN1", user=user)
+    # Received and thawed at the destination, by a user of that site.
+    with db.transaction(actor=keeper.actor) as s:
+        user = s.get(User, keeper.user_id)
         identity.record_custody(s, item_id, action="receive", site="CLEAN1", user=user)
         identity.record_custody(s, item_id, action="thaw", site="CLEAN1", user=user)
     clock.advance(timedelta(seconds=4))

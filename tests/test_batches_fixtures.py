@@ -68,6 +68,8 @@ class Plant:
     operator2: Person
     qa: Person
     clinician: Person
+    # A user of the apheresis site: ships the starting material to the plant.
+    apheresis: Person | None = None
     counter: int = 0
     batches: list[str] = field(default_factory=list)
 
@@ -87,7 +89,10 @@ class Plant:
                 return services.definition_of_batch(services.get_batch(s, batch_number))
             return services.definition_of(services.list_processes(s)[0])
 
-    def starting_material(self, *, collected_hours_ago: float = 1.0) -> str:
+    def starting_material(self, *, collected_hours_ago: float = 1.0,
+                          received: bool = True) -> str:
+        """A collection at the apheresis site; ``received``: shipped to the plant and
+        received there (a batch starts only from material received at its site)."""
         from identity import services
 
         self.counter += 1
@@ -99,10 +104,32 @@ class Plant:
             )
             coi_id = patient.coi_id
         with self.tx(self.operator) as s:
-            return services.record_collection(
+            item_id = services.record_collection(
                 s, coi_id=coi_id, collected_at=utcnow() - timedelta(hours=collected_hours_ago),
                 site=APHERESIS, volume_ml=220.0,
             ).item_id
+        if received and self.apheresis is not None:
+            self.ship_and_receive(item_id)
+        return item_id
+
+    def ship_and_receive(self, item_id: str, to: str = PLANT) -> None:
+        """Chain of custody from the apheresis site to the plant: shipped by a user of the
+        apheresis site, received at the destination by its operator."""
+        from identity import services
+
+        assert self.apheresis is not None
+        with self.tx(self.apheresis) as s:
+            services.record_custody(s, item_id, action="ship", site=to,
+                                    user=self._user(s, self.apheresis))
+        with self.tx(self.operator) as s:
+            services.record_custody(s, item_id, action="receive", site=to,
+                                    user=self._user(s, self.operator), location="SM fridge 1")
+
+    @staticmethod
+    def _user(session: Session, person: Person) -> Any:
+        from gmp_mes.models import User
+
+        return session.get(User, person.user_id)
 
     def start(self, item_id: str | None = None) -> str:
         from batches import services
@@ -157,7 +184,8 @@ def plant_fixture(app: Flask, db: Database, make_user: Any, make_site: Any) -> P
     operator2 = make_user("oscar", "operator")
     qa = make_user("quinn", "qa")
     clinician = make_user("clara", "clinician", site=HOSPITAL)
-    p = Plant(app, db, operator, operator2, qa, clinician)
+    apheresis = make_user("april", "clinician", site=APHERESIS)
+    p = Plant(app, db, operator, operator2, qa, clinician, apheresis)
     with p.tx(qa) as s:
         services.load_process_definitions(s)
     with p.tx(qa) as s:

@@ -57,6 +57,9 @@ def test_demo_seeds_every_state_through_the_services(app: Flask, db: Database,
     # Every patient has a wristband; two collections wait (one inside, one past its
     # hold time), the bags of the completed batches wait in quarantine.
     assert items[("starting_material", "available")] == 1
+    # The batch that has recorded only its receipt still holds its starting material
+    # (in_process until the selection step consumes it).
+    assert items[("starting_material", "in_process")] == 1
     assert items[("starting_material", "expired")] == 1
     assert items[("final_product", "quarantine")] >= 4
     if qc_ready:

@@ -73,6 +73,7 @@ def people(app, db, make_site, make_user, login) -> dict[str, ApiClient]:
     make_site(HOSPITAL, "treatment")
     persons = {
         "clinician": make_user("carla", "clinician", site=HOSPITAL),
+        "apheresis": make_user("april", "clinician", site=APHERESIS),
         "operator": make_user("otto", "operator"),
         "verifier": make_user("vera", "operator"),
         "analyst": make_user("quade", "qc"),
@@ -99,16 +100,26 @@ def manufacture(people: dict[str, Any], *, bags: int = 1) -> tuple[str, str, str
         "coi_id": coi_id, "collected_at": (utcnow() - timedelta(hours=2)).isoformat(),
         "site": APHERESIS, "volume_ml": 210.0}))
     starting = collection["item"]["item_id"]
-    batch = ok(operator.post("/api/v1/batches", json={"item_id": starting,
+    # The apheresis site ships the bag; the plant receives it (chain of custody).
+    starting_label = payload(people["apheresis"], starting)
+    ok(people["apheresis"].post(f"/api/v1/items/{starting}/custody",
+                                json={"action": "ship", "site": PLANT}))
+    ok(operator.post(f"/api/v1/items/{starting}/custody",
+                     json={"action": "receive", "site": PLANT, "location": "SM fridge"}))
+    # The Start batch field takes the scanned label as well as the id.
+    batch = ok(operator.post("/api/v1/batches", json={"item_id": starting_label,
                                                       "process_code": "CART-AUTO"}))
     number = batch["batch_number"]
     assert batch["coi_id"] == coi_id and batch["status"] == "in_process"
+    assert batch["starting_item_id"] == starting
     created: list[str] = []
     for step in batch["steps"]:
         values = {p["code"]: good(p) for p in step["parameters"]}
         if step["creates"] == "final_product":
             values["bags"] = bags
         body: dict[str, Any] = {"values": values, "signature": sig()}
+        if step["code"] == "receipt":
+            body["scan"] = starting_label  # the identity check: the bag is scanned
         if step["critical"]:
             body["verifier"] = {"username": verifier.username, "password": verifier.password}
         outcome = ok(operator.post(f"/api/v1/batches/{number}/steps/{step['code']}",

@@ -119,17 +119,19 @@ def test_custody_trail_ship_receive_thaw(world: World, login) -> None:
                                               json={"action": "fly", "site": PLANT}), 422)
 
 
-def test_receipt_at_wrong_site_is_flagged_and_alerted(world: World, login) -> None:
+def test_receipt_at_wrong_site_is_refused_and_alerted(world: World, login,
+                                                     make_user) -> None:
     patient = world.enrol()
     bag = world.item(patient["coi_id"], status="released")
     op = login(world.operator)
     op.post(f"/api/v1/items/{bag}/custody", json={"action": "ship", "site": TREATMENT})
-    received = op.post(f"/api/v1/items/{bag}/custody",
-                       json={"action": "receive", "site": OTHER_TREATMENT})
-    assert received.status_code == 201
-    assert received.get_json()["flagged"] is True
-    assert received.get_json()["detail"]["expected_site"] == TREATMENT
-    assert count(world.db, "alert") == 1
+    other = login(make_user("nina", "clinician", site=OTHER_TREATMENT))
+    received = other.post(f"/api/v1/items/{bag}/custody",
+                          json={"action": "receive", "site": OTHER_TREATMENT})
+    problem = assert_problem(received, 409, "wrong_destination")
+    assert problem["expected_site"] == TREATMENT
+    assert count(world.db, "alert") == 1  # QA is told, in its own transaction
+    assert world.get(bag).status == "shipped" and world.get(bag).site_code == PLANT
 
 
 def test_admin_cannot_record_custody(world: World, login, make_user) -> None:

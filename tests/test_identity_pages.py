@@ -8,7 +8,13 @@ from datetime import timedelta
 from gmp_mes.clock import utcnow
 from tests.conftest import PASSWORD
 from tests.helpers import count
-from tests.test_identity_fixtures import APHERESIS, TREATMENT, World, world_fixture  # noqa: F401
+from tests.test_identity_fixtures import (  # noqa: F401
+    APHERESIS,
+    PLANT,
+    TREATMENT,
+    World,
+    world_fixture,
+)
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -148,9 +154,13 @@ def test_item_page_custody_form(world: World, client) -> None:
     operator = Browser(client, world.operator)
     html = operator.get(f"/items/{bag}").get_data(as_text=True)
     assert 'class="id-custody' in html and "Record custody" in html
-    bad = operator.post(f"/items/{bag}/custody", {"action": "thaw", "site": TREATMENT})
+    bad = operator.post(f"/items/{bag}/custody", {"action": "thaw", "site": PLANT})
     assert bad.status_code == 409 and "cannot go from released to thawed" in \
         bad.get_data(as_text=True)
+    # Custody is recorded where the item is: the page says why, nothing is written.
+    elsewhere = operator.post(f"/items/{bag}/custody", {"action": "thaw", "site": TREATMENT})
+    assert elsewhere.status_code == 409 and "is recorded where the item is" in \
+        elsewhere.get_data(as_text=True)
     shipped = operator.post(f"/items/{bag}/custody", {"action": "ship", "site": TREATMENT})
     assert shipped.status_code == 302
     nurse = Browser(client.application.test_client(), world.clinician)

@@ -374,7 +374,8 @@ def test_conditional_release_is_shown_in_the_batch_record_exports(lab: Lab) -> N
     assert lab.qa.username in text  # the release signature's manifestation
 
 
-def test_positive_after_release_with_bags_at_two_treatment_sites(lab: Lab, make_site) -> None:
+def test_positive_after_release_with_bags_at_two_treatment_sites(lab: Lab, make_site,
+                                                                make_user) -> None:
     from gmp_mes.alerts import list_alerts
     from gmp_mes.models import User
     from identity import services as identity
@@ -387,7 +388,11 @@ def test_positive_after_release_with_bags_at_two_treatment_sites(lab: Lab, make_
     with lab.tx(lab.plant.operator) as s:
         operator = s.get(User, lab.plant.operator.user_id)
         identity.record_custody(s, moved, action="ship", site="HOSP2", user=operator)
-        identity.record_custody(s, moved, action="receive", site="HOSP2", user=operator)
+    # Received at HOSP2 by a user of HOSP2 (custody is recorded at the caller's site).
+    nurse = make_user("nadia", "clinician", site="HOSP2")
+    with lab.tx(nurse) as s:
+        identity.record_custody(s, moved, action="receive", site="HOSP2",
+                                user=s.get(User, nurse.user_id))
     lab.result(number, "sterility", fields={"outcome": "positive"})
     assert set(lab.items(number).values()) == {"blocked"}
     with lab.tx() as s:

@@ -77,7 +77,9 @@ def flash_text(page: Any) -> str:
 
 
 def record_step(page: Any, code: str, values: dict[str, Any], password: str,
-                verifier: Any | None) -> None:
+                verifier: Any | None, scan: str | None = None) -> None:
+    """Fill and sign a step form; with ``scan``, the bag's label is scanned last into the
+    form's scan field (the scanner's Enter submits the form)."""
     form = page.locator(f"section#{code} > form.step-form")
     for name, value in values.items():
         if name == "bags":
@@ -92,7 +94,11 @@ def record_step(page: Any, code: str, values: dict[str, Any], password: str,
     if verifier is not None:
         form.get_by_label("Second person (verifier) user name").fill(verifier.username)
         form.get_by_label("Verifier password").fill(verifier.password)
-    form.get_by_role("button", name=re.compile("^Sign and record")).click()
+    if scan is not None:
+        with page.expect_navigation():
+            scan_into(page, f"section#{code} > form.step-form input[name=scan]", scan)
+    else:
+        form.get_by_role("button", name=re.compile("^Sign and record")).click()
     page.wait_for_load_state()
     assert f"step {code} recorded and signed" in flash_text(page), flash_text(page)
 
@@ -108,6 +114,7 @@ def people(make_site: Any, make_user: Any, runner: Any) -> dict[str, Any]:
     make_site("HOSP1", "treatment")
     return {
         "clinician": make_user("clara", "clinician", site="HOSP1"),
+        "apheresis": make_user("april", "clinician", site="APH1"),
         "operator": make_user("olga", "operator"),
         "operator2": make_user("omar", "operator"),
         "qc": make_user("quinn", "qc"),
@@ -156,17 +163,22 @@ def test_full_batch_from_enrolment_to_bedside_through_the_pages(
     assert "starting_material" in page.content()
     starting_label = print_and_read_label(page, starting)
 
-    # The operator scans the bag at the cleanroom scan station: OK.
+    # The apheresis centre ships the bag; the cleanroom receives it (only material received
+    # at the manufacturing site starts a batch).
+    log_in(page, people["apheresis"])
+    custody(page, starting, "ship", "CLEAN1", "")
     log_in(page, operator)
+    custody(page, starting, "receive", "CLEAN1", "Goods-in 2-8 °C")
+
+    # The operator scans the bag at the cleanroom scan station: OK.
     page.goto("/scan")
     scan_into(page, "#payload", starting_label)
     assert verdict(page) == "OK", verdict(page)
     assert coi_id[:5] in page.locator(".id-facts").inner_text()
     screenshot(page, "scan-ok")
-    # ... and starts the batch from it.
+    # ... and starts the batch from it, scanning the label into the Start batch field.
     page.goto("/batches")
-    page.get_by_label("Starting material (scan or type the item id)").fill(starting)
-    page.get_by_role("button", name="Start batch").click()
+    scan_into(page, "input[name=item_id]", starting_label)
     page.wait_for_url("**/batches/CART-*")
     batch_number = page.url.rsplit("/", 1)[1].split("#")[0]
 
@@ -177,7 +189,10 @@ def test_full_batch_from_enrolment_to_bedside_through_the_pages(
         if code == "fill":
             values["bags"] = 1
         verifier = {"receipt": operator2, "transduction": qa, "fill": operator2}.get(code)
-        record_step(page, code, values, operator.password, verifier)
+        record_step(page, code, values, operator.password, verifier,
+                    scan=starting_label if code == "receipt" else None)
+        if code == "receipt":  # the identity check by scanning the bag: OK
+            assert page.locator("section#receipt .scan-verdict").inner_text() == "OK"
     assert "awaiting_release" in page.locator("h1 .badge").inner_text()
     bag = page.locator("section#fill a[href^='/items/ITM-']").first.inner_text()
     screenshot(page, "batch-record")
