@@ -87,7 +87,11 @@ class DatabaseStorage(Storage):
 @dataclass(frozen=True)
 class Limits:
     """The failed-password limits in force: per account (the name typed, known or not,
-    so an answer never tells whether a user exists) and per client address."""
+    so an answer never tells whether a user exists) at each client, and per client.
+
+    The account limit is counted per client so that someone guessing at one workstation
+    cannot keep the person out at their own; guesses spread over many clients meet
+    each client's limit and the lockout (which counts every client) and its alert."""
 
     account: RateLimitItem
     client: RateLimitItem
@@ -97,7 +101,8 @@ class Limits:
         return cls(parse(account), parse(client))
 
     def _keys(self, username: str, client: str | None) -> list[tuple[str, RateLimitItem, str]]:
-        keys = [("account", self.account, f"account:{username.strip().lower()[:100]}")]
+        name = username.strip().lower()[:100]
+        keys = [("account", self.account, f"account:{name}@{(client or '-')[:100]}")]
         if client:
             keys.append(("client", self.client, f"client:{client[:100]}"))
         return keys
