@@ -1,8 +1,13 @@
-"""Users, sites, login, lockout and API tokens (the core's account services).
+"""Users, sites, login, lockout, passwords, API tokens and page sessions (the core's
+account services).
 
 21 CFR 11.100(a): an electronic signature is unique to one person and never
 reassigned, so user names are never deleted or reused: users are deactivated.
-21 CFR 11.300(d): failed attempts are recorded and lock the account.
+21 CFR 11.300(b): passwords follow a policy, expire when configured, and one an
+administrator set is one-time. 21 CFR 11.300(d): failed attempts are recorded, rate
+limited per account and per client, lock the account, and are reported to admins at
+once. Annex 11 §12: tokens and sessions are revocable on the server, and end when the
+account is deactivated or locked or its password changes.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from functools import cache
 from typing import Any, TypeAlias
 from zoneinfo import available_timezones
 
-from sqlalchemy import Connection, Row, bindparam, select
+from sqlalchemy import Connection, Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from gmp_mes import audit
@@ -30,14 +35,54 @@ from gmp_mes.errors import (
     FollowUp,
     InvalidCredentials,
     NotFound,
+    PasswordChangeRequired,
+    RateLimited,
     ValidationFailed,
 )
-from gmp_mes.models import ApiToken, Role, Site, SiteKind, User, UserRole
-from gmp_mes.passwords import check_password, hash_password, password_problems
+from gmp_mes.models import ApiToken, CredentialKind, Role, Site, SiteKind, User, UserRole
+from gmp_mes.passwords import (
+    MIN_LENGTH,
+    check_password,
+    hash_password,
+    one_time_password,
+    password_problems,
+)
+from gmp_mes.ratelimit import DEFAULT as DEFAULT_LIMITS
+from gmp_mes.ratelimit import Limits
 
 MAX_FAILED_LOGINS = 5
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 EMAIL = re.compile(r"^[^@\s<>,;\"]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The configured account rules, carried in every session's ``info["policy"]``
+    (put there by the application factory from the settings)."""
+
+    max_failed: int = MAX_FAILED_LOGINS
+    limits: Limits = DEFAULT_LIMITS
+    password_min_length: int = MIN_LENGTH
+    password_max_age: timedelta | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Policy:
+        days = settings.password_max_age_days
+        return cls(
+            max_failed=settings.max_failed_logins,
+            limits=Limits.of(settings.rate_limit_account, settings.rate_limit_client),
+            password_min_length=settings.password_min_length,
+            password_max_age=timedelta(days=days) if days else None,
+        )
+
+
+def policy(session: Session) -> Policy:
+    return session.info.get("policy") or Policy()
+
+
+def client_of(session: Session) -> str | None:
+    """The calling client's address, when the session serves a request."""
+    return session.info.get("client")
 
 
 def create_site(
@@ -105,7 +150,10 @@ def create_user(
     site_code: str,
     full_name: str | None = None,
     email: str | None = None,
+    must_change: bool = False,
 ) -> User:
+    """Create a user. ``must_change``: the password was set by an administrator (API,
+    page, ``users create --must-change``) and is one-time (21 CFR 11.300(b))."""
     username = username.strip().lower()
     email = _clean_email(email)
     roles = sorted(set(roles))
@@ -115,7 +163,9 @@ def create_user(
     unknown = [r for r in roles if r not in {x.value for x in Role}]
     if not roles or unknown:
         errors["roles"] = [f"each role must be one of {', '.join(r.value for r in Role)}"]
-    if problems := password_problems(password):
+    if problems := password_problems(
+        password, username=username, min_length=policy(session).password_min_length
+    ):
         errors["password"] = problems
     if email is not None and (problem := _email_problem(email)):
         errors["email"] = [problem]
@@ -135,6 +185,8 @@ def create_user(
         password_hash=hash_password(password),
         active=True,
         failed_logins=0,
+        must_change_password=must_change,
+        password_changed_at=utcnow(),
     )
     user.role_rows = [UserRole(role=role) for role in roles]
     session.add(user)
@@ -174,54 +226,280 @@ def get_user(session: Session, username: str, *, for_update: bool = False) -> Us
     return user
 
 
-def record_failure(username: str, max_failed: int = MAX_FAILED_LOGINS) -> FollowUp:
-    """A follow-up that counts a failed password, run after the failed request rolled back."""
+def record_failure(
+    username: str,
+    max_failed: int | None = None,
+    *,
+    client: str | None = None,
+    limits: Limits | None = None,
+) -> FollowUp:
+    """A follow-up that counts a failed password, run after the failed request rolled back.
+
+    The failure is counted on the rate limits first; only a failure within them counts
+    toward lockout, so nobody can lock an account faster than the limits allow (a
+    failure beyond them raced the check in front of the password). A lockout or a
+    used-up limit raises an alert to the administrators at once (21 CFR 11.300(d)).
+    """
+    name = username.strip().lower()
 
     def follow_up(session: Session) -> None:
+        rules = policy(session)
+        maximum = max_failed or rules.max_failed
+        counted, exhausted = (limits or rules.limits).count_failure(
+            session.connection(), name, client
+        )
+        for scope in exhausted:
+            _burst_alert(session, scope, name, client)
         user = session.scalar(
-            select(User).where(User.username == username).with_for_update(of=User)
+            select(User).where(User.username == name).with_for_update(of=User)
         )
         if user is None:
-            audit.record(session, "auth.failed", "user", username, new={"known": False})
+            audit.record(
+                session, "auth.failed", "user", name[:80], new={"known": False, "client": client}
+            )
             return
         session.info["actor"] = audit.Actor(user.username, user.id, user.full_name)
-        user.failed_logins += 1
-        if user.failed_logins >= max_failed and user.locked_at is None:
+        if counted:
+            user.failed_logins += 1
+        newly_locked = user.failed_logins >= maximum and user.locked_at is None
+        if newly_locked:
             user.locked_at = utcnow()
         session.flush()
         audit.record(
-            session, "auth.failed", "user", user.username, new={"failed": user.failed_logins}
+            session, "auth.failed", "user", user.username,
+            new={"failed": user.failed_logins, "counted": counted, "client": client},
         )
+        if newly_locked:
+            revoke_all(session, user, "account locked after failed passwords")
+            _lockout_alert(session, user, client)
 
     return follow_up
 
 
+def _lockout_alert(session: Session, user: User, client: str | None) -> None:
+    from gmp_mes.alerts import AlertSpec, raise_alert
+
+    locked = audit.format_time(user.locked_at) if user.locked_at else ""
+    raise_alert(session, AlertSpec(
+        cause=f"account_locked:{user.username}:{locked}",
+        kind="account_locked", severity="major", subject_type="user",
+        subject_id=user.username,
+        message=(f"Account {user.username} locked after {user.failed_logins} failed "
+                 f"passwords (last from {client or 'an unknown client'}); an administrator "
+                 "must confirm the person's identity before unlocking it."),
+        roles=("admin",),
+    ))
+
+
+def _burst_alert(session: Session, scope: str, name: str, client: str | None) -> None:
+    """One alert per used-up window: a burst of failed passwords."""
+    from gmp_mes.alerts import AlertSpec, raise_alert
+
+    window = int(utcnow().timestamp()) // 60
+    subject = name if scope == "account" else (client or "unknown")
+    what = f"for the user name {name!r}" if scope == "account" else f"from client {subject}"
+    raise_alert(session, AlertSpec(
+        cause=f"auth_burst:{scope}:{subject[:100]}:{window}",
+        kind="auth_failures_burst", severity="warning",
+        subject_type="user" if scope == "account" else "client",
+        subject_id=subject[:80],
+        message=f"Failed passwords {what} reached the rate limit; further attempts are "
+                "refused for a while (possible guessing or an attack on the account).",
+        roles=("admin",),
+    ))
+
+
+def check_rate(session: Session, username: str) -> None:
+    """429 ``rate_limited`` when failed passwords used up a limit for this name or client
+    (read only: nothing is written for a refused attempt)."""
+    wait = policy(session).limits.blocked(session.connection(), username, client_of(session))
+    if wait is not None:
+        raise RateLimited(
+            f"too many failed passwords; try again in {wait} seconds", retry_after=wait
+        )
+
+
+def failure_follow_up(session: Session, username: str, max_failed: int | None = None) -> FollowUp:
+    return record_failure(
+        username, max_failed, client=client_of(session), limits=policy(session).limits
+    )
+
+
+def password_change_due(session: Session, user: User) -> str | None:
+    """Why the user must change the password before getting a token or session."""
+    if user.must_change_password:
+        return "the password was set by an administrator and is one-time"
+    max_age = policy(session).password_max_age
+    changed = user.password_changed_at or user.created_at
+    if max_age is not None and changed + max_age <= utcnow():
+        return "the password has expired"
+    return None
+
+
 def authenticate(
-    session: Session, username: str, password: str, *, max_failed: int = MAX_FAILED_LOGINS
+    session: Session, username: str, password: str, *, max_failed: int | None = None
 ) -> User:
-    """Check a password; failures count toward lockout even though the request fails."""
+    """Check a password; failures count toward lockout even though the request fails.
+    A correct one-time or expired password gives 403 ``password_change_required``."""
     name = (username or "").strip().lower()
+    check_rate(session, name)
     user = session.scalar(select(User).where(User.username == name))
     valid = check_password(user.password_hash if user else None, password or "")
-    if user is not None and user.locked_at is not None:
-        raise AccountLocked(f"account {name} is locked; an administrator must unlock it")
     if user is None or not valid:
         raise InvalidCredentials(
-            "wrong user name or password", follow_up=record_failure(name, max_failed)
+            "wrong user name or password",
+            follow_up=failure_follow_up(session, name, max_failed),
         )
+    if user.locked_at is not None:
+        raise AccountLocked(f"account {name} is locked; an administrator must unlock it")
     if not user.active:
         raise AccountInactive(f"account {name} is deactivated")
+    if reason := password_change_due(session, user):
+        raise PasswordChangeRequired(
+            f"{reason}: change it first (POST /api/v1/auth/password or /account/password)"
+        )
     if user.failed_logins:
         user.failed_logins = 0
     return user
 
 
-def issue_token(session: Session, user: User, ttl: timedelta) -> tuple[str, datetime]:
+def issue_token(
+    session: Session, user: User, ttl: timedelta, *, kind: str = CredentialKind.TOKEN.value
+) -> tuple[str, datetime]:
+    """A new bearer token (or, with ``kind="session"``, a page session id): the secret
+    is returned once, only its digest is stored."""
     token = secrets.token_urlsafe(32)
     expires_at = utcnow() + ttl
-    session.add(ApiToken(user_id=user.id, token_digest=_digest(token), expires_at=expires_at))
+    session.add(ApiToken(user_id=user.id, token_digest=_digest(token), expires_at=expires_at,
+                         kind=kind))
     session.flush()
     return token, expires_at
+
+
+def start_session(session: Session, user: User, lifetime: timedelta) -> str:
+    """A page login: the absolute lifetime is on the server; the idle timeout on top."""
+    secret, _ = issue_token(session, user, lifetime, kind=CredentialKind.SESSION.value)
+    audit.record(session, "auth.session_started", "user", user.username,
+                 new={"expires_in_minutes": int(lifetime.total_seconds() // 60)})
+    return secret
+
+
+def _revoke(session: Session, token: ApiToken, reason: str) -> None:
+    token.revoked_at = utcnow()
+    token.revoke_reason = reason[:200]
+    session.flush()
+    audit.record(session, "auth.revoked", "user", token.user.username,
+                 new={"credential": token.id, "kind": token.kind, "reason": reason[:200]})
+
+
+def revoke_secret(session: Session, secret: str, reason: str) -> bool:
+    """End the token or session with this secret (logout, ``DELETE /auth/tokens/current``);
+    False when it was unknown or already ended."""
+    token = session.scalar(
+        select(ApiToken).where(ApiToken.token_digest == _digest(secret)).with_for_update(
+            of=ApiToken)
+    )
+    if token is None or token.revoked_at is not None:
+        return False
+    _revoke(session, token, reason)
+    return True
+
+
+def revoke_all(session: Session, user: User, reason: str) -> int:
+    """End every open token and session of the user at once; the number ended."""
+    now = utcnow()
+    ended = session.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None),
+               ApiToken.expires_at > now)
+        .values(revoked_at=now, revoke_reason=reason[:200])
+        .execution_options(synchronize_session=False)
+    ).rowcount or 0
+    if ended:
+        audit.record(session, "auth.revoked_all", "user", user.username,
+                     new={"ended": ended, "reason": reason[:200]})
+    return ended
+
+
+def list_credentials(session: Session, username: str) -> list[ApiToken]:
+    """The user's tokens and sessions, newest first (never their secrets)."""
+    user = get_user(session, username)
+    return list(session.scalars(
+        select(ApiToken).where(ApiToken.user_id == user.id)
+        .order_by(ApiToken.created_at.desc(), ApiToken.id.desc())
+    ))
+
+
+def revoke_credential(session: Session, username: str, credential_id: int, reason: str) -> ApiToken:
+    """An administrator ends one token or session of the user."""
+    user = get_user(session, username)
+    token = session.scalar(
+        select(ApiToken).where(ApiToken.id == credential_id, ApiToken.user_id == user.id)
+        .with_for_update(of=ApiToken)
+    )
+    if token is None:
+        raise NotFound(f"user {user.username} has no token or session {credential_id}")
+    if token.revoked_at is not None:
+        raise Conflict(f"token {credential_id} was already revoked")
+    _revoke(session, token, reason)
+    return token
+
+
+def change_password(
+    session: Session, username: str, current_password: str, new_password: str
+) -> User:
+    """The person changes their own password, proving the current one (a one-time
+    password too). Every token and session of theirs ends (Annex 11 §12)."""
+    name = (username or "").strip().lower()
+    check_rate(session, name)
+    user = session.scalar(select(User).where(User.username == name).with_for_update(of=User))
+    valid = check_password(user.password_hash if user else None, current_password or "")
+    if user is None or not valid:
+        raise InvalidCredentials(
+            "wrong user name or current password", errors={"current_password": [
+                "wrong user name or current password"]},
+            follow_up=failure_follow_up(session, name),
+        )
+    if user.locked_at is not None:
+        raise AccountLocked(f"account {name} is locked; an administrator must unlock it")
+    if not user.active:
+        raise AccountInactive(f"account {name} is deactivated")
+    problems = password_problems(
+        new_password or "", username=name, min_length=policy(session).password_min_length
+    )
+    if new_password == current_password:
+        problems.append("must differ from the current password")
+    if problems:
+        raise ValidationFailed("the new password is not accepted",
+                               errors={"new_password": problems})
+    session.info["actor"] = audit.Actor(user.username, user.id, user.full_name)
+    with audit.reason(session, "password changed by its owner"):
+        user.password_hash = hash_password(new_password)
+        user.must_change_password = False
+        user.password_changed_at = utcnow()
+        user.failed_logins = 0
+        session.flush()
+    revoke_all(session, user, "password changed")
+    return user
+
+
+def reset_password(session: Session, username: str, *, by_user_id: int | None = None
+                   ) -> tuple[User, str]:
+    """An administrator gives the user a one-time password (shown once, never stored
+    in clear); it must be changed before it gives a token or a session."""
+    user = get_user(session, username, for_update=True)
+    if by_user_id is not None and user.id == by_user_id:
+        raise Conflict("change your own password with your current one, not by a reset")
+    if not user.active:
+        raise Conflict(f"account {user.username} is deactivated")
+    password = one_time_password()
+    with audit.reason(session, "password reset by an administrator (one-time password)"):
+        user.password_hash = hash_password(password)
+        user.must_change_password = True
+        user.password_changed_at = utcnow()
+        session.flush()
+    revoke_all(session, user, "password reset by an administrator")
+    return user, password
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,14 +541,25 @@ _PRINCIPAL = (
     .where(_user.c.active.is_(True), _user.c.locked_at.is_(None))
 )
 _BY_TOKEN = _PRINCIPAL.join_from(_user, _token, _token.c.user_id == _user.c.id).where(
-    _token.c.token_digest == bindparam("digest"), _token.c.expires_at > bindparam("now")
+    _token.c.token_digest == bindparam("digest"), _token.c.expires_at > bindparam("now"),
+    _token.c.revoked_at.is_(None), _token.c.kind == bindparam("kind"),
 )
 _BY_ID = _PRINCIPAL.where(_user.c.id == bindparam("user_id"))
 
 
 def principal_for_token(connection: Connection, token: str) -> Principal | None:
     """The active, unlocked user a valid, unexpired token belongs to (one query)."""
-    rows = connection.execute(_BY_TOKEN, {"digest": _digest(token), "now": utcnow()}).all()
+    rows = connection.execute(
+        _BY_TOKEN, {"digest": _digest(token), "now": utcnow(), "kind": CredentialKind.TOKEN}
+    ).all()
+    return _principal(rows)
+
+
+def principal_for_session(connection: Connection, secret: str) -> Principal | None:
+    """The user of an open (not revoked, not past its absolute lifetime) page session."""
+    rows = connection.execute(
+        _BY_TOKEN, {"digest": _digest(secret), "now": utcnow(), "kind": CredentialKind.SESSION}
+    ).all()
     return _principal(rows)
 
 

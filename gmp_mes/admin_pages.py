@@ -1,6 +1,7 @@
-"""Admin pages: users (list, create with roles and site, unlock, deactivate) and sites
-(list, create). The rules live in gmp_mes.accounts; these views parse the form, call
-the service and show its field errors next to the fields.
+"""Admin pages: users (list, create with roles and site, unlock, deactivate, password
+reset, tokens and sessions) and sites (list, create). The rules live in
+gmp_mes.accounts; these views parse the form, call the service and show its field
+errors next to the fields.
 
 21 CFR 11.100(a) / 11.300(b): user names are never deleted or reused, so there is no
 delete: a person who leaves is deactivated, and the name stays listed.
@@ -88,6 +89,7 @@ def new_user() -> str | Response | tuple[str, int]:
                     site_code=form["site"],
                     full_name=form["full_name"],
                     email=form["email"] or None,
+                    must_change=True,  # 21 CFR 11.300(b): the admin's choice is one-time
                 )
             except NotFound as exc:
                 s.rollback()
@@ -158,6 +160,44 @@ def unlock_user(username: str) -> Response:
 @roles_required("admin")
 def deactivate_user(username: str) -> Response:
     return _account_action(username, "deactivate")
+
+
+@bp.route("/users/<username>/password-reset", methods=["POST"])
+@roles_required("admin")
+def reset_password(username: str) -> str | Response:
+    """A one-time password, shown on this page only (never in a flash: that travels in
+    the cookie) and never stored in clear; the person must change it at first login."""
+    s = db_session()
+    try:
+        user, password = accounts.reset_password(s, username, by_user_id=g.user.id)
+    except DomainError as exc:
+        s.rollback()
+        flash(f"Not reset: {exc.detail}", "error")
+        return redirect(url_for("admin.users"))
+    return render_template("admin/password_reset.html", user=user, password=password)
+
+
+@bp.route("/users/<username>/tokens")
+@roles_required("admin")
+def tokens(username: str) -> str:
+    s = db_session()
+    return render_template("admin/tokens.html", user=accounts.get_user(s, username),
+                           tokens=accounts.list_credentials(s, username))
+
+
+@bp.route("/users/<username>/tokens/<int:token_id>/revoke", methods=["POST"])
+@roles_required("admin")
+def revoke_token(username: str, token_id: int) -> Response:
+    reason = request.form.get("reason", "").strip()[:200] or "revoked by an administrator"
+    s = db_session()
+    try:
+        accounts.revoke_credential(s, username, token_id, reason)
+    except DomainError as exc:
+        s.rollback()
+        flash(f"Not revoked: {exc.detail}", "error")
+    else:
+        flash(f"Token or session {token_id} of {username} ended.", "ok")
+    return redirect(url_for("admin.tokens", username=username))
 
 
 # --- sites ------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from gmp_mes import audit
 from gmp_mes.audit import Audited, Entry
 from gmp_mes.clock import utcnow
 from gmp_mes.db import Base, UTCDateTime, check_in
-from gmp_mes.errors import NotFound, conflict
+from gmp_mes.errors import Forbidden, NotFound, conflict
 from gmp_mes.models import User
 
 
@@ -279,17 +279,32 @@ def raise_alert(session: Session, spec: AlertSpec) -> Alert | None:
     return session.get(Alert, new_id)
 
 
-def acknowledge(session: Session, alert_id: int, user_id: int, note: str | None = None) -> Alert:
-    """A user takes notice of an alert; who and when is kept and audited (the row is
-    an audited record, so the change writes an ``update`` event in this transaction)."""
+def addressed_to(alert: Alert, user: Any) -> bool:
+    """The alert names one of the user's roles, and is for the user's site (or for no
+    site, or the user oversees every site: QA, admin)."""
+    roles = set(user.roles)
+    if roles.isdisjoint(alert.role_list):
+        return False
+    return (alert.site_code is None or alert.site_code == user.site.code
+            or bool(roles & OVERSIGHT_ROLES))
+
+
+def acknowledge(session: Session, alert_id: int, user: Any, note: str | None = None) -> Alert:
+    """A user takes notice of an alert addressed to them; who and when is kept and
+    audited (the row is an audited record, so the change writes an ``update`` event in
+    this transaction). 403 when the alert is not addressed to the user's roles and site:
+    an operator cannot silence a QA-only ``label_forged`` alert raised by their own scan."""
     alert = session.scalar(select(Alert).where(Alert.id == alert_id).with_for_update(of=Alert))
     if alert is None:
         raise NotFound(f"no alert {alert_id}")
+    if not addressed_to(alert, user):
+        raise Forbidden(f"alert {alert_id} is addressed to {', '.join(alert.role_list)}"
+                        f"{' at ' + alert.site_code if alert.site_code else ''}, not to you")
     if alert.status != AlertStatus.OPEN.value:
         raise conflict("already_acknowledged", f"alert {alert_id} is already acknowledged")
     note = note.strip() if note and note.strip() else None
     alert.status = AlertStatus.ACKNOWLEDGED.value
-    alert.acknowledged_by = user_id
+    alert.acknowledged_by = user.id
     alert.acknowledged_at = utcnow()
     alert.acknowledge_note = note
     session.flush()
@@ -299,9 +314,10 @@ def acknowledge(session: Session, alert_id: int, user_id: int, note: str | None 
 # --- read side: API, pages, delivery ----------------------------------------------------
 
 
-def get_alert(session: Session, alert_id: int) -> Alert:
+def get_alert(session: Session, alert_id: int, *, viewer: Any = None) -> Alert:
+    """One alert; with ``viewer``, only one addressed to that user (else 404)."""
     alert = session.get(Alert, alert_id)
-    if alert is None:
+    if alert is None or (viewer is not None and not addressed_to(alert, viewer)):
         raise NotFound(f"no alert {alert_id}")
     return alert
 
@@ -314,9 +330,16 @@ def list_alerts(
     kind: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    viewer: Any = None,
 ) -> list[Alert]:
-    """Alerts newest first; every filter is optional."""
+    """Alerts newest first; every filter is optional. With ``viewer`` (a user), only the
+    alerts addressed to that user's roles and site, as the dashboard shows them."""
     statement = select(Alert).order_by(Alert.created_at.desc(), Alert.id.desc())
+    if viewer is not None:
+        roles = set(viewer.roles)
+        statement = statement.where(
+            _addressed_to(roles, viewer.site.code, bool(roles & OVERSIGHT_ROLES))
+        )
     if status:
         statement = statement.where(Alert.status == status)
     if site:

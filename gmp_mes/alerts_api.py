@@ -60,16 +60,17 @@ class AlertSchema(Schema):
 @blp.response(200, AlertSchema(many=True))
 @roles_required()
 def list_alerts(query: dict[str, Any]) -> list[Alert]:
-    """Alerts, newest first, filtered by status (open, acknowledged), site code and kind."""
-    return alerts.list_alerts(db_session(), **query)
+    """Alerts addressed to the caller's roles and site (QA and admins: every site),
+    newest first, filtered by status (open, acknowledged), site code and kind."""
+    return alerts.list_alerts(db_session(), **query, viewer=g.user)
 
 
 @blp.route("/alerts/<int:alert_id>", methods=["GET"])
 @blp.response(200, AlertSchema)
 @roles_required()
 def get_alert(alert_id: int) -> Alert:
-    """One alert."""
-    return alerts.get_alert(db_session(), alert_id)
+    """One alert addressed to the caller (404 otherwise)."""
+    return alerts.get_alert(db_session(), alert_id, viewer=g.user)
 
 
 @blp.route("/alerts/<int:alert_id>/acknowledge", methods=["POST"])
@@ -78,8 +79,9 @@ def get_alert(alert_id: int) -> Alert:
 @roles_required()
 def acknowledge_alert(body: dict[str, Any] | None, alert_id: int) -> Alert:
     """Acknowledge an open alert (who and when are recorded and audited); optional ``note``.
-    409 ``already_acknowledged`` when it was acknowledged before."""
+    403 when it is not addressed to the caller's roles and site; 409
+    ``already_acknowledged`` when it was acknowledged before."""
     session = db_session()
-    alert = alerts.acknowledge(session, alert_id, g.user.id, (body or {}).get("note"))
+    alert = alerts.acknowledge(session, alert_id, g.user, (body or {}).get("note"))
     session.refresh(alert)
     return alert

@@ -45,7 +45,7 @@ def local_time(user: Principal) -> Any:
 
 
 # No role decorator: every page requires a login already (gmp_mes.pages redirects
-# anonymous visitors to the login page), and every role may see alerts (SPEC §7).
+# anonymous visitors to the login page), and every role sees the alerts addressed to it.
 @bp.route("/alerts")
 def alerts_page() -> str | tuple[str, int]:
     raw = {k: v for k, v in request.args.items() if k in FILTERS}
@@ -57,7 +57,7 @@ def alerts_page() -> str | tuple[str, int]:
     except ValidationError as exc:
         errors = {k: list(v) for k, v in exc.normalized_messages().items()}  # type: ignore[union-attr]
         query = {}
-    rows = alerts.list_alerts(db_session(), **query) if not errors else []
+    rows = alerts.list_alerts(db_session(), **query, viewer=_user()) if not errors else []
     return render_template(
         "alerts.html",
         rows=rows,
@@ -76,7 +76,7 @@ def acknowledge_page(alert_id: int) -> Response:
     session = db_session()
     try:
         body = AcknowledgeSchema().load({"note": request.form.get("note") or None})
-        alerts.acknowledge(session, alert_id, _user().id, body["note"])
+        alerts.acknowledge(session, alert_id, _user(), body["note"])
     except ValidationError as exc:
         session.rollback()
         flash(f"Not acknowledged: {exc.normalized_messages()}", "error")

@@ -6,7 +6,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, current_app, g
+from flask import Blueprint, current_app, g, request
 from flask_smorest import Blueprint as ApiBlueprint
 from marshmallow import fields
 from sqlalchemy import select, text
@@ -15,13 +15,18 @@ from gmp_mes import accounts, audit
 from gmp_mes.audit import Actor
 from gmp_mes.audit_queries import search_events
 from gmp_mes.clock import utcnow
+from gmp_mes.errors import Unauthenticated
 from gmp_mes.http import database, db_session, roles_required
-from gmp_mes.models import AuditEvent, Site, User
+from gmp_mes.models import ApiToken, AuditEvent, Site, User
 from gmp_mes.schemas import (
     AuditEventSchema,
     AuditHeadSchema,
     AuditQuerySchema,
+    CredentialSchema,
     EmailInSchema,
+    PasswordChangeSchema,
+    PasswordResetSchema,
+    RevokeSchema,
     SiteInSchema,
     SiteSchema,
     TokenRequestSchema,
@@ -46,14 +51,36 @@ def create_token(body: dict[str, Any]) -> dict[str, Any]:
     """Exchange user name and password for a bearer token."""
     settings = current_app.config["GMP_SETTINGS"]
     session = db_session()
-    user = accounts.authenticate(
-        session, body["username"], body["password"], max_failed=settings.max_failed_logins
-    )
+    user = accounts.authenticate(session, body["username"], body["password"])
     session.info["actor"] = Actor(user.username, user.id, user.full_name)
     token, expires_at = accounts.issue_token(
         session, user, timedelta(minutes=settings.token_ttl_minutes)
     )
     return {"token": token, "expires_at": expires_at}
+
+
+@blp.route("/auth/tokens/current", methods=["DELETE"])
+@blp.response(204)
+@roles_required()
+def revoke_current_token() -> None:
+    """Revoke the bearer token this request was sent with (logout of a device)."""
+    header = request.headers.get("Authorization", "")
+    if not header.lower().startswith("bearer "):
+        raise Unauthenticated("only a bearer token can be revoked here; pages log out")
+    accounts.revoke_secret(db_session(), header[7:].strip(), "revoked by its holder")
+
+
+@blp.route("/auth/password", methods=["POST"])
+@blp.arguments(PasswordChangeSchema)
+@blp.response(200, UserSchema)
+@blp.doc(security=[])
+def change_password(body: dict[str, Any]) -> User:
+    """Change a password with the current one (a one-time password too). Policy
+    refusals are 422 with ``errors.new_password``; every token and session of the
+    user ends. Failed current passwords count toward lockout and the rate limits."""
+    return accounts.change_password(
+        db_session(), body["username"], body["current_password"], body["new_password"]
+    )
 
 
 @blp.route("/me", methods=["GET"])
@@ -78,6 +105,7 @@ def list_users() -> list[User]:
 @roles_required("admin")
 def create_user(body: dict[str, Any]) -> User:
     """Create a user bound to a site, with one or more roles."""
+    # 21 CFR 11.300(b): a password the administrator chose is one-time.
     return accounts.create_user(
         db_session(),
         body["username"],
@@ -86,7 +114,37 @@ def create_user(body: dict[str, Any]) -> User:
         site_code=body["site"],
         full_name=body["full_name"],
         email=body["email"],
+        must_change=True,
     )
+
+
+@blp.route("/users/<username>/password-reset", methods=["POST"])
+@blp.response(201, PasswordResetSchema)
+@roles_required("admin")
+def reset_password(username: str) -> dict[str, Any]:
+    """A one-time password for the user (shown once); it must be changed before it
+    gives a token or a session. Every token and session of the user ends."""
+    user, password = accounts.reset_password(db_session(), username, by_user_id=g.user.id)
+    return {"username": user.username, "one_time_password": password,
+            "must_change_password": True}
+
+
+@blp.route("/users/<username>/tokens", methods=["GET"])
+@blp.response(200, CredentialSchema(many=True))
+@roles_required("admin")
+def list_tokens(username: str) -> list[ApiToken]:
+    """The user's bearer tokens and page sessions, newest first (never the secrets)."""
+    return accounts.list_credentials(db_session(), username)
+
+
+@blp.route("/users/<username>/tokens/<int:token_id>", methods=["DELETE"])
+@blp.arguments(RevokeSchema, required=False)
+@blp.response(200, CredentialSchema)
+@roles_required("admin")
+def revoke_token(body: dict[str, Any] | None, username: str, token_id: int) -> ApiToken:
+    """End one token or session of the user at once."""
+    reason = (body or {}).get("reason") or "revoked by an administrator"
+    return accounts.revoke_credential(db_session(), username, token_id, reason)
 
 
 @blp.route("/users/<username>/unlock", methods=["POST"])

@@ -56,6 +56,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     app.extensions["gmp_mes.db"] = Database(settings.database_url)
+    from gmp_mes.accounts import Policy
+
+    app.extensions["gmp_mes.db"].session_info["policy"] = Policy.from_settings(settings)
     app.extensions["gmp_mes.init_hooks"] = []
     app.extensions["gmp_mes.jobs"] = []
     http.install(app)

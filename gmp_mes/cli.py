@@ -126,6 +126,11 @@ def users_group() -> None:
 @click.option("--full-name", default=None, help="printed name on signatures")
 @click.option("--email", default=None, help="address for alert e-mails (optional)")
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+@click.option(
+    "--must-change",
+    is_flag=True,
+    help="the password is one-time: it must be changed before it gives a token or session",
+)
 @with_appcontext
 def users_create(
     username: str,
@@ -134,8 +139,10 @@ def users_create(
     full_name: str | None,
     email: str | None,
     password_stdin: bool,
+    must_change: bool,
 ) -> None:
-    """Create a user (the name can never be reused)."""
+    """Create a user (the name can never be reused). The password is the person's own,
+    typed at the console, unless --must-change makes it one-time (21 CFR 11.300(b))."""
     password = read_password(password_stdin, confirm=True)
     with unit_of_work() as session:
         user = accounts.create_user(
@@ -146,8 +153,34 @@ def users_create(
             site_code=site,
             full_name=full_name,
             email=email,
+            must_change=must_change,
         )
-        click.echo(f"user {user.username} created ({', '.join(sorted(user.roles))} at {site})")
+        click.echo(f"user {user.username} created ({', '.join(sorted(user.roles))} at {site})"
+                   + (" with a one-time password" if must_change else ""))
+
+
+@users_group.command("password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True,
+              help="read the current and then the new password, one a line, from stdin")
+@with_appcontext
+def users_password(username: str, password_stdin: bool) -> None:
+    """Change your own password (the current one, a one-time one too, is required)."""
+    current = read_password(password_stdin, "Current password")
+    new = read_password(password_stdin, "New password", confirm=True)
+    with unit_of_work() as session:
+        accounts.change_password(session, username, current, new)
+        click.echo(f"password of {username} changed; every session and token of it ended")
+
+
+@users_group.command("reset-password")
+@click.argument("username")
+@with_appcontext
+def users_reset_password(username: str) -> None:
+    """Give the user a one-time password (printed once); it must be changed at next login."""
+    with unit_of_work() as session:
+        user, password = accounts.reset_password(session, username)
+        click.echo(f"one-time password of {user.username}: {password}")
 
 
 @users_group.command("unlock")

@@ -195,13 +195,18 @@ class Database:
         self.write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._read = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._write = sessionmaker(bind=self.write_engine, expire_on_commit=False)
+        # Copied into every session's ``info`` (the app puts its account policy here,
+        # so services, CLI commands and follow-ups all apply the configured limits).
+        self.session_info: dict[str, Any] = {}
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     def session(self, *, write: bool = True) -> Session:
-        return (self._write if write else self._read)()
+        session = (self._write if write else self._read)()
+        session.info.update(self.session_info)
+        return session
 
     @contextmanager
     def transaction(self, *, actor: Any = None) -> Iterator[Session]:

@@ -34,6 +34,7 @@ class DomainError(Exception):
         self.errors = errors
         self.extra = extra or {}
         self.follow_up = follow_up
+        self.headers: dict[str, str] = {}  # extra response headers (Retry-After)
 
 
 class BadRequest(DomainError):
@@ -62,6 +63,22 @@ class Forbidden(DomainError):
 
 class SegregationOfDuties(Forbidden):
     code = "segregation_of_duties"
+
+
+class PasswordChangeRequired(Forbidden):
+    """The password is one-time (an administrator set it) or expired: change it first."""
+
+    code = "password_change_required"
+
+
+class RateLimited(DomainError):
+    """Too many failed passwords from one client or for one account (21 CFR 11.300(d))."""
+
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int, **kw: Any) -> None:
+        super().__init__(detail, extra={"retry_after": retry_after}, **kw)
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class SignatureRejected(DomainError):

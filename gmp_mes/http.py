@@ -60,6 +60,7 @@ def db_session() -> Session:
         s.info["actor"] = (
             Actor(user.username, user.id, user.full_name) if user is not None else None
         )
+        s.info["client"] = request.remote_addr  # failed-password rate limits per client
         g.db_session = s
     return g.db_session
 
@@ -104,7 +105,7 @@ def _load_user() -> Principal | None:
     if bearer:
         with _lookup_connection() as c:
             user = accounts.principal_for_token(c, header[7:].strip())
-    elif "uid" in session and not request.path.startswith("/api/"):
+    elif "sid" in session and not request.path.startswith("/api/"):
         user = _session_user()
     else:
         return None
@@ -127,6 +128,8 @@ def _lookup_connection() -> Iterator[Connection]:
 
 
 def _session_user() -> Principal | None:
+    """The user of the cookie's server-side session (revocable, with an absolute
+    lifetime), while the cookie's own idle timeout has not run out (Annex 11 §12)."""
     settings = current_app.config["GMP_SETTINGS"]
     seen = session.get("seen")
     if seen is None or utcnow() - datetime.fromisoformat(seen) > timedelta(
@@ -135,7 +138,7 @@ def _session_user() -> Principal | None:
         session.clear()
         return None
     with _lookup_connection() as c:
-        user = accounts.principal_by_id(c, session["uid"])
+        user = accounts.principal_for_session(c, str(session["sid"]))
     if user is None:
         session.clear()
         return None
@@ -272,7 +275,8 @@ def handle_domain_error(error: DomainError) -> Response:
     if _wants_html():
         return _html_error(error.status, error.title, error.detail)
     return problem(
-        error.status, error.code, error.title, error.detail, errors=error.errors, extra=error.extra
+        error.status, error.code, error.title, error.detail, errors=error.errors,
+        extra=error.extra, headers=error.headers,
     )
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Computed,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -82,6 +83,10 @@ class User(Audited, Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # 21 CFR 11.300(b): a password an administrator set is one-time; it must be changed
+    # before it gives a token or a session. Expiry counts from password_changed_at.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     site: Mapped[Site] = relationship(lazy="joined")
     role_rows: Mapped[list[UserRole]] = relationship(
@@ -113,18 +118,46 @@ class UserRole(Audited, Base):
         return f"{self.user_id}:{self.role}"
 
 
+class CredentialKind(enum.StrEnum):
+    TOKEN = "token"  # an API bearer token
+    SESSION = "session"  # a page login; the cookie carries the secret, the server its digest
+
+
 class ApiToken(Base):
-    """Bearer tokens, stored only as a SHA-256 digest."""
+    """Bearer tokens and page sessions, stored only as a SHA-256 digest.
+
+    Annex 11 §12: revocable on the server: logout, ``DELETE /auth/tokens/current``, an
+    administrator, deactivation, lockout and a password change set ``revoked_at``.
+    """
 
     __tablename__ = "api_token"
+    __table_args__ = (CheckConstraint(check_in("kind", CredentialKind), name="kind"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
     token_digest: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(10), default=CredentialKind.TOKEN.value)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoke_reason: Mapped[str | None] = mapped_column(String(200))
 
     user: Mapped[User] = relationship(lazy="joined")
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None and self.expires_at > utcnow()
+
+
+class RateLimitCounter(Base):
+    """Fixed-window counters of the ``limits`` storage over the application's database
+    (gmp_mes.ratelimit): shared by every worker and node without another server."""
+
+    __tablename__ = "rate_limit"
+
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[float] = mapped_column(Float)  # POSIX seconds (what `limits` uses)
 
 
 class Signature(Audited, Base):

@@ -1,13 +1,15 @@
-"""Core pages: login, logout, dashboard shell and audit trail."""
+"""Core pages: login, logout, password change, dashboard shell and audit trail."""
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from flask import (
     Blueprint,
     current_app,
+    flash,
     g,
     redirect,
     render_template,
@@ -21,7 +23,7 @@ from gmp_mes import accounts, audit
 from gmp_mes.audit import Actor
 from gmp_mes.audit_queries import search_events
 from gmp_mes.clock import utcnow
-from gmp_mes.errors import DomainError
+from gmp_mes.errors import DomainError, PasswordChangeRequired, RateLimited, ValidationFailed
 from gmp_mes.http import csrf_token, current_user, db_session, roles_required, undo_failed_form
 from gmp_mes.schemas import AuditQuerySchema
 
@@ -57,45 +59,104 @@ def _navigation() -> dict[str, Any]:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> str | Response:
+def login() -> str | Response | tuple[str, int, dict[str, str]]:
     error = None
+    status, headers = 200, {}
     if request.method == "POST":
         settings = current_app.config["GMP_SETTINGS"]
         s = db_session()
+        username = request.form.get("username", "")
+        target = request.args.get("next", "")
         try:
-            user = accounts.authenticate(
-                s,
-                request.form.get("username", ""),
-                request.form.get("password", ""),
-                max_failed=settings.max_failed_logins,
-            )
+            user = accounts.authenticate(s, username, request.form.get("password", ""))
+        except PasswordChangeRequired as exc:
+            # 21 CFR 11.300(b): a one-time or expired password gives no session: the
+            # person sets their own first, proving the one they have.
+            s.rollback()
+            flash(f"Change your password before you continue: {exc.detail.split(':')[0]}.",
+                  "error")
+            return redirect(url_for("pages.change_password", username=username.strip().lower(),
+                                    next=target or None))
         except DomainError as exc:
             undo_failed_form(exc)
-            error = exc.detail
+            error, status, headers = exc.detail, exc.status, exc.headers
         else:
             s.info["actor"] = Actor(user.username, user.id, user.full_name)
+            # Annex 11 §12: the session lives on the server (revocable, absolute lifetime);
+            # the cookie carries only its secret and the idle timeout.
+            secret = accounts.start_session(
+                s, user, timedelta(minutes=settings.session_max_minutes)
+            )
             session.clear()
-            session["uid"] = user.id
+            session["sid"] = secret
             session["seen"] = utcnow().isoformat()
             csrf_token()
-            target = request.args.get("next", "")
             return redirect(
                 target
                 if target.startswith("/") and not target.startswith("//")
                 else url_for("pages.dashboard")
             )
-    return render_template("login.html", error=error), (401 if error else 200)
+    return render_template("login.html", error=error), status, headers
 
 
 @bp.route("/logout", methods=["GET", "POST"])
-def logout() -> Response:
+def logout() -> str | Response:
+    """POST (with the CSRF token) ends the session on the server, so a copied cookie is
+    worthless afterwards; GET only shows the button (a link must not log anyone out)."""
+    if request.method == "GET":
+        return render_template("logout.html")
+    secret = session.get("sid")
+    if secret and current_user() is not None:
+        accounts.revoke_secret(db_session(), str(secret), "logout")
     session.clear()
     return redirect(url_for("pages.login"))
 
 
+@bp.route("/account/password", methods=["GET", "POST"])
+def change_password() -> str | Response | tuple[str, int, dict[str, str]]:
+    """Change one's own password (21 CFR 11.300(b)); also where a login with a one-time
+    or expired password is sent. The current password proves who is asking."""
+    user = current_user()
+    username = user.username if user else (
+        request.form.get("username") or request.args.get("username") or "").strip().lower()
+    errors: dict[str, list[str]] = {}
+    status, headers = 200, {}
+    if request.method == "POST":
+        new = request.form.get("new_password", "")
+        if new != request.form.get("new_password_confirm", ""):
+            errors["new_password_confirm"] = ["the two new passwords differ"]
+        else:
+            s = db_session()
+            try:
+                accounts.change_password(
+                    s, username, request.form.get("current_password", ""), new
+                )
+            except ValidationFailed as exc:
+                undo_failed_form(exc)
+                errors = {k: list(v) for k, v in (exc.errors or {}).items()}
+            except DomainError as exc:
+                undo_failed_form(exc)
+                errors = {"current_password": [exc.detail]}
+                if isinstance(exc, RateLimited):
+                    headers = exc.headers
+                status = exc.status
+            else:
+                # Every session of the person ended with the change, this one too.
+                target = request.args.get("next", "")
+                session.clear()
+                flash("Password changed. Log in with the new password.", "ok")
+                return redirect(url_for("pages.login", next=target or None))
+        status = status if status != 200 else 422
+    return render_template(
+        "account_password.html", username=username, fixed=user is not None, errors=errors,
+        min_length=accounts.policy(db_session()).password_min_length,
+    ), status, headers
+
+
 @bp.before_app_request
 def _require_login_for_pages() -> Response | None:
-    open_endpoints = {"pages.login", "pages.logout", "pages.static", "health.healthz"}
+    open_endpoints = {"pages.login", "pages.logout", "pages.change_password", "pages.static",
+                      "health.healthz"}
     if request.path.startswith("/api/") or request.endpoint in open_endpoints:
         return None
     if request.endpoint is None or current_user() is not None:

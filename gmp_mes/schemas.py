@@ -137,6 +137,40 @@ class UserSchema(Schema):
     active = fields.Boolean()
     locked = fields.Function(lambda u: u.locked_at is not None)
     failed_logins = fields.Integer()
+    must_change_password = fields.Boolean()
+    password_changed_at = fields.DateTime(allow_none=True)
+
+
+class PasswordChangeSchema(StrictSchema):
+    """Change a password (a one-time one too): the current one proves who is asking."""
+
+    username = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    current_password = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    new_password = fields.String(required=True, validate=validate.Length(min=1, max=256))
+
+
+class PasswordResetSchema(Schema):
+    username = fields.String()
+    one_time_password = fields.String(
+        metadata={"description": "shown once; must be changed before it gives a token"}
+    )
+    must_change_password = fields.Boolean()
+
+
+class CredentialSchema(Schema):
+    """A bearer token or page session of a user (never its secret)."""
+
+    id = fields.Integer()
+    kind = fields.String()
+    created_at = fields.DateTime()
+    expires_at = fields.DateTime()
+    revoked_at = fields.DateTime(allow_none=True)
+    revoke_reason = fields.String(allow_none=True)
+    active = fields.Boolean()
+
+
+class RevokeSchema(StrictSchema):
+    reason = fields.String(load_default=None, validate=validate.Length(max=200))
 
 
 class AuditQuerySchema(Schema):

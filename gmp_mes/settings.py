@@ -40,6 +40,13 @@ class Settings:
     session_ttl_minutes: int = 30
     max_failed_logins: int = 5
     deviation_alert_days: int = 7
+    # Accounts (21 CFR 11.300): absolute page-session lifetime beside the idle timeout,
+    # password policy and expiry (0 = never), failed-attempt rate limits (`limits` syntax).
+    session_max_minutes: int = 720
+    password_min_length: int = 12
+    password_max_age_days: int = 0
+    rate_limit_account: str = "3 per 5 minutes"
+    rate_limit_client: str = "30 per 5 minutes"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -53,7 +60,12 @@ _INT_KEYS = {
     "session_ttl_minutes",
     "max_failed_logins",
     "deviation_alert_days",
+    "session_max_minutes",
+    "password_min_length",
+    "password_max_age_days",
 }
+_ZERO_ALLOWED = {"password_max_age_days"}
+_RATE_KEYS = ("rate_limit_account", "rate_limit_client")
 _KNOWN = {f.name for f in fields(Settings)} - {"extra", "instance_path"}
 
 
@@ -73,6 +85,19 @@ def _from_environment() -> dict[str, str]:
         for key in _KNOWN
         if os.environ.get(f"GMP_MES_{key.upper()}")
     }
+
+
+def _rate(key: str, text: str) -> str:
+    """A rate such as ``3 per 5 minutes`` (the `limits` package's notation)."""
+    from limits import parse_many
+
+    try:
+        parsed = parse_many(text)
+    except ValueError:
+        parsed = []
+    if len(parsed) != 1:
+        raise SettingsError(f"GMP_MES_{key.upper()} must be one rate like '3 per 5 minutes'")
+    return text
 
 
 def _instance_secret(instance_path: Path) -> str:
@@ -111,8 +136,11 @@ def _validate(raw: dict[str, Any], instance_path: Path) -> Settings:
             values[key] = int(raw[key])
         except (TypeError, ValueError):
             raise SettingsError(f"GMP_MES_{key.upper()} must be a whole number") from None
-        if values[key] <= 0:
+        if values[key] < 0 or (values[key] == 0 and key not in _ZERO_ALLOWED):
             raise SettingsError(f"GMP_MES_{key.upper()} must be positive")
+    for key in _RATE_KEYS:
+        if raw.get(key):
+            values[key] = _rate(key, str(raw[key]))
     url = raw.get("database_url") or f"sqlite:///{instance_path / 'gmp_mes.sqlite'}"
     if url.startswith(("postgresql://", "postgres://")):
         raise SettingsError(

@@ -45,15 +45,17 @@ def enrol_patient(body: dict[str, Any]) -> dict[str, Any]:
     409 `already_enrolled` (with `coi_id`) when the MRN is enrolled at that site."""
     session = db_session()
     patient = services.enrol_patient(session, **body)
-    return services.patient_view(session, patient.coi_id)
+    return services.patient_view(session, patient.coi_id, g.user)
 
 
 @blp.route("/patients/<coi_id>", methods=["GET"])
 @blp.response(200, PatientSchema)
 @roles_required()
 def get_patient(coi_id: str) -> dict[str, Any]:
-    """A patient with items (the wristband included), collections and batches."""
-    return services.patient_view(db_session(), coi_id)
+    """A patient with items (the wristband included), collections and batches.
+    `given_name`, `family_name`, `date_of_birth` and `mrn` only for users of the
+    patient's treatment or collection site, QA and admins; others get `initials`."""
+    return services.patient_view(db_session(), coi_id, g.user)
 
 
 @blp.route("/collections", methods=["POST"])

@@ -97,8 +97,11 @@ def bedside_page() -> str:
         result = services.verify_bedside(db_session(), form["patient_payload"],
                                          form["product_payload"], user=g.user,
                                          site_code=_site_code())
+    visible = bool(result and result.patient
+                   and services.may_see_identity(db_session(), result.patient, g.user))
     return render_template("identity/bedside.html", result=result, form=form,
-                           meanings=[Meaning.ADMINISTERED.value], errors={}, administered=None)
+                           meanings=[Meaning.ADMINISTERED.value], errors={}, administered=None,
+                           identity_visible=visible)
 
 
 @bp.route("/bedside/administer", methods=["POST"])
@@ -170,8 +173,8 @@ def item_custody(item_id: str) -> Response | tuple[str, int]:
 @bp.route("/patients/<coi_id>")
 @roles_required()
 def patient_page(coi_id: str) -> str:
-    view = services.patient_view(db_session(), coi_id)
-    return render_template("identity/patient.html", view=view, patient=view["patient"])
+    view = services.patient_view(db_session(), coi_id, g.user)
+    return render_template("identity/patient.html", view=view)
 
 
 def _sites(session: Session, *kinds: str) -> list[Site]:

@@ -183,6 +183,10 @@ class PatientSchema(Schema):
     coi_id = fields.String()
     coi_label = fields.String(metadata={"description": "eye-readable form; check boxed"})
     coi_check = fields.String()
+    initials = fields.String(metadata={"description": "always present"})
+    identity_visible = fields.Boolean(metadata={
+        "description": "false: the caller is not of the patient's treatment or collection "
+                       "site, QA or admin, and the four identity fields are left out"})
     given_name = fields.String()
     family_name = fields.String()
     date_of_birth = fields.Date()

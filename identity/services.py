@@ -1298,16 +1298,46 @@ def item_view(session: Session, item_id: str) -> dict[str, Any]:
     return data
 
 
-def patient_view(session: Session, coi_id: str) -> dict[str, Any]:
-    """A patient with items (the wristband included), collections and batches."""
+# Who may read a patient's name, date of birth and MRN (GDPR Art. 5(1)(c) data
+# minimisation, SPEC §7): people of the patient's treatment or collection sites, QA
+# (release needs the identity) and admins; everyone else sees the COI and initials.
+IDENTITY_FIELDS = ("given_name", "family_name", "date_of_birth", "mrn")
+IDENTITY_ROLES = frozenset({"qa", "admin"})
+
+
+def initials(patient: Patient) -> str:
+    return f"{patient.given_name[:1]}.{patient.family_name[:1]}.".upper()
+
+
+def may_see_identity(session: Session, patient: Patient, viewer: Any) -> bool:
+    """True when ``viewer`` (a user; None: the system itself) may read the identity."""
+    if viewer is None or IDENTITY_ROLES.intersection(viewer.roles):
+        return True
+    site = viewer.site.code
+    if site == patient.treatment_site:
+        return True
+    return session.scalar(
+        select(Collection.id).where(Collection.coi_id == patient.coi_id,
+                                    Collection.site_code == site).limit(1)
+    ) is not None
+
+
+def patient_view(session: Session, coi_id: str, viewer: Any = None) -> dict[str, Any]:
+    """A patient with items (the wristband included), collections and batches. With
+    ``viewer``, name, date of birth and MRN only when that user may see them
+    (:func:`may_see_identity`); ``initials`` always, ``identity_visible`` says which."""
     from batches import services as batches  # lazily: batches imports identity
 
     patient = get_patient(session, coi_id)
-    data = {c.key: getattr(patient, c.key) for c in Patient.__mapper__.column_attrs}
+    visible = may_see_identity(session, patient, viewer)
+    data = {c.key: getattr(patient, c.key) for c in Patient.__mapper__.column_attrs
+            if visible or c.key not in IDENTITY_FIELDS}
     label, check = coi.format_for_label(patient.coi_id)
     collections = collections_of(session, patient.coi_id)
     data.update(
-        patient=patient,
+        patient=patient if visible else None,
+        identity_visible=visible,
+        initials=initials(patient),
         coi_label=label,
         coi_check=check,
         items=items_of_coi(session, patient.coi_id),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import text
@@ -31,3 +32,23 @@ def assert_problem(response: Any, status: int, code: str | None = None) -> dict[
     if code is not None:
         assert body["code"] == code, body
     return body
+
+
+def failing(attempt: Callable[[], Any], times: int, status: int = 401) -> list[Any]:
+    """Make ``times`` failed password attempts that count, as a patient attacker would:
+    when the failed-password rate limit answers 429, wait out its Retry-After on the
+    (frozen) test clock and try again. Returns the answers of the counted attempts."""
+    from datetime import timedelta
+
+    from gmp_mes.clock import clock, utcnow
+
+    clock.freeze(utcnow())
+    answers = []
+    while len(answers) < times:
+        response = attempt()
+        if response.status_code == 429:
+            clock.advance(timedelta(seconds=int(response.headers["Retry-After"]) + 1))
+            continue
+        assert response.status_code == status, (response.status_code, response.get_data())
+        answers.append(response)
+    return answers

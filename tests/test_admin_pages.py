@@ -50,8 +50,13 @@ def test_admin_creates_a_user_with_several_roles(admin_client: Any, db: Any, app
     listing = admin_client.get("/admin/users").get_data(as_text=True)
     assert "nina.nurse" in listing and "clinician, operator" in listing
     with app.app_context(), db.transaction(actor=Actor.system("test")) as s:
-        user = accounts.authenticate(s, "nina.nurse", PASSWORD)
+        user = accounts.get_user(s, "nina.nurse")
+        assert accounts.check_password(user.password_hash, PASSWORD)
         assert user.roles == {"clinician", "operator"} and user.full_name == "Nina Nurse"
+        # 21 CFR 11.300(b): the password the administrator chose is one-time.
+        assert user.must_change_password
+        with pytest.raises(accounts.PasswordChangeRequired):
+            accounts.authenticate(s, "nina.nurse", PASSWORD)
     # The creation is attributed to the administrator in the audit trail.
     events = audit_events(db, entity_type="user", entity_id="nina.nurse")
     assert events and events[0]["username"] == "ada"
@@ -66,7 +71,7 @@ def test_user_form_shows_every_field_error_next_to_its_field(admin_client: Any) 
     assert response.status_code == 422
     html = response.get_data(as_text=True)
     assert "letters, digits" in _error_after(html, "username")
-    assert "at least 10" in _error_after(html, "password")
+    assert "at least 12" in _error_after(html, "password")
     assert "e-mail" in _error_after(html, "email")
     assert "role" in _error_after(html, "roles")
     # What was typed is kept (except the password).

@@ -152,15 +152,21 @@ def seeded(db, make_site):
     return ids
 
 
-def test_any_authenticated_user_lists_alerts_with_filters(make_user, login, seeded) -> None:
-    api = login(make_user("cli1", "clinician", site="WARD9"))
+def test_users_list_the_alerts_addressed_to_them_with_filters(make_user, login, seeded) -> None:
+    # Like the pages: the alerts of the caller's roles and site (QA oversees every site).
+    clinician = login(make_user("cli1", "clinician", site="WARD9"))
+    assert [a["id"] for a in clinician.get("/api/v1/alerts").get_json()] == [seeded[2]]
+    ward = clinician.get("/api/v1/alerts?site=ward9").get_json()
+    assert [a["id"] for a in ward] == [seeded[2]]
+    assert clinician.get("/api/v1/alerts?site=clean1").get_json() == []
+    api = login(make_user("qa9", "qa", site="WARD9"))
     every = api.get("/api/v1/alerts").get_json()
-    assert [a["id"] for a in every] == sorted(seeded, reverse=True)
+    assert [a["id"] for a in every] == sorted(seeded[:2], reverse=True)
     first = next(a for a in every if a["id"] == seeded[0])
     assert first["status"] == "open" and first["site"] == "CLEAN1"
     assert first["roles"] == ["operator", "qa"] and first["acknowledged_by"] is None
-    ward = api.get("/api/v1/alerts?site=ward9").get_json()
-    assert [a["id"] for a in ward] == [seeded[2]]
+    assert api.get("/api/v1/alerts?site=ward9").get_json() == []
+    assert_problem(api.get(f"/api/v1/alerts/{seeded[2]}"), 404, "not_found")
     warnings = api.get("/api/v1/alerts?kind=expiry_warning").get_json()
     assert [a["id"] for a in warnings] == [seeded[1]]
     assert warnings[0]["due_at"].startswith("2026-06-01T12:00:00")
@@ -197,8 +203,8 @@ def test_acknowledgement_is_recorded_and_audited(make_user, login, seeded, db) -
     assert '"status":"acknowledged"' in event["record"] and '"status":"open"' in event["record"]
     again = api.post(f"/api/v1/alerts/{seeded[0]}/acknowledge")
     assert_problem(again, 409, "already_acknowledged")
-    assert [a["id"] for a in api.get("/api/v1/alerts?status=open").get_json()] == sorted(
-        seeded[1:], reverse=True)
+    # The ward's clinician alert is not the operator's: still open, but not listed here.
+    assert [a["id"] for a in api.get("/api/v1/alerts?status=open").get_json()] == [seeded[1]]
 
 
 def test_acknowledge_without_body_and_errors(make_user, login, seeded) -> None:
@@ -267,10 +273,13 @@ def test_alerts_page_lists_filters_and_acknowledges(make_user, client, seeded, d
     person = make_user("op3", "operator")
     csrf = page_login(client, person)
     page = client.get("/alerts").get_data(as_text=True)
-    assert "item expired:ITM-1 expired" in page and "ITM-3" in page
+    assert "item expired:ITM-1 expired" in page and "ITM-2" in page
+    assert "ITM-3" not in page  # the ward's clinicians' alert, not the cleanroom operator's
     assert "2026-06-01 14:00 CEST" in page  # due time in the site's time zone (Paris)
     ward = client.get("/alerts?site=WARD9").get_data(as_text=True)
-    assert "ITM-3" in ward and "ITM-1 expired" not in ward
+    assert "ITM-3" not in ward and "ITM-1 expired" not in ward
+    clean = client.get("/alerts?site=CLEAN1&kind=expired").get_data(as_text=True)
+    assert "ITM-1 expired" in clean and "ITM-2" not in clean
     response = client.post(f"/alerts/{seeded[0]}/acknowledge",
                            data={"csrf_token": csrf, "note": "seen", "back_status": "open"})
     assert response.status_code == 302 and "status=open" in response.headers["Location"]
