@@ -87,8 +87,7 @@ def check_schema(engine: Engine) -> tuple[bool, str]:
     unknown = sorted(current - known)
     # Alembic keeps only the revisions nothing else depends on: a branch head another
     # branch depends on is applied when it is an ancestor of a recorded one.
-    applied = ({r.revision for r in script.iterate_revisions(tuple(current), "base")}
-               if current and not unknown else set())
+    applied = _ancestors(script, current) if not unknown else set()
     behind = sorted(expected - applied)
     if current and not unknown and not behind:
         return True, f"at head: {', '.join(sorted(expected))}"
@@ -100,6 +99,21 @@ def check_schema(engine: Engine) -> tuple[bool, str]:
     if unknown:
         parts.append(f"unknown revision(s) {', '.join(unknown)} (a newer or foreign schema)")
     return False, "; ".join(parts) + f" (database at {', '.join(sorted(current)) or 'nothing'})"
+
+
+def _ancestors(script: Any, revisions: set[str]) -> set[str]:
+    """The revisions and everything they stand on (down revisions and dependencies)."""
+    seen: set[str] = set()
+    todo = list(revisions)
+    while todo:
+        revision = script.get_revision(todo.pop())
+        if revision is None or revision.revision in seen:
+            continue
+        seen.add(revision.revision)
+        for field_ in (revision.down_revision, revision.dependencies):
+            if field_:
+                todo.extend([field_] if isinstance(field_, str) else field_)
+    return seen
 
 
 # --- append-only triggers ---------------------------------------------------------------

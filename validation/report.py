@@ -229,6 +229,8 @@ def _fonts() -> tuple[str, str]:
         if regular.exists() and bold.exists():
             pdfmetrics.registerFont(TTFont(name, str(regular)))
             pdfmetrics.registerFont(TTFont(f"{name}-Bold", str(bold)))
+            pdfmetrics.registerFontFamily(name, normal=name, bold=f"{name}-Bold", italic=name,
+                                          boldItalic=f"{name}-Bold")
             return name, f"{name}-Bold"
     return "Helvetica", "Helvetica-Bold"
 
@@ -286,6 +288,16 @@ def render_pdf(matrix: Matrix) -> bytes:
     story.append(grid([[p(c, small) for c in row] for row in info],
                       [28 * mm, width / 2 - 28 * mm, 20 * mm, width / 2 - 20 * mm],
                       header=False))
+    failed = [row.clause for row in matrix.rows if row.status == "failed"]
+    summary = (f'<font color="{STATUS_COLOURS["failed"]}"><b>FAILED clauses: '
+               f'{escape(", ".join(failed))}</b></font>' if failed
+               else f'<font color="{STATUS_COLOURS["passed"]}"><b>No clause failed.</b></font>')
+    if matrix.unknown:
+        summary += (f' <font color="{STATUS_COLOURS["failed"]}"><b>Unknown clauses: '
+                    f'{escape(", ".join(sorted({m for _, m in matrix.unknown})))}</b></font>')
+    summary += f" {len(matrix.gaps)} clause(s) without evidence (gaps) are listed in the matrix."
+    story.append(Paragraph(summary, ParagraphStyle("summary", parent=body, fontSize=9,
+                                                   leading=12, spaceBefore=6)))
     story.append(p("Matrix", h2))
     rows = [[p("Clause"), p("Requirement (summary)"), p("Tests"), p("Result")]]
     for row in matrix.rows:
