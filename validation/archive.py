@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -280,7 +281,10 @@ def verify_archive(data: bytes, trusted: list[Any] | None = None) -> Verified:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         files = {info.filename: archive.read(info) for info in archive.infolist()}
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError,
+            RuntimeError, NotImplementedError, struct.error) as exc:
+        # A damaged header can claim encryption or an unknown compression: all the same,
+        # the file is not the archive that was written.
         raise ArchiveError(f"not a readable ZIP archive: {exc}") from exc
     if len(files) != len(archive.infolist()):
         raise ArchiveError("the ZIP lists a file name twice")
