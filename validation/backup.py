@@ -242,6 +242,8 @@ def restore(db: Database, source: Path, *, key_ids_here: set[str],
     if description["dialect"] != db.dialect:
         raise BackupError(f"this is a {description['dialect']} backup; the configured "
                           f"database is {db.dialect}")
+    if db.dialect == "sqlite":
+        _sqlite_path(db.url).parent.mkdir(parents=True, exist_ok=True)
     with db.engine.connect() as connection:
         if _tables(connection):
             raise BackupError("the target database is not empty: restore only into a new, "
