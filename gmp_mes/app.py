@@ -19,7 +19,7 @@ from gmp_mes.schemas import ProblemSchema
 from gmp_mes.settings import Settings, load_settings
 
 # Domain packages, registered in this order. Each exposes ``init_app(app, api)``.
-DOMAINS: tuple[str, ...] = ("identity", "labels", "batches", "qc")
+DOMAINS: tuple[str, ...] = ("identity", "labels", "batches", "qc", "validation")
 
 InitHook = Callable[[Flask, Session], list[str]]
 

@@ -7,11 +7,21 @@ from flask_smorest import Api
 from sqlalchemy.orm import Session
 
 
-def _ensure_signing_key(app: Flask, _session: Session) -> list[str]:
-    """``gmp-mes init``: create the Ed25519 label signing key if it is missing."""
-    from labels import keys
+def _ensure_signing_key(app: Flask, session: Session) -> list[str]:
+    """``gmp-mes init``: create the Ed25519 label signing key if it is missing, unless this
+    database has labels signed by a key that is not here (a restore into a new instance
+    folder): a new key would make every one of them fail as forged."""
+    from labels import keys, services
 
-    return keys.ensure_key(app.config["GMP_SETTINGS"].signing_key)
+    key_path = app.config["GMP_SETTINGS"].signing_key
+    if not key_path.exists():
+        missing = services.unknown_signing_keys(session, key_path)
+        if missing:
+            raise services.SigningKeyUnavailable(
+                f"labels in this database were signed by key(s) {', '.join(missing)}, which "
+                f"are not at {key_path}: restore that key file (and {key_path.stem}.retired/) "
+                "from the backup of the instance folder; no new key was created")
+    return keys.ensure_key(key_path)
 
 
 def init_app(app: Flask, api: Api) -> None:

@@ -112,6 +112,20 @@ def keyring() -> keys.KeyRing:
         raise SigningKeyUnavailable(str(exc)) from exc
 
 
+def signing_key_ids(session: Session) -> set[str]:
+    """Ids of every key that signed a label in this database (backups record them)."""
+    return set(session.scalars(select(LabelPrint.key_id).distinct()))
+
+
+def unknown_signing_keys(session: Session, key_path: Path) -> list[str]:
+    """Key ids that signed labels here but are neither the key at ``key_path`` nor one of
+    its retired public keys: a new key made now would make those labels fail as forged."""
+    known = {keys.key_id(k) for k in keys.retired_public_keys(key_path)}
+    if key_path.exists():
+        known.add(keys.key_id(keys.load_private(key_path).public_key()))
+    return sorted(signing_key_ids(session) - known)
+
+
 def payload_digest(text: str) -> str:
     """SHA-256 of the normalised scan text (any text: a refused scan is digested too)."""
     return hashlib.sha256(normalise_scan(text).encode("utf-8", "replace")).hexdigest()

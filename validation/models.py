@@ -1,0 +1,1 @@
+"""The validation domain keeps no tables: IQ records, archives and backups are signed files."""
