@@ -139,5 +139,9 @@ class QueueEntrySchema(Schema):
     conditional = fields.Boolean()
     releasable = fields.Boolean()
     conditional_release_possible = fields.Boolean()
+    final_release_due = fields.Boolean(
+        metadata={"description": "conditionally released, every pending result passed: "
+                                 "POST /batches/{n}/release without `conditional` gives the "
+                                 "final release"})
     problems = fields.List(fields.Nested(ProblemItemSchema))
     qc = fields.List(fields.Nested(QcTestSchema))
