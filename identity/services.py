@@ -143,6 +143,9 @@ ITEM_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # base32: inside the QR a
 # A collection time a few minutes ahead of the server clock is a device clock skew,
 # not a future event; beyond that it is refused.
 COLLECTION_CLOCK_SKEW = timedelta(minutes=2)
+# Cryopreserved apheresis material may be used years after collection, never decades:
+# an older date is a typing error (0001-01-01), refused (issue 13, Annex 11 §6).
+MAX_COLLECTION_AGE = timedelta(days=10 * 366)
 MAX_GENEALOGY = 500
 
 
@@ -588,6 +591,8 @@ def record_collection(
         errors["collected_at"] = ["must carry a time zone (UTC offset)"]
     elif collected_at > now + COLLECTION_CLOCK_SKEW:
         errors["collected_at"] = ["must not be in the future"]
+    elif collected_at < now - MAX_COLLECTION_AGE:
+        errors["collected_at"] = ["is more than 10 years ago: check the date"]
     if not volume_ml or volume_ml <= 0 or volume_ml > 5000:
         errors["volume_ml"] = ["must be more than 0 and at most 5000 mL"]
     if din is not None:
@@ -608,6 +613,10 @@ def record_collection(
     patient = session.scalar(select(Patient).where(Patient.coi_id == coi_id))
     if patient is None:
         raise field_error("coi_id", f"no patient with COI ID {coi_id}")
+    if collected_at.astimezone(UTC).date() < patient.date_of_birth:
+        # Autologous: the cells are the patient's own, so never collected before birth.
+        raise field_error("collected_at", f"is before the patient's date of birth "
+                                          f"({patient.date_of_birth.isoformat()})")
     if din and session.scalar(select(Collection.id).where(Collection.din == din)):
         raise AlreadyExists(f"DIN {din} is already recorded")
     from batches import services as batches  # lazily: batches imports identity

@@ -14,7 +14,6 @@ Other domains are reached only through their services modules: batches at the to
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +39,7 @@ from gmp_mes.errors import (
     field_error,
 )
 from gmp_mes.models import Meaning, Signature, Site, User
+from gmp_mes.physical import physical_problem
 from gmp_mes.signatures import SignatureInput, sign
 from qc.models import DecisionKind, QcInvalidation, QcResult, QcReview, ReleaseDecision
 
@@ -55,7 +55,7 @@ __all__ = [
     "review_result",
 ]
 
-MAX_OUTCOME = 60
+INVALID_OUTCOME = batches.INVALID_OUTCOME
 # Batches whose QC record is open: results may be entered.
 QC_OPEN_STATUSES = ("in_process", "on_hold", "awaiting_release", "conditionally_released")
 # Item statuses a release moves to released / conditionally released.
@@ -101,24 +101,25 @@ def _evaluate(
     if spec.qualitative:
         if value is not None:
             errors["value"] = [f"{spec.test} is qualitative: give `outcome`, not `value`"]
-        text_ = (outcome or "").strip().lower()
+        text_ = batches.normal_outcome(outcome or "")
+        choices = spec.outcomes
         if not text_:
-            errors["outcome"] = [f"required for {spec.test} (accepted: {spec.accept})"]
-        elif len(text_) > MAX_OUTCOME:
-            errors["outcome"] = [f"at most {MAX_OUTCOME} characters"]
+            errors["outcome"] = [f"required for {spec.test}: one of {', '.join(choices)}"]
+        elif text_ not in choices:
+            # Choices, not free text (issue 13): a typo never becomes a signed result.
+            errors["outcome"] = [f"must be one of: {', '.join(choices)}"]
         if unit not in (None, ""):
             errors["unit"] = [f"{spec.test} is qualitative: it has no unit"]
         if errors:
             raise ValidationFailed("the result does not fit the test", errors=errors)
-        return None, text_, None, text_ == (spec.accept or "").strip().lower()
+        return None, text_, None, text_ == choices[0]
     if outcome is not None:
         errors["outcome"] = [f"{spec.test} is quantitative: give `value`, not `outcome`"]
     if value is None:
         errors["value"] = [f"required for {spec.test} ({spec.spec_text()})"]
-    elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
-        value
-    ):
-        errors["value"] = ["must be a finite number"]
+    elif problem := physical_problem(value, spec.unit):
+        # Physical range before the limits: -5 EU/mL must not pass a max-only spec.
+        errors["value"] = [problem]
     given_unit = (unit or "").strip() or None
     if given_unit is not None and given_unit != (spec.unit or None):
         errors["unit"] = [f"{spec.test} is specified in {spec.unit or 'no unit'}; "
@@ -167,11 +168,18 @@ class _TestState:
 
     @property
     def current(self) -> QcResult | None:
-        """The newest valid result version (None: no valid result, the test is open)."""
+        """The newest valid result version (None: no valid result, the test is open).
+
+        A result recorded with the outcome ``invalid`` (the assay gave no valid answer)
+        leaves the test open like an invalidated one: it is neither a pass nor an
+        out-of-specification result, and a retest may follow."""
         for result in reversed(self.results):
-            if result.id not in self.superseded and result.id not in self.invalid:
+            if result.id not in self.superseded and not self.is_invalid(result):
                 return result
         return None
+
+    def is_invalid(self, result: QcResult) -> bool:
+        return result.id in self.invalid or result.outcome == INVALID_OUTCOME
 
 
 def _states(session: Session, batch_number: str) -> dict[str, _TestState]:
@@ -410,8 +418,10 @@ def result_dict(result: QcResult, state: _TestState | None = None) -> dict[str, 
         "recorded_at": format_time(result.recorded_at),
         "current": bool(state and state.current is not None and state.current.id == result.id),
         "superseded": bool(state and result.id in state.superseded),
-        "invalid": invalid is not None,
-        "invalid_reason": invalid.reason if invalid else None,
+        "invalid": invalid is not None or result.outcome == INVALID_OUTCOME,
+        "invalid_reason": invalid.reason if invalid else (
+            "recorded as invalid: the assay gave no valid result"
+            if result.outcome == INVALID_OUTCOME else None),
         "invalidation_signature": _signature(invalid.signature) if invalid else None,
         "signature": _signature(result.signature),
         "review_signature": _signature(review.signature) if review else None,
@@ -444,6 +454,7 @@ def qc_overview(session: Session, batch_number: str) -> list[dict[str, Any]]:
             "min": spec.min,
             "max": spec.max,
             "accept": spec.accept,
+            "outcomes": list(spec.outcomes),
             "release_before_result": spec.release_before_result,
             "time_to_result": format_duration(spec.time_to_result)
             if spec.time_to_result else None,
@@ -452,8 +463,7 @@ def qc_overview(session: Session, batch_number: str) -> list[dict[str, Any]]:
             "pending": current is None,
             "passed": current is not None and current.passed,
             "failed": current is not None and not current.passed,
-            "invalid": len(state.invalid.keys() & {r.id for r in state.results}) if state
-            else 0,
+            "invalid": sum(1 for r in state.results if state.is_invalid(r)) if state else 0,
             "due_at": format_time(due_at) if due_at else None,
             "overdue": bool(current is None and due_at is not None and due_at <= now),
             "current_result_id": current.id if current else None,
