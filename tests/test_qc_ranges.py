@@ -65,6 +65,7 @@ def test_free_text_outcome_and_negative_value_are_422_field_errors(lab: Lab, log
 def test_invalid_outcome_keeps_the_test_open_for_a_retest(lab: Lab) -> None:
     number = lab.made()
     first, passed = lab.result(number, "mycoplasma", fields={"outcome": "invalid"})
+    assert lab.overview(number)["mycoplasma"]["results"][0]["id"] == first
     assert passed is False
     row = lab.overview(number)["mycoplasma"]
     assert row["status"] == "pending" and row["invalid"] == 1 and not row["failed"]
