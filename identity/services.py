@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol, cast
@@ -882,6 +882,24 @@ def _batch_check(session: Session, item: ItemFacts, batch_number: str) -> list[d
 
 # --- bedside ----------------------------------------------------------------------------
 
+# Seam (STYLE 15): a higher domain (qc) registers what a product's release still waits
+# for; a bedside MATCH carries these warnings (SPEC §6: `conditional_release`).
+ReleaseWarnings = Callable[[Session, str], list[dict[str, str]]]
+_release_warnings: list[ReleaseWarnings] = []
+
+
+def register_release_warnings(source: ReleaseWarnings) -> None:
+    """Called by a domain's init_app; registering the same function twice is a no-op."""
+    if source not in _release_warnings:
+        _release_warnings.append(source)
+
+
+def _bedside_warnings(session: Session, item: Item) -> list[dict[str, str]]:
+    if not item.batch_number:
+        return []
+    return [w for source in _release_warnings for w in source(session, item.batch_number)]
+
+
 @dataclass
 class BedsideResult:
     match: bool
@@ -890,6 +908,8 @@ class BedsideResult:
     patient: Patient | None
     verification: BedsideVerification | None = None
     administer_before: datetime | None = None  # post-thaw deadline of a thawed bag
+    # On a MATCH: what the clinician must know before infusing (conditional release).
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
 
 def _last_location_event(session: Session, item_id: str) -> CustodyEvent | None:
@@ -960,8 +980,10 @@ def _evaluate_bedside(
                 last.site_code if last is not None else "unknown")
             reasons.append(_r("wrong_site", f"the bag's last custody event is at {where}, "
                                             f"not at your site {site_code}"))
+    warnings = _bedside_warnings(session, item) if item is not None and not reasons else []
     return BedsideResult(match=not reasons, reasons=reasons, item=item, patient=patient,
-                         administer_before=post_thaw_deadline(item) if item else None)
+                         administer_before=post_thaw_deadline(item) if item else None,
+                         warnings=warnings)
 
 
 def _record_verdict(
@@ -976,6 +998,7 @@ def _record_verdict(
         product_payload=printable(labels.normalise_scan(product_raw), 1000),
         match=result.match,
         reasons=json.dumps(result.reasons),
+        warnings=json.dumps(result.warnings),
         purpose=purpose,
         user_id=user.id,
         site_code=site_code,
@@ -1040,7 +1063,7 @@ def administer(
         session, signer, signature, entity_type="item", entity_id=item.item_id,
         content={"item_id": item.item_id, "coi_id": item.coi_id,
                  "batch_number": item.batch_number, "verification_id": verification.id,
-                 "site": site_code},
+                 "site": site_code, "warnings": result.warnings},
         meanings={Meaning.ADMINISTERED.value},
     )
     transition_item(session, item.item_id, S.ADMINISTERED,
@@ -1048,7 +1071,7 @@ def administer(
     administration = Administration(
         item_id=item.item_id, coi_id=item.coi_id, verification_id=verification.id,
         signature_id=signed.id, user_id=user.id, site_code=site_code or "",
-        administered_at=utcnow(),
+        administered_at=utcnow(), warnings=json.dumps(result.warnings),
     )
     session.add(administration)
     _custody(session, item, CustodyAction.ADMINISTER, site_code=site_code,

@@ -837,6 +837,31 @@ def _fail_after_release(session: Session, batch_number: str, rows: list[dict[str
     session.flush()
 
 
+# --- bedside (SPEC §6) -------------------------------------------------------------------
+
+def release_warnings(session: Session, batch_number: str) -> list[dict[str, str]]:
+    """What a bedside MATCH must say about the batch's release: a conditionally released
+    product names the tests still pending (registered with identity at init_app)."""
+    try:
+        batch = batches.get_batch(session, batch_number)
+    except NotFound:
+        return []
+    if batch.status != "conditionally_released":
+        return []
+    conditional = _decision(session, batch_number, DecisionKind.CONDITIONAL_RELEASE)
+    pending = [r["test"] for r in qc_overview(session, batch_number) if r["pending"]]
+    if pending:
+        message = (f"CONDITIONAL RELEASE: {', '.join(pending)} result pending for batch "
+                   f"{batch_number}; QA released it before the result")
+    else:
+        tests = ", ".join(conditional.pending_tests) if conditional else "pending tests"
+        message = (f"CONDITIONAL RELEASE: {tests} passed for batch {batch_number}, but QA "
+                   "has not yet given the final release")
+    if conditional is not None and conditional.justification:
+        message += f" (justification: {conditional.justification})"
+    return [{"code": "conditional_release", "message": message + "."}]
+
+
 # --- read side ----------------------------------------------------------------------------
 
 def decisions_of(session: Session, batch_number: str) -> list[ReleaseDecision]:
