@@ -159,3 +159,17 @@ def test_release_queue_page_shows_the_final_release_due(lab: Lab, client, login)
     assert done.status_code == 302
     assert lab.status(number) == "released"
     assert set(lab.items(number).values()) == {"released"}
+
+
+def test_rejecting_instead_closes_the_due_alert(lab: Lab) -> None:
+    from qc import services
+    from tests.test_qc_fixtures import signed
+
+    number = _conditional(lab)
+    lab.result(number, "sterility")
+    with lab.tx(lab.qa2) as s:
+        services.reject_batch(s, number, user_id=lab.qa2.user_id,
+                              signature=signed("rejected"), reason="trend review")
+    (due,) = _alerts(lab, services.FINAL_RELEASE_DUE, number)
+    assert due.status == "acknowledged" and "rejected" in due.acknowledge_note
+    assert _alerts(lab, services.FINAL_RELEASE_GIVEN, number) == []
