@@ -21,6 +21,7 @@ from typing import Any
 
 from gmp_mes.audit import canonical_json, digest
 from gmp_mes.durations import parse_duration
+from gmp_mes.physical import physical_problem
 
 CODE = re.compile(r"^[A-Z][A-Z0-9-]{0,31}$")
 STEP_CODE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -113,6 +114,29 @@ class Step:
         return next((p for p in self.parameters if p.code == code), None)
 
 
+# Qualitative outcomes are chosen, never typed (issue 13: "Negatve" must not become a
+# signed failure): the accept value, its opposite and ``invalid`` (no valid result).
+INVALID_OUTCOME = "invalid"
+_OPPOSITES = {
+    "negative": "positive", "absent": "present", "not detected": "detected",
+    "conforms": "does not conform", "no growth": "growth", "pass": "fail",
+    "compliant": "not compliant", "clear": "not clear",
+}
+_OPPOSITES.update({v: k for k, v in list(_OPPOSITES.items())})
+
+
+def normal_outcome(text: str) -> str:
+    """An outcome as compared and stored: lower case, single spaces."""
+    return " ".join(text.split()).lower()
+
+
+def opposite_outcome(accept: str) -> str:
+    accept = normal_outcome(accept)
+    if accept in _OPPOSITES:
+        return _OPPOSITES[accept]
+    return accept[4:] if accept.startswith("not ") else f"not {accept}"
+
+
 @dataclass(frozen=True)
 class QcSpec:
     test: str
@@ -128,6 +152,13 @@ class QcSpec:
     @property
     def qualitative(self) -> bool:
         return self.accept is not None
+
+    @property
+    def outcomes(self) -> tuple[str, ...]:
+        """The choices of a qualitative test: accept value, its opposite, invalid."""
+        if self.accept is None:
+            return ()
+        return (normal_outcome(self.accept), opposite_outcome(self.accept), INVALID_OUTCOME)
 
     def spec_text(self) -> str:
         if self.accept is not None:
@@ -319,6 +350,11 @@ class _Checker:
                 seen.add(identifier)
             yield prefix, identifier, table
 
+    def physical(self, limit: float | None, unit: str | None, name: str) -> None:
+        """A limit no real value can reach (a negative count, 120 %) is a definition error."""
+        if limit is not None and (problem := physical_problem(limit, unit)):
+            self.fail(name, f"{fmt_number(limit)} {unit or ''}: {problem}".replace("  ", " "))
+
     def limits(self, lo: float | None, hi: float | None, name: str) -> None:
         if lo is not None and hi is not None and lo > hi:
             self.fail(name, f"min {fmt_number(lo)} is greater than max {fmt_number(hi)}")
@@ -389,10 +425,27 @@ def parse_definition(data: dict[str, Any], source: str) -> ProcessDefinition:
         code=code, version=int(version), name=name, description=description,  # type: ignore[arg-type]
         starting_material_hold=hold, final_product_shelf_life=shelf_fp, post_thaw=post_thaw,
         warn_before=tuple(warn_before), steps=tuple(steps), qc=tuple(qc), storage=storage,
-        curve=curve,
+        curve=curve or inferred_curve(steps),
     )
-    object.__setattr__(definition, "raw", _canonical_raw(definition, data))
+    # The stored document keeps the [curve] table as written (none when inferred), so the
+    # digest of a definition does not change with this rule.
+    object.__setattr__(definition, "raw", _canonical_raw(definition, data, curve))
     return definition
+
+
+def inferred_curve(steps: Iterable[Step]) -> Curve | None:
+    """SPEC §3: without a [curve] table, the first repeatable step with a parameter in
+    `cells` and one in `%` gives the expansion curve (its first such parameters)."""
+    for step in steps:
+        if not step.repeatable:
+            continue
+        cells = next((p.code for p in step.parameters
+                      if p.numeric and p.unit.strip().lower() == "cells"), None)
+        viability = next((p.code for p in step.parameters
+                          if p.numeric and p.unit.strip() == "%"), None)
+        if cells is not None and viability is not None:
+            return Curve(step=step.code, viable_cells=cells, viability=viability)
+    return None
 
 
 def _steps(c: _Checker, data: dict[str, Any]) -> list[Step]:
@@ -443,6 +496,8 @@ def _parameters(c: _Checker, step: dict[str, Any], step_prefix: str) -> list[Par
         lo = c.number(table, "min", f"{prefix}.min")
         hi = c.number(table, "max", f"{prefix}.max")
         c.limits(lo, hi, f"{prefix}.min")
+        c.physical(lo, unit, f"{prefix}.min")
+        c.physical(hi, unit, f"{prefix}.max")
         if type_ in (ParamType.BOOLEAN, ParamType.TEXT) and (lo is not None or hi is not None):
             c.fail(f"{prefix}.min", f"a {type_} parameter has no numeric limits")
         expected = c.boolean(table, "expected", f"{prefix}.expected")
@@ -471,6 +526,11 @@ def _qc(c: _Checker, data: dict[str, Any], step_codes: set[str]) -> list[QcSpec]
         hi = c.number(table, "max", f"{prefix}.max")
         c.limits(lo, hi, f"{prefix}.min")
         accept = c.text(table, "accept", f"{prefix}.accept", required=False)
+        if accept is not None and normal_outcome(accept) == INVALID_OUTCOME:
+            c.fail(f"{prefix}.accept", "'invalid' is the outcome of an assay with no valid "
+                                       "result; it cannot be the accept value")
+        c.physical(lo, unit, f"{prefix}.min")
+        c.physical(hi, unit, f"{prefix}.max")
         if accept is not None and (lo is not None or hi is not None):
             c.fail(f"{prefix}.accept", "a test is either qualitative (accept) or has min/max")
         if accept is None and lo is None and hi is None and "accept" not in table:
@@ -507,7 +567,9 @@ def _curve(c: _Checker, data: dict[str, Any], steps: list[Step]) -> Curve | None
     return Curve(step=step_code, viable_cells=cells, viability=viability)
 
 
-def _canonical_raw(definition: ProcessDefinition, data: dict[str, Any]) -> dict[str, Any]:
+def _canonical_raw(
+    definition: ProcessDefinition, data: dict[str, Any], curve: Curve | None
+) -> dict[str, Any]:
     """The normalised document stored in the database (defaults made explicit)."""
     from gmp_mes.durations import format_duration
 
@@ -526,10 +588,10 @@ def _canonical_raw(definition: ProcessDefinition, data: dict[str, Any]) -> dict[
             "warn_before": list(definition.warn_before),
         },
         "storage": dict(definition.storage),
-        "curve": None if definition.curve is None else {
-            "step": definition.curve.step,
-            "viable_cells": definition.curve.viable_cells,
-            "viability": definition.curve.viability,
+        "curve": None if curve is None else {
+            "step": curve.step,
+            "viable_cells": curve.viable_cells,
+            "viability": curve.viability,
         },
         "steps": [
             {

@@ -26,6 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from batches.definitions import (
+    INVALID_OUTCOME,
     MAX_BAGS,
     ParamType,
     ProcessDefinition,
@@ -35,6 +36,7 @@ from batches.definitions import (
     fmt_number,
     from_canonical,
     load_directories,
+    normal_outcome,
 )
 from batches.models import (
     ACTIVE_BATCH_STATUSES,
@@ -68,6 +70,7 @@ from gmp_mes.errors import (
     field_error,
 )
 from gmp_mes.models import Meaning, User
+from gmp_mes.physical import physical_problem
 from gmp_mes.settings import CONFIG_DIR
 from gmp_mes.signatures import SignatureInput
 
@@ -76,6 +79,7 @@ MAX_TEXT = 500
 
 __all__ = [
     "DEFAULT_PROCESS",
+    "INVALID_OUTCOME",
     "QcSpec",
     "approve_process",
     "assess_deviation",
@@ -89,6 +93,7 @@ __all__ = [
     "list_batches",
     "list_processes",
     "load_process_definitions",
+    "normal_outcome",
     "open_deviation",
     "qc_specs",
     "record_step",
@@ -492,7 +497,8 @@ class StepOutcome:
 def _check_values(step: Step, values: Any) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
     """Type- and unit-check the entered values; return (values, per-parameter results, bags).
 
-    Wrong types, wrong units, unknown or missing parameters are entry errors (422).
+    Wrong types, wrong units, unknown or missing parameters and physically impossible
+    values (a negative count, 120 %, 1e308 cells) are entry errors (422).
     Values outside the limits are recorded as entered and evaluated, never rejected
     or clamped (EU GMP Chapter 4.8: the record shows what was actually found).
     """
@@ -535,6 +541,10 @@ def _check_values(step: Step, values: Any) -> tuple[dict[str, Any], list[dict[st
                 continue
             raw = raw["value"]
         value, problem = _typed(param.type, raw)
+        if not problem and param.numeric:
+            # Physical range before limits (issue 13): an impossible value is an entry
+            # error, never a recorded result evaluated against the limits.
+            problem = physical_problem(value, param.unit)
         if problem:
             errors[name] = [problem]
             continue

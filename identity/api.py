@@ -106,7 +106,7 @@ def verify_bedside(body: dict[str, Any]) -> dict[str, Any]:
                                      body["product_payload"], user=g.user,
                                      site_code=_site_code())
     return {
-        "match": result.match, "reasons": result.reasons,
+        "match": result.match, "reasons": result.reasons, "warnings": result.warnings,
         "item_id": result.item.item_id if result.item else None,
         "coi_id": result.item.coi_id if result.item else None,
         "verification_id": result.verification.id if result.verification else None,
@@ -128,7 +128,8 @@ def administer(body: dict[str, Any]) -> dict[str, Any]:
     from gmp_mes.models import Signature
 
     signature = session.get(Signature, administration.signature_id)
-    return as_dict(administration, signature=SignatureOutSchema().dump(signature))
+    return as_dict(administration, signature=SignatureOutSchema().dump(signature),
+                   warning_list=administration.warning_list)
 
 
 @blp.route("/items/<item_id>/fhir", methods=["GET"])

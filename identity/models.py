@@ -10,6 +10,7 @@ trigger, and an item's COI can never be changed (the autologous rule).
 from __future__ import annotations
 
 import enum
+import json
 from datetime import date, datetime
 
 from sqlalchemy import (
@@ -195,6 +196,8 @@ class BedsideVerification(Audited, Base):
     product_payload: Mapped[str] = mapped_column(Text)
     match: Mapped[bool] = mapped_column(Boolean)
     reasons: Mapped[str] = mapped_column(Text)  # JSON list of {"code","message"}
+    # JSON list of {"code","message"} shown with a MATCH (conditional release).
+    warnings: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
     purpose: Mapped[str] = mapped_column(String(20))  # verify | administration
     user_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
     site_code: Mapped[str | None] = mapped_column(String(32))
@@ -215,3 +218,9 @@ class Administration(Audited, Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
     site_code: Mapped[str] = mapped_column(String(32))
     administered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # What the clinician was warned of when infusing (SPEC §6: conditional release).
+    warnings: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+
+    @property
+    def warning_list(self) -> list[dict[str, str]]:
+        return json.loads(self.warnings or "[]")

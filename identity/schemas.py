@@ -212,6 +212,8 @@ class ScanSchema(Schema):
 class BedsideSchema(Schema):
     match = fields.Boolean()
     reasons = fields.List(fields.Nested(ReasonSchema))
+    warnings = fields.List(fields.Nested(ReasonSchema), metadata={
+        "description": "with a MATCH: `conditional_release` naming the pending tests"})
     item_id = fields.String(allow_none=True)
     coi_id = fields.String(allow_none=True)
     verification_id = fields.Integer()
@@ -224,6 +226,7 @@ class AdministrationSchema(Schema):
     site_code = fields.String()
     administered_at = fields.DateTime()
     verification_id = fields.Integer()
+    warnings = fields.List(fields.Nested(ReasonSchema), attribute="warning_list")
     signature = fields.Dict()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol, cast
@@ -147,6 +147,9 @@ ITEM_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # base32: inside the QR a
 # A collection time a few minutes ahead of the server clock is a device clock skew,
 # not a future event; beyond that it is refused.
 COLLECTION_CLOCK_SKEW = timedelta(minutes=2)
+# Cryopreserved apheresis material may be used years after collection, never decades:
+# an older date is a typing error (0001-01-01), refused (issue 13, Annex 11 §6).
+MAX_COLLECTION_AGE = timedelta(days=10 * 366)
 MAX_GENEALOGY = 500
 
 
@@ -626,6 +629,8 @@ def record_collection(
         errors["collected_at"] = ["must carry a time zone (UTC offset)"]
     elif collected_at > now + COLLECTION_CLOCK_SKEW:
         errors["collected_at"] = ["must not be in the future"]
+    elif collected_at < now - MAX_COLLECTION_AGE:
+        errors["collected_at"] = ["is more than 10 years ago: check the date"]
     if not volume_ml or volume_ml <= 0 or volume_ml > 5000:
         errors["volume_ml"] = ["must be more than 0 and at most 5000 mL"]
     if din is not None:
@@ -646,6 +651,10 @@ def record_collection(
     patient = session.scalar(select(Patient).where(Patient.coi_id == coi_id))
     if patient is None:
         raise field_error("coi_id", f"no patient with COI ID {coi_id}")
+    if collected_at.astimezone(UTC).date() < patient.date_of_birth:
+        # Autologous: the cells are the patient's own, so never collected before birth.
+        raise field_error("collected_at", f"is before the patient's date of birth "
+                                          f"({patient.date_of_birth.isoformat()})")
     if din and session.scalar(select(Collection.id).where(Collection.din == din)):
         raise AlreadyExists(f"DIN {din} is already recorded")
     from batches import services as batches  # lazily: batches imports identity
@@ -1037,6 +1046,24 @@ def resolve_item_ref(session: Session, ref: str, *, field_name: str = "item_id")
 
 # --- bedside ----------------------------------------------------------------------------
 
+# Seam (STYLE 15): a higher domain (qc) registers what a product's release still waits
+# for; a bedside MATCH carries these warnings (SPEC §6: `conditional_release`).
+ReleaseWarnings = Callable[[Session, str], list[dict[str, str]]]
+_release_warnings: list[ReleaseWarnings] = []
+
+
+def register_release_warnings(source: ReleaseWarnings) -> None:
+    """Called by a domain's init_app; registering the same function twice is a no-op."""
+    if source not in _release_warnings:
+        _release_warnings.append(source)
+
+
+def _bedside_warnings(session: Session, item: Item) -> list[dict[str, str]]:
+    if not item.batch_number:
+        return []
+    return [w for source in _release_warnings for w in source(session, item.batch_number)]
+
+
 @dataclass
 class BedsideResult:
     match: bool
@@ -1047,6 +1074,8 @@ class BedsideResult:
     administer_before: datetime | None = None  # post-thaw deadline of a thawed bag
     # Forged or voided labels scanned: (payload text, code, message, subject) to alert QA.
     label_alerts: list[tuple[str, str, str, str]] = field(default_factory=list)
+    # On a MATCH: what the clinician must know before infusing (conditional release).
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
 
 def _last_location_event(session: Session, item_id: str) -> CustodyEvent | None:
@@ -1123,9 +1152,10 @@ def _evaluate_bedside(
         for check, raw in ((wristband, patient_raw), (product, product_raw))
         for code, message in check.reasons if code in ("bad_signature", "voided")
     ]
+    warnings = _bedside_warnings(session, item) if item is not None and not reasons else []
     return BedsideResult(match=not reasons, reasons=reasons, item=item, patient=patient,
                          administer_before=post_thaw_deadline(item) if item else None,
-                         label_alerts=alerts)
+                         label_alerts=alerts, warnings=warnings)
 
 
 def _bedside_alerts(session: Session, alerts: list[tuple[str, str, str, str]],
@@ -1147,6 +1177,7 @@ def _record_verdict(
         product_payload=printable(labels.normalise_scan(product_raw), 1000),
         match=result.match,
         reasons=json.dumps(result.reasons),
+        warnings=json.dumps(result.warnings),
         purpose=purpose,
         user_id=user.id,
         site_code=site_code,
@@ -1212,7 +1243,7 @@ def administer(
         session, signer, signature, entity_type="item", entity_id=item.item_id,
         content={"item_id": item.item_id, "coi_id": item.coi_id,
                  "batch_number": item.batch_number, "verification_id": verification.id,
-                 "site": site_code},
+                 "site": site_code, "warnings": result.warnings},
         meanings={Meaning.ADMINISTERED.value},
     )
     transition_item(session, item.item_id, S.ADMINISTERED,
@@ -1220,7 +1251,7 @@ def administer(
     administration = Administration(
         item_id=item.item_id, coi_id=item.coi_id, verification_id=verification.id,
         signature_id=signed.id, user_id=user.id, site_code=site_code or "",
-        administered_at=utcnow(),
+        administered_at=utcnow(), warnings=json.dumps(result.warnings),
     )
     session.add(administration)
     _custody(session, item, CustodyAction.ADMINISTER, site_code=site_code,

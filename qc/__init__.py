@@ -20,3 +20,8 @@ def init_app(app: Flask, api: Api) -> None:
     add_dashboard_panel(app, pages.qc_panel)
     add_dashboard_panel(app, pages.release_panel)
     add_job(app, sweep.job)  # qc_overdue alerts
+    # SPEC §6: a bedside MATCH on a conditionally released product names the pending tests.
+    from identity import services as identity_services
+    from qc import services
+
+    identity_services.register_release_warnings(services.release_warnings)

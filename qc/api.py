@@ -109,8 +109,11 @@ def release(body: dict[str, Any], batch_number: str) -> dict[str, Any]:
     """QA release (SPEC §5), signature meaning `released`.
 
     With `conditional: {"justification"}` tests marked release_before_result may be
-    pending. Refusals: 403 `segregation_of_duties`; 409 with the first unmet condition
-    as `code` and all of them in `problems` [{code, message}].
+    pending. On a conditionally released batch, a release without `conditional` is the
+    final release (kind `final_release`): every pending result must have passed, and the
+    signer must have performed or recorded no step or QC result of the batch. Refusals:
+    403 `segregation_of_duties`; 409 with the first unmet condition as `code` and all of
+    them in `problems` [{code, message}].
     """
     conditional = body["conditional"]
     decision = services.release_batch(

@@ -35,7 +35,8 @@ from gmp_mes.models import Signature
 class DecisionKind(enum.StrEnum):
     RELEASE = "release"
     CONDITIONAL_RELEASE = "conditional_release"
-    # A conditionally released batch whose pending results all passed: the release is final.
+    # The final release of a conditionally released batch, once its pending results all
+    # passed: signed by an independent QA user (SPEC §5), never given by the system.
     FINAL_RELEASE = "final_release"
     # A pending result of a conditionally released batch failed: items blocked, alert raised.
     FAILED_AFTER_RELEASE = "failed_after_release"

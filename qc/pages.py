@@ -139,6 +139,7 @@ def release_action(batch_number: str) -> Response:
               "error")
     else:
         label = {"release": "released", "conditional_release": "CONDITIONALLY released",
+                 "final_release": "finally released (conditional release ended)",
                  "reject": "rejected"}.get(decision.kind, decision.kind)
         flash(f"batch {batch_number} {label}", "ok")
     return redirect(url_for("qc.release_page"))
@@ -172,7 +173,8 @@ def release_panel(session: Any, user: Any) -> tuple[str, Markup] | None:
         return None
     rows = []
     for entry in services.release_queue(session, limit=20):
-        missing = "; ".join(escape(p["code"]) for p in entry["problems"]) or "ready"
+        missing = "; ".join(escape(p["code"]) for p in entry["problems"]) or (
+            "final release due" if entry["final_release_due"] else "ready")
         link = url_for("qc.release_page") + f"#b-{entry['batch_number']}"
         rows.append([f'<a href="{link}">{escape(entry["batch_number"])}</a>',
                      escape(entry["status"]), missing])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import Schema, fields, validate
 
 from gmp_mes.schemas import SignatureOutSchema, SignatureSchema, StrictSchema
@@ -9,10 +11,30 @@ from gmp_mes.schemas import SignatureOutSchema, SignatureSchema, StrictSchema
 __all__ = ["SignatureOutSchema"]
 
 
+class JsonNumber(fields.Float):
+    """A JSON number only: "5" (a string) is refused, not read as 5 (issue 13)."""
+
+    default_error_messages = {"invalid": "must be a number (not a string)",
+                              "special": "must be a finite number"}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.make_error("invalid")
+        if isinstance(value, int) and abs(value) > 2**1023:
+            raise self.make_error("special")  # float() would overflow
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class QcResultInSchema(StrictSchema):
     test = fields.String(required=True, validate=validate.Length(min=1, max=60))
-    value = fields.Float(load_default=None, allow_nan=False)
-    outcome = fields.String(load_default=None, validate=validate.Length(min=1, max=60))
+    value = JsonNumber(load_default=None, allow_nan=False, metadata={
+        "description": "quantitative tests: a JSON number in the test's unit, physically "
+                       "possible (not negative for counts, concentrations and volumes, "
+                       "0-100 for %, finite and plausible)"})
+    outcome = fields.String(load_default=None, validate=validate.Length(min=1, max=60),
+                            metadata={"description": "qualitative tests: one of the test's "
+                                      "`outcomes` (its accept value, the opposite, "
+                                      "`invalid`), anything else 422"})
     unit = fields.String(load_default=None, validate=validate.Length(max=40))
     method = fields.String(load_default=None, validate=validate.Length(max=200))
     sample_item_id = fields.String(load_default=None, validate=validate.Length(min=1, max=40))
@@ -88,6 +110,8 @@ class QcTestSchema(Schema):
     min = fields.Float(allow_none=True)
     max = fields.Float(allow_none=True)
     accept = fields.String(allow_none=True)
+    outcomes = fields.List(fields.String(), metadata={
+        "description": "qualitative tests: the only outcomes accepted"})
     release_before_result = fields.Boolean()
     time_to_result = fields.String(allow_none=True)
     required = fields.Boolean()
@@ -139,5 +163,9 @@ class QueueEntrySchema(Schema):
     conditional = fields.Boolean()
     releasable = fields.Boolean()
     conditional_release_possible = fields.Boolean()
+    final_release_due = fields.Boolean(
+        metadata={"description": "conditionally released, every pending result passed: "
+                                 "POST /batches/{n}/release without `conditional` gives the "
+                                 "final release"})
     problems = fields.List(fields.Nested(ProblemItemSchema))
     qc = fields.List(fields.Nested(QcTestSchema))

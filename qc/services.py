@@ -14,7 +14,6 @@ Other domains are reached only through their services modules: batches at the to
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from batches import services as batches
 from gmp_mes import audit
-from gmp_mes.alerts import AlertSpec, raise_alert
+from gmp_mes.alerts import Alert, AlertSpec, AlertStatus, acknowledge, raise_alert
 from gmp_mes.audit import format_time
 from gmp_mes.clock import utcnow
 from gmp_mes.durations import format_duration
@@ -40,6 +39,7 @@ from gmp_mes.errors import (
     field_error,
 )
 from gmp_mes.models import Meaning, Signature, Site, User
+from gmp_mes.physical import physical_problem
 from gmp_mes.signatures import SignatureInput, sign
 from qc.models import DecisionKind, QcInvalidation, QcResult, QcReview, ReleaseDecision
 
@@ -55,12 +55,14 @@ __all__ = [
     "review_result",
 ]
 
-MAX_OUTCOME = 60
+INVALID_OUTCOME = batches.INVALID_OUTCOME
 # Batches whose QC record is open: results may be entered.
 QC_OPEN_STATUSES = ("in_process", "on_hold", "awaiting_release", "conditionally_released")
 # Item statuses a release moves to released / conditionally released.
 RELEASABLE_ITEM = "quarantine"
 POSITIVE_AFTER_RELEASE = "qc_positive_after_release"
+FINAL_RELEASE_DUE = "final_release_due"
+FINAL_RELEASE_GIVEN = "final_release_given"
 
 
 def _identity() -> Any:
@@ -99,24 +101,25 @@ def _evaluate(
     if spec.qualitative:
         if value is not None:
             errors["value"] = [f"{spec.test} is qualitative: give `outcome`, not `value`"]
-        text_ = (outcome or "").strip().lower()
+        text_ = batches.normal_outcome(outcome or "")
+        choices = spec.outcomes
         if not text_:
-            errors["outcome"] = [f"required for {spec.test} (accepted: {spec.accept})"]
-        elif len(text_) > MAX_OUTCOME:
-            errors["outcome"] = [f"at most {MAX_OUTCOME} characters"]
+            errors["outcome"] = [f"required for {spec.test}: one of {', '.join(choices)}"]
+        elif text_ not in choices:
+            # Choices, not free text (issue 13): a typo never becomes a signed result.
+            errors["outcome"] = [f"must be one of: {', '.join(choices)}"]
         if unit not in (None, ""):
             errors["unit"] = [f"{spec.test} is qualitative: it has no unit"]
         if errors:
             raise ValidationFailed("the result does not fit the test", errors=errors)
-        return None, text_, None, text_ == (spec.accept or "").strip().lower()
+        return None, text_, None, text_ == choices[0]
     if outcome is not None:
         errors["outcome"] = [f"{spec.test} is quantitative: give `value`, not `outcome`"]
     if value is None:
         errors["value"] = [f"required for {spec.test} ({spec.spec_text()})"]
-    elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
-        value
-    ):
-        errors["value"] = ["must be a finite number"]
+    elif problem := physical_problem(value, spec.unit):
+        # Physical range before the limits: -5 EU/mL must not pass a max-only spec.
+        errors["value"] = [problem]
     given_unit = (unit or "").strip() or None
     if given_unit is not None and given_unit != (spec.unit or None):
         errors["unit"] = [f"{spec.test} is specified in {spec.unit or 'no unit'}; "
@@ -165,11 +168,18 @@ class _TestState:
 
     @property
     def current(self) -> QcResult | None:
-        """The newest valid result version (None: no valid result, the test is open)."""
+        """The newest valid result version (None: no valid result, the test is open).
+
+        A result recorded with the outcome ``invalid`` (the assay gave no valid answer)
+        leaves the test open like an invalidated one: it is neither a pass nor an
+        out-of-specification result, and a retest may follow."""
         for result in reversed(self.results):
-            if result.id not in self.superseded and result.id not in self.invalid:
+            if result.id not in self.superseded and not self.is_invalid(result):
                 return result
         return None
+
+    def is_invalid(self, result: QcResult) -> bool:
+        return result.id in self.invalid or result.outcome == INVALID_OUTCOME
 
 
 def _states(session: Session, batch_number: str) -> dict[str, _TestState]:
@@ -408,8 +418,10 @@ def result_dict(result: QcResult, state: _TestState | None = None) -> dict[str, 
         "recorded_at": format_time(result.recorded_at),
         "current": bool(state and state.current is not None and state.current.id == result.id),
         "superseded": bool(state and result.id in state.superseded),
-        "invalid": invalid is not None,
-        "invalid_reason": invalid.reason if invalid else None,
+        "invalid": invalid is not None or result.outcome == INVALID_OUTCOME,
+        "invalid_reason": invalid.reason if invalid else (
+            "recorded as invalid: the assay gave no valid result"
+            if result.outcome == INVALID_OUTCOME else None),
         "invalidation_signature": _signature(invalid.signature) if invalid else None,
         "signature": _signature(result.signature),
         "review_signature": _signature(review.signature) if review else None,
@@ -442,6 +454,7 @@ def qc_overview(session: Session, batch_number: str) -> list[dict[str, Any]]:
             "min": spec.min,
             "max": spec.max,
             "accept": spec.accept,
+            "outcomes": list(spec.outcomes),
             "release_before_result": spec.release_before_result,
             "time_to_result": format_duration(spec.time_to_result)
             if spec.time_to_result else None,
@@ -450,8 +463,7 @@ def qc_overview(session: Session, batch_number: str) -> list[dict[str, Any]]:
             "pending": current is None,
             "passed": current is not None and current.passed,
             "failed": current is not None and not current.passed,
-            "invalid": len(state.invalid.keys() & {r.id for r in state.results}) if state
-            else 0,
+            "invalid": sum(1 for r in state.results if state.is_invalid(r)) if state else 0,
             "due_at": format_time(due_at) if due_at else None,
             "overdue": bool(current is None and due_at is not None and due_at <= now),
             "current_result_id": current.id if current else None,
@@ -547,20 +559,17 @@ def release_batch(
     justification: str | None = None,
     conditional: bool = False,
 ) -> ReleaseDecision:
-    """QA release (SPEC §5), decided in one transaction holding the batch lock."""
+    """QA release (SPEC §5), decided in one transaction holding the batch lock.
+
+    On a conditionally released batch a release without ``conditional`` is the final
+    release: it needs every pending result passed and its own QA signature."""
     batch = batches.get_batch(session, batch_number, for_update=True)
+    if batch.status == "conditionally_released" and not conditional:
+        return _final_release(session, batch, user_id=user_id, signature=signature)
     if batch.status in ("released", "conditionally_released", "rejected"):
         raise InvalidTransition(f"batch {batch_number} is already {batch.status}")
     user = _user(session, user_id)
-    # SPEC §5.4: whoever made or tested the batch cannot release it.
-    if user.id in batches.batch_performers(session, batch_number):
-        raise SegregationOfDuties(
-            f"{user.username} performed, recorded or verified a step of batch {batch_number}: "
-            "another QA person must release it")
-    if user.id in _qc_people(session, batch_number):
-        raise SegregationOfDuties(
-            f"{user.username} recorded or reviewed a QC result of batch {batch_number}: "
-            "another QA person must release it")
+    _independent(session, user, batch_number)
     justification = (justification or "").strip() or None
     if conditional and justification is None:
         raise field_error("conditional.justification",
@@ -596,6 +605,101 @@ def release_batch(
         identity.transition_item(session, item_id, status, reason=why)
     batches.set_batch_status(session, batch_number, status, reason=why)
     return decision
+
+
+def _independent(session: Session, user: User, batch_number: str) -> None:
+    """SPEC §5.4: whoever made or tested the batch cannot release it (nor give its final
+    release: a user holding qa and qc who entered the pending result is refused)."""
+    if user.id in batches.batch_performers(session, batch_number):
+        raise SegregationOfDuties(
+            f"{user.username} performed, recorded or verified a step of batch {batch_number}: "
+            "another QA person must release it")
+    if user.id in _qc_people(session, batch_number):
+        raise SegregationOfDuties(
+            f"{user.username} recorded or reviewed a QC result of batch {batch_number}: "
+            "another QA person must release it")
+
+
+def _final_release(
+    session: Session, batch: Any, *, user_id: int, signature: SignatureInput
+) -> ReleaseDecision:
+    """SPEC §5: the final release of a conditionally released batch, signed by an
+    independent QA user once every pending result has passed (EU GMP Annex 16 §1.7:
+    certification is a QA act; the system never finalises a release on its own)."""
+    number = batch.batch_number
+    conditional = _decision(session, number, DecisionKind.CONDITIONAL_RELEASE)
+    if conditional is None:  # a conditional batch status always has its decision
+        raise InvalidTransition(f"batch {number} has no conditional release to finalise")
+    if _decision(session, number, DecisionKind.FAILED_AFTER_RELEASE) is not None:
+        raise conflict("qc_failed", f"a result of batch {number} failed after its conditional "
+                                    "release: the product is blocked and can only be rejected")
+    user = _user(session, user_id)
+    _independent(session, user, number)
+    overview = qc_overview(session, number)
+    problems = [*batches.release_blockers(session, number)]
+    failed = [f"{r['test']} failed (specification {r['specification']})"
+              for r in overview if r["failed"]]
+    pending = [r["test"] for r in overview if r["pending"]]
+    if pending:
+        problems.append(("qc_incomplete", "the final release waits for every pending result: "
+                         + ", ".join(f"{t} has no result" for t in pending)))
+    if failed:
+        problems.append(("qc_failed", "QC out of specification: " + "; ".join(failed)))
+    if problems:
+        raise _refuse(number, _order(problems))
+    identity = _identity()
+    item_ids = [i for i in batches.final_product_item_ids(session, number)
+                if identity.get_item(session, i).status == "conditionally_released"]
+    passed = [r for r in overview if r["test"] in set(conditional.pending_tests)]
+    why = "final release: pending QC passed: " + ", ".join(
+        f"{r['test']} (result {r['current_result_id']})" for r in passed)
+    content = {"batch_number": number, "coi_id": batch.coi_id,
+               "decision": DecisionKind.FINAL_RELEASE.value,
+               "conditional_release": conditional.id, "items": item_ids,
+               "qc": [(r["test"], r["current_result_id"]) for r in overview]}
+    # 21 CFR 11.70: the signature binds the decision, the items and the results it rests on.
+    signed = sign(session, user, signature, entity_type="batch", entity_id=number,
+                  content=content, meanings={Meaning.RELEASED.value})
+    decision = ReleaseDecision(
+        batch_number=number, kind=DecisionKind.FINAL_RELEASE.value, decided_at=utcnow(),
+        decided_by=user.id, signature_id=signed.id, reason=why,
+        pending_tests_json=json.dumps(conditional.pending_tests),
+        items_json=json.dumps(item_ids),
+    )
+    session.add(decision)
+    session.flush()
+    # Bags already shipped, received or thawed keep their place in the chain of custody;
+    # only the ones still waiting at the manufacturer change status.
+    for item_id in item_ids:
+        identity.transition_item(session, item_id, "released", reason=why)
+    batches.set_batch_status(session, number, "released", reason=why)
+    _close_due_alert(session, number, user.id, f"final release given (decision {decision.id})")
+    treating = _treating_site(session, batch.coi_id)
+    raise_alert(session, AlertSpec(
+        cause=f"{FINAL_RELEASE_GIVEN}:{number}", kind=FINAL_RELEASE_GIVEN, severity="info",
+        subject_type="batch", subject_id=number,
+        message=(f"Batch {number} (COI {batch.coi_id}) is now finally released by QA "
+                 f"({user.full_name}): {', '.join(t for t in conditional.pending_tests)} "
+                 "passed. The conditional release no longer applies."),
+        roles=("clinician",), site_code=treating,
+    ))
+    return decision
+
+
+def _close_due_alert(session: Session, batch_number: str, user_id: int, note: str) -> None:
+    """The 'final release due' alert is done once QA has decided (released or rejected)."""
+    alert = session.scalar(select(Alert).where(
+        Alert.cause == f"{FINAL_RELEASE_DUE}:{batch_number}",
+        Alert.status == AlertStatus.OPEN.value))
+    if alert is not None:
+        acknowledge(session, alert.id, user_id, note=note)
+
+
+def _treating_site(session: Session, coi_id: str) -> str | None:
+    try:
+        return _identity().get_patient(session, coi_id).treatment_site
+    except NotFound:
+        return None
 
 
 def reject_batch(
@@ -636,6 +740,7 @@ def reject_batch(
     for item_id in blocked:
         identity.transition_item(session, item_id, "blocked", reason=f"batch rejected: {reason}")
     batches.set_batch_status(session, batch_number, "rejected", reason=reason)
+    _close_due_alert(session, batch_number, user.id, f"batch rejected (decision {decision.id})")
     return decision
 
 
@@ -643,7 +748,8 @@ def reject_batch(
 
 def _follow_up_conditional(session: Session, batch_number: str) -> None:
     """A result arrived for a conditionally released batch: a failure of a pending test
-    blocks the product at once; when every pending test has passed the release is final."""
+    blocks the product at once; when every pending test has passed, QA is told that the
+    final release is due (SPEC §5: the release stays conditional until QA signs it)."""
     conditional = _decision(session, batch_number, DecisionKind.CONDITIONAL_RELEASE)
     if conditional is None or _decision(
         session, batch_number, DecisionKind.FAILED_AFTER_RELEASE
@@ -657,26 +763,22 @@ def _follow_up_conditional(session: Session, batch_number: str) -> None:
         _fail_after_release(session, batch_number, failed)
     elif all(row["passed"] for row in overview):
         pending = set(conditional.pending_tests)
-        _finalise(session, batch_number, [r for r in overview if r["test"] in pending])
+        _final_release_due(session, batch_number,
+                           [r for r in overview if r["test"] in pending])
 
 
-def _finalise(session: Session, batch_number: str, rows: list[dict[str, Any]]) -> None:
-    identity = _identity()
-    why = "pending QC passed: " + ", ".join(
-        f"{r['test']} (result {r['current_result_id']})" for r in rows)
-    moved = []
-    for item_id in batches.final_product_item_ids(session, batch_number):
-        # Bags already shipped, received or thawed stay where they are: they were
-        # released (conditionally) and are no longer waiting for anything but the result.
-        if identity.get_item(session, item_id).status == "conditionally_released":
-            identity.transition_item(session, item_id, "released", reason=why)
-            moved.append(item_id)
-    session.add(ReleaseDecision(
-        batch_number=batch_number, kind=DecisionKind.FINAL_RELEASE.value, decided_at=utcnow(),
-        reason=why, items_json=json.dumps(moved),
+def _final_release_due(session: Session, batch_number: str, rows: list[dict[str, Any]]) -> None:
+    """One alert to QA (every site): the batch waits for its final release."""
+    batch = batches.get_batch(session, batch_number)
+    passed = ", ".join(f"{r['test']} (result {r['current_result_id']})" for r in rows)
+    raise_alert(session, AlertSpec(
+        cause=f"{FINAL_RELEASE_DUE}:{batch_number}", kind=FINAL_RELEASE_DUE,
+        severity="warning", subject_type="batch", subject_id=batch_number,
+        message=(f"Batch {batch_number} (COI {batch.coi_id}) was released conditionally; "
+                 f"the pending results passed: {passed}. The final release by QA is due "
+                 "(QA release queue); until then the product stays conditionally released."),
+        roles=("qa",),
     ))
-    session.flush()
-    batches.set_batch_status(session, batch_number, "released", reason=why)
 
 
 def _is_treatment(session: Session, site_code: str) -> bool:
@@ -734,6 +836,31 @@ def _fail_after_release(session: Session, batch_number: str, rows: list[dict[str
     session.flush()
 
 
+# --- bedside (SPEC §6) -------------------------------------------------------------------
+
+def release_warnings(session: Session, batch_number: str) -> list[dict[str, str]]:
+    """What a bedside MATCH must say about the batch's release: a conditionally released
+    product names the tests still pending (registered with identity at init_app)."""
+    try:
+        batch = batches.get_batch(session, batch_number)
+    except NotFound:
+        return []
+    if batch.status != "conditionally_released":
+        return []
+    conditional = _decision(session, batch_number, DecisionKind.CONDITIONAL_RELEASE)
+    pending = [r["test"] for r in qc_overview(session, batch_number) if r["pending"]]
+    if pending:
+        message = (f"CONDITIONAL RELEASE: {', '.join(pending)} result pending for batch "
+                   f"{batch_number}; QA released it before the result")
+    else:
+        tests = ", ".join(conditional.pending_tests) if conditional else "pending tests"
+        message = (f"CONDITIONAL RELEASE: {tests} passed for batch {batch_number}, but QA "
+                   "has not yet given the final release")
+    if conditional is not None and conditional.justification:
+        message += f" (justification: {conditional.justification})"
+    return [{"code": "conditional_release", "message": message + "."}]
+
+
 # --- read side ----------------------------------------------------------------------------
 
 def decisions_of(session: Session, batch_number: str) -> list[ReleaseDecision]:
@@ -788,16 +915,22 @@ QUEUE_STATUSES = ("awaiting_release", "on_hold", "conditionally_released")
 
 
 def release_queue(session: Session, *, limit: int | None = None) -> list[dict[str, Any]]:
-    """Batches awaiting QA (or on hold, or conditionally released and awaiting results),
-    oldest first, each with what is missing for a release."""
+    """Batches awaiting QA (or on hold, or conditionally released and awaiting results or
+    their final release), oldest first, each with what is missing for a release."""
     rows = []
     waiting = list(reversed(batches.list_batches(session, statuses=QUEUE_STATUSES)))
     for batch in waiting[:limit]:
         overview = qc_overview(session, batch.batch_number)
+        final_due = False
         if batch.status == "conditionally_released":
             problems = [("qc_pending", f"{r['test']} pending (due {r['due_at'] or '-'})")
                         for r in overview if r["pending"]]
             problems += [("qc_failed", f"{r['test']} failed") for r in overview if r["failed"]]
+            if _decision(session, batch.batch_number,
+                         DecisionKind.FAILED_AFTER_RELEASE) is not None and not any(
+                             code == "qc_failed" for code, _ in problems):
+                problems.append(("qc_failed", "a result failed after the conditional release"))
+            final_due = not problems
             conditional_possible = False
         else:
             blockers = batches.release_blockers(session, batch.batch_number)
@@ -815,6 +948,8 @@ def release_queue(session: Session, *, limit: int | None = None) -> list[dict[st
             "process_version": batch.process_version,
             "conditional": batch.status == "conditionally_released",
             "releasable": not problems and batch.status != "conditionally_released",
+            # Every pending result passed: QA's final release (SPEC §5) is due.
+            "final_release_due": final_due,
             "conditional_release_possible": conditional_possible,
             "problems": [{"code": c, "message": m} for c, m in problems],
             "qc": overview,

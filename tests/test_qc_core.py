@@ -47,13 +47,26 @@ def test_passed_is_computed_from_the_limits(value: float, low: Any, high: Any) -
     assert passed == ((low is None or value >= low) and (high is None or value <= high))
 
 
-@given(outcome=st.text(min_size=1, max_size=60).filter(lambda t: t.strip()))
-def test_qualitative_passes_only_on_the_accepted_outcome(outcome: str) -> None:
+@given(outcome=st.one_of(
+    st.text(min_size=1, max_size=60).filter(lambda t: t.strip()),
+    st.sampled_from(["negative", " Negative ", "POSITIVE", "invalid", "Negatve", "neg"]),
+))
+def test_qualitative_outcome_is_a_choice_and_passes_only_on_the_accept_value(
+    outcome: str,
+) -> None:
+    """Issue 13: choices, not free text; anything but the accept value, its opposite or
+    `invalid` is a 422 field error, never a signed failure."""
     from qc.services import _evaluate
 
     spec = QcSpec(test="sterility", accept="negative")
-    *_, passed = _evaluate(spec, value=None, outcome=outcome, unit=None)
-    assert passed == (outcome.strip().lower() == "negative")
+    normal = " ".join(outcome.split()).lower()
+    if normal not in ("negative", "positive", "invalid"):
+        with pytest.raises(ValidationFailed) as caught:
+            _evaluate(spec, value=None, outcome=outcome, unit=None)
+        assert list(caught.value.errors) == ["outcome"]
+        return
+    _, stored, _, passed = _evaluate(spec, value=None, outcome=outcome, unit=None)
+    assert stored == normal and passed == (normal == "negative")
 
 
 def test_result_fields_are_checked_against_the_spec() -> None:

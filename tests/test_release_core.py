@@ -214,7 +214,10 @@ def test_conditional_release_needs_justification_and_a_release_before_result_tes
     assert "relapsing" in state["conditional_release justification"]
 
 
-def test_passing_result_after_conditional_release_makes_it_final(lab: Lab) -> None:
+@pytest.mark.requirement("EU GMP Annex 16 §1.7")
+def test_passing_result_after_conditional_release_waits_for_the_final_release(lab: Lab) -> None:
+    """SPEC §5: the pending result passing does not finalise the release; QA's signed
+    final release does, and moves only the bags still waiting at the manufacturer."""
     number = lab.ready(skip=("sterility",), bags=2)
     lab.release(number, conditional=True, justification="clinical urgency")
     first, second = lab.items(number)
@@ -223,13 +226,19 @@ def test_passing_result_after_conditional_release_makes_it_final(lab: Lab) -> No
     with lab.tx() as s:
         identity.transition_item(s, first, "shipped", reason="test: bag on its way")
     lab.result(number, "sterility")
+    assert lab.status(number) == "conditionally_released"
+    assert lab.items(number) == {first: "shipped", second: "conditionally_released"}
+    assert lab.release(number, lab.qa2) == "final_release"
     assert lab.status(number) == "released"
     assert lab.items(number) == {first: "shipped", second: "released"}
     from qc import services
 
     with lab.tx() as s:
-        kinds = [d.kind for d in services.decisions_of(s, number)]
-    assert kinds == ["conditional_release", "final_release"]
+        decisions = services.decisions_of(s, number)
+    assert [d.kind for d in decisions] == ["conditional_release", "final_release"]
+    final = decisions[-1]
+    assert final.decided_by == lab.qa2.user_id and final.signature.meaning == "released"
+    assert final.items == [second]
 
 
 @pytest.mark.requirement("SPEC §5 (result after release)")
@@ -250,8 +259,8 @@ def test_positive_sterility_after_conditional_release_blocks_and_alerts_once(
     assert lab.items(number) == {given: "administered", shipped: "blocked", stored: "blocked"}
     assert lab.status(number) == "conditionally_released"
     # A correction that still fails raises no second alert and changes nothing more.
-    lab.result(number, "sterility", fields={"outcome": "positive (S. epidermidis)"},
-               corrects=first, reason="organism identified")
+    lab.result(number, "sterility", fields={"outcome": "positive"},
+               corrects=first, reason="confirmed on subculture (S. epidermidis)")
     with lab.tx() as s:
         alerts = [a for a in list_alerts(s) if a.kind == services.POSITIVE_AFTER_RELEASE]
         decisions = services.decisions_of(s, number)

@@ -203,9 +203,11 @@ def test_full_batch_from_enrolment_to_bedside_through_the_pages(
     page.goto(f"/qc/{batch_number}")
     for test, value in QC_VALUES.items():
         page.locator("select[name=test]").select_option(test)
-        field = "outcome" if isinstance(value, str) else "value"
         entry = page.locator("form.qc-entry")
-        entry.locator(f"input[name={field}]").fill(str(value))
+        if isinstance(value, str):  # qualitative: chosen, never typed (issue 13)
+            entry.locator("select[name=outcome]").select_option(value)
+        else:
+            entry.locator("input[name=value]").fill(str(value))
         entry.get_by_label("Your password").fill(qc.password)
         entry.get_by_role("button", name="Record result").click()
         assert f"{test}: PASS" in flash_text(page), flash_text(page)

@@ -196,8 +196,10 @@ def test_release_refused_with_the_missing_conditions_shown(browser: Any, live_se
         value = QC_VALUES[test]
         form = qc_page.locator("form.qc-entry")
         form.locator("select[name=test]").select_option(test)
-        form.locator(f"input[name={'outcome' if isinstance(value, str) else 'value'}]").fill(
-            str(value))
+        if isinstance(value, str):  # qualitative: chosen, never typed (issue 13)
+            form.locator("select[name=outcome]").select_option(value)
+        else:
+            form.locator("input[name=value]").fill(str(value))
         form.get_by_label("Your password").fill(DEMO_PASSWORD)
         form.get_by_role("button", name="Record result").click()
         assert f"{test}: PASS" in flash_text(qc_page), flash_text(qc_page)
