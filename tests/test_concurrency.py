@@ -1,0 +1,185 @@
+"""One lock order everywhere (issue 13): the safety actions never deadlock with scans.
+
+Six scanner threads scan the bags of a batch over the API while QA releases it, a
+positive result arrives after its conditional release, or a 100-label reprint sheet
+of its items prints. Before the audit-chain lock was taken last (at commit), these
+failed on PostgreSQL with 503 after seconds of stalled writers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from gmp_mes.audit import Actor, verify_chain
+from gmp_mes.db import Database
+from tests.conftest import ApiClient, sig
+from tests.helpers import count
+from tests.test_qc_fixtures import (  # noqa: F401 - fixtures
+    Lab,
+    lab_fixture,
+    plant_fixture,
+)
+
+SCANNERS = 6
+WARM_UP = 2  # scans per scanner before the operation starts, and again after it ends
+
+
+def _postgresql_only(db: Database) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite serialises every writer on one lock: no row locks, no deadlock")
+
+
+def _payloads(lab: Lab, item_ids: list[str]) -> list[str]:
+    from labels import services as labels
+
+    with lab.plant.app.app_context(), lab.plant.db.transaction(
+        actor=Actor.system("test")
+    ) as s:
+        return [labels.payload_for_item(s, item_id) for item_id in item_ids]
+
+
+class Scanners:
+    """Threads that scan the same bags over and over until stopped."""
+
+    def __init__(self, app: Flask, token: str, payloads: list[str], batch_number: str) -> None:
+        self.app, self.token, self.payloads, self.batch = app, token, payloads, batch_number
+        self.answers: list[list[tuple[int, Any]]] = [[] for _ in range(SCANNERS)]
+        self.stop = threading.Event()
+        self.warm = threading.Barrier(SCANNERS + 1)
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._run, args=(n,)) for n in range(SCANNERS)]
+
+    def _run(self, n: int) -> None:
+        api = ApiClient(self.app.test_client(), self.token)
+        answers = self.answers[n]
+        try:
+            i = n
+            while True:
+                body = {"payload": self.payloads[i % len(self.payloads)],
+                        "workstation": f"SCAN-{n}", "batch_number": self.batch}
+                response = api.post("/api/v1/scans", json=body)
+                answers.append((response.status_code, response.get_json()))
+                i += 1
+                if len(answers) == WARM_UP:
+                    self.warm.wait(timeout=120)
+                if self.stop.is_set() and len(answers) >= self.stopped_at[n] + WARM_UP:
+                    return
+        except BaseException as error:  # reported by the test, never swallowed
+            self.errors.append(error)
+            self.warm.abort()
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        for thread in self.threads:
+            thread.start()
+        self.warm.wait(timeout=120)  # every scanner is scanning
+        try:
+            yield
+        finally:
+            # Each scanner scans a few more times after the operation, so its scans
+            # overlap the whole operation.
+            self.stopped_at = [len(a) for a in self.answers]
+            self.stop.set()
+            for thread in self.threads:
+                thread.join(timeout=300)
+
+    def check(self) -> int:
+        assert not self.errors, self.errors
+        assert not any(t.is_alive() for t in self.threads)
+        statuses = [status for answers in self.answers for status, _ in answers]
+        assert statuses and set(statuses) == {200}, [
+            (s, b) for answers in self.answers for s, b in answers if s != 200][:5]
+        return len(statuses)
+
+
+def _scanning(lab: Lab, login: Callable[..., ApiClient], number: str,
+              item_ids: list[str]) -> Scanners:
+    token = login(lab.plant.operator2).token
+    return Scanners(lab.plant.app, token, _payloads(lab, item_ids), number)
+
+
+def _custody_scans(db: Database) -> int:
+    from sqlalchemy import text
+
+    with db.engine.connect() as c:
+        return c.execute(text("SELECT count(*) FROM custody_event WHERE action = 'scan'")
+                         ).scalar_one()
+
+
+def _chain_intact(db: Database) -> None:
+    with db.engine.connect() as c:
+        result = verify_chain(c)
+    assert result.ok, result.message()
+
+
+@pytest.mark.requirement("SPEC §5")
+def test_qa_release_while_six_threads_scan_the_bags(lab: Lab, login, db) -> None:
+    _postgresql_only(db)
+    number = lab.ready(bags=6)
+    bags = list(lab.items(number))
+    scanners = _scanning(lab, login, number, bags)
+    qa = login(lab.qa)
+    with scanners.running():
+        response = qa.post(f"/api/v1/batches/{number}/release",
+                           json={"signature": sig("released")})
+    assert response.status_code == 201, response.get_json()
+    scans = scanners.check()
+    assert set(lab.items(number).values()) == {"released"}
+    assert _custody_scans(db) == scans
+    _chain_intact(db)
+
+
+@pytest.mark.requirement("SPEC §5 (result after conditional release)")
+def test_positive_result_after_conditional_release_while_scanning(lab: Lab, login, db) -> None:
+    _postgresql_only(db)
+    number = lab.ready(skip=("sterility",), bags=6)
+    lab.release(number, conditional=True, justification="rapidly progressing ALL")
+    bags = list(lab.items(number))
+    scanners = _scanning(lab, login, number, bags)
+    analyst = login(lab.analyst)
+    with scanners.running():
+        response = analyst.post(f"/api/v1/batches/{number}/qc-results", json={
+            "test": "sterility", "outcome": "positive", "signature": sig()})
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["passed"] is False
+    scanners.check()
+    assert set(lab.items(number).values()) == {"blocked"}
+    alerts = login(lab.qa).get("/api/v1/alerts?status=open").get_json()
+    assert [a["kind"] for a in alerts].count("qc_positive_after_release") == 1
+    _chain_intact(db)
+
+
+def test_hundred_label_reprint_sheet_while_scanning(lab: Lab, login, db) -> None:
+    _postgresql_only(db)
+    from identity import services as identity
+    from labels import services as labels
+
+    number = lab.ready(bags=20)
+    bags = list(lab.items(number))
+    with lab.tx(lab.plant.operator) as s:
+        coi_id = identity.get_item(s, bags[0]).coi_id
+        site = identity.get_item(s, bags[0]).site_code
+        samples = [identity.create_item(s, kind="retention_sample", coi_id=coi_id,
+                                        site_code=site, status="available",
+                                        batch_number=number).item_id for _ in range(80)]
+    items = bags + samples
+    with lab.tx(lab.plant.operator) as s:  # the originals: the sheet is a reprint
+        labels.print_sheet(s, items, labels.PrintRequest(format="pdf"),
+                           user_id=lab.plant.operator.user_id)
+    prints = count(db, "label_print")
+    scanners = _scanning(lab, login, number, bags)
+    operator = login(lab.plant.operator)
+    with scanners.running():
+        response = operator.get("/api/v1/labels/sheet", query_string={
+            "items": ",".join(items), "reprint": "true", "reason": "sheet jammed"})
+    assert response.status_code == 200, response.get_data(as_text=True)[:500]
+    assert response.mimetype == "application/pdf" and response.data.startswith(b"%PDF")
+    scanners.check()
+    assert count(db, "label_print") == prints + 100
+    _chain_intact(db)
