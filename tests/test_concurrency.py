@@ -112,14 +112,17 @@ def _custody_scans(db: Database) -> int:
                          ).scalar_one()
 
 
-def _chain_intact(db: Database) -> None:
+def _chain_intact(db: Database, caplog: pytest.LogCaptureFixture) -> None:
     with db.engine.connect() as c:
         result = verify_chain(c)
     assert result.ok, result.message()
+    # Not even a deadlock that the retry at the request boundary would have hidden.
+    retried = [r.getMessage() for r in caplog.records if "concurrent update" in r.getMessage()]
+    assert not retried, retried
 
 
 @pytest.mark.requirement("SPEC §5")
-def test_qa_release_while_six_threads_scan_the_bags(lab: Lab, login, db) -> None:
+def test_qa_release_while_six_threads_scan_the_bags(lab: Lab, login, db, caplog) -> None:
     _postgresql_only(db)
     number = lab.ready(bags=6)
     bags = list(lab.items(number))
@@ -132,11 +135,13 @@ def test_qa_release_while_six_threads_scan_the_bags(lab: Lab, login, db) -> None
     scans = scanners.check()
     assert set(lab.items(number).values()) == {"released"}
     assert _custody_scans(db) == scans
-    _chain_intact(db)
+    _chain_intact(db, caplog)
 
 
 @pytest.mark.requirement("SPEC §5 (result after conditional release)")
-def test_positive_result_after_conditional_release_while_scanning(lab: Lab, login, db) -> None:
+def test_positive_result_after_conditional_release_while_scanning(
+    lab: Lab, login, db, caplog
+) -> None:
     _postgresql_only(db)
     number = lab.ready(skip=("sterility",), bags=6)
     lab.release(number, conditional=True, justification="rapidly progressing ALL")
@@ -152,10 +157,10 @@ def test_positive_result_after_conditional_release_while_scanning(lab: Lab, logi
     assert set(lab.items(number).values()) == {"blocked"}
     alerts = login(lab.qa).get("/api/v1/alerts?status=open").get_json()
     assert [a["kind"] for a in alerts].count("qc_positive_after_release") == 1
-    _chain_intact(db)
+    _chain_intact(db, caplog)
 
 
-def test_hundred_label_reprint_sheet_while_scanning(lab: Lab, login, db) -> None:
+def test_hundred_label_reprint_sheet_while_scanning(lab: Lab, login, db, caplog) -> None:
     _postgresql_only(db)
     from identity import services as identity
     from labels import services as labels
@@ -182,4 +187,4 @@ def test_hundred_label_reprint_sheet_while_scanning(lab: Lab, login, db) -> None
     assert response.mimetype == "application/pdf" and response.data.startswith(b"%PDF")
     scanners.check()
     assert count(db, "label_print") == prints + 100
-    _chain_intact(db)
+    _chain_intact(db, caplog)
