@@ -55,6 +55,7 @@ class GmpFlask(Flask):
             return self._dispatch_once(idempotency)
 
     def _dispatch_once(self, idempotency: Any) -> Any:
+        _precheck_signers()
         replay = idempotency.claim()
         if replay is not None:
             return replay
@@ -68,6 +69,43 @@ class GmpFlask(Flask):
             finally:
                 db_session.close()
         return result
+
+
+def _signers() -> list[tuple[str | None, str]]:
+    """(user name or None for the caller, password) of each signer a request carries:
+    API members ``{"password": ...}`` (``signature``) or ``{"username", "password"}``
+    (``verifier``); page fields ``password`` and ``verifier_username``/``_password``."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        members = body.values() if isinstance(body, dict) else ()
+        return [(m.get("username") if isinstance(m.get("username"), str) else None,
+                 m["password"]) for m in members
+                if isinstance(m, dict) and isinstance(m.get("password"), str)]
+    form = request.form
+    pairs: list[tuple[str | None, str]] = []
+    if "password" in form:
+        pairs.append((None, form["password"]))
+    if "verifier_password" in form and form.get("verifier_username"):
+        pairs.append((form["verifier_username"], form["verifier_password"]))
+    return pairs
+
+
+def _precheck_signers() -> None:
+    """Check the signers' passwords before the write transaction begins (issue 13):
+    Argon2 must not run under the SQLite writer lock or PostgreSQL row locks. ``sign``
+    uses the verdicts (:func:`gmp_mes.signatures.precheck`)."""
+    from gmp_mes import signatures
+
+    user = g.get("user")
+    if request.method in SAFE_METHODS or user is None:
+        return
+    pairs = _signers()
+    if not pairs:
+        return
+    session = db_session()
+    with _lookup_connection() as connection:
+        for username, password in pairs[:4]:  # a request signs at most twice
+            signatures.precheck(session, connection, username or user.username, password)
 
 
 def commit_unit_of_work() -> None:

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, flash, g, redirect, render_template, requ
 from marshmallow import ValidationError
 
 from gmp_mes.errors import DomainError
-from gmp_mes.http import _rollback, db_session, roles_required
+from gmp_mes.http import _rollback, commit_unit_of_work, db_session, roles_required
 from labels import services
 from labels.schemas import LabelQuerySchema, SheetQuerySchema, VoidSchema
 
@@ -47,6 +47,7 @@ def print_label(item_id: str) -> Response:
         return _problem(item_id, f"label not printed: {_messages(exc)}")
     except DomainError as exc:
         return _problem(item_id, f"label not printed: {exc.detail}")
+    commit_unit_of_work()  # the print is recorded; render with no lock held
     response = Response(printed.content, mimetype=printed.media_type)
     response.headers["Content-Disposition"] = f'attachment; filename="{printed.filename}"'
     response.headers["Cache-Control"] = "no-store"
@@ -124,6 +125,7 @@ def sheet_print() -> Response:
         _rollback()
         flash(f"sheet not printed: {exc.detail}", "error")
         return back  # type: ignore[return-value]
+    commit_unit_of_work()  # the print is recorded; render with no lock held
     response = Response(printed.content, mimetype=printed.media_type)
     response.headers["Content-Disposition"] = f'attachment; filename="{printed.filename}"'
     response.headers["Cache-Control"] = "no-store"

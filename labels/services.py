@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 
 from flask import current_app, has_app_context
@@ -232,11 +234,19 @@ class PrintRequest:
 
 @dataclass(frozen=True)
 class PrintedLabel:
+    """A recorded print. ``content`` is rendered on first use: the boundary commits the
+    print record first (``gmp_mes.http.commit_unit_of_work``), so the slow rendering of a
+    sheet holds neither the SQLite writer lock nor PostgreSQL row locks (issue 13)."""
+
     labels: list[LabelPrint]
-    content: bytes
+    render: Callable[[], bytes]
     media_type: str
     filename: str
     payloads: list[str]
+
+    @cached_property
+    def content(self) -> bytes:
+        return self.render()
 
 
 @dataclass(frozen=True)
@@ -377,14 +387,16 @@ def print_label(
     with audit.reason(session, request.reason):
         label, view = _prepare(session, item_id, request, user_id)
         session.flush()
-    if request.format == "png":
-        content = render.render_png(view)
-    elif request.format == "svg":
-        content = render.render_svg(view).encode("utf-8")
-    elif request.format == "pdf":
-        content = render.render_pdf(view)
-    else:
-        content = render.render_zpl(view, dpi=request.dpi, copies=request.copies).encode("utf-8")
+
+    def content() -> bytes:
+        if request.format == "png":
+            return render.render_png(view)
+        if request.format == "svg":
+            return render.render_svg(view).encode("utf-8")
+        if request.format == "pdf":
+            return render.render_pdf(view)
+        return render.render_zpl(view, dpi=request.dpi, copies=request.copies).encode("utf-8")
+
     return PrintedLabel(
         [label],
         content,
@@ -413,10 +425,10 @@ def print_sheet(
         session.flush()
     order = {item_id: n for n, item_id in enumerate(unique)}
     pairs = sorted(zip(labels, views, strict=True), key=lambda p: order[p[0].item_id])
-    content = render.render_pdf_sheet([v for _, v in pairs], request.paper)
+    sheet = [v for _, v in pairs]
     return PrintedLabel(
         [label for label, _ in pairs],
-        content,
+        lambda: render.render_pdf_sheet(sheet, request.paper),
         MEDIA_TYPES["pdf"],
         f"labels_{len(pairs)}_{request.paper}.pdf",
         [v.payload for _, v in pairs],

@@ -188,3 +188,89 @@ def test_hundred_label_reprint_sheet_while_scanning(lab: Lab, login, db, caplog)
     scanners.check()
     assert count(db, "label_print") == prints + 100
     _chain_intact(db, caplog)
+
+
+# --- slow work outside the write transaction ---------------------------------------------
+
+def _assert_no_write_lock(db: Database, table: str, column: str, keys: list[str]) -> None:
+    """Called from inside a request: nobody holds the SQLite writer lock, and on
+    PostgreSQL the rows are not locked (a NOWAIT lock from another connection succeeds)."""
+    from sqlalchemy import text
+
+    from gmp_mes import db as db_module
+
+    if db.dialect == "sqlite":
+        assert not db_module._writer_owners, "the SQLite writer lock is held"
+        return
+    with db.engine.connect() as c:
+        c.execute(text(f"SELECT 1 FROM {table} WHERE {column} = ANY(:keys) FOR UPDATE NOWAIT"),
+                  {"keys": keys})
+        c.rollback()
+
+
+def test_label_sheet_renders_after_its_prints_are_committed(lab: Lab, login, db,
+                                                            monkeypatch) -> None:
+    from labels import render
+
+    number = lab.ready(bags=3)
+    bags = list(lab.items(number))
+    original = render.render_pdf_sheet
+    rendered: list[int] = []
+
+    def render_sheet(views: Any, paper: str) -> bytes:
+        _assert_no_write_lock(db, "item", "item_id", bags)
+        assert count(db, "label_print") == len(bags)  # the prints are already committed
+        rendered.append(len(views))
+        return original(views, paper)
+
+    monkeypatch.setattr(render, "render_pdf_sheet", render_sheet)
+    response = login(lab.plant.operator).get("/api/v1/labels/sheet",
+                                             query_string={"items": ",".join(bags)})
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    assert response.data.startswith(b"%PDF") and rendered == [3]
+
+
+def test_signer_passwords_are_checked_before_the_write_transaction(lab: Lab, login, db,
+                                                                   monkeypatch) -> None:
+    from gmp_mes import signatures
+
+    plant = lab.plant
+
+    def at_critical_step() -> tuple[str, Any]:
+        number = plant.start()
+        steps = plant.definition(number).steps
+        first_critical = next(i for i, s in enumerate(steps) if s.critical)
+        if first_critical:
+            plant.run_to(number, steps[first_critical - 1].code)
+        return number, steps[first_critical]
+
+    number, step = at_critical_step()
+    other, _ = at_critical_step()
+    original = signatures.check_password
+    checks: list[bool] = []
+
+    def check(stored: str | None, password: str) -> bool:
+        _assert_no_write_lock(db, "batch", "batch_number", [number, other])
+        checks.append(original(stored, password))
+        return checks[-1]
+
+    monkeypatch.setattr(signatures, "check_password", check)
+    body = {"values": _good(step), "signature": sig(),
+            "verifier": {"username": plant.operator2.username,
+                         "password": plant.operator2.password}}
+    response = login(plant.operator).post(f"/api/v1/batches/{number}/steps/{step.code}",
+                                          json=body)
+    assert response.status_code == 201, response.get_json()
+    assert checks == [True, True]  # performer and verifier, each hashed once, before
+    checks.clear()
+    body["verifier"]["password"] = "wrong-password-1"
+    response = login(plant.operator).post(f"/api/v1/batches/{other}/steps/{step.code}",
+                                          json=body)
+    assert response.status_code == 401, response.get_json()
+    assert checks == [True, False]  # no second hashing under the lock for the refusal
+
+
+def _good(step: Any) -> dict[str, Any]:
+    from tests.test_batches_fixtures import good_values
+
+    return good_values(step)
