@@ -20,6 +20,7 @@ from gmp_mes.audit import Actor, verify_chain
 from gmp_mes.db import Database
 from tests.conftest import ApiClient, sig
 from tests.helpers import count
+from tests.test_identity_fixtures import world_fixture  # noqa: F401 - fixture
 from tests.test_qc_fixtures import (  # noqa: F401 - fixtures
     Lab,
     lab_fixture,
@@ -274,3 +275,34 @@ def _good(step: Any) -> dict[str, Any]:
     from tests.test_batches_fixtures import good_values
 
     return good_values(step)
+
+
+# --- concurrent enrolment of one MRN -----------------------------------------------------
+
+def test_losing_concurrent_enrolments_get_already_enrolled_with_the_coi(world, app,
+                                                                         login) -> None:
+    from tests.test_identity_fixtures import TREATMENT
+
+    token = login(world.clinician).token
+    body = {"given_name": "Ada", "family_name": "Lovelace", "date_of_birth": "1970-05-17",
+            "mrn": "RACE-0001", "treatment_site": TREATMENT}
+    attempts = 6
+    barrier = threading.Barrier(attempts)
+    answers: list[Any] = [None] * attempts
+
+    def enrol(n: int) -> None:
+        api = ApiClient(app.test_client(), token)
+        barrier.wait()
+        response = api.post("/api/v1/patients", json=body)
+        answers[n] = (response.status_code, response.get_json())
+
+    threads = [threading.Thread(target=enrol, args=(n,)) for n in range(attempts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    created = [a for status, a in answers if status == 201]
+    assert len(created) == 1, answers
+    losers = [(status, a.get("code"), a.get("coi_id")) for status, a in answers if status != 201]
+    assert losers == [(409, "already_enrolled", created[0]["coi_id"])] * (attempts - 1), answers
+    assert count(world.db, "patient") == 1
