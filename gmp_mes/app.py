@@ -13,7 +13,7 @@ from flask_smorest import Api
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from gmp_mes import http
+from gmp_mes import http, idempotency
 from gmp_mes.db import Database
 from gmp_mes.schemas import ProblemSchema
 from gmp_mes.settings import Settings, load_settings
@@ -63,6 +63,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["gmp_mes.jobs"] = []
     http.install(app)
     api = ProblemApi(app)
+    header = idempotency.plugin()  # Idempotency-Key documented on every POST (SPEC §7)
+    header.init_spec(api.spec)
+    api.spec.plugins.append(header)
     _register_core(app, api)
     for name in DOMAINS:
         importlib.import_module(name).init_app(app, api)

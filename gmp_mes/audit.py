@@ -4,11 +4,17 @@
 audit trails of operator entries and actions that create, modify or delete
 records; changes must not obscure previously recorded information.
 
-Events are written by a ``after_flush`` hook in the same transaction as the
-change they describe, so a record and its event commit together or not at all.
+Events are collected as the transaction runs (an ``after_flush`` hook, explicit
+:func:`record` calls) and appended to the chain in a ``before_commit`` step of the
+same transaction, so a record and its event commit together or not at all.
 Each event's hash covers the previous event's hash and its own canonical JSON.
 Writers are serialised while they extend the chain: a transaction-scoped
 advisory lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite.
+
+Lock order: the chain lock is the last lock a transaction takes, just before
+COMMIT, after every row lock of its work. A transaction holding it waits for
+nothing else, so it can never close a deadlock cycle with a scan or any other
+writer (issue 13), and it is held for the append alone.
 """
 
 from __future__ import annotations
@@ -164,45 +170,61 @@ def _jsonable_flat(value: Any) -> Any:
 def record_many(session: Session, entries: Iterable[Entry]) -> int:
     """Append many events in one statement: set-based writers (the expiry sweep).
 
-    Same chain as :func:`record`: the chain lock is taken, the head is read once,
-    and every event gets the next ``seq``, the previous event's hash and its own
-    hash, in order. All events of one call carry the same time stamp (they
-    describe one instant: the sweep's ``now``). Returns the number of events.
+    Same chain as :func:`record`. The events are queued with their actor and reason
+    and appended at commit (:func:`append_queued`): the chain lock is taken, the head
+    is read once, and every event gets the next ``seq``, the previous event's hash and
+    its own hash, in order. Returns the number of events.
     """
     entries = list(entries)
     if not entries:
         return 0
     actor = _actor(session)
+    _queue(session).append((actor, session.info.get("audit_reason"), entries))
+    return len(entries)
+
+
+def _queue(session: Session) -> list[tuple[Actor, str | None, list[Entry]]]:
+    return session.info.setdefault("audit_queue", [])
+
+
+def append_queued(session: Session) -> int:
+    """Extend the chain with the events queued in this transaction (run before COMMIT).
+
+    Takes the chain lock, so it is the last lock of the transaction; every event of one
+    append carries the same time stamp, taken under the lock, so the time stamps follow
+    the chain's order. Returns the number of events written."""
+    queued = session.info.pop("audit_queue", None)
+    if not queued:
+        return 0
     connection = _lock_chain(session)
     last = head(connection)
     seq, prev_hash = (last.seq, last.hash) if last else (0, GENESIS_HASH)
-    at = utcnow()
-    at_text = format_time(at)
-    default_reason = session.info.get("audit_reason")
+    at_text = format_time(utcnow())
     dumps = _RECORD_ENCODER.encode
     sha256 = hashlib.sha256
     rows = []
-    for entry in entries:
-        seq += 1
-        why = entry.reason if entry.reason is not None else default_reason
-        # Must stay byte-identical to the body written by _append (verify_chain checks it).
-        record_text = dumps(
-            {
-                "seq": seq,
-                "at": at_text,
-                "user_id": actor.user_id,
-                "username": actor.username,
-                "action": entry.action,
-                "entity_type": entry.entity_type,
-                "entity_id": entry.entity_id,
-                "reason": why,
-                "old": _jsonable_flat(entry.old),
-                "new": _jsonable_flat(entry.new),
-            }
-        )
-        hash_ = sha256((prev_hash + record_text).encode()).hexdigest()
-        rows.append((seq, record_text, prev_hash, hash_))
-        prev_hash = hash_
+    for actor, default_reason, entries in queued:
+        for entry in entries:
+            seq += 1
+            why = entry.reason if entry.reason is not None else default_reason
+            # Must stay byte-identical to the body verify_chain checks.
+            record_text = dumps(
+                {
+                    "seq": seq,
+                    "at": at_text,
+                    "user_id": actor.user_id,
+                    "username": actor.username,
+                    "action": entry.action,
+                    "entity_type": entry.entity_type,
+                    "entity_id": entry.entity_id,
+                    "reason": why,
+                    "old": _jsonable_flat(entry.old),
+                    "new": _jsonable_flat(entry.new),
+                }
+            )
+            hash_ = sha256((prev_hash + record_text).encode()).hexdigest()
+            rows.append((seq, record_text, prev_hash, hash_))
+            prev_hash = hash_
     _insert_rows(connection, rows)
     return len(rows)
 
@@ -307,13 +329,27 @@ def _before_delete(_mapper: Any, _connection: Any, target: Audited) -> None:
 @event.listens_for(Session, "after_soft_rollback")
 def _forget_pending(session: Session, _previous: Any) -> None:
     session.info.pop("audit_pending", None)
+    session.info.pop("audit_queue", None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_queue(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:  # the outermost transaction ended: nothing carries over
+        session.info.pop("audit_queue", None)
 
 
 @event.listens_for(Session, "after_flush")
 def _audit_flush(session: Session, _context: Any) -> None:
-    """Write the events collected by the mapper hooks, inside the same transaction."""
+    """Queue the events collected by the mapper hooks, for this transaction's commit."""
     pending = session.info.pop("audit_pending", [])
     _append(session, pending)
+
+
+@event.listens_for(Session, "before_commit")
+def _append_before_commit(session: Session) -> None:
+    """The last work of a transaction: flush what is left, then extend the chain."""
+    session.flush()
+    append_queued(session)
 
 
 @dataclass

@@ -50,7 +50,16 @@ def unit_of_work(actor: Actor | None = None) -> Iterator[Session]:
         fields = "; ".join(f"{k}: {', '.join(v)}" for k, v in (exc.errors or {}).items())
         raise click.ClickException(f"{exc.detail}{' (' + fields + ')' if fields else ''}") from exc
     except DBAPIError as exc:
-        raise click.ClickException(f"database error: {exc.orig}") from exc
+        raise click.ClickException(_database_message(exc)) from exc
+
+
+def _database_message(exc: DBAPIError) -> str:
+    from gmp_mes.db import is_retryable
+
+    if is_retryable(exc):
+        return ("concurrent update: other changes to the same records were made at the same "
+                f"moment and this one was undone; nothing was saved: run it again ({exc.orig})")
+    return f"database error: {exc.orig}"
 
 
 def read_password(from_stdin: bool, prompt: str = "Password", confirm: bool = False) -> str:
@@ -70,7 +79,7 @@ def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except (DomainError, SettingsError, OSError) as exc:
             raise click.ClickException(str(exc)) from exc
         except DBAPIError as exc:
-            raise click.ClickException(f"database error: {exc.orig}") from exc
+            raise click.ClickException(_database_message(exc)) from exc
 
     return wrapper
 

@@ -236,12 +236,30 @@ class Database:
         self.engine.dispose()
 
 
-def lock_rows(statement: Select[Any], of: Any) -> Select[Any]:
+def lock_rows(statement: Select[Any], of: Any, *, key_changes: bool = False) -> Select[Any]:
     """``statement`` locking the rows of ``of`` until commit, and re-reading them: the
-    session may hold an older copy loaded before the lock was granted."""
-    return statement.with_for_update(of=of).execution_options(populate_existing=True)
+    session may hold an older copy loaded before the lock was granted.
+
+    On PostgreSQL the lock is ``FOR NO KEY UPDATE`` unless ``key_changes`` (the primary
+    key or a referenced unique key is to change): it does not conflict with the
+    ``FOR KEY SHARE`` lock a scan's custody INSERT takes on its item through the foreign
+    key, so locking a batch's bags never waits for the scanners. Lock order (issue 13):
+    row locks first, in a stable order (``ORDER BY`` the key when locking many), the
+    audit-chain lock last, at commit (:mod:`gmp_mes.audit`)."""
+    return statement.with_for_update(of=of, key_share=not key_changes).execution_options(
+        populate_existing=True)
 
 
 def throwaway_engine(url: str) -> Engine:
     """An engine without pooling, for administrative one-off connections."""
     return create_engine(url, poolclass=NullPool)
+
+
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled
+# back whole, so running it again is safe and may succeed.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_retryable(error: BaseException) -> bool:
+    """A deadlock or serialization failure (a ``DBAPIError`` wrapping it)."""
+    return getattr(getattr(error, "orig", None), "sqlstate", None) in RETRYABLE_SQLSTATES

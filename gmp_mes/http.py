@@ -24,7 +24,7 @@ from gmp_mes import accounts
 from gmp_mes.accounts import Principal
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
-from gmp_mes.db import Database
+from gmp_mes.db import Database, is_retryable
 from gmp_mes.errors import DomainError, Forbidden, Unauthenticated
 
 log = logging.getLogger("gmp_mes")
@@ -34,17 +34,90 @@ PROBLEM_JSON = "application/problem+json"
 
 
 class GmpFlask(Flask):
-    """Flask whose request boundary commits the unit of work after a successful view."""
+    """Flask whose request boundary commits the unit of work after a successful view.
+
+    An API POST with an ``Idempotency-Key`` is claimed first and its answer stored in
+    the same transaction (:mod:`gmp_mes.idempotency`). A deadlock or serialization
+    failure rolls the whole unit of work back; it is run once more, and a second
+    failure is answered 503 ``concurrent_update`` (:func:`handle_database_error`)."""
 
     def dispatch_request(self) -> Any:  # type: ignore[override]
+        from gmp_mes import idempotency
+
+        try:
+            return self._dispatch_once(idempotency)
+        except DBAPIError as error:
+            if not is_retryable(error):
+                raise
+            log.warning("concurrent update (%s), running the request once more", error.orig)
+            _rollback()
+            idempotency.forget_claim()
+            return self._dispatch_once(idempotency)
+
+    def _dispatch_once(self, idempotency: Any) -> Any:
+        _precheck_signers()
+        replay = idempotency.claim()
+        if replay is not None:
+            return replay
         result = super().dispatch_request()
         db_session: Session | None = g.pop("db_session", None)
         if db_session is not None:
             try:
+                if "idempotency" in g:
+                    result = idempotency.store(db_session, self.make_response(result))
                 db_session.commit()
             finally:
                 db_session.close()
         return result
+
+
+def _signers() -> list[tuple[str | None, str]]:
+    """(user name or None for the caller, password) of each signer a request carries:
+    API members ``{"password": ...}`` (``signature``) or ``{"username", "password"}``
+    (``verifier``); page fields ``password`` and ``verifier_username``/``_password``."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        members = body.values() if isinstance(body, dict) else ()
+        return [(m.get("username") if isinstance(m.get("username"), str) else None,
+                 m["password"]) for m in members
+                if isinstance(m, dict) and isinstance(m.get("password"), str)]
+    form = request.form
+    pairs: list[tuple[str | None, str]] = []
+    if "password" in form:
+        pairs.append((None, form["password"]))
+    if "verifier_password" in form and form.get("verifier_username"):
+        pairs.append((form["verifier_username"], form["verifier_password"]))
+    return pairs
+
+
+def _precheck_signers() -> None:
+    """Check the signers' passwords before the write transaction begins (issue 13):
+    Argon2 must not run under the SQLite writer lock or PostgreSQL row locks. ``sign``
+    uses the verdicts (:func:`gmp_mes.signatures.precheck`)."""
+    from gmp_mes import signatures
+
+    user = g.get("user")
+    if request.method in SAFE_METHODS or user is None:
+        return
+    pairs = _signers()
+    if not pairs:
+        return
+    session = db_session()
+    with _lookup_connection() as connection:
+        for username, password in pairs[:4]:  # a request signs at most twice
+            signatures.precheck(session, connection, username or user.username, password)
+
+
+def commit_unit_of_work() -> None:
+    """Commit the request's changes now, before slow work that needs no lock (rendering
+    a label sheet): on SQLite the writer lock, on PostgreSQL the row locks, are released.
+    What follows must not write; the boundary has nothing left to commit."""
+    s: Session | None = g.pop("db_session", None)
+    if s is not None:
+        try:
+            s.commit()
+        finally:
+            s.close()
 
 
 def database(app: Flask | None = None) -> Database:
@@ -262,22 +335,32 @@ def undo_failed_form(error: DomainError) -> None:
     run_follow_up(error)
 
 
-def run_follow_up(error: DomainError) -> None:
-    if error.follow_up is None:
+def run_follow_up(error: DomainError, answer: Response | None = None) -> None:
+    """The follow-up of a refusal, in its own transaction; with it, the refusal's
+    ``answer`` for the request's ``Idempotency-Key`` (when one was claimed)."""
+    from gmp_mes import idempotency
+
+    keep = idempotency.keeper(answer) if answer is not None else None
+    if error.follow_up is None and keep is None:
         return
     with database().transaction(actor=Actor.system("security")) as s:
-        error.follow_up(s)
+        if error.follow_up is not None:
+            error.follow_up(s)
+        if keep is not None:
+            keep(s)
 
 
 def handle_domain_error(error: DomainError) -> Response:
     _rollback()
-    run_follow_up(error)
     if _wants_html():
+        run_follow_up(error)
         return _html_error(error.status, error.title, error.detail)
-    return problem(
+    answer = problem(
         error.status, error.code, error.title, error.detail, errors=error.errors,
         extra=error.extra, headers=error.headers,
     )
+    run_follow_up(error, answer)
+    return answer
 
 
 def handle_http_exception(error: HTTPException) -> Response:
@@ -322,6 +405,16 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
 
 def handle_database_error(error: DBAPIError) -> Response:
     _rollback()
+    if is_retryable(error):
+        log.error("concurrent update, failed twice: %s", error.orig)
+        return problem(
+            503,
+            "concurrent_update",
+            "Concurrent update",
+            "other changes to the same records were made at the same moment and this one "
+            "was undone twice; nothing was saved: try again",
+            headers={"Retry-After": "1"},
+        )
     if isinstance(error, IntegrityError):
         log.warning("integrity conflict: %s", error.orig)
         return problem(

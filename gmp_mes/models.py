@@ -212,3 +212,31 @@ class AuditEvent(Base):
     entity_type: Mapped[str] = mapped_column(String(40), Computed("record ->> 'entity_type'"))
     entity_id: Mapped[str] = mapped_column(String(80), Computed("record ->> 'entity_id'"))
     reason: Mapped[str | None] = mapped_column(Text, Computed("record ->> 'reason'"))
+
+
+class IdempotencyKey(Base):
+    """The first answer to an API POST sent with an ``Idempotency-Key`` (SPEC §7).
+
+    Written in the same transaction as the request's own changes, so it exists exactly
+    when they were committed; ``status`` is NULL while that transaction is in progress.
+    ``fingerprint`` is an HMAC (keyed with the application secret) of the method, path
+    and body, so a repeat can be told from a different request reusing the key without
+    keeping the body (it may hold a signature password). Not a GMP record: a technical
+    memo of an answer, whose writes are audited on their own.
+    """
+
+    __tablename__ = "idempotency_key"
+    __table_args__ = (
+        Index("uq_idempotency_key_user_id_key", "user_id", "key", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    key: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(500))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int | None] = mapped_column(Integer)
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -48,11 +48,23 @@ def job_name(job: Any) -> str:
 def run_jobs(app: Flask) -> RunResult:
     """Run every registered job once, each in its own transaction; one failing job
     neither stops the others nor undoes what they committed."""
+    from gmp_mes.db import is_retryable
+
     result = RunResult()
     for job in app.extensions["gmp_mes.jobs"]:
         try:
             with app.app_context():
-                result.changes.extend(job(app) or [])
+                try:
+                    changes = job(app) or []
+                except DBAPIError as error:
+                    if not is_retryable(error):
+                        raise
+                    # A deadlock or serialization failure undid the job's transaction
+                    # whole: run it once more.
+                    log.warning("scheduler job %s: concurrent update, running it once more",
+                                job_name(job))
+                    changes = job(app) or []
+                result.changes.extend(changes)
         except Exception:  # reported (logged and returned), never silently dropped
             log.exception("scheduler job %s failed", job_name(job))
             result.failed.append(job_name(job))

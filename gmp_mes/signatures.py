@@ -10,11 +10,14 @@ generic refusal whatever went wrong, so the field reveals neither who exists nor
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from gmp_mes import audit
@@ -55,7 +58,7 @@ def sign(
         raise AccountLocked(f"account {user.username} is locked; it cannot sign")
     if not user.active:
         raise AccountInactive(f"account {user.username} is deactivated; it cannot sign")
-    if not check_password(user.password_hash, given.password or ""):
+    if not _password_ok(session, user, given.password or ""):
         raise SignatureRejected(
             "password does not match: nothing was signed",
             errors={"signature.password": ["wrong password"]},
@@ -125,6 +128,39 @@ def _execute(
     session.add(signature)
     session.flush()
     return signature
+
+
+# --- password checks done before the write transaction (issue 13) ------------------------
+#
+# Argon2 is slow on purpose. Checked inside a write transaction it would hold the SQLite
+# writer lock (every station waits) or PostgreSQL row locks. The HTTP edge checks the
+# passwords a request carries first, on a read connection (:func:`precheck`); ``sign``
+# then finds the verdict for exactly that stored hash and password and does not hash
+# again. A password changed in between gives another stored hash: checked afresh.
+
+PRECHECKED = "prechecked_passwords"
+_KEY = secrets.token_bytes(32)  # the verdicts are keyed per process, held per session
+
+
+def _token(stored_hash: str | None, password: str) -> bytes:
+    return hmac.new(_KEY, f"{stored_hash}\0{password}".encode(), hashlib.sha256).digest()
+
+
+def precheck(session: Session, connection: Connection, username: str, password: str) -> None:
+    """Check ``username``'s password on ``connection`` (a read, outside the write
+    transaction) and keep the verdict in ``session`` for :func:`sign`."""
+    stored = connection.execute(
+        select(User.password_hash).where(User.username == username.strip().lower())
+    ).scalar()
+    if stored is None:
+        return
+    session.info.setdefault(PRECHECKED, {})[_token(stored, password)] = check_password(
+        stored, password)
+
+
+def _password_ok(session: Session, user: User, password: str) -> bool:
+    verdict = session.info.get(PRECHECKED, {}).get(_token(user.password_hash, password))
+    return check_password(user.password_hash, password) if verdict is None else verdict
 
 
 def still_binds(signature: Signature, content: Any) -> bool:

@@ -17,6 +17,7 @@ from typing import Any, Protocol, cast
 
 from flask import current_app, has_app_context
 from sqlalchemy import bindparam, func, select
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -542,6 +543,19 @@ def _next_coi(session: Session, facility_id: str, year: int) -> str:
     return coi.make_coi(facility_id, year, value)
 
 
+# Advisory locks of enrolments (two-key form: apart from the chain's one-key lock).
+ENROL_LOCK_CLASS = 7_470_003
+
+
+def _lock_mrn(session: Session, site_code: str, mrn: str) -> None:
+    """Serialise enrolments of one MRN at one site until commit (PostgreSQL; on SQLite the
+    writer lock already does): the loser then sees the winner's patient and gets
+    ``already_enrolled`` with its COI, never a bare unique-constraint conflict."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sql_text("SELECT pg_advisory_xact_lock(:cls, hashtext(:key))"),
+                        {"cls": ENROL_LOCK_CLASS, "key": f"{site_code}\x1f{mrn}"})
+
+
 def enrol_patient(
     session: Session,
     *,
@@ -582,6 +596,7 @@ def enrol_patient(
     if errors:
         raise ValidationFailed("invalid enrolment", errors=errors)
     assert site is not None
+    _lock_mrn(session, site.code, mrn)
     existing = session.scalar(
         select(Patient).where(Patient.treatment_site == site.code, Patient.mrn == mrn)
     )

@@ -8,7 +8,7 @@ from flask import Response, g
 from flask_smorest import Blueprint
 from marshmallow import RAISE
 
-from gmp_mes.http import db_session, roles_required, writes
+from gmp_mes.http import commit_unit_of_work, db_session, roles_required, writes
 from labels import services
 from labels.schemas import (
     LabelQuerySchema,
@@ -54,6 +54,7 @@ def item_label(query: dict[str, Any], item_id: str) -> Response:
     printed = services.print_label(
         db_session(), item_id, services.PrintRequest(**query), user_id=g.user.id
     )
+    commit_unit_of_work()  # the print is recorded; render with no lock held
     return _file(printed)
 
 
@@ -68,6 +69,7 @@ def label_sheet(query: dict[str, Any]) -> Response:
     printed = services.print_sheet(
         db_session(), items, services.PrintRequest(format="pdf", **query), user_id=g.user.id
     )
+    commit_unit_of_work()  # the prints are recorded; render the sheet with no lock held
     return _file(printed)
 
 

@@ -19,7 +19,7 @@ from marshmallow import ValidationError
 from sqlalchemy.orm import Session
 
 from gmp_mes.errors import DomainError, NotFound
-from gmp_mes.http import _rollback, db_session, roles_required
+from gmp_mes.http import _rollback, commit_unit_of_work, db_session, roles_required
 from gmp_mes.schemas import form_fields
 from labels import services
 from labels.schemas import LabelQuerySchema, ReplaceSchema, SheetQuerySchema, VoidSchema
@@ -51,6 +51,7 @@ def print_label(item_id: str) -> Response:
         return _problem(item_id, f"label not printed: {_messages(exc)}")
     except DomainError as exc:
         return _problem(item_id, f"label not printed: {exc.detail}")
+    commit_unit_of_work()  # the print is recorded; render with no lock held
     response = Response(printed.content, mimetype=printed.media_type)
     response.headers["Content-Disposition"] = f'attachment; filename="{printed.filename}"'
     response.headers["Cache-Control"] = "no-store"
@@ -216,6 +217,7 @@ def sheet_print() -> Response:
         _rollback()
         flash(f"sheet not printed: {exc.detail}", "error")
         return back  # type: ignore[return-value]
+    commit_unit_of_work()  # the print is recorded; render with no lock held
     response = Response(printed.content, mimetype=printed.media_type)
     response.headers["Content-Disposition"] = f'attachment; filename="{printed.filename}"'
     response.headers["Cache-Control"] = "no-store"

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 
 from flask import current_app, has_app_context
@@ -290,11 +292,19 @@ class PrintRequest:
 
 @dataclass(frozen=True)
 class PrintedLabel:
+    """A recorded print. ``content`` is rendered on first use: the boundary commits the
+    print record first (``gmp_mes.http.commit_unit_of_work``), so the slow rendering of a
+    sheet holds neither the SQLite writer lock nor PostgreSQL row locks (issue 13)."""
+
     labels: list[LabelPrint]
-    content: bytes
+    render: Callable[[], bytes]
     media_type: str
     filename: str
     payloads: list[str]
+
+    @cached_property
+    def content(self) -> bytes:
+        return self.render()
 
 
 @dataclass(frozen=True)
@@ -500,7 +510,7 @@ def _printed(
     first = labels[0]
     return PrintedLabel(
         labels,
-        _render(views, request),
+        lambda: _render(views, request),
         MEDIA_TYPES[request.format],
         f"{first.item_id}_{first.label_id}.{request.format}",
         [view.payload for view in views],
@@ -528,10 +538,10 @@ def print_sheet(
         session.flush()
     order = {item_id: n for n, item_id in enumerate(unique)}
     pairs = sorted(zip(labels, views, strict=True), key=lambda p: order[p[0].item_id])
-    content = render.render_pdf_sheet([v for _, v in pairs], request.paper)
+    sheet = [v for _, v in pairs]
     return PrintedLabel(
         [label for label, _ in pairs],
-        content,
+        lambda: render.render_pdf_sheet(sheet, request.paper),
         MEDIA_TYPES["pdf"],
         f"labels_{len(pairs)}_{request.paper}.pdf",
         [v.payload for _, v in pairs],

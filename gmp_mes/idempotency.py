@@ -1,0 +1,191 @@
+"""Idempotent API POSTs (SPEC §7): the ``Idempotency-Key`` header.
+
+A scanner or bedside device that lost an answer sends the same request again with the
+same key; it gets the first answer back and nothing is written twice.
+
+- The key is claimed (a row of ``idempotency_key``, per user and key) in the request's
+  own transaction before the view runs, and the answer is stored in it just before
+  COMMIT: the key exists exactly when the request's changes were committed.
+- A repeat by the same user with the same key and the same request (method, path,
+  body) gets the stored answer (header ``Idempotent-Replayed: true``); with another
+  request it is refused, 422 ``idempotency_key_reused``.
+- Concurrent duplicates: on PostgreSQL the second INSERT of the key waits on the unique
+  index for the first transaction, then finds its answer (or, if it rolled back,
+  runs itself); on SQLite writers are serialised anyway. A key whose first request is
+  still running elsewhere answers 409 ``idempotency_in_progress``.
+- A refusal the service decided (4xx domain error) is kept too, in the transaction of
+  its follow-up (a refused administration's verdict, a failed signature): a retry does
+  not record it twice. Validation errors of the body and 5xx answers are not kept: the
+  retry runs again.
+- Unauthenticated POSTs (token, password change) have no user to key on: the header is
+  ignored there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+from flask import Response, current_app, g, request
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from gmp_mes.clock import utcnow
+from gmp_mes.models import IdempotencyKey
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 200
+DESCRIPTION = (
+    "Optional. A client-chosen unique key (1-200 printable ASCII characters) for this "
+    "request. A repeat with the same key by the same user returns the first answer "
+    "(marked `Idempotent-Replayed: true`) and writes nothing new; the same key with a "
+    "different request gives 422 `idempotency_key_reused`, and while the first request "
+    "is still running 409 `idempotency_in_progress`. Ignored on unauthenticated POSTs."
+)
+PARAMETER = {
+    "in": "header",
+    "name": HEADER,
+    "required": False,
+    "description": DESCRIPTION,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+}
+
+
+def _applies() -> bool:
+    return request.method == "POST" and request.path.startswith("/api/")
+
+
+def _fingerprint() -> str:
+    secret = str(current_app.config["SECRET_KEY"]).encode()
+    message = b"\0".join((request.method.encode(), request.full_path.encode(),
+                          request.get_data(cache=True)))
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def _insert(session: Session) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def _find(session: Session, user_id: int, key: str) -> IdempotencyKey | None:
+    return session.scalar(
+        select(IdempotencyKey)
+        .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
+        .execution_options(populate_existing=True)
+    )
+
+
+def _claim_row(session: Session, values: dict[str, Any]) -> int | None:
+    table = IdempotencyKey.__table__
+    statement = (
+        _insert(session)(table).values(**values)
+        .on_conflict_do_nothing(index_elements=["user_id", "key"])
+        .returning(table.c.id)
+    )
+    return session.execute(statement).scalar()
+
+
+def claim() -> Response | None:
+    """Before the view: claim the request's key, or answer with what is stored for it.
+
+    Returns None when the view is to run (no key, or the key is new and now claimed)."""
+    from gmp_mes.http import current_user, db_session, problem
+
+    if not _applies() or HEADER not in request.headers:
+        return None
+    user = current_user()
+    if user is None:
+        return None
+    key = request.headers[HEADER]
+    if not 0 < len(key) <= MAX_KEY_LENGTH or not (key.isascii() and key.isprintable()):
+        return problem(400, "idempotency_key_invalid", "Bad request",
+                       f"the {HEADER} header must be 1 to {MAX_KEY_LENGTH} printable "
+                       "ASCII characters")
+    session = db_session()
+    fingerprint = _fingerprint()
+    stored = _find(session, user.id, key)
+    if stored is None:
+        claimed = _claim_row(session, {
+            "user_id": user.id, "key": key, "method": request.method,
+            "path": request.path[:500], "fingerprint": fingerprint, "status": None,
+            "created_at": utcnow(),
+        })
+        if claimed is not None:
+            g.idempotency = claimed
+            return None
+        stored = _find(session, user.id, key)  # a duplicate committed while we waited
+        assert stored is not None
+    if not hmac.compare_digest(stored.fingerprint, fingerprint):
+        return problem(422, "idempotency_key_reused", "Unprocessable content",
+                       f"{HEADER} {key!r} was used for another request ({stored.method} "
+                       f"{stored.path}); use a new key for a new request")
+    if stored.status is None:
+        return problem(409, "idempotency_in_progress", "Conflict",
+                       f"the first request with {HEADER} {key!r} is still being processed; "
+                       "retry later", headers={"Retry-After": "1"})
+    response = Response(stored.body or "", status=stored.status,
+                        content_type=stored.content_type or "application/json")
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _values(response: Response) -> dict[str, Any]:
+    return {"status": response.status_code, "content_type": response.content_type,
+            "body": response.get_data(as_text=True)}
+
+
+def store(session: Session, response: Response) -> Response:
+    """Before COMMIT of a claimed request: keep its answer in the same transaction."""
+    claimed = g.get("idempotency")
+    if claimed is None or response.status_code >= 500:
+        return response
+    session.execute(
+        IdempotencyKey.__table__.update()
+        .where(IdempotencyKey.__table__.c.id == claimed)
+        .values(**_values(response))
+    )
+    return response
+
+
+def keeper(response: Response) -> Callable[[Session], None] | None:
+    """For a refusal (domain error, 4xx but 429) of a request that claimed a key: a step
+    for the follow-up transaction that stores the answer (the claim was rolled back with
+    the request)."""
+    if g.pop("idempotency", None) is None or not 400 <= response.status_code < 500 \
+            or response.status_code == 429:
+        return None
+    user = g.get("user")
+    if user is None:
+        return None
+    values = {
+        "user_id": user.id, "key": request.headers[HEADER], "method": request.method,
+        "path": request.path[:500], "fingerprint": _fingerprint(), "created_at": utcnow(),
+        **_values(response),
+    }
+
+    def keep(session: Session) -> None:
+        _claim_row(session, values)
+
+    return keep
+
+
+def forget_claim() -> None:
+    """The request's transaction was rolled back (to be run again): the claim went with it."""
+    g.pop("idempotency", None)
+
+
+def plugin() -> Any:
+    """An apispec plugin documenting the header on every POST operation."""
+    from apispec import BasePlugin
+
+    class IdempotencyHeader(BasePlugin):
+        def operation_helper(self, path: str | None = None,
+                             operations: dict[str, Any] | None = None, **_kw: Any) -> None:
+            post = (operations or {}).get("post")
+            if post is not None:
+                post.setdefault("parameters", []).append(dict(PARAMETER))
+
+    return IdempotencyHeader()
