@@ -40,6 +40,11 @@ class Settings:
     session_ttl_minutes: int = 30
     max_failed_logins: int = 5
     deviation_alert_days: int = 7
+    # A signed audit checkpoint at most this often (gmp_mes.checkpoints).
+    checkpoint_minutes: int = 60
+    # A forward clock step larger than this since the last sweep holds expiry
+    # (gmp_mes.clockwatch) until an admin confirms the clock.
+    clock_jump_minutes: int = 60
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -53,6 +58,8 @@ _INT_KEYS = {
     "session_ttl_minutes",
     "max_failed_logins",
     "deviation_alert_days",
+    "checkpoint_minutes",
+    "clock_jump_minutes",
 }
 _KNOWN = {f.name for f in fields(Settings)} - {"extra", "instance_path"}
 
