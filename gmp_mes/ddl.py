@@ -79,7 +79,7 @@ def _ensure_pg_outside_function() -> None:
         """
         CREATE OR REPLACE FUNCTION gmp_refuse_outside_app() RETURNS trigger AS $$
         BEGIN
-            RAISE EXCEPTION '% of %(%) outside gmp-mes refused: these fields change only through the application, which audits them',
+            RAISE EXCEPTION '% of %(%) outside gmp-mes refused: only the application writes it',
                 TG_OP, TG_TABLE_NAME, TG_ARGV[0] USING ERRCODE = 'insufficient_privilege';
         END;
         $$ LANGUAGE plpgsql

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -31,3 +32,12 @@ def assert_problem(response: Any, status: int, code: str | None = None) -> dict[
     if code is not None:
         assert body["code"] == code, body
     return body
+
+
+def trail_time(db: Database) -> datetime:
+    """The newest audit event's time stamp (a frozen test clock must not go before it)."""
+    with db.engine.connect() as c:
+        at = c.execute(text("SELECT occurred_at FROM audit_event ORDER BY seq DESC LIMIT 1"))
+        value = at.scalar()
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) if value \
+        else datetime.min.replace(tzinfo=UTC)
