@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from typing import Any, ClassVar
@@ -264,6 +264,10 @@ def _lock_chain(session: Session) -> Connection:
 # Set in a session whose events must be written even though the clock is behind the
 # chain's head (the alert that reports it): they carry the head's time instead.
 CLOCK_CLAMP = "audit_clock_clamp"
+# Nodes' clocks differ by a few milliseconds even when synchronised: an event that would
+# be up to this much earlier than the head carries the head's time (the trail stays in
+# order); a larger step back is a clock that went backwards, and is refused.
+CLOCK_SKEW_TOLERANCE = timedelta(seconds=1)
 
 
 class ClockWentBackwards(DomainError):
@@ -286,7 +290,7 @@ def _event_time(
     now_text = format_time(now)
     if last is None or last_at is None or now_text >= last_at:
         return now_text
-    if session.info.get(CLOCK_CLAMP):
+    if session.info.get(CLOCK_CLAMP) or now >= _parse_time(last_at) - CLOCK_SKEW_TOLERANCE:
         return last_at
     raise ClockWentBackwards(
         f"the system clock reads {now_text}, earlier than the last audit event "
@@ -294,6 +298,10 @@ def _event_time(
         extra={"clock": now_text, "last_event_at": last_at},
         follow_up=_clock_alert(last.seq, last_at, now_text),
     )
+
+
+def _parse_time(text_: str) -> datetime:
+    return datetime.strptime(text_, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def _clock_alert(seq: int, last_at: str, now_text: str) -> Callable[[Session], None]:

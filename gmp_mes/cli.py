@@ -201,6 +201,7 @@ def audit_verify(anchors: list[audit.Anchor], since_checkpoint: bool) -> None:
     settings = current_app.config["GMP_SETTINGS"]
     problems: list[str] = []
     lines: list[str] = []
+    result: audit.VerifyResult | None
     with database().engine.connect() as connection:
         if since_checkpoint:
             report = checkpoints.check_latest(connection, keys)
@@ -228,7 +229,12 @@ def audit_verify(anchors: list[audit.Anchor], since_checkpoint: bool) -> None:
         stale = checkpoints.staleness(
             connection, report.last, timedelta(minutes=settings.checkpoint_minutes))
     if not since_checkpoint and result is not None and result.ok:
-        with database().session(write=False) as session:
+        # One snapshot for the events and the records (on PostgreSQL each statement would
+        # otherwise see the commits made between them: false differences).
+        with (
+            database().engine.connect().execution_options(isolation_level="REPEATABLE READ")
+            if database().dialect == "postgresql" else database().engine.connect()
+        ) as snapshot, Session(bind=snapshot) as session:
             found = list(reconcile.differences(session))
         problems.extend(f"record differs from its audit trail: {d}" for d in found)
         lines.append("records: every audited record matches its last audited values"

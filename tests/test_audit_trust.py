@@ -322,7 +322,7 @@ def _alerts(db, kind: str) -> list[tuple[str, str]]:
 @pytest.mark.requirement("EU GMP Annex 11 §9")
 def test_a_backward_clock_step_is_refused_and_alerted(db, coi, runner) -> None:
     make_item(db, coi)
-    clock.freeze(T0 - timedelta(seconds=1))
+    clock.freeze(T0 - timedelta(seconds=5))
     with pytest.raises(audit.ClockWentBackwards) as caught, db.transaction(actor=SYSTEM) as s:
         identity.create_item(s, kind="final_product", coi_id=coi, site_code="CLEAN1",
                              status="quarantine")
@@ -331,7 +331,7 @@ def test_a_backward_clock_step_is_refused_and_alerted(db, coi, runner) -> None:
                               "--name", "Lab 2"])
     assert out.exit_code != 0 and "earlier than the last audit event" in out.output
     [(_cause, message)] = _alerts(db, "clock_went_backwards")  # one alert per head, kept
-    assert "reads 2026-06-01T07:59:59.000000Z" in message
+    assert "reads 2026-06-01T07:59:55.000000Z" in message
     events = audit_events(db)
     times = [e["occurred_at"] for e in events]
     assert times == sorted(times)  # the alert's own event carries the head's time
@@ -339,6 +339,18 @@ def test_a_backward_clock_step_is_refused_and_alerted(db, coi, runner) -> None:
     clock.freeze(T0 + timedelta(seconds=1))  # the clock corrected: writes work again
     make_item(db, coi)
     assert verify(runner).exit_code == 0
+
+
+@pytest.mark.requirement("21 CFR 11.10(e)")
+def test_a_clock_skew_within_the_tolerance_keeps_the_heads_time(db, coi) -> None:
+    """Two nodes' clocks a few milliseconds apart: the later event is not refused, it
+    carries the head's time (never an earlier one)."""
+    clock.freeze(T0 + timedelta(seconds=10))
+    make_item(db, coi)
+    clock.freeze(T0 + timedelta(seconds=10) - audit.CLOCK_SKEW_TOLERANCE / 2)
+    make_item(db, coi)
+    times = [e["occurred_at"] for e in audit_events(db)]
+    assert times == sorted(times) and times[-1] == "2026-06-01T08:00:10.000000Z"
 
 
 @pytest.mark.requirement("21 CFR 11.10(e)")
