@@ -69,6 +69,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     _register_core(app, api)
     for name in DOMAINS:
         importlib.import_module(name).init_app(app, api)
+    _register_core_jobs(app)
     return app
 
 
@@ -84,6 +85,13 @@ def _register_core(app: Flask, api: Api) -> None:
     admin_pages.init_app(app)
     cli.register(app)
     importlib.import_module("demo").register(app)  # `gmp-mes demo` knows every domain
+
+
+def _register_core_jobs(app: Flask) -> None:
+    from gmp_mes import checkpoints
+
+    # After the domains' jobs: a checkpoint then signs what this round's sweep wrote.
+    add_job(app, checkpoints.job)
 
 
 def settings_of(app: Flask) -> Settings:

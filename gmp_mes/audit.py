@@ -25,8 +25,8 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from typing import Any, ClassVar
@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, object_session
 
 from gmp_mes.clock import utcnow
 from gmp_mes.db import Base
+from gmp_mes.errors import DomainError
 
 GENESIS_HASH = "0" * 64
 # Arbitrary constant identifying the audit chain's advisory lock on PostgreSQL.
@@ -197,9 +198,9 @@ def append_queued(session: Session) -> int:
     if not queued:
         return 0
     connection = _lock_chain(session)
-    last = head(connection)
+    last, last_at = _head_and_time(connection)
     seq, prev_hash = (last.seq, last.hash) if last else (0, GENESIS_HASH)
-    at_text = format_time(utcnow())
+    at_text = _event_time(session, last, last_at, utcnow())
     dumps = _RECORD_ENCODER.encode
     sha256 = hashlib.sha256
     rows = []
@@ -235,7 +236,11 @@ _RECORD_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure
 @cache  # built once, on first use: the model is declared after this module
 def _head_query() -> Any:
     table = Base.metadata.tables["audit_event"]
-    return select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)
+    return (
+        select(table.c.seq, table.c.hash, table.c.occurred_at)
+        .order_by(table.c.seq.desc())
+        .limit(1)
+    )
 
 
 # Below this many events, COPY's extra round trips cost more than it saves.
@@ -274,6 +279,76 @@ def _lock_chain(session: Session) -> Connection:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
     return connection
+
+
+# --- time stamps never go backwards (21 CFR 11.10(e): the trail's order is the order of
+# its times; a clock stepped back would make later events look earlier) ----------------------
+
+# Set in a session whose events must be written even though the clock is behind the
+# chain's head (the alert that reports it): they carry the head's time instead.
+CLOCK_CLAMP = "audit_clock_clamp"
+# Nodes' clocks differ by a few milliseconds even when synchronised: an event that would
+# be up to this much earlier than the head carries the head's time (the trail stays in
+# order); a larger step back is a clock that went backwards, and is refused.
+CLOCK_SKEW_TOLERANCE = timedelta(seconds=1)
+
+
+class ClockWentBackwards(DomainError):
+    """The system clock reads earlier than the newest audit event: the write is refused
+    (nothing is written with a time stamp out of order) and an alert is raised."""
+
+    status, code, title = 503, "clock_went_backwards", "System clock went backwards"
+
+
+def _head_and_time(connection: Connection) -> tuple[Anchor | None, str | None]:
+    """The chain's head and its time stamp (as written), read in one query."""
+    row = connection.execute(_head_query()).first()
+    return (Anchor(row[0], row[1]), row[2]) if row else (None, None)
+
+
+def _event_time(
+    session: Session, last: Anchor | None, last_at: str | None, now: datetime
+) -> str:
+    """The time stamp of the next events: ``now``, never earlier than the chain's head."""
+    now_text = format_time(now)
+    if last is None or last_at is None or now_text >= last_at:
+        return now_text
+    if session.info.get(CLOCK_CLAMP) or now >= _parse_time(last_at) - CLOCK_SKEW_TOLERANCE:
+        return last_at
+    raise ClockWentBackwards(
+        f"the system clock reads {now_text}, earlier than the last audit event "
+        f"({last.seq} at {last_at}): nothing is recorded until the clock is corrected",
+        extra={"clock": now_text, "last_event_at": last_at},
+        follow_up=_clock_alert(last.seq, last_at, now_text),
+    )
+
+
+def _parse_time(text_: str) -> datetime:
+    return datetime.strptime(text_, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _clock_alert(seq: int, last_at: str, now_text: str) -> Callable[[Session], None]:
+    def follow_up(session: Session) -> None:
+        from gmp_mes import alerts  # alerts builds on this module
+
+        session.info[CLOCK_CLAMP] = True
+        alerts.raise_alert(session, alerts.AlertSpec(
+            cause=f"clock_went_backwards:{seq}",
+            kind="clock_went_backwards",
+            severity=alerts.Severity.CRITICAL.value,
+            subject_type="system",
+            subject_id="clock",
+            roles=("admin", "qa"),
+            message=(f"system clock went backwards: it reads {now_text}, the last audit event "
+                     f"({seq}) is at {last_at}; GMP writes are refused until it is corrected"),
+        ))
+
+    return follow_up
+
+
+def snapshot(obj: Audited) -> dict[str, Any]:
+    """A loaded, unchanged record's values as its audit events record them."""
+    return _values(obj, changed_only=False)[1]
 
 
 def _append(session: Session, changes: list[tuple[str, str, str, Any, Any, str | None]]) -> None:
@@ -358,11 +433,25 @@ class VerifyResult:
     checked: int
     bad_seq: int | None = None
     problem: str | None = None
+    # Events whose time stamp is earlier than their predecessor's: (seq, at, previous at),
+    # the first MAX_BACKWARD of them, and how many there are in all.
+    backward: list[tuple[int, str, str]] = field(default_factory=list)
+    backward_count: int = 0
 
     def message(self) -> str:
         if self.ok:
             return f"audit trail intact: {self.checked} events verified"
         return f"audit trail broken at event {self.bad_seq}: {self.problem}"
+
+    def backward_lines(self) -> list[str]:
+        lines = [f"event {seq} is time-stamped {at}, earlier than the event before it ({prev})"
+                 for seq, at, prev in self.backward]
+        if self.backward_count > len(self.backward):
+            lines.append(f"... {self.backward_count} events in all go back in time")
+        return lines
+
+
+MAX_BACKWARD = 20
 
 
 @dataclass(frozen=True)
@@ -412,54 +501,86 @@ def count_events(connection: Connection) -> int:
 
 
 def verify_chain(
-    connection: Connection, progress: Callable[[int], None] | None = None, batch: int = 10_000
+    connection: Connection,
+    progress: Callable[[int], None] | None = None,
+    batch: int = 10_000,
+    *,
+    after: Anchor | None = None,
 ) -> VerifyResult:
     """Recompute the chain in one streaming pass with flat memory.
 
     Rows come straight from the driver in batches (a server-side cursor on
     PostgreSQL) and each batch is checked with list operations, so the Python
-    work per event is little more than the hash itself.
+    work per event is little more than the hash itself. With ``after`` (a trusted
+    point of the chain: a signed checkpoint) only the events after it are read,
+    linked to its hash. Every event's time stamp is also compared with its
+    predecessor's: a step back is reported, the chain itself may still be intact.
     """
     raw = connection.connection.dbapi_connection
     postgresql = connection.dialect.name == "postgresql"
     cursor = raw.cursor(name="gmp_audit_verify") if postgresql else raw.cursor()
     if postgresql:
         cursor.itersize = batch
+    start = after or Anchor(0, GENESIS_HASH)
+    start_at = ""
+    if after is not None:
+        start_at = connection.execute(
+            text("SELECT occurred_at FROM audit_event WHERE seq = :s"), {"s": after.seq}
+        ).scalar() or ""
+    marker = "%s" if postgresql else "?"
     # The database concatenates link and record: one string per event to hash.
-    cursor.execute("SELECT seq, hash, prev_hash || record FROM audit_event ORDER BY seq")
+    cursor.execute(
+        "SELECT seq, hash, prev_hash || record, occurred_at FROM audit_event "
+        f"WHERE seq > {marker} ORDER BY seq",
+        (start.seq,),
+    )
     try:
-        return _walk_chain(cursor, batch, progress)
+        return _walk_chain(cursor, batch, progress, start, start_at)
     finally:
         cursor.close()  # releases the server-side cursor even when we stop early
 
 
-def _walk_chain(cursor: Any, batch: int, progress: Callable[[int], None] | None) -> VerifyResult:
+def _walk_chain(
+    cursor: Any, batch: int, progress: Callable[[int], None] | None, start: Anchor,
+    start_at: str,
+) -> VerifyResult:
     sha256 = hashlib.sha256
-    last_hash, expected = GENESIS_HASH, 1
+    last_hash, expected, last_at = start.hash, start.seq + 1, start_at
+    backward: list[tuple[int, str, str]] = []
+    backward_count = 0
     while rows := cursor.fetchmany(batch):
         # Ordered by a unique seq: the batch is gap-free iff its ends are where they must be.
         if rows[0][0] != expected or rows[-1][0] != expected + len(rows) - 1:
             bad = next(i for i, row in enumerate(rows) if row[0] != expected + i)
             return VerifyResult(
                 False,
-                expected + bad - 1,
+                expected + bad - 1 - start.seq,
                 min(rows[bad][0], expected + bad),
                 "sequence gap or reorder",
+                backward,
+                backward_count,
             )
         batch_start_hash = last_hash
-        for _, hash_, message in rows:
+        for seq, hash_, message, at in rows:
             if not message.startswith(last_hash) or sha256(message.encode()).hexdigest() != hash_:
-                return _diagnose(rows, batch_start_hash)
-            last_hash = hash_
+                result = _diagnose(rows, batch_start_hash)
+                result.checked -= start.seq
+                result.backward, result.backward_count = backward, backward_count
+                return result
+            if at < last_at:
+                backward_count += 1
+                if len(backward) < MAX_BACKWARD:
+                    backward.append((seq, at, last_at))
+            last_hash, last_at = hash_, at
         expected += len(rows)
         if progress is not None:
             progress(len(rows))
-    return VerifyResult(True, expected - 1)
+    return VerifyResult(True, expected - 1 - start.seq, None, None, backward, backward_count)
 
 
 def _diagnose(rows: list[Any], last_hash: str) -> VerifyResult:
     """Name the first bad event of a batch (the slow path, taken once)."""
-    for seq, hash_, message in rows:
+    for seq, hash_, message, _at in rows:
         if not message.startswith(last_hash):
             return VerifyResult(False, seq - 1, seq, "previous-hash link broken")
         if hashlib.sha256(message.encode()).hexdigest() != hash_:

@@ -10,6 +10,7 @@ import getpass
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from functools import wraps
 from typing import Any
 
@@ -228,24 +229,92 @@ def _anchor(_ctx: Any, _param: Any, values: tuple[str, ...]) -> list[audit.Ancho
 @click.option("--anchor", "anchors", multiple=True, callback=_anchor, metavar="SEQ:HASH",
               help="a head recorded earlier with `audit head`: also prove nothing up to it "
                    "was removed (repeatable)")
+@click.option("--since-checkpoint", is_flag=True,
+              help="verify only the events after the last signed checkpoint (its signature "
+                   "and its place on the chain are checked); records are not reconciled")
 @with_appcontext
 @handles_errors
-def audit_verify(anchors: list[audit.Anchor]) -> None:
-    """Recompute the hash chain; exit 1 naming the first bad event."""
+def audit_verify(anchors: list[audit.Anchor], since_checkpoint: bool) -> None:
+    """Recompute the hash chain, check the signed checkpoints, the time order and every
+    audited record against its last audited values; exit 1 naming each problem."""
+    from gmp_mes import checkpoints, reconcile
+
+    keys = checkpoints.public_keys(current_app)
+    settings = current_app.config["GMP_SETTINGS"]
+    problems: list[str] = []
+    lines: list[str] = []
+    result: audit.VerifyResult | None
     with database().engine.connect() as connection:
-        total = audit.count_events(connection)
-        if total >= 10_000:
-            with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
-                result = audit.verify_chain(connection, progress=bar.update)
+        if since_checkpoint:
+            report = checkpoints.check_latest(connection, keys)
+            if report.last is None:
+                raise click.ClickException("no signed checkpoint yet: run a full `audit verify`")
+            problems.extend(report.problems)
+            # A checkpoint that fails is no trusted starting point: nothing after it is read.
+            result = (audit.verify_chain(connection, after=report.last.anchor)
+                      if not report.problems else None)
+            scope = f"since {report.last}"
         else:
-            result = audit.verify_chain(connection)
-        problems = [p for a in anchors if (p := audit.check_anchor(connection, a))]
-    if not result.ok or problems:
-        message = result.message() if not result.ok else f"audit trail broken: {problems[0]}"
-        click.echo(message, err=True)
+            total = audit.count_events(connection)
+            if total >= 10_000:
+                with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
+                    result = audit.verify_chain(connection, progress=bar.update)
+            else:
+                result = audit.verify_chain(connection)
+            report = checkpoints.check_all(connection, keys)
+            problems.extend(report.problems)
+            scope = ""
+        if result is not None and not result.ok:
+            problems.insert(0, result.message())
+        problems.extend(p for a in anchors if (p := audit.check_anchor(connection, a)))
+        problems.extend(result.backward_lines() if result is not None else [])
+        stale = checkpoints.staleness(
+            connection, report.last, timedelta(minutes=settings.checkpoint_minutes))
+    if not since_checkpoint and result is not None and result.ok:
+        # One snapshot for the events and the records (on PostgreSQL each statement would
+        # otherwise see the commits made between them: false differences).
+        with (
+            database().engine.connect().execution_options(isolation_level="REPEATABLE READ")
+            if database().dialect == "postgresql" else database().engine.connect()
+        ) as snapshot, Session(bind=snapshot) as session:
+            found = list(reconcile.differences(session))
+        problems.extend(f"record differs from its audit trail: {d}" for d in found)
+        lines.append("records: every audited record matches its last audited values"
+                     if not found else f"records: {len(found)} difference(s)")
+    for line in problems:
+        click.echo(line, err=True)
+    if stale:
+        click.echo(stale, err=True)
+    if problems:
+        click.echo(f"audit verify FAILED: {len(problems)} problem(s)", err=True)
         sys.exit(1)
+    assert result is not None
     click.echo(result.message()
+               + (f" {scope}" if scope else "")
+               + (f"; {report.checked} signed checkpoint(s) valid" if report.checked else
+                  "; no signed checkpoint yet")
                + (f"; {len(anchors)} anchor(s) still match" if anchors else ""))
+    for line in lines:
+        click.echo(line)
+
+
+@audit_group.command("checkpoint")
+@with_appcontext
+@handles_errors
+def audit_checkpoint() -> None:
+    """Sign the chain's head now with the installation key (the scheduler does it
+    every `checkpoint_minutes`)."""
+    from gmp_mes import checkpoints
+
+    key = checkpoints.installation_key(current_app)
+    if key is None:
+        raise click.ClickException("no installation key is registered")
+    with unit_of_work() as session:
+        checkpoint = checkpoints.write_checkpoint(session, key)
+    if checkpoint is None:
+        click.echo("no new events since the last checkpoint (or the trail is empty)")
+        return
+    click.echo(str(checkpoint))
 
 
 @audit_group.command("head")
@@ -262,6 +331,41 @@ def audit_head() -> None:
     click.echo(f"recorded at {audit.format_time(utcnow())}: keep this line outside the system; "
                f"`gmp-mes audit verify --anchor {anchor}` later proves that no event up to "
                f"{anchor.seq} was removed or changed", err=True)
+
+
+@click.group("clock")
+def clock_group() -> None:
+    """Jobs held after a forward clock jump (see gmp_mes.clockwatch)."""
+
+
+@clock_group.command("status")
+@with_appcontext
+@handles_errors
+def clock_status() -> None:
+    """Show held jobs and the system clock."""
+    from gmp_mes import clockwatch
+
+    click.echo(f"system clock: {audit.format_time(utcnow())}")
+    with database().session(write=False) as session:
+        held = clockwatch.holds(session)
+    for hold in held:
+        click.echo(hold.line())
+    if not held:
+        click.echo("no job is held")
+
+
+@clock_group.command("confirm")
+@click.argument("name", default="expiry_sweep")
+@click.option("--reason", required=True, help="why the time is right (recorded)")
+@with_appcontext
+def clock_confirm(name: str, reason: str) -> None:
+    """Confirm the clock after a forward jump: the held job acts again from its next run."""
+    from gmp_mes import clockwatch
+
+    with unit_of_work() as session:
+        since = clockwatch.confirm(session, name, reason)
+    click.echo(f"{name}: clock confirmed at {audit.format_time(utcnow())} (held since "
+               f"{audit.format_time(since)}); the next run acts again")
 
 
 @click.command("serve")
@@ -290,6 +394,7 @@ def register(app: Flask) -> None:
         sites_group,
         users_group,
         audit_group,
+        clock_group,
         serve_command,
         scheduler_command,
         sweep_command,

@@ -162,6 +162,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+        _mark_sqlite(dbapi_connection)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -175,6 +176,27 @@ def _configure_sqlite(engine: Engine) -> None:
             dbapi_connection.begin_write()
         else:
             connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+# The application's mark on its own connections (gmp_mes.ddl.application_writes_only):
+# triggers refuse changes of identity fields and status columns from any other client.
+WRITER_SETTING = "gmp_mes.writer"
+WRITER_FUNCTION = "gmp_mes_writer"
+
+
+def _mark_sqlite(dbapi_connection: Any) -> None:
+    dbapi_connection.create_function(WRITER_FUNCTION, 0, lambda: 1, deterministic=True)
+
+
+def mark_application_connections(engine: Engine) -> None:
+    """PostgreSQL: a session setting on every new connection (one round trip per
+    connection, none per transaction; needs session pooling, like the advisory locks)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET {WRITER_SETTING} = 'on'")
+        dbapi_connection.commit()
 
 
 class Database:
@@ -192,6 +214,7 @@ class Database:
             self.engine = create_engine(
                 url, echo=echo, pool_size=pool_size, max_overflow=20, pool_pre_ping=True
             )
+            mark_application_connections(self.engine)
         self.write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._read = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._write = sessionmaker(bind=self.write_engine, expire_on_commit=False)

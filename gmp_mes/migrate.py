@@ -23,6 +23,8 @@ def target_metadata() -> MetaData:
 
     importlib.import_module("gmp_mes.models")
     importlib.import_module("gmp_mes.alerts")
+    importlib.import_module("gmp_mes.checkpoints")
+    importlib.import_module("gmp_mes.clockwatch")
     for name in DOMAINS:
         importlib.import_module(f"{name}.models")
     return Base.metadata

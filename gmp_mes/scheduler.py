@@ -25,6 +25,8 @@ from flask import Flask
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from gmp_mes.audit import Actor
+from gmp_mes.errors import DomainError
 from gmp_mes.notify import Notifier
 
 log = logging.getLogger("gmp_mes.scheduler")
@@ -65,10 +67,24 @@ def run_jobs(app: Flask) -> RunResult:
                                 job_name(job))
                     changes = job(app) or []
                 result.changes.extend(changes)
+        except DomainError as exc:  # e.g. clock_went_backwards: its alert must still be kept
+            log.error("scheduler job %s refused: %s", job_name(job), exc.detail)
+            result.failed.append(job_name(job))
+            _run_follow_up(app, exc)
         except Exception:  # reported (logged and returned), never silently dropped
             log.exception("scheduler job %s failed", job_name(job))
             result.failed.append(job_name(job))
     return result
+
+
+def _run_follow_up(app: Flask, error: DomainError) -> None:
+    if error.follow_up is None:
+        return
+    try:
+        with app.extensions["gmp_mes.db"].transaction(actor=Actor.system("security")) as s:
+            error.follow_up(s)
+    except Exception:  # logged: the job's own failure is already reported
+        log.exception("follow-up of a refused scheduler job failed")
 
 
 class Leadership:

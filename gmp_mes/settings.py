@@ -47,6 +47,11 @@ class Settings:
     password_max_age_days: int = 0
     rate_limit_account: str = "3 per 5 minutes"
     rate_limit_client: str = "30 per 5 minutes"
+    # A signed audit checkpoint at most this often (gmp_mes.checkpoints).
+    checkpoint_minutes: int = 60
+    # A forward clock step larger than this since the last sweep holds expiry
+    # (gmp_mes.clockwatch) until an admin confirms the clock.
+    clock_jump_minutes: int = 60
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -63,6 +68,8 @@ _INT_KEYS = {
     "session_max_minutes",
     "password_min_length",
     "password_max_age_days",
+    "checkpoint_minutes",
+    "clock_jump_minutes",
 }
 _ZERO_ALLOWED = {"password_max_age_days"}
 _RATE_KEYS = ("rate_limit_account", "rate_limit_client")

@@ -39,7 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from gmp_mes import alerts
+from gmp_mes import alerts, clockwatch
 from gmp_mes.alerts import AlertKind, AlertSpec, Severity
 from gmp_mes.audit import Actor, Entry
 from gmp_mes.clock import utcnow
@@ -80,9 +80,10 @@ class SweepResult:
     expired: list[tuple[str, str, str, str]] = field(default_factory=list)  # id, kind, was, why
     warnings: list[tuple[str, str]] = field(default_factory=list)  # item id, threshold
     new_alerts: int = 0
+    held: clockwatch.Hold | None = None  # expiry postponed: the clock jumped forward
 
     def lines(self) -> list[str]:
-        out: list[str] = []
+        out: list[str] = [self.held.line()] if self.held else []
         for item_id, kind, was, why in self.expired[:MAX_LINES]:
             label = {"post_thaw": "post-thaw window passed", "hold_time": "hold time passed"}
             out.append(f"expired {item_id} ({kind}, was {was}): {label.get(why, 'shelf life')}")
@@ -101,21 +102,31 @@ class SweepResult:
 
 
 def job(app: Flask) -> list[str]:
-    """Scheduler job (``gmp_mes.app.add_job``): one sweep in its own transaction."""
+    """Scheduler job (``gmp_mes.app.add_job``): one sweep in its own transaction. Expiry
+    is held after a forward clock jump larger than ``clock_jump_minutes`` since the last
+    sweep, until an admin confirms the clock (gmp_mes.clockwatch)."""
+    step = timedelta(minutes=app.config["GMP_SETTINGS"].clock_jump_minutes)
     with app.extensions["gmp_mes.db"].transaction(actor=ACTOR) as session:
-        return sweep(session).lines()
+        return sweep(session, clock_step=step).lines()
 
 
-def sweep(session: Session, now: datetime | None = None) -> SweepResult:
-    """Expire, warn and alert in the caller's transaction (flushes, never commits)."""
+def sweep(
+    session: Session, now: datetime | None = None, *, clock_step: timedelta | None = None
+) -> SweepResult:
+    """Expire, warn and alert in the caller's transaction (flushes, never commits).
+
+    With ``clock_step``, the run is recorded and expiring (irreversible) waits while the
+    clock is held after a forward jump; warnings are still raised (they change nothing)."""
     now = now or utcnow()
     if session.info.get("actor") is None:
         session.info["actor"] = ACTOR
-    windows, thresholds = _distinct_durations(session, now)
     result = SweepResult()
+    if clock_step is not None:
+        result.held = clockwatch.observe(session, clockwatch.EXPIRY, now, clock_step)
+    windows, thresholds = _distinct_durations(session, now)
     events: list[Entry] = []
     specs: list[AlertSpec] = []
-    for row in _expire(session, now, windows):
+    for row in ([] if result.held else _expire(session, now, windows)):
         item_id, kind, coi_id, site_code, expires_at, was, why = row
         result.expired.append((item_id, kind, was, why))
         events.append(Entry("update", "item", item_id, {"status": was}, {"status": EXPIRED},

@@ -36,4 +36,25 @@ def init_app(app: Flask, api: Api) -> None:
     app.cli.add_command(cli.labels_group)
     api.register_blueprint(labels_api.blp)
     app.register_blueprint(pages.bp)
+    _register_installation_key(app)
     add_nav(app, "labels_pages.sheet_page", "Labels", ("operator", "clinician"))
+
+
+def _register_installation_key(app: Flask) -> None:
+    """The label signing key is the installation key: it also signs the audit trail's
+    checkpoints (gmp_mes.checkpoints), which the core reaches only through this."""
+    from pathlib import Path
+
+    from gmp_mes.checkpoints import InstallationKey, register_installation_key
+    from labels import keys
+
+    path = Path(app.config["GMP_SETTINGS"].signing_key)
+
+    def sign(message: bytes) -> tuple[str, bytes]:
+        ring = keys.keyring(path)
+        return keys.key_id(ring.current_public), ring.private_key.sign(message)
+
+    def public_keys() -> dict[str, keys.Ed25519PublicKey]:
+        return {keys.key_id(k): k for k in keys.keyring(path).public_keys}
+
+    register_installation_key(app, InstallationKey(sign, public_keys))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -52,3 +53,10 @@ def failing(attempt: Callable[[], Any], times: int, status: int = 401) -> list[A
         assert response.status_code == status, (response.status_code, response.get_data())
         answers.append(response)
     return answers
+def trail_time(db: Database) -> datetime:
+    """The newest audit event's time stamp (a frozen test clock must not go before it)."""
+    with db.engine.connect() as c:
+        at = c.execute(text("SELECT occurred_at FROM audit_event ORDER BY seq DESC LIMIT 1"))
+        value = at.scalar()
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC) if value \
+        else datetime.min.replace(tzinfo=UTC)

@@ -139,9 +139,9 @@ def test_bulk_append_without_actor_is_refused(db) -> None:
 
 @pytest.fixture
 def seeded(db, make_site):
+    clock.freeze(datetime(2026, 6, 1, 8, 0, tzinfo=UTC))  # first: audit times never go back
     make_site("CLEAN1")
     make_site("WARD9", "treatment")
-    clock.freeze(datetime(2026, 6, 1, 8, 0, tzinfo=UTC))
     ids = raise_(
         db,
         spec("expired:ITM-1"),

@@ -279,7 +279,8 @@ def test_scan_checks_batch_status_and_expiry(world: World, login) -> None:
     body = _scan(api, payload).get_json()
     assert body["ok"] is False
     assert {r["code"] for r in body["reasons"]} == {"blocked", "expired"}
-    clock.unfreeze()
+    # The clock stays at +3 h: going back to the real time would be a backward step,
+    # which the audit trail refuses (gmp_mes.audit.ClockWentBackwards).
     # A batch of another patient: the scan says coi_mismatch.
     from batches import services as batches
 
