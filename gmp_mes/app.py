@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from gmp_mes import http
 from gmp_mes.db import Database
+from gmp_mes.deadline import Timeouts
 from gmp_mes.schemas import ProblemSchema
 from gmp_mes.settings import Settings, load_settings
 
@@ -41,6 +42,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         GMP_SETTINGS=settings,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.session_cookie_secure,
         PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.session_ttl_minutes),
         MAX_CONTENT_LENGTH=1024 * 1024,
         API_TITLE="gmp-mes",
@@ -55,9 +57,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    app.extensions["gmp_mes.db"] = Database(settings.database_url)
+    app.extensions["gmp_mes.db"] = Database(settings.database_url, timeouts=timeouts_of(settings))
     app.extensions["gmp_mes.init_hooks"] = []
     app.extensions["gmp_mes.jobs"] = []
+    if settings.trusted_proxies:
+        # Behind a TLS-terminating proxy: request.is_secure (HSTS) and the client address
+        # come from the X-Forwarded-* headers of that many proxies, no more.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
     http.install(app)
     api = ProblemApi(app)
     _register_core(app, api)
@@ -78,6 +87,16 @@ def _register_core(app: Flask, api: Api) -> None:
     admin_pages.init_app(app)
     cli.register(app)
     importlib.import_module("demo").register(app)  # `gmp-mes demo` knows every domain
+
+
+def timeouts_of(settings: Settings) -> Timeouts:
+    return Timeouts(
+        connect=settings.db_connect_timeout,
+        statement=settings.db_statement_timeout,
+        lock=settings.db_lock_timeout,
+        network=settings.db_network_timeout,
+        keepalives_idle=settings.db_keepalives_idle,
+    )
 
 
 def settings_of(app: Flask) -> Settings:

@@ -21,6 +21,7 @@ from gmp_mes import accounts, audit
 from gmp_mes.audit import Actor
 from gmp_mes.audit_queries import search_events
 from gmp_mes.clock import utcnow
+from gmp_mes.edge import safe_next
 from gmp_mes.errors import DomainError
 from gmp_mes.http import csrf_token, current_user, db_session, roles_required, undo_failed_form
 from gmp_mes.schemas import AuditQuerySchema
@@ -78,16 +79,12 @@ def login() -> str | Response:
             session["uid"] = user.id
             session["seen"] = utcnow().isoformat()
             csrf_token()
-            target = request.args.get("next", "")
-            return redirect(
-                target
-                if target.startswith("/") and not target.startswith("//")
-                else url_for("pages.dashboard")
-            )
+            return redirect(safe_next(request.args.get("next")) or url_for("pages.dashboard"))
     return render_template("login.html", error=error), (401 if error else 200)
 
 
-@bp.route("/logout", methods=["GET", "POST"])
+# POST with CSRF only: a link, an image or another site cannot log a workstation out.
+@bp.route("/logout", methods=["POST"])
 def logout() -> Response:
     session.clear()
     return redirect(url_for("pages.login"))
