@@ -31,7 +31,8 @@ from typing import Any
 from sqlalchemy import Engine, event
 
 log = logging.getLogger("gmp_mes.db")
-_budget: contextvars.ContextVar[float | None] = contextvars.ContextVar("db_budget", default=None)
+# The monotonic time by which the current block's round trips must end (``budget``).
+_budget: contextvars.ContextVar[float | None] = contextvars.ContextVar("db_until", default=None)
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,9 @@ class Timeouts:
 
 @contextmanager
 def budget(seconds: float) -> Iterator[None]:
-    """Within the block, no database round trip (nor connecting) waits longer than
-    ``seconds`` (or the configured bounds, when shorter)."""
-    token = _budget.set(seconds)
+    """Within the block, database round trips stop ``seconds`` from now (or at the
+    configured bounds, when shorter). Connecting takes at least 2 s (libpq's minimum)."""
+    token = _budget.set(time.monotonic() + seconds)
     try:
         yield
     finally:
@@ -91,7 +92,10 @@ class Watchdog:
         self.fired = 0
 
     def _limit(self) -> float | None:
-        limits = [x for x in (self.network_timeout or None, _budget.get()) if x]
+        until = _budget.get()
+        limits = [x for x in (self.network_timeout or None,
+                              None if until is None else max(0.05, until - time.monotonic()))
+                  if x]
         return min(limits) if limits else None
 
     @contextmanager
@@ -177,8 +181,9 @@ def install(engine: Engine, timeouts: Timeouts) -> Watchdog:
 
     @event.listens_for(engine, "do_connect")
     def _bounded_connect(_dialect: Any, _record: Any, _cargs: Any, cparams: dict) -> None:
-        limit = _budget.get()
-        if limit:
+        until = _budget.get()
+        if until is not None:
+            limit = until - time.monotonic()
             configured = cparams.get("connect_timeout") or math.inf
             # libpq treats anything under 2 s as 2 s.
             cparams["connect_timeout"] = max(2, math.ceil(min(configured, limit)))

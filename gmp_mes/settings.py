@@ -46,7 +46,7 @@ class Settings:
     db_lock_timeout: int = 10
     db_network_timeout: int = 65
     db_keepalives_idle: int = 15
-    health_timeout: int = 3
+    health_timeout: int = 2
     # Behind a TLS-terminating proxy: Secure cookies, and how many proxies to trust
     # for X-Forwarded-For/-Proto/-Host (werkzeug ProxyFix); 0 trusts none.
     session_cookie_secure: bool = False
