@@ -33,6 +33,22 @@ class ProblemApi(Api):
     def handle_http_exception(self, error: HTTPException) -> Any:  # type: ignore[override]
         return http.handle_http_exception(error)
 
+    def _register_responses(self) -> None:
+        """Error responses documented as what they are: ``application/problem+json``."""
+        import http as http_status
+
+        from flask_smorest.utils import prepare_response
+
+        for status in http_status.HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            if not 100 <= status < 200 and status not in (204, 304):
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, http.PROBLEM_JSON)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "Error (RFC 9457 problem)", "schema": self.ERROR_SCHEMA}
+        prepare_response(response, self.spec, http.PROBLEM_JSON)
+        self.spec.components.response("DEFAULT_ERROR", response, lazy=True)
+
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings = load_settings(test_config)
