@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, post_load, validate
 from batches.models import DeviationSeverity
 from batches.services import DEFAULT_PROCESS, VerifierInput
 from gmp_mes.models import Meaning
-from gmp_mes.schemas import SignatureOutSchema, SignatureSchema, StrictSchema
+from gmp_mes.schemas import EdgeSchema, SignatureOutSchema, SignatureSchema, StrictSchema
 
 SEVERITIES = [s.value for s in DeviationSeverity]
 
@@ -43,7 +43,7 @@ class BatchInSchema(StrictSchema):
                                      validate=validate.Range(min=1))
 
 
-class BatchQuerySchema(Schema):
+class BatchQuerySchema(EdgeSchema):
     status = fields.String(load_default=None)
 
 

@@ -31,7 +31,8 @@ from gmp_mes.clock import utcnow
 CLIENTS = 16
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
-GUNICORN_CONF = Path(__file__).resolve().parent.parent / "config" / "gunicorn.conf.py"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GUNICORN_CONF = REPO_ROOT / "config" / "gunicorn.conf.py"
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
@@ -111,11 +112,12 @@ def _wrk(port: int, script: Path, seconds: int) -> dict[str, Any]:
 def _serve(url: str, instance: Path, port: int) -> Any:
     """The app under gunicorn with the deployment settings (config/gunicorn.conf.py)."""
     env = {**os.environ, "GMP_MES_DATABASE_URL": url, "GMP_MES_INSTANCE_PATH": str(instance),
-           "GMP_MES_SECRET_KEY": "bench", "GMP_MES_BENCH_REFERENCE": "1",
+           "GMP_MES_SECRET_KEY": "bench",
            "GMP_MES_PASSWORD_COST": "test", "GMP_MES_WEB_WORKERS": str(CLIENTS)}
+    # The benchmark's own app (bench/reference_app.py): gmp-mes plus the reference route.
     process = subprocess.Popen(
         [GUNICORN, "-c", str(GUNICORN_CONF), "-b", f"127.0.0.1:{port}", "--log-level",
-         "warning", "gmp_mes:create_app()"],
+         "warning", "--chdir", str(REPO_ROOT), "bench.reference_app:create_app()"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 30

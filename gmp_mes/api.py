@@ -11,7 +11,7 @@ from flask_smorest import Blueprint as ApiBlueprint
 from marshmallow import fields
 from sqlalchemy import select, text
 
-from gmp_mes import accounts, audit
+from gmp_mes import accounts, audit, deadline
 from gmp_mes.audit import Actor
 from gmp_mes.audit_queries import search_events
 from gmp_mes.clock import utcnow
@@ -216,8 +216,9 @@ def audit_head() -> dict[str, Any]:
 @health.route("/healthz")
 def healthz() -> tuple[dict[str, Any], int]:
     """Liveness and database reachability, for load balancers."""
+    bound = current_app.config["GMP_SETTINGS"].health_timeout
     try:
-        with database().engine.connect() as connection:
+        with deadline.budget(bound), database().engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as exc:  # any driver failure means "not healthy", reported, not raised
         return {"status": "unhealthy", "database": f"unreachable: {type(exc).__name__}"}, 503

@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from gmp_mes import http, idempotency
 from gmp_mes.db import Database
+from gmp_mes.deadline import Timeouts
 from gmp_mes.schemas import ProblemSchema
 from gmp_mes.settings import Settings, load_settings
 
@@ -32,6 +33,22 @@ class ProblemApi(Api):
     def handle_http_exception(self, error: HTTPException) -> Any:  # type: ignore[override]
         return http.handle_http_exception(error)
 
+    def _register_responses(self) -> None:
+        """Error responses documented as what they are: ``application/problem+json``."""
+        import http as http_status
+
+        from flask_smorest.utils import prepare_response
+
+        for status in http_status.HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            if not 100 <= status < 200 and status not in (204, 304):
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, http.PROBLEM_JSON)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "Error (RFC 9457 problem)", "schema": self.ERROR_SCHEMA}
+        prepare_response(response, self.spec, http.PROBLEM_JSON)
+        self.spec.components.response("DEFAULT_ERROR", response, lazy=True)
+
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings = load_settings(test_config)
@@ -41,6 +58,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         GMP_SETTINGS=settings,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.session_cookie_secure,
         PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.session_ttl_minutes),
         MAX_CONTENT_LENGTH=1024 * 1024,
         API_TITLE="gmp-mes",
@@ -55,12 +73,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    app.extensions["gmp_mes.db"] = Database(settings.database_url)
+    app.extensions["gmp_mes.db"] = Database(settings.database_url, timeouts=timeouts_of(settings))
     from gmp_mes.accounts import Policy
 
     app.extensions["gmp_mes.db"].session_info["policy"] = Policy.from_settings(settings)
     app.extensions["gmp_mes.init_hooks"] = []
     app.extensions["gmp_mes.jobs"] = []
+    if settings.trusted_proxies:
+        # Behind a TLS-terminating proxy: request.is_secure (HSTS) and the client address
+        # come from the X-Forwarded-* headers of that many proxies, no more.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
     http.install(app)
     api = ProblemApi(app)
     header = idempotency.plugin()  # Idempotency-Key documented on every POST (SPEC §7)
@@ -92,6 +117,16 @@ def _register_core_jobs(app: Flask) -> None:
 
     # After the domains' jobs: a checkpoint then signs what this round's sweep wrote.
     add_job(app, checkpoints.job)
+
+
+def timeouts_of(settings: Settings) -> Timeouts:
+    return Timeouts(
+        connect=settings.db_connect_timeout,
+        statement=settings.db_statement_timeout,
+        lock=settings.db_lock_timeout,
+        network=settings.db_network_timeout,
+        keepalives_idle=settings.db_keepalives_idle,
+    )
 
 
 def settings_of(app: Flask) -> Settings:

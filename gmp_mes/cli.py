@@ -371,19 +371,36 @@ def clock_confirm(name: str, reason: str) -> None:
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, type=int, show_default=True)
+@click.option("--threads", default=None, type=int, help="request threads (setting web_threads)")
 @with_appcontext
-def serve_command(host: str, port: int) -> None:
-    """Serve the web application with the scheduler (single node)."""
-    from werkzeug.serving import run_simple
+def serve_command(host: str, port: int, threads: int | None) -> None:
+    """Serve the web application with the scheduler (single node).
+
+    A production WSGI server (waitress: threads in this one process, so the scheduler
+    runs beside them exactly once), not Werkzeug's development server. For several
+    nodes, run gunicorn (config/gunicorn.conf.py) and `gmp-mes scheduler` instead.
+    """
+    from waitress import serve
 
     from gmp_mes.scheduler import SchedulerHost
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    settings = app.config["GMP_SETTINGS"]
     host_ = SchedulerHost(app)
     host_.start_background()
     click.echo(f"gmp-mes serving on http://{host}:{port}")
     try:
-        run_simple(host, port, app, threaded=True, use_reloader=False)
+        serve(
+            app,
+            host=host,
+            port=port,
+            threads=threads or settings.web_threads,
+            ident="gmp-mes",
+            # Behind a reverse proxy, ProxyFix (setting trusted_proxies) reads X-Forwarded-*.
+            clear_untrusted_proxy_headers=False,
+            channel_timeout=120,
+            max_request_body_size=app.config["MAX_CONTENT_LENGTH"],
+        )
     finally:
         host_.stop()
 

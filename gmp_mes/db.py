@@ -17,10 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, DateTime, Engine, MetaData, Select, create_engine, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
+
+from gmp_mes import deadline
+from gmp_mes.deadline import Timeouts, Watchdog
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -150,6 +153,19 @@ def _forget_owner(owner: tuple[str, int] | None) -> None:
         _writer_owners.discard(owner)
 
 
+def _create_private(path: str | None) -> None:
+    """The SQLite file holds patients' data: create it 0600 (its -wal and -shm files take
+    the same mode from it)."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return  # an existing database keeps the mode its owner gave it
+    except FileNotFoundError:
+        return  # no such folder: SQLite reports it when connecting
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -202,19 +218,31 @@ def mark_application_connections(engine: Engine) -> None:
 class Database:
     """Engine plus two session factories: read (deferred) and write (locks early)."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        timeouts: Timeouts | None = None,
+    ) -> None:
         self.url = url
+        self.watchdog: Watchdog | None = None
         if url.startswith("sqlite"):
+            _create_private(make_url(url).database)
             self.engine = create_engine(
                 url, echo=echo,
                 connect_args={"timeout": 30, "factory": QueuedWriterConnection},
             )
             _configure_sqlite(self.engine)
         else:
+            timeouts = timeouts or Timeouts()
             self.engine = create_engine(
-                url, echo=echo, pool_size=pool_size, max_overflow=20, pool_pre_ping=True
+                url, echo=echo, pool_size=pool_size, max_overflow=20, pool_pre_ping=True,
+                connect_args=timeouts.connect_args(),
             )
             mark_application_connections(self.engine)
+            self.watchdog = deadline.install(self.engine, timeouts)
         self.write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._read = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._write = sessionmaker(bind=self.write_engine, expire_on_commit=False)

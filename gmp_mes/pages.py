@@ -23,6 +23,7 @@ from gmp_mes import accounts, audit
 from gmp_mes.audit import Actor
 from gmp_mes.audit_queries import search_events
 from gmp_mes.clock import utcnow
+from gmp_mes.edge import safe_next
 from gmp_mes.errors import DomainError, PasswordChangeRequired, RateLimited, ValidationFailed
 from gmp_mes.http import csrf_token, current_user, db_session, roles_required, undo_failed_form
 from gmp_mes.schemas import AuditQuerySchema
@@ -91,11 +92,7 @@ def login() -> str | Response | tuple[str, int, dict[str, str]]:
             session["sid"] = secret
             session["seen"] = utcnow().isoformat()
             csrf_token()
-            return redirect(
-                target
-                if target.startswith("/") and not target.startswith("//")
-                else url_for("pages.dashboard")
-            )
+            return redirect(safe_next(target) or url_for("pages.dashboard"))
     return render_template("login.html", error=error), status, headers
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 
+from gmp_mes.edge import InputRefused, check_integer, check_moment, check_text
 from gmp_mes.models import Meaning, Role, SiteKind
 from gmp_mes.signatures import SignatureInput
 
@@ -36,7 +37,52 @@ def field_errors(exc: ValidationError) -> dict[str, list[str]]:
             for field, value in messages.items()}
 
 
-class StrictSchema(Schema):
+def _edge_validator(check: Any, **kwargs: Any) -> Any:
+    def validator(value: Any) -> None:
+        try:
+            check(value, **kwargs)
+        except InputRefused as exc:
+            raise ValidationError(str(exc)) from None
+
+    return validator
+
+
+class Text(fields.String):
+    """Free text (deviation descriptions, alert notes, reasons): no control characters,
+    NUL included; ``multiline=True`` allows tab and line breaks (text areas)."""
+
+    def __init__(self, *args: Any, multiline: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.multiline = multiline
+        self.validators.insert(0, _edge_validator(check_text, multiline=multiline))
+
+
+def _add_edge_limits(field: fields.Field) -> None:
+    """The edge's limits (gmp_mes.edge) on every input field: text without control
+    characters, integers within 64 bits, dates within years 1900-2999."""
+    if getattr(field, "_edge_limited", False):
+        return
+    field._edge_limited = True  # type: ignore[attr-defined]
+    if isinstance(field, fields.String) and not isinstance(field, Text):
+        field.validators.insert(0, _edge_validator(check_text))
+    elif isinstance(field, fields.Integer):
+        field.validators.insert(0, _edge_validator(check_integer))
+    elif isinstance(field, fields.Date | fields.DateTime):
+        field.validators.insert(0, _edge_validator(check_moment))
+    for inner in (getattr(field, "inner", None), getattr(field, "key_field", None),
+                  getattr(field, "value_field", None)):
+        if isinstance(inner, fields.Field):
+            _add_edge_limits(inner)
+
+
+class EdgeSchema(Schema):
+    """Base of every input schema: the edge's limits on each field (``Text``)."""
+
+    def on_bind_field(self, field_name: str, field_obj: fields.Field) -> None:
+        _add_edge_limits(field_obj)
+
+
+class StrictSchema(EdgeSchema):
     """Unknown fields are an error: a typo must never be silently dropped."""
 
     class Meta:
@@ -173,7 +219,7 @@ class RevokeSchema(StrictSchema):
     reason = fields.String(load_default=None, validate=validate.Length(max=200))
 
 
-class AuditQuerySchema(Schema):
+class AuditQuerySchema(EdgeSchema):
     class Meta:
         unknown = EXCLUDE
 

@@ -52,6 +52,18 @@ class Settings:
     # A forward clock step larger than this since the last sweep holds expiry
     # (gmp_mes.clockwatch) until an admin confirms the clock.
     clock_jump_minutes: int = 60
+    # PostgreSQL timeouts (seconds; 0 turns one off). See DEVELOPING.md "Timeouts".
+    db_connect_timeout: int = 5
+    db_statement_timeout: int = 60
+    db_lock_timeout: int = 10
+    db_network_timeout: int = 65
+    db_keepalives_idle: int = 15
+    health_timeout: int = 2
+    # Behind a TLS-terminating proxy: Secure cookies, and how many proxies to trust
+    # for X-Forwarded-For/-Proto/-Host (werkzeug ProxyFix); 0 trusts none.
+    session_cookie_secure: bool = False
+    trusted_proxies: int = 0
+    web_threads: int = 8
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -70,9 +82,21 @@ _INT_KEYS = {
     "password_max_age_days",
     "checkpoint_minutes",
     "clock_jump_minutes",
+    "web_threads",
+    "health_timeout",
 }
 _ZERO_ALLOWED = {"password_max_age_days"}
 _RATE_KEYS = ("rate_limit_account", "rate_limit_client")
+# Whole numbers that may be 0 (turned off).
+_NATURAL_KEYS = {
+    "db_connect_timeout",
+    "db_statement_timeout",
+    "db_lock_timeout",
+    "db_network_timeout",
+    "db_keepalives_idle",
+    "trusted_proxies",
+}
+_BOOL_KEYS = {"session_cookie_secure"}
 _KNOWN = {f.name for f in fields(Settings)} - {"extra", "instance_path"}
 
 
@@ -111,8 +135,13 @@ def _instance_secret(instance_path: Path) -> str:
     """A per-installation secret kept in the instance folder (development convenience)."""
     path = instance_path / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
+        # Created 0600 from the start: never readable by others, not even for a moment.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first: read theirs
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
     return path.read_text().strip()
 
 
@@ -130,7 +159,7 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     raw.update(_from_environment())
     raw.update({k: v for k, v in (overrides or {}).items() if k != "instance_path"})
     try:
-        instance_path.mkdir(parents=True, exist_ok=True)
+        instance_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise SettingsError(f"instance folder {instance_path}: {exc.strerror}") from exc
     return _validate(raw, instance_path)
@@ -148,6 +177,20 @@ def _validate(raw: dict[str, Any], instance_path: Path) -> Settings:
     for key in _RATE_KEYS:
         if raw.get(key):
             values[key] = _rate(key, str(raw[key]))
+    for key in _NATURAL_KEYS & raw.keys():
+        try:
+            values[key] = int(raw[key])
+        except (TypeError, ValueError):
+            raise SettingsError(f"GMP_MES_{key.upper()} must be a whole number") from None
+        if values[key] < 0:
+            raise SettingsError(f"GMP_MES_{key.upper()} must be 0 or more")
+    for key in _BOOL_KEYS & raw.keys():
+        value = raw[key]
+        if isinstance(value, str):
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise SettingsError(f"GMP_MES_{key.upper()} must be true or false")
+            value = value.lower() in ("1", "true", "yes")
+        values[key] = bool(value)
     url = raw.get("database_url") or f"sqlite:///{instance_path / 'gmp_mes.sqlite'}"
     if url.startswith(("postgresql://", "postgres://")):
         raise SettingsError(

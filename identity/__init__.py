@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from flask import Flask
 from flask_smorest import Api
 
@@ -23,8 +21,3 @@ def init_app(app: Flask, api: Api) -> None:
     add_nav(app, "identity.collection_page", "Collection", ("clinician", "operator"))
     add_dashboard_panel(app, pages.dashboard_panel)
     add_job(app, sweep.job)  # the expiry sweep (identity/sweep.py, alerts engineer)
-    if os.environ.get("GMP_MES_BENCH_REFERENCE") == "1":
-        # Benchmark only (bench/bench_scans.py): never set in production.
-        from identity import bench_reference
-
-        app.register_blueprint(bench_reference.bp)

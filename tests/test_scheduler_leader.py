@@ -1,5 +1,5 @@
-"""Scheduler hosting: exactly one active scheduler across processes (PostgreSQL advisory
-lock, file lock on SQLite), take-over when the leader dies, no scheduler in create_app,
+"""Scheduler hosting: exactly one active scheduler across processes (a lease in the
+database that the leader renews), take-over when the leader dies, no scheduler in create_app,
 `gmp-mes sweep` (issue 8, SPEC §8, §10)."""
 
 from __future__ import annotations
@@ -84,28 +84,42 @@ def test_create_app_never_starts_a_scheduler(app_config) -> None:
         application.extensions["gmp_mes.db"].dispose()
 
 
-def test_leader_notices_a_lost_lock_and_does_not_keep_running(app, db) -> None:
-    """If the leader's database connection dies (restart, network), its lock is gone:
-    it must not go on as a second leader next to the one that took over."""
-    if db.dialect != "postgresql":
-        pytest.skip("the lock lives in a PostgreSQL session only on PostgreSQL")
+def test_a_leader_whose_lease_lapsed_stands_by_and_the_standby_takes_over(app, db) -> None:
+    """Leadership is a lease it must renew: once it lapsed (here: ended in the database,
+    as if the leader had been unable to renew), the standby takes over and the old
+    leader, at its next tick, finds the lease taken and does not run as a second one."""
     calls: list[str] = []
     app.extensions["gmp_mes.jobs"] = [counting_job(calls, "job")]
     first, second = SchedulerHost(app), SchedulerHost(app)
     try:
         assert first.tick() == ["job ran"]
-        pid = first.leadership._connection.execute(text("SELECT pg_backend_pid()")).scalar()
-        first.leadership._connection.commit()
-        with db.engine.connect() as c:
-            # Wait (up to 10 s) until the backend is gone: only then is its lock free.
-            c.execute(text("SELECT pg_terminate_backend(:p, 10000)"), {"p": pid})
-            c.commit()
-        assert second.tick() == ["job ran"]  # lock free: the standby takes over
-        assert first.tick() == []  # the old leader sees it lost the lock and stands by
-        assert not first.leadership.held
+        assert second.tick() == []
+        with db.engine.begin() as c:
+            c.execute(text("UPDATE scheduler_lease SET expires_at = 0"))
+        assert second.tick() == ["job ran"]  # lapsed: the standby takes over
+        assert first.tick() == []  # the old leader finds it taken and stands by
+        assert not first.leadership.held and second.leadership.held
+        assert calls == ["job", "job"]
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_sweep_stops_when_the_lease_lapses_mid_round(app) -> None:
+    calls: list[str] = []
+    host = SchedulerHost(app)
+
+    def lapse(app_):
+        host.leadership._valid_until = 0.0  # the lease ran out during this job
+        calls.append("first")
+        return []
+
+    app.extensions["gmp_mes.jobs"] = [lapse, counting_job(calls, "second")]
+    try:
+        host.tick()
+        assert calls == ["first"]  # the second job is not run without the lease
+    finally:
+        host.stop()
 
 
 # --- real processes -------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Benchmark reference route (bench/bench_scans.py): the same reads and writes as one
 scan - item look-up, custody event, audit event - in raw SQL with one commit.
 
-Registered only when GMP_MES_BENCH_REFERENCE=1 (identity.init_app); never in
-production. It deliberately skips every rule: it is the floor a scan is measured
-against, not a way to scan.
+It lives here, in the benchmark, and nowhere in the shipped packages: only the
+benchmark's own application (``bench.reference_app``) registers it. It deliberately
+skips every rule and writes without the application's audit path: it is the floor a
+scan is measured against, not a way to scan.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from gmp_mes.audit import AUDIT_LOCK_KEY, GENESIS_HASH, format_time
 from gmp_mes.clock import utcnow
 from gmp_mes.http import database
 
-bp = Blueprint("identity_bench_reference", __name__)
+bp = Blueprint("bench_reference", __name__)
 
 
 @bp.route("/api/v1/bench/reference-scan", methods=["POST"])
