@@ -115,7 +115,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
                            S.CONSUMED, *_ALWAYS}),
     S.THAWED: frozenset({S.ADMINISTERED, *_ALWAYS}),
     S.AVAILABLE: frozenset({S.IN_PROCESS, S.SHIPPED, S.CONSUMED, S.QUARANTINE, *_ALWAYS}),
-    S.IN_PROCESS: frozenset({S.AVAILABLE, S.CONSUMED, S.QUARANTINE, *_ALWAYS}),
+    # A batch rejected before the step that consumes its starting material rejects it too.
+    S.IN_PROCESS: frozenset({S.AVAILABLE, S.CONSUMED, S.QUARANTINE, S.REJECTED, *_ALWAYS}),
     S.BLOCKED: frozenset({S.REJECTED, S.DESTROYED, S.EXPIRED}),
 }
 # The statuses each kind of container can be in (documented in the OpenAPI document).
@@ -469,6 +470,18 @@ def consume_starting_material(
         return None
     return transition_item(session, item_id, S.CONSUMED,
                            reason=f"consumed by step {step_code} of batch {batch_number}")
+
+
+def reject_starting_material(
+    session: Session, item_id: str, batch_number: str, reason: str
+) -> Item | None:
+    """QA rejected the batch before its consuming step: the starting material still in
+    process for it is rejected with it (it can feed no other batch, and leaves no
+    ``in_process`` container behind). Material consumed or elsewhere stays as it is."""
+    item = get_item(session, item_id, for_update=True)
+    if item.status != S.IN_PROCESS or item.batch_number != batch_number:
+        return None
+    return transition_item(session, item_id, S.REJECTED, reason=f"batch rejected: {reason}")
 
 
 def genealogy(session: Session, item_id: str) -> dict[str, list[str]]:

@@ -739,6 +739,7 @@ def reject_batch(
         identity.transition_item(session, item_id, "rejected", reason=f"batch rejected: {reason}")
     for item_id in blocked:
         identity.transition_item(session, item_id, "blocked", reason=f"batch rejected: {reason}")
+    identity.reject_starting_material(session, batch.starting_item_id, batch_number, reason)
     batches.set_batch_status(session, batch_number, "rejected", reason=reason)
     _close_due_alert(session, batch_number, user.id, f"batch rejected (decision {decision.id})")
     return decision

@@ -408,3 +408,23 @@ def test_positive_after_release_with_bags_at_two_treatment_sites(lab: Lab, make_
         (alert,) = [a for a in list_alerts(s, kind=services.POSITIVE_AFTER_RELEASE)]
     assert alert.site_code is None  # every site: one row cannot name two
     assert "HOSP1" in alert.message and "HOSP2" in alert.message
+
+
+@pytest.mark.requirement("EU GMP Annex 16 §1.7")
+def test_rejecting_a_batch_before_its_consuming_step_rejects_the_starting_material(
+    lab: Lab,
+) -> None:
+    from batches import services as batches
+    from identity import services as identity
+    from qc import services
+
+    number = lab.plant.start()
+    with lab.tx() as s:
+        material = batches.get_batch(s, number).starting_item_id
+        assert identity.get_item(s, material).status == "in_process"
+    with lab.tx(lab.qa) as s:
+        services.reject_batch(s, number, user_id=lab.qa.user_id,
+                              signature=signed("rejected"), reason="donor consent withdrawn")
+    with lab.tx() as s:
+        item = identity.get_item(s, material)
+        assert (item.status, item.batch_number) == ("rejected", number)
