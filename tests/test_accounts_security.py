@@ -373,6 +373,31 @@ def test_one_client_guessing_many_accounts_is_limited_and_reported(tight, client
 
 
 @pytest.mark.requirement("21 CFR 11.300(d)")
+def test_parallel_failures_count_no_faster_than_the_limit(app, make_user, db) -> None:
+    """Many wrong passwords at once for one account: the check in front of the password
+    may let a few more through, but only the limit's worth count toward lockout."""
+    import threading
+
+    make_user("bob", "operator")
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def attempt(n: int) -> None:
+        client = app.test_client()
+        barrier.wait()
+        statuses.append(token_of(client, "bob", f"parallel-guess-{n}").status_code)
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(statuses) <= {401, 429} and statuses.count(401) >= 3, statuses
+    row = user_row(db, "bob")
+    assert row["failed_logins"] == 3 and row["locked_at"] is None
+
+
+@pytest.mark.requirement("21 CFR 11.300(d)")
 def test_a_lockout_is_reported_to_admins_at_once(client, make_user, login, anonymous,
                                                  db) -> None:
     admin = login(make_user("adm", "admin"))
@@ -434,6 +459,9 @@ def test_the_verifier_field_cannot_lock_an_account_faster_than_the_rate_limit(
     assert statuses == [401, 401, 401] + [429] * 5, statuses
     row = user_row(db, "quinn")
     assert row["failed_logins"] == 3 and row["locked_at"] is None
+    # The burst is reported to the administrators at once (21 CFR 11.300(d)).
+    (burst,) = open_alerts(db, "auth_failures_burst")
+    assert burst["subject_type"] == "user" and burst["subject_id"] == "quinn"
     assert_problem(answers[-1], 429, "rate_limited")
     # The QA account still works: the operator did not lock it, nor keep its owner out
     # at another workstation (the account limit counts per client).
