@@ -544,7 +544,6 @@ _BY_TOKEN = _PRINCIPAL.join_from(_user, _token, _token.c.user_id == _user.c.id).
     _token.c.token_digest == bindparam("digest"), _token.c.expires_at > bindparam("now"),
     _token.c.revoked_at.is_(None), _token.c.kind == bindparam("kind"),
 )
-_BY_ID = _PRINCIPAL.where(_user.c.id == bindparam("user_id"))
 
 
 def principal_for_token(connection: Connection, token: str) -> Principal | None:
@@ -561,11 +560,6 @@ def principal_for_session(connection: Connection, secret: str) -> Principal | No
         _BY_TOKEN, {"digest": _digest(secret), "now": utcnow(), "kind": CredentialKind.SESSION}
     ).all()
     return _principal(rows)
-
-
-def principal_by_id(connection: Connection, user_id: int) -> Principal | None:
-    """The user with this id, when active and unlocked (a logged-in browser session)."""
-    return _principal(connection.execute(_BY_ID, {"user_id": user_id}).all())
 
 
 def _principal(rows: Sequence[Row[Any]]) -> Principal | None:

@@ -559,3 +559,38 @@ def test_a_clinician_of_another_site_sees_initials_only(world: World, login, mak
     own = app.test_client()
     page_login(own, world.clinician)
     assert "LOVELACE" in own.get(f"/patients/{coi_id}").get_data(as_text=True)
+
+
+@pytest.mark.requirement("21 CFR 11.300(b)")
+def test_admin_page_resets_a_password_shown_once_never_in_the_cookie(app, make_user,
+                                                                     client) -> None:
+    olga = make_user("olga", "operator")
+    admin = app.test_client()
+    page_login(admin, make_user("adm", "admin"))
+    listing = admin.get("/admin/users").get_data(as_text=True)
+    response = admin.post("/admin/users/olga/password-reset",
+                          data={"csrf_token": csrf_from(listing)})
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    one_time = page.split('id="one-time-password">')[1].split("<")[0]
+    assert len(one_time) >= 12
+    assert one_time not in (response.headers.get("Set-Cookie") or "")
+    assert_problem(token_of(client, "olga", olga.password), 401, "invalid_credentials")
+    assert_problem(token_of(client, "olga", one_time), 403, "password_change_required")
+    assert "one-time password" in admin.get("/admin/users").get_data(as_text=True)
+    # Without the CSRF token nothing is reset.
+    assert admin.post("/admin/users/olga/password-reset", data={}).status_code == 403
+
+
+@pytest.mark.requirement("21 CFR 11.300(d)")
+def test_the_login_page_answers_429_when_limited(app, make_user) -> None:
+    make_user("bob", "operator")
+    browser = app.test_client()
+    csrf = csrf_from(browser.get("/login").get_data(as_text=True))
+    form = {"username": "bob", "password": "wrong-password", "csrf_token": csrf}
+    for _ in range(3):
+        assert browser.post("/login", data=form, headers=HTML).status_code == 401
+    limited = browser.post("/login", data={**form, "password": PASSWORD}, headers=HTML)
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+    assert "too many failed passwords" in limited.get_data(as_text=True)
+    assert browser.get("/", headers=HTML).status_code == 302  # no session
