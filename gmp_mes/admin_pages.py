@@ -17,6 +17,7 @@ from flask import (
     current_app,
     flash,
     g,
+    make_response,
     redirect,
     render_template,
     request,
@@ -174,7 +175,11 @@ def reset_password(username: str) -> str | Response:
         s.rollback()
         flash(f"Not reset: {exc.detail}", "error")
         return redirect(url_for("admin.users"))
-    return render_template("admin/password_reset.html", user=user, password=password)
+    response = make_response(
+        render_template("admin/password_reset.html", user=user, password=password)
+    )
+    response.headers["Cache-Control"] = "no-store"  # the password must not stay in a cache
+    return response
 
 
 @bp.route("/users/<username>/tokens")

@@ -84,6 +84,9 @@ def login() -> str | Response | tuple[str, int, dict[str, str]]:
             s.info["actor"] = Actor(user.username, user.id, user.full_name)
             # Annex 11 §12: the session lives on the server (revocable, absolute lifetime);
             # the cookie carries only its secret and the idle timeout.
+            previous = session.get("sid")
+            if previous:  # a new login on this browser ends the one before it
+                accounts.revoke_secret(s, str(previous), "replaced by a new login")
             secret = accounts.start_session(
                 s, user, timedelta(minutes=settings.session_max_minutes)
             )

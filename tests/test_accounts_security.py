@@ -75,6 +75,18 @@ def test_a_logged_out_cookie_is_worthless(app, make_user) -> None:
 
 
 @pytest.mark.requirement("EU GMP Annex 11 §12")
+def test_a_new_login_on_the_workstation_ends_the_previous_session(app, make_user) -> None:
+    browser = app.test_client()
+    page_login(browser, make_user("ivy", "operator"))
+    first = browser.get_cookie("session").value
+    page_login(browser, make_user("max", "operator"))  # the next shift, same workstation
+    old = app.test_client()
+    old.set_cookie("session", first)
+    assert old.get("/", headers=HTML).status_code == 302
+    assert browser.get("/", headers=HTML).status_code == 200
+
+
+@pytest.mark.requirement("EU GMP Annex 11 §12")
 def test_logout_needs_the_csrf_token(app, make_user) -> None:
     browser = app.test_client()
     page_login(browser, make_user("ivy", "operator"))
@@ -575,6 +587,7 @@ def test_admin_page_resets_a_password_shown_once_never_in_the_cookie(app, make_u
     one_time = page.split('id="one-time-password">')[1].split("<")[0]
     assert len(one_time) >= 12
     assert one_time not in (response.headers.get("Set-Cookie") or "")
+    assert response.headers["Cache-Control"] == "no-store"
     assert_problem(token_of(client, "olga", olga.password), 401, "invalid_credentials")
     assert_problem(token_of(client, "olga", one_time), 403, "password_change_required")
     assert "one-time password" in admin.get("/admin/users").get_data(as_text=True)
