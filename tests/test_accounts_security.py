@@ -11,6 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from gmp_mes import accounts
@@ -419,6 +421,13 @@ def test_a_lockout_is_reported_to_admins_at_once(client, make_user, login, anony
     assert user_row(db, "bob")["locked_at"] is not None
     (alert,) = open_alerts(db, "account_locked")
     assert alert["subject_id"] == "bob" and alert["severity"] == "major"
+    # E-mailed (where configured) through the alert delivery path to the admins.
+    from gmp_mes import alerts, notify
+
+    with db.transaction(actor=Actor.system("test")) as s:
+        accounts.set_email(s, "adm", "adm@example.org")
+    with db.session() as s:
+        assert notify.recipients(s, alerts.get_alert(s, alert["id"])) == ["adm@example.org"]
     listed = admin.get("/api/v1/alerts?kind=account_locked").get_json()
     assert [a["id"] for a in listed] == [alert["id"]]
     assert login(admin_person := make_user("op9", "operator")).get(
@@ -607,3 +616,36 @@ def test_the_login_page_answers_429_when_limited(app, make_user) -> None:
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
     assert "too many failed passwords" in limited.get_data(as_text=True)
     assert browser.get("/", headers=HTML).status_code == 302  # no session
+
+
+_examples = iter(range(10**9))
+
+
+@pytest.mark.requirement("21 CFR 11.300(d)")
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(gaps=st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=25))
+def test_the_database_limit_counts_like_a_fixed_window(db, gaps) -> None:
+    """Model check of the `limits` storage over the database: a failure counts while
+    its window (opened by the first failure after the last one expired) holds fewer
+    than the limit; so no window ever counts more than the limit."""
+    from gmp_mes.ratelimit import Limits
+
+    limits = Limits.of("3 per 5 minutes", "1000 per 1 hour")
+    name = f"model{next(_examples)}"
+    clock.freeze(utcnow())
+    opened, hits = None, 0
+    try:
+        for gap in gaps:
+            clock.advance(timedelta(seconds=gap))
+            now = utcnow()
+            if opened is None or now >= opened + timedelta(minutes=5):
+                opened, hits = now, 0
+            hits += 1
+            with db.transaction(actor=Actor.system("test")) as s:
+                counted, _ = limits.count_failure(s.connection(), name, "127.0.0.1")
+                blocked = limits.blocked(s.connection(), name, "127.0.0.1")
+            assert counted == (hits <= 3), (gaps, hits)
+            assert (blocked is not None) == (hits >= 3)
+    finally:
+        clock.unfreeze()
