@@ -42,6 +42,13 @@ def _now() -> float:
     return utcnow().timestamp()
 
 
+def printable(text: str, limit: int = 100) -> str:
+    """A typed name as a key or record: control characters (NUL cannot even be stored by
+    PostgreSQL) shown as ``?`` (so it never becomes another, real, user name), lower
+    case, bounded."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text.strip().lower())[:limit]
+
+
 class DatabaseStorage(Storage):
     """A ``limits`` storage over one SQLAlchemy connection (fixed windows only)."""
 
@@ -101,10 +108,10 @@ class Limits:
         return cls(parse(account), parse(client))
 
     def _keys(self, username: str, client: str | None) -> list[tuple[str, RateLimitItem, str]]:
-        name = username.strip().lower()[:100]
-        keys = [("account", self.account, f"account:{name}@{(client or '-')[:100]}")]
+        name, where = printable(username), printable(client or "-")
+        keys = [("account", self.account, f"account:{name}@{where}")]
         if client:
-            keys.append(("client", self.client, f"client:{client[:100]}"))
+            keys.append(("client", self.client, f"client:{where}"))
         return keys
 
     def blocked(self, connection: Connection, username: str, client: str | None) -> int | None:

@@ -387,6 +387,15 @@ def test_one_client_guessing_many_accounts_is_limited_and_reported(tight, client
 
 
 @pytest.mark.requirement("21 CFR 11.300(d)")
+def test_a_name_no_user_can_have_is_a_plain_failure(client, make_user, db) -> None:
+    make_user("bob", "operator")
+    for name in ("bo\x00b", "b\tob", "b\u202eob"):
+        assert_problem(token_of(client, name, PASSWORD), 401, "invalid_credentials")
+    assert user_row(db, "bob")["failed_logins"] == 0  # none of them counted against bob
+    assert token_of(client, "bob", PASSWORD).status_code == 201
+
+
+@pytest.mark.requirement("21 CFR 11.300(d)")
 def test_parallel_failures_count_no_faster_than_the_limit(app, make_user, db) -> None:
     """Many wrong passwords at once for one account: the check in front of the password
     may let a few more through, but only the limit's worth count toward lockout."""
@@ -506,6 +515,7 @@ def test_the_verifier_field_leaks_nothing(plant: Plant, login, make_user, client
         "wrong password": {"username": plant.qa.username, "password": "whatever-pass"},
         "wrong role": {"username": "dora", "password": PASSWORD},
         "locked": {"username": "lars", "password": PASSWORD},
+        "control characters": {"username": "qu\x00inn", "password": PASSWORD},
     }
     bodies = {}
     for what, verifier in tries.items():
