@@ -55,7 +55,8 @@ def _errors_of(exc: DomainError, fallback: str) -> dict[str, list[str]]:
 @bp.route("/users")
 @roles_required("admin")
 def users() -> str:
-    return render_template("admin/users.html", users=accounts.list_users(db_session()))
+    return render_template("admin/users.html", users=accounts.list_users(db_session()),
+                           max_failed=current_app.config["GMP_SETTINGS"].max_failed_logins)
 
 
 @bp.route("/users/new", methods=["GET", "POST"])

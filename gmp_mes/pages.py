@@ -99,7 +99,8 @@ def login() -> str | Response | tuple[str, int, dict[str, str]]:
                 if target.startswith("/") and not target.startswith("//")
                 else url_for("pages.dashboard")
             )
-    return render_template("login.html", error=error), status, headers
+    max_failed = current_app.config["GMP_SETTINGS"].max_failed_logins
+    return render_template("login.html", error=error, max_failed=max_failed), status, headers
 
 
 @bp.route("/logout", methods=["GET", "POST"])
