@@ -659,3 +659,22 @@ def test_the_database_limit_counts_like_a_fixed_window(db, gaps) -> None:
             assert (blocked is not None) == (hits >= 3)
     finally:
         clock.unfreeze()
+
+
+@pytest.mark.requirement("21 CFR 11.300(b)")
+@pytest.mark.requirement("EU GMP Annex 11 §12")
+def test_a_one_time_login_on_a_logged_in_browser_ends_the_previous_session(app, make_user,
+                                                                            login) -> None:
+    admin = make_user("adm", "admin")
+    login(admin).post("/api/v1/users", json={"username": "nina", "full_name": "Nina N",
+                                             "password": PASSWORD, "roles": ["qc"],
+                                             "site": "CLEAN1"})
+    browser = app.test_client()
+    page_login(browser, admin)  # the administrator walks away without logging out
+    csrf = csrf_from(browser.get("/login").get_data(as_text=True))
+    response = browser.post("/login", data={"username": "nina", "password": PASSWORD,
+                                            "csrf_token": csrf})
+    assert "/account/password" in response.headers["Location"]
+    page = browser.get(response.headers["Location"]).get_data(as_text=True)
+    assert 'value="nina"' in page and "<strong>adm</strong>" not in page
+    assert browser.get("/admin/users", headers=HTML).status_code == 302  # not the admin
