@@ -678,3 +678,19 @@ def test_a_one_time_login_on_a_logged_in_browser_ends_the_previous_session(app, 
     page = browser.get(response.headers["Location"]).get_data(as_text=True)
     assert 'value="nina"' in page and "<strong>adm</strong>" not in page
     assert browser.get("/admin/users", headers=HTML).status_code == 302  # not the admin
+
+
+def test_the_sweep_drops_ended_rate_limit_windows(app, client, make_user, db) -> None:
+    from gmp_mes import ratelimit
+    from tests.helpers import count
+
+    make_user("bob", "operator")
+    clock.freeze(utcnow())
+    assert_problem(token_of(client, "bob", "wrong-password"), 401)
+    assert count(db, "rate_limit") == 2  # bob at this client, and this client
+    ratelimit.job(app)
+    assert count(db, "rate_limit") == 2  # windows still open
+    clock.advance(timedelta(minutes=6))
+    ratelimit.job(app)
+    assert count(db, "rate_limit") == 0
+    assert ratelimit.job in app.extensions["gmp_mes.jobs"]
