@@ -48,7 +48,7 @@ from gmp_mes.passwords import (
     password_problems,
 )
 from gmp_mes.ratelimit import DEFAULT as DEFAULT_LIMITS
-from gmp_mes.ratelimit import Limits
+from gmp_mes.ratelimit import Limits, printable
 
 MAX_FAILED_LOGINS = 5
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -240,7 +240,8 @@ def record_failure(
     failure beyond them raced the check in front of the password). A lockout or a
     used-up limit raises an alert to the administrators at once (21 CFR 11.300(d)).
     """
-    name = username.strip().lower()
+    typed = username.strip().lower()
+    name = printable(typed, 64)
 
     def follow_up(session: Session) -> None:
         rules = policy(session)
@@ -250,9 +251,7 @@ def record_failure(
         )
         for scope in exhausted:
             _burst_alert(session, scope, name, client)
-        user = session.scalar(
-            select(User).where(User.username == name).with_for_update(of=User)
-        )
+        user = find_user(session, typed, for_update=True)
         if user is None:
             audit.record(
                 session, "auth.failed", "user", name[:80], new={"known": False, "client": client}
@@ -309,6 +308,15 @@ def _burst_alert(session: Session, scope: str, name: str, client: str | None) ->
     ))
 
 
+def find_user(session: Session, name: str, *, for_update: bool = False) -> User | None:
+    """The user of a typed name, or None; a name no user can have (control characters,
+    NUL, which PostgreSQL cannot even compare) is not looked up at all."""
+    if not USERNAME.match(name):
+        return None
+    query = select(User).where(User.username == name)
+    return session.scalar(query.with_for_update(of=User) if for_update else query)
+
+
 def check_rate(session: Session, username: str) -> None:
     """429 ``rate_limited`` when failed passwords used up a limit for this name or client
     (read only: nothing is written for a refused attempt)."""
@@ -343,7 +351,7 @@ def authenticate(
     A correct one-time or expired password gives 403 ``password_change_required``."""
     name = (username or "").strip().lower()
     check_rate(session, name)
-    user = session.scalar(select(User).where(User.username == name))
+    user = find_user(session, name)
     valid = check_password(user.password_hash if user else None, password or "")
     if user is None or not valid:
         raise InvalidCredentials(
@@ -452,7 +460,7 @@ def change_password(
     password too). Every token and session of theirs ends (Annex 11 §12)."""
     name = (username or "").strip().lower()
     check_rate(session, name)
-    user = session.scalar(select(User).where(User.username == name).with_for_update(of=User))
+    user = find_user(session, name, for_update=True)
     valid = check_password(user.password_hash if user else None, current_password or "")
     if user is None or not valid:
         raise InvalidCredentials(
@@ -544,7 +552,6 @@ _BY_TOKEN = _PRINCIPAL.join_from(_user, _token, _token.c.user_id == _user.c.id).
     _token.c.token_digest == bindparam("digest"), _token.c.expires_at > bindparam("now"),
     _token.c.revoked_at.is_(None), _token.c.kind == bindparam("kind"),
 )
-_BY_ID = _PRINCIPAL.where(_user.c.id == bindparam("user_id"))
 
 
 def principal_for_token(connection: Connection, token: str) -> Principal | None:
@@ -561,11 +568,6 @@ def principal_for_session(connection: Connection, secret: str) -> Principal | No
         _BY_TOKEN, {"digest": _digest(secret), "now": utcnow(), "kind": CredentialKind.SESSION}
     ).all()
     return _principal(rows)
-
-
-def principal_by_id(connection: Connection, user_id: int) -> Principal | None:
-    """The user with this id, when active and unlocked (a logged-in browser session)."""
-    return _principal(connection.execute(_BY_ID, {"user_id": user_id}).all())
 
 
 def _principal(rows: Sequence[Row[Any]]) -> Principal | None:

@@ -17,6 +17,7 @@ from flask import (
     current_app,
     flash,
     g,
+    make_response,
     redirect,
     render_template,
     request,
@@ -54,7 +55,8 @@ def _errors_of(exc: DomainError, fallback: str) -> dict[str, list[str]]:
 @bp.route("/users")
 @roles_required("admin")
 def users() -> str:
-    return render_template("admin/users.html", users=accounts.list_users(db_session()))
+    return render_template("admin/users.html", users=accounts.list_users(db_session()),
+                           max_failed=current_app.config["GMP_SETTINGS"].max_failed_logins)
 
 
 @bp.route("/users/new", methods=["GET", "POST"])
@@ -174,7 +176,11 @@ def reset_password(username: str) -> str | Response:
         s.rollback()
         flash(f"Not reset: {exc.detail}", "error")
         return redirect(url_for("admin.users"))
-    return render_template("admin/password_reset.html", user=user, password=password)
+    response = make_response(
+        render_template("admin/password_reset.html", user=user, password=password)
+    )
+    response.headers["Cache-Control"] = "no-store"  # the password must not stay in a cache
+    return response
 
 
 @bp.route("/users/<username>/tokens")

@@ -109,6 +109,9 @@ def _register_core(app: Flask, api: Api) -> None:
     alerts_pages.init_app(app)
     admin_pages.init_app(app)
     cli.register(app)
+    from gmp_mes import ratelimit
+
+    app.extensions["gmp_mes.jobs"].append(ratelimit.job)  # ended rate-limit windows
     importlib.import_module("demo").register(app)  # `gmp-mes demo` knows every domain
 
 

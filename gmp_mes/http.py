@@ -356,7 +356,7 @@ def handle_domain_error(error: DomainError) -> Response:
         return _html_error(error.status, error.title, error.detail)
     answer = problem(
         error.status, error.code, error.title, error.detail, errors=error.errors,
-        extra=error.extra, headers=error.headers,
+        extra=error.extra, headers=getattr(error, "headers", None),
     )
     run_follow_up(error, answer)
     return answer

@@ -74,6 +74,7 @@ def login() -> str | Response | tuple[str, int, dict[str, str]]:
             # 21 CFR 11.300(b): a one-time or expired password gives no session: the
             # person sets their own first, proving the one they have.
             s.rollback()
+            _end_previous_session(s, "another person logged in on this browser")
             flash(f"Change your password before you continue: {exc.detail.split(':')[0]}.",
                   "error")
             return redirect(url_for("pages.change_password", username=username.strip().lower(),
@@ -85,6 +86,7 @@ def login() -> str | Response | tuple[str, int, dict[str, str]]:
             s.info["actor"] = Actor(user.username, user.id, user.full_name)
             # Annex 11 §12: the session lives on the server (revocable, absolute lifetime);
             # the cookie carries only its secret and the idle timeout.
+            _end_previous_session(s, "replaced by a new login")
             secret = accounts.start_session(
                 s, user, timedelta(minutes=settings.session_max_minutes)
             )
@@ -93,7 +95,19 @@ def login() -> str | Response | tuple[str, int, dict[str, str]]:
             session["seen"] = utcnow().isoformat()
             csrf_token()
             return redirect(safe_next(target) or url_for("pages.dashboard"))
-    return render_template("login.html", error=error), status, headers
+    max_failed = current_app.config["GMP_SETTINGS"].max_failed_logins
+    return render_template("login.html", error=error, max_failed=max_failed), status, headers
+
+
+def _end_previous_session(s: Any, reason: str) -> None:
+    """A correct password typed on this browser ends the session it still carries (the
+    person before, on a shared workstation), on the server and in the cookie."""
+    previous = session.get("sid")
+    if previous:
+        if s.info.get("actor") is None:
+            s.info["actor"] = Actor.system("login")
+        accounts.revoke_secret(s, str(previous), reason)
+        session.clear()
 
 
 @bp.route("/logout", methods=["GET", "POST"])

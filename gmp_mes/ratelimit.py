@@ -35,11 +35,24 @@ _INCR = text(
     "RETURNING hits"
 )
 _GET = text("SELECT hits, expires_at FROM rate_limit WHERE key = :key AND expires_at > :now")
-_PURGE = text("DELETE FROM rate_limit WHERE expires_at <= :now")
+_PURGE = {
+    # SKIP LOCKED: the purge never waits for a row a failure is counting on, so it can
+    # never be part of a deadlock; rows it skips go at the next sweep.
+    "postgresql": text("DELETE FROM rate_limit WHERE key IN (SELECT key FROM rate_limit "
+                       "WHERE expires_at <= :now FOR UPDATE SKIP LOCKED)"),
+    "sqlite": text("DELETE FROM rate_limit WHERE expires_at <= :now"),
+}
 
 
 def _now() -> float:
     return utcnow().timestamp()
+
+
+def printable(text: str, limit: int = 100) -> str:
+    """A typed name as a key or record: control characters (NUL cannot even be stored by
+    PostgreSQL) shown as ``?`` (so it never becomes another, real, user name), lower
+    case, bounded."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text.strip().lower())[:limit]
 
 
 class DatabaseStorage(Storage):
@@ -80,8 +93,11 @@ class DatabaseStorage(Storage):
     def clear(self, key: str) -> None:
         self.connection.execute(text("DELETE FROM rate_limit WHERE key = :key"), {"key": key})
 
-    def purge_expired(self) -> None:
-        self.connection.execute(_PURGE, {"now": _now()})
+    def purge_expired(self) -> int:
+        """Delete the counters of windows that ended (an ended window is also reset in
+        place by :meth:`incr`, so this only keeps the table small)."""
+        statement = _PURGE[self.connection.dialect.name]
+        return self.connection.execute(statement, {"now": _now()}).rowcount or 0
 
 
 @dataclass(frozen=True)
@@ -101,10 +117,10 @@ class Limits:
         return cls(parse(account), parse(client))
 
     def _keys(self, username: str, client: str | None) -> list[tuple[str, RateLimitItem, str]]:
-        name = username.strip().lower()[:100]
-        keys = [("account", self.account, f"account:{name}@{(client or '-')[:100]}")]
+        name, where = printable(username), printable(client or "-")
+        keys = [("account", self.account, f"account:{name}@{where}")]
         if client:
-            keys.append(("client", self.client, f"client:{client[:100]}"))
+            keys.append(("client", self.client, f"client:{where}"))
         return keys
 
     def blocked(self, connection: Connection, username: str, client: str | None) -> int | None:
@@ -124,7 +140,6 @@ class Limits:
         them (the failure may then count toward lockout; one beyond a limit raced the
         check) and the scopes (``account``, ``client``) this failure used up."""
         storage = DatabaseStorage(connection)
-        storage.purge_expired()
         within, exhausted = True, []
         for scope, item, key in self._keys(username, client):
             hits = storage.incr(item.key_for(key), item.get_expiry())
@@ -135,3 +150,13 @@ class Limits:
 
 
 DEFAULT = Limits.of("3 per 5 minutes", "30 per 5 minutes")
+
+
+def job(app: Any) -> list[str]:
+    """Scheduler job: drop the counters of ended windows (in a transaction of its own,
+    which never waits for a lock)."""
+    from gmp_mes.audit import Actor
+
+    with app.extensions["gmp_mes.db"].transaction(actor=Actor.system("scheduler")) as s:
+        DatabaseStorage(s.connection()).purge_expired()
+    return []

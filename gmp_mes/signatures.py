@@ -21,7 +21,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from gmp_mes import audit
-from gmp_mes.accounts import Person, check_rate, failure_follow_up
+from gmp_mes.accounts import Person, check_rate, failure_follow_up, find_user
 from gmp_mes.errors import (
     AccountInactive,
     AccountLocked,
@@ -98,7 +98,7 @@ def sign_as_second_person(
     _check_meaning(given, meanings, f"{field}.meaning")
     name = (username or "").strip().lower()
     check_rate(session, name)
-    second = session.scalar(select(User).where(User.username == name))
+    second = find_user(session, name)
     if second is not None and second.id == performer.id:
         raise SegregationOfDuties("the second person must not be the performer")
     valid = check_password(second.password_hash if second else None, given.password or "")

@@ -214,6 +214,7 @@ def make_user(db: Database, make_site: Callable[..., str]) -> Callable[..., Pers
                 roles=roles,
                 site_code=site,
                 full_name=username.title(),
+                must_change=False,  # the person's own password, as typed at the console
             )
             user_id = user.id
         return Person(username, PASSWORD, tuple(roles), site, user_id)

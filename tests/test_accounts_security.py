@@ -11,6 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from gmp_mes import accounts
@@ -72,6 +74,18 @@ def test_a_logged_out_cookie_is_worthless(app, make_user) -> None:
     assert response.status_code == 302 and "/login" in response.headers["Location"]
     actions = [e["action"] for e in audit_events(app.extensions["gmp_mes.db"], entity_id="ivy")]
     assert "auth.session_started" in actions and "auth.revoked" in actions
+
+
+@pytest.mark.requirement("EU GMP Annex 11 §12")
+def test_a_new_login_on_the_workstation_ends_the_previous_session(app, make_user) -> None:
+    browser = app.test_client()
+    page_login(browser, make_user("ivy", "operator"))
+    first = browser.get_cookie("session").value
+    page_login(browser, make_user("max", "operator"))  # the next shift, same workstation
+    old = app.test_client()
+    old.set_cookie("session", first)
+    assert old.get("/", headers=HTML).status_code == 302
+    assert browser.get("/", headers=HTML).status_code == 200
 
 
 @pytest.mark.requirement("EU GMP Annex 11 §12")
@@ -373,6 +387,40 @@ def test_one_client_guessing_many_accounts_is_limited_and_reported(tight, client
 
 
 @pytest.mark.requirement("21 CFR 11.300(d)")
+def test_a_name_no_user_can_have_is_a_plain_failure(client, make_user, db) -> None:
+    make_user("bob", "operator")
+    for name in ("bo\x00b", "b\tob", "b\u202eob"):
+        assert_problem(token_of(client, name, PASSWORD), 401, "invalid_credentials")
+    assert user_row(db, "bob")["failed_logins"] == 0  # none of them counted against bob
+    assert token_of(client, "bob", PASSWORD).status_code == 201
+
+
+@pytest.mark.requirement("21 CFR 11.300(d)")
+def test_parallel_failures_count_no_faster_than_the_limit(app, make_user, db) -> None:
+    """Many wrong passwords at once for one account: the check in front of the password
+    may let a few more through, but only the limit's worth count toward lockout."""
+    import threading
+
+    make_user("bob", "operator")
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def attempt(n: int) -> None:
+        client = app.test_client()
+        barrier.wait()
+        statuses.append(token_of(client, "bob", f"parallel-guess-{n}").status_code)
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(statuses) <= {401, 429} and statuses.count(401) >= 3, statuses
+    row = user_row(db, "bob")
+    assert row["failed_logins"] == 3 and row["locked_at"] is None
+
+
+@pytest.mark.requirement("21 CFR 11.300(d)")
 def test_a_lockout_is_reported_to_admins_at_once(client, make_user, login, anonymous,
                                                  db) -> None:
     admin = login(make_user("adm", "admin"))
@@ -382,6 +430,13 @@ def test_a_lockout_is_reported_to_admins_at_once(client, make_user, login, anony
     assert user_row(db, "bob")["locked_at"] is not None
     (alert,) = open_alerts(db, "account_locked")
     assert alert["subject_id"] == "bob" and alert["severity"] == "major"
+    # E-mailed (where configured) through the alert delivery path to the admins.
+    from gmp_mes import alerts, notify
+
+    with db.transaction(actor=Actor.system("test")) as s:
+        accounts.set_email(s, "adm", "adm@example.org")
+    with db.session() as s:
+        assert notify.recipients(s, alerts.get_alert(s, alert["id"])) == ["adm@example.org"]
     listed = admin.get("/api/v1/alerts?kind=account_locked").get_json()
     assert [a["id"] for a in listed] == [alert["id"]]
     assert login(admin_person := make_user("op9", "operator")).get(
@@ -434,6 +489,9 @@ def test_the_verifier_field_cannot_lock_an_account_faster_than_the_rate_limit(
     assert statuses == [401, 401, 401] + [429] * 5, statuses
     row = user_row(db, "quinn")
     assert row["failed_logins"] == 3 and row["locked_at"] is None
+    # The burst is reported to the administrators at once (21 CFR 11.300(d)).
+    (burst,) = open_alerts(db, "auth_failures_burst")
+    assert burst["subject_type"] == "user" and burst["subject_id"] == "quinn"
     assert_problem(answers[-1], 429, "rate_limited")
     # The QA account still works: the operator did not lock it, nor keep its owner out
     # at another workstation (the account limit counts per client).
@@ -457,6 +515,7 @@ def test_the_verifier_field_leaks_nothing(plant: Plant, login, make_user, client
         "wrong password": {"username": plant.qa.username, "password": "whatever-pass"},
         "wrong role": {"username": "dora", "password": PASSWORD},
         "locked": {"username": "lars", "password": PASSWORD},
+        "control characters": {"username": "qu\x00inn", "password": PASSWORD},
     }
     bodies = {}
     for what, verifier in tries.items():
@@ -531,3 +590,107 @@ def test_a_clinician_of_another_site_sees_initials_only(world: World, login, mak
     own = app.test_client()
     page_login(own, world.clinician)
     assert "LOVELACE" in own.get(f"/patients/{coi_id}").get_data(as_text=True)
+
+
+@pytest.mark.requirement("21 CFR 11.300(b)")
+def test_admin_page_resets_a_password_shown_once_never_in_the_cookie(app, make_user,
+                                                                     client) -> None:
+    olga = make_user("olga", "operator")
+    admin = app.test_client()
+    page_login(admin, make_user("adm", "admin"))
+    listing = admin.get("/admin/users").get_data(as_text=True)
+    response = admin.post("/admin/users/olga/password-reset",
+                          data={"csrf_token": csrf_from(listing)})
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    one_time = page.split('id="one-time-password">')[1].split("<")[0]
+    assert len(one_time) >= 12
+    assert one_time not in (response.headers.get("Set-Cookie") or "")
+    assert response.headers["Cache-Control"] == "no-store"
+    assert_problem(token_of(client, "olga", olga.password), 401, "invalid_credentials")
+    assert_problem(token_of(client, "olga", one_time), 403, "password_change_required")
+    assert "one-time password" in admin.get("/admin/users").get_data(as_text=True)
+    # Without the CSRF token nothing is reset.
+    assert admin.post("/admin/users/olga/password-reset", data={}).status_code == 403
+
+
+@pytest.mark.requirement("21 CFR 11.300(d)")
+def test_the_login_page_answers_429_when_limited(app, make_user) -> None:
+    make_user("bob", "operator")
+    browser = app.test_client()
+    csrf = csrf_from(browser.get("/login").get_data(as_text=True))
+    form = {"username": "bob", "password": "wrong-password", "csrf_token": csrf}
+    for _ in range(3):
+        assert browser.post("/login", data=form, headers=HTML).status_code == 401
+    limited = browser.post("/login", data={**form, "password": PASSWORD}, headers=HTML)
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+    assert "too many failed passwords" in limited.get_data(as_text=True)
+    assert browser.get("/", headers=HTML).status_code == 302  # no session
+
+
+_examples = iter(range(10**9))
+
+
+@pytest.mark.requirement("21 CFR 11.300(d)")
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(gaps=st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=25))
+def test_the_database_limit_counts_like_a_fixed_window(db, gaps) -> None:
+    """Model check of the `limits` storage over the database: a failure counts while
+    its window (opened by the first failure after the last one expired) holds fewer
+    than the limit; so no window ever counts more than the limit."""
+    from gmp_mes.ratelimit import Limits
+
+    limits = Limits.of("3 per 5 minutes", "1000 per 1 hour")
+    name = f"model{next(_examples)}"
+    clock.freeze(utcnow())
+    opened, hits = None, 0
+    try:
+        for gap in gaps:
+            clock.advance(timedelta(seconds=gap))
+            now = utcnow()
+            if opened is None or now >= opened + timedelta(minutes=5):
+                opened, hits = now, 0
+            hits += 1
+            with db.transaction(actor=Actor.system("test")) as s:
+                counted, _ = limits.count_failure(s.connection(), name, "127.0.0.1")
+                blocked = limits.blocked(s.connection(), name, "127.0.0.1")
+            assert counted == (hits <= 3), (gaps, hits)
+            assert (blocked is not None) == (hits >= 3)
+    finally:
+        clock.unfreeze()
+
+
+@pytest.mark.requirement("21 CFR 11.300(b)")
+@pytest.mark.requirement("EU GMP Annex 11 §12")
+def test_a_one_time_login_on_a_logged_in_browser_ends_the_previous_session(app, make_user,
+                                                                            login) -> None:
+    admin = make_user("adm", "admin")
+    login(admin).post("/api/v1/users", json={"username": "nina", "full_name": "Nina N",
+                                             "password": PASSWORD, "roles": ["qc"],
+                                             "site": "CLEAN1"})
+    browser = app.test_client()
+    page_login(browser, admin)  # the administrator walks away without logging out
+    csrf = csrf_from(browser.get("/login").get_data(as_text=True))
+    response = browser.post("/login", data={"username": "nina", "password": PASSWORD,
+                                            "csrf_token": csrf})
+    assert "/account/password" in response.headers["Location"]
+    page = browser.get(response.headers["Location"]).get_data(as_text=True)
+    assert 'value="nina"' in page and "<strong>adm</strong>" not in page
+    assert browser.get("/admin/users", headers=HTML).status_code == 302  # not the admin
+
+
+def test_the_sweep_drops_ended_rate_limit_windows(app, client, make_user, db) -> None:
+    from gmp_mes import ratelimit
+    from tests.helpers import count
+
+    make_user("bob", "operator")
+    clock.freeze(utcnow())
+    assert_problem(token_of(client, "bob", "wrong-password"), 401)
+    assert count(db, "rate_limit") == 2  # bob at this client, and this client
+    ratelimit.job(app)
+    assert count(db, "rate_limit") == 2  # windows still open
+    clock.advance(timedelta(minutes=6))
+    ratelimit.job(app)
+    assert count(db, "rate_limit") == 0
+    assert ratelimit.job in app.extensions["gmp_mes.jobs"]

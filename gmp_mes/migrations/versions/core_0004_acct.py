@@ -52,7 +52,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("rate_limit")
     with op.batch_alter_table("api_token", schema=None) as batch_op:
-        batch_op.drop_constraint("ck_api_token_kind", type_="check")
+        batch_op.drop_constraint(op.f("ck_api_token_kind"), type_="check")
         batch_op.drop_column("revoke_reason")
         batch_op.drop_column("revoked_at")
         batch_op.drop_column("kind")
