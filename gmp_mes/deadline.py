@@ -80,6 +80,18 @@ def budget(seconds: float) -> Iterator[None]:
         _budget.reset(token)
 
 
+@contextmanager
+def unbounded() -> Iterator[None]:
+    """No client-side deadline within the block (a schema migration, a long maintenance
+    command that was started on purpose); the server-side timeouts still apply unless
+    the block lifts them for its own transaction."""
+    token = _budget.set(math.inf)
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
 class Watchdog:
     """One thread per engine that shuts down the socket of a round trip past its deadline."""
 
@@ -93,6 +105,8 @@ class Watchdog:
 
     def _limit(self) -> float | None:
         until = _budget.get()
+        if until == math.inf:
+            return None
         limits = [x for x in (self.network_timeout or None,
                               None if until is None else max(0.05, until - time.monotonic()))
                   if x]
@@ -182,7 +196,7 @@ def install(engine: Engine, timeouts: Timeouts) -> Watchdog:
     @event.listens_for(engine, "do_connect")
     def _bounded_connect(_dialect: Any, _record: Any, _cargs: Any, cparams: dict) -> None:
         until = _budget.get()
-        if until is not None:
+        if until is not None and until != math.inf:
             limit = until - time.monotonic()
             configured = cparams.get("connect_timeout") or math.inf
             # libpq treats anything under 2 s as 2 s.

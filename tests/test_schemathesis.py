@@ -10,12 +10,8 @@ bounded so that the run stays short; CI's derandomised Hypothesis profile applie
 from __future__ import annotations
 
 import pytest
-import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
 
 ROLES = ("operator", "qc", "qa", "clinician", "admin")
 EXAMPLES_PER_OPERATION = 4
@@ -36,6 +32,12 @@ def tokens(client, make_user, make_site) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_every_operation_for_every_role_answers_without_5xx_and_as_documented(app, tokens):
+    # Imported here: schemathesis takes seconds to import, paid only when this test runs.
+    import schemathesis
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) > 30
