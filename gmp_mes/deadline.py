@@ -101,6 +101,7 @@ class Watchdog:
         self._lock = threading.Condition()
         self._thread: threading.Thread | None = None
         self._ids = iter(range(1, 1 << 62))
+        self._wake_at = math.inf  # when the watchdog thread next looks (under _lock)
         self.fired = 0
 
     def _limit(self) -> float | None:
@@ -120,13 +121,17 @@ class Watchdog:
             return
         with self._lock:
             key = next(self._ids)
-            self._armed[key] = (time.monotonic() + limit, fileno)
+            due = time.monotonic() + limit
+            self._armed[key] = (due, fileno)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="gmp-mes-db-watchdog", daemon=True
                 )
                 self._thread.start()
-            self._lock.notify()
+            elif due < self._wake_at:
+                # Wake the thread only when this deadline comes before its next look
+                # (rarely: the limits are equal, so later round trips end later).
+                self._lock.notify()
         try:
             yield
         finally:
@@ -142,8 +147,11 @@ class Watchdog:
                     # Cut while holding the lock: the watched call's ``finally`` waits for
                     # it, so the connection (and its fd number) is still the one watched.
                     self._cut(self._armed.pop(key)[1])
-                wait = min((at for at, _ in self._armed.values()), default=now + 30) - now
-                self._lock.wait(max(0.01, min(wait, 30)))
+                wait = max(0.01, min(
+                    min((at for at, _ in self._armed.values()), default=now + 30) - now, 30))
+                self._wake_at = now + wait
+                self._lock.wait(wait)
+                self._wake_at = math.inf
 
     def _cut(self, fd: int) -> None:
         """Shut the socket down (the driver's fd stays open, so it cannot be reused by
