@@ -40,9 +40,9 @@ class Timeouts:
     """PostgreSQL timeouts in seconds; 0 turns one off."""
 
     connect: int = 5
-    statement: int = 60
+    statement: int = 30
     lock: int = 10
-    network: int = 65
+    network: int = 35
     keepalives_idle: int = 15
 
     def connect_args(self) -> dict[str, Any]:
@@ -104,18 +104,19 @@ class Watchdog:
         self._wake_at = math.inf  # when the watchdog thread next looks (under _lock)
         self.fired = 0
 
-    def _limit(self) -> float | None:
+    def _limit(self, cap: float | None) -> float | None:
         until = _budget.get()
         if until == math.inf:
             return None
-        limits = [x for x in (self.network_timeout or None,
+        limits = [x for x in (self.network_timeout or None, cap,
                               None if until is None else max(0.05, until - time.monotonic()))
                   if x]
         return min(limits) if limits else None
 
     @contextmanager
-    def watch(self, fileno: int) -> Iterator[None]:
-        limit = self._limit()
+    def watch(self, fileno: int, cap: float | None = None) -> Iterator[None]:
+        """Watch one round trip on socket ``fileno`` (at most ``cap`` seconds, if given)."""
+        limit = self._limit(cap)
         if limit is None or fileno < 0:
             yield
             return
@@ -182,9 +183,9 @@ def install(engine: Engine, timeouts: Timeouts) -> Watchdog:
     dog = Watchdog(timeouts.network)
     dialect = engine.dialect
 
-    def on_connection(method: Callable[..., Any]) -> Callable[..., Any]:
+    def on_connection(method: Callable[..., Any], cap: float | None = None) -> Callable[..., Any]:
         def guarded(connection: Any, *args: Any, **kwargs: Any) -> Any:
-            with dog.watch(_fileno(connection)):
+            with dog.watch(_fileno(connection), cap):
                 return method(connection, *args, **kwargs)
 
         return guarded
@@ -196,7 +197,10 @@ def install(engine: Engine, timeouts: Timeouts) -> Watchdog:
 
         return guarded
 
-    for name in ("do_ping", "do_commit", "do_rollback"):
+    # The pool's ping is a ``SELECT 1`` on an idle connection: if it does not come back
+    # within the connect timeout the connection is dead, and a fresh one is tried at once.
+    dialect.do_ping = on_connection(dialect.do_ping, timeouts.connect or None)
+    for name in ("do_commit", "do_rollback"):
         setattr(dialect, name, on_connection(getattr(dialect, name)))
     for name in ("do_execute", "do_execute_no_params", "do_executemany"):
         setattr(dialect, name, on_cursor(getattr(dialect, name)))

@@ -74,7 +74,7 @@ def proxied_app(proxy: BlackHoleProxy, app_config: dict[str, Any], app: Flask) -
 
 def test_sessions_carry_statement_and_lock_timeouts(proxied_app) -> None:
     with proxied_app.extensions["gmp_mes.db"].engine.connect() as c:
-        assert c.execute(text("SHOW statement_timeout")).scalar() == "1min"
+        assert c.execute(text("SHOW statement_timeout")).scalar() == "30s"
         assert c.execute(text("SHOW lock_timeout")).scalar() == "10s"
         params = c.connection.dbapi_connection.info.get_parameters()
         assert params["keepalives"] == "1" and params["keepalives_idle"] == "15"
