@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, post_load, validate
 from batches.models import DeviationSeverity
 from batches.services import DEFAULT_PROCESS, VerifierInput
 from gmp_mes.models import Meaning
-from gmp_mes.schemas import EdgeSchema, SignatureOutSchema, SignatureSchema, StrictSchema
+from gmp_mes.schemas import EdgeSchema, SignatureOutSchema, SignatureSchema, StrictSchema, Text
 
 SEVERITIES = [s.value for s in DeviationSeverity]
 
@@ -65,12 +65,12 @@ class CorrectionInSchema(StepInSchema):
 
 class DeviationInSchema(StrictSchema):
     severity = fields.String(required=True, validate=validate.OneOf(SEVERITIES))
-    description = fields.String(required=True, validate=validate.Length(min=1, max=4000))
+    description = Text(required=True, multiline=True, validate=validate.Length(min=1, max=4000))
     step_code = fields.String(load_default=None, validate=validate.Length(min=1, max=40))
 
 
 class AssessInSchema(StrictSchema):
-    assessment = fields.String(required=True, validate=validate.Length(min=1, max=4000))
+    assessment = Text(required=True, multiline=True, validate=validate.Length(min=1, max=4000))
     severity = fields.String(load_default=None, validate=validate.OneOf(SEVERITIES))
     signature = fields.Nested(SignatureSchema, required=True)
 

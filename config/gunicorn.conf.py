@@ -17,6 +17,8 @@ bind = os.environ.get("GMP_MES_WEB_BIND", "127.0.0.1:8000")
 # to the number of workstations and bedside devices working at the same moment.
 worker_class = "sync"
 workers = int(os.environ.get("GMP_MES_WEB_WORKERS", "16"))
-# A request still running after this long is a fault: its worker is restarted.
+# A request still running after this long is a fault: its worker is restarted. The
+# database bounds come first (settings db_connect_timeout + db_network_timeout, 40 s by
+# default): a request cut off from PostgreSQL answers 503 before its worker is killed.
 timeout = 60
 graceful_timeout = 30

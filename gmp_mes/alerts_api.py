@@ -11,7 +11,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from gmp_mes import alerts
 from gmp_mes.alerts import Alert, AlertStatus
 from gmp_mes.http import db_session, roles_required
-from gmp_mes.schemas import StrictSchema
+from gmp_mes.schemas import StrictSchema, Text
 
 blp = Blueprint(
     "alerts_api",
@@ -32,7 +32,7 @@ class AlertQuerySchema(StrictSchema):
 
 
 class AcknowledgeSchema(StrictSchema):
-    note = fields.String(load_default=None, validate=validate.Length(max=2000))
+    note = Text(load_default=None, multiline=True, validate=validate.Length(max=2000))
 
 
 class AlertSchema(Schema):

@@ -236,13 +236,15 @@ class Database:
             )
             _configure_sqlite(self.engine)
         else:
-            timeouts = timeouts or Timeouts()
+            # The application passes its configured timeouts (gmp_mes.app); administrative
+            # and benchmark engines made without them wait as long as their work takes.
             self.engine = create_engine(
                 url, echo=echo, pool_size=pool_size, max_overflow=20, pool_pre_ping=True,
-                connect_args=timeouts.connect_args(),
+                connect_args=timeouts.connect_args() if timeouts else {},
             )
             mark_application_connections(self.engine)
-            self.watchdog = deadline.install(self.engine, timeouts)
+            if timeouts is not None:
+                self.watchdog = deadline.install(self.engine, timeouts)
         self.write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._read = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._write = sessionmaker(bind=self.write_engine, expire_on_commit=False)

@@ -40,9 +40,9 @@ class Timeouts:
     """PostgreSQL timeouts in seconds; 0 turns one off."""
 
     connect: int = 5
-    statement: int = 60
+    statement: int = 30
     lock: int = 10
-    network: int = 65
+    network: int = 35
     keepalives_idle: int = 15
 
     def connect_args(self) -> dict[str, Any]:
@@ -80,6 +80,18 @@ def budget(seconds: float) -> Iterator[None]:
         _budget.reset(token)
 
 
+@contextmanager
+def unbounded() -> Iterator[None]:
+    """No client-side deadline within the block (a schema migration, a long maintenance
+    command that was started on purpose); the server-side timeouts still apply unless
+    the block lifts them for its own transaction."""
+    token = _budget.set(math.inf)
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
 class Watchdog:
     """One thread per engine that shuts down the socket of a round trip past its deadline."""
 
@@ -89,30 +101,38 @@ class Watchdog:
         self._lock = threading.Condition()
         self._thread: threading.Thread | None = None
         self._ids = iter(range(1, 1 << 62))
+        self._wake_at = math.inf  # when the watchdog thread next looks (under _lock)
         self.fired = 0
 
-    def _limit(self) -> float | None:
+    def _limit(self, cap: float | None) -> float | None:
         until = _budget.get()
-        limits = [x for x in (self.network_timeout or None,
+        if until == math.inf:
+            return None
+        limits = [x for x in (self.network_timeout or None, cap,
                               None if until is None else max(0.05, until - time.monotonic()))
                   if x]
         return min(limits) if limits else None
 
     @contextmanager
-    def watch(self, fileno: int) -> Iterator[None]:
-        limit = self._limit()
+    def watch(self, fileno: int, cap: float | None = None) -> Iterator[None]:
+        """Watch one round trip on socket ``fileno`` (at most ``cap`` seconds, if given)."""
+        limit = self._limit(cap)
         if limit is None or fileno < 0:
             yield
             return
         with self._lock:
             key = next(self._ids)
-            self._armed[key] = (time.monotonic() + limit, fileno)
+            due = time.monotonic() + limit
+            self._armed[key] = (due, fileno)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="gmp-mes-db-watchdog", daemon=True
                 )
                 self._thread.start()
-            self._lock.notify()
+            elif due < self._wake_at:
+                # Wake the thread only when this deadline comes before its next look
+                # (rarely: the limits are equal, so later round trips end later).
+                self._lock.notify()
         try:
             yield
         finally:
@@ -128,8 +148,11 @@ class Watchdog:
                     # Cut while holding the lock: the watched call's ``finally`` waits for
                     # it, so the connection (and its fd number) is still the one watched.
                     self._cut(self._armed.pop(key)[1])
-                wait = min((at for at, _ in self._armed.values()), default=now + 30) - now
-                self._lock.wait(max(0.01, min(wait, 30)))
+                wait = max(0.01, min(
+                    min((at for at, _ in self._armed.values()), default=now + 30) - now, 30))
+                self._wake_at = now + wait
+                self._lock.wait(wait)
+                self._wake_at = math.inf
 
     def _cut(self, fd: int) -> None:
         """Shut the socket down (the driver's fd stays open, so it cannot be reused by
@@ -160,9 +183,9 @@ def install(engine: Engine, timeouts: Timeouts) -> Watchdog:
     dog = Watchdog(timeouts.network)
     dialect = engine.dialect
 
-    def on_connection(method: Callable[..., Any]) -> Callable[..., Any]:
+    def on_connection(method: Callable[..., Any], cap: float | None = None) -> Callable[..., Any]:
         def guarded(connection: Any, *args: Any, **kwargs: Any) -> Any:
-            with dog.watch(_fileno(connection)):
+            with dog.watch(_fileno(connection), cap):
                 return method(connection, *args, **kwargs)
 
         return guarded
@@ -174,7 +197,10 @@ def install(engine: Engine, timeouts: Timeouts) -> Watchdog:
 
         return guarded
 
-    for name in ("do_ping", "do_commit", "do_rollback"):
+    # The pool's ping is a ``SELECT 1`` on an idle connection: if it does not come back
+    # within the connect timeout the connection is dead, and a fresh one is tried at once.
+    dialect.do_ping = on_connection(dialect.do_ping, timeouts.connect or None)
+    for name in ("do_commit", "do_rollback"):
         setattr(dialect, name, on_connection(getattr(dialect, name)))
     for name in ("do_execute", "do_execute_no_params", "do_executemany"):
         setattr(dialect, name, on_cursor(getattr(dialect, name)))
@@ -182,7 +208,7 @@ def install(engine: Engine, timeouts: Timeouts) -> Watchdog:
     @event.listens_for(engine, "do_connect")
     def _bounded_connect(_dialect: Any, _record: Any, _cargs: Any, cparams: dict) -> None:
         until = _budget.get()
-        if until is not None:
+        if until is not None and until != math.inf:
             limit = until - time.monotonic()
             configured = cparams.get("connect_timeout") or math.inf
             # libpq treats anything under 2 s as 2 s.

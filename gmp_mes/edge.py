@@ -2,11 +2,13 @@
 
 One place decides what input may reach a schema or a service at all:
 
-- JSON bodies: nesting at most ``MAX_JSON_DEPTH``, integers inside a signed 64-bit
-  range, finite numbers, no control characters in strings (NUL was a 500 on
-  PostgreSQL, whose text type cannot hold it);
+- JSON bodies: nesting at most ``MAX_JSON_DEPTH``, numbers of at most
+  ``MAX_JSON_DIGITS`` digits and finite (400);
+- integers (every input schema): inside a signed 64-bit range (422);
 - text fields (:func:`check_text`, used by every input schema through
-  ``gmp_mes.schemas.EdgeSchema``): no control characters but tab and line breaks;
+  ``gmp_mes.schemas.EdgeSchema``, which names the field in a 422): no control
+  characters but tab and line breaks (NUL was a 500 on PostgreSQL, whose text type
+  cannot hold it); query arguments: none at all (400);
 - date and time fields: years 1900 to 2999 (later dates overflow when shifted to UTC
   or added to a shelf life);
 - the ``next`` target after login: a path on this site, nothing a browser could read
@@ -34,6 +36,7 @@ from flask import Flask, Response, g, request
 from werkzeug.routing import IntegerConverter
 
 MAX_JSON_DEPTH = 32
+MAX_JSON_DIGITS = 40
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MIN_YEAR, MAX_YEAR = 1900, 2999
 # C0 controls but tab, line feed and carriage return; DEL; C1 controls.
@@ -75,11 +78,12 @@ def check_moment(value: date) -> None:
 
 
 def _parse_int(text: str) -> int:
-    if len(text.lstrip("-")) > 19:  # cheaper than converting a 4,000-digit number
-        raise InputRefused("number out of range (a signed 64-bit integer at most)")
-    value = int(text)
-    check_integer(value)
-    return value
+    """Integers are parsed only up to ``MAX_JSON_DIGITS`` digits (a 4,000-digit number
+    costs time to convert); the 64-bit range is the schemas' (``EdgeSchema``), whose 422
+    names the field."""
+    if len(text.lstrip("-")) > MAX_JSON_DIGITS:
+        raise InputRefused(f"number longer than {MAX_JSON_DIGITS} digits")
+    return int(text)
 
 
 def _parse_float(text: str) -> float:
@@ -96,11 +100,8 @@ def _parse_constant(name: str) -> Any:
 def _walk(value: Any, depth: int) -> None:
     if depth > MAX_JSON_DEPTH:
         raise InputRefused(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    if isinstance(value, str):
-        check_text(value)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_text(key, multiline=False)
+    if isinstance(value, dict):
+        for item in value.values():
             _walk(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
@@ -152,22 +153,15 @@ class Int64Converter(IntegerConverter):
         super().__init__(map, *args, **kwargs)
 
 
-def _check_query_and_form() -> None:
-    """No control characters in query arguments or form fields (line breaks allowed
-    in forms, for text areas). Schemas check them again with their own messages."""
+def _check_query() -> None:
+    """No control characters in query arguments (never legitimate in a URL). Form fields
+    are checked by their page's schema (``EdgeSchema``), which names the field."""
     from gmp_mes.errors import BadRequest
 
     try:
         for key, value in request.args.items(multi=True):
             check_text(key, multiline=False)
             check_text(value, multiline=False)
-        if request.method not in ("GET", "HEAD", "OPTIONS") and request.mimetype in (
-            "application/x-www-form-urlencoded",
-            "multipart/form-data",
-        ):
-            for key, value in request.form.items(multi=True):
-                check_text(key, multiline=False)
-                check_text(value)
     except InputRefused as exc:
         raise BadRequest(f"the request was refused: {exc}") from None
 
@@ -240,6 +234,6 @@ def install(app: Flask) -> None:
     """Register the edge checks (after authentication and role checks: an unauthorised
     caller learns nothing from input validation)."""
     app.url_map.converters["int"] = Int64Converter
-    app.before_request(_check_query_and_form)
+    app.before_request(_check_query)
     app.before_request(_check_json_body)
     app.jinja_env.globals["csp_nonce"] = csp_nonce

@@ -13,6 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, MetaData
 
+from gmp_mes import deadline
 from gmp_mes.db import Base
 
 CORE_MIGRATIONS = Path(__file__).parent / "migrations"
@@ -46,7 +47,11 @@ def alembic_config() -> Config:
 
 def upgrade(engine: Engine) -> None:
     config = alembic_config()
-    with engine.begin() as connection:
+    # A migration may rewrite a large table: no statement deadline (lock_timeout stays,
+    # so a migration waiting behind live traffic fails instead of stalling it).
+    with deadline.unbounded(), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
         config.attributes["connection"] = connection
         command.upgrade(config, "heads")
 

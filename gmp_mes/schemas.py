@@ -57,13 +57,19 @@ class Text(fields.String):
         self.validators.insert(0, _edge_validator(check_text, multiline=multiline))
 
 
+class ScannedText(fields.String):
+    """What a scanner sent, exactly as read (a QR or barcode payload): control characters
+    are not refused here, because a garbage scan is a recorded event; the scan service
+    refuses it as malformed and records that safely (SPEC §4)."""
+
+
 def _add_edge_limits(field: fields.Field) -> None:
     """The edge's limits (gmp_mes.edge) on every input field: text without control
     characters, integers within 64 bits, dates within years 1900-2999."""
     if getattr(field, "_edge_limited", False):
         return
     field._edge_limited = True  # type: ignore[attr-defined]
-    if isinstance(field, fields.String) and not isinstance(field, Text):
+    if isinstance(field, fields.String) and not isinstance(field, Text | ScannedText):
         field.validators.insert(0, _edge_validator(check_text))
     elif isinstance(field, fields.Integer):
         field.validators.insert(0, _edge_validator(check_integer))

@@ -54,9 +54,9 @@ class Settings:
     clock_jump_minutes: int = 60
     # PostgreSQL timeouts (seconds; 0 turns one off). See DEVELOPING.md "Timeouts".
     db_connect_timeout: int = 5
-    db_statement_timeout: int = 60
+    db_statement_timeout: int = 30
     db_lock_timeout: int = 10
-    db_network_timeout: int = 65
+    db_network_timeout: int = 35
     db_keepalives_idle: int = 15
     health_timeout: int = 2
     # Behind a TLS-terminating proxy: Secure cookies, and how many proxies to trust

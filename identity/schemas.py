@@ -8,7 +8,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate
 from marshmallow.utils import get_value
 
-from gmp_mes.schemas import SignatureSchema, StrictSchema
+from gmp_mes.schemas import ScannedText, SignatureSchema, StrictSchema
 from identity.models import ItemKind, ItemStatus
 from identity.services import CUSTODY_ACTIONS
 
@@ -72,7 +72,7 @@ class CustodyInSchema(StrictSchema):
 
 
 class ScanInSchema(StrictSchema):
-    payload = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    payload = ScannedText(required=True, validate=validate.Length(min=1, max=2000))
     workstation = fields.String(required=True,
                                 validate=[validate.Length(min=1, max=100), _printable])
     batch_number = fields.String(load_default=None, allow_none=True,
@@ -80,8 +80,8 @@ class ScanInSchema(StrictSchema):
 
 
 class BedsideInSchema(StrictSchema):
-    patient_payload = fields.String(required=True, validate=validate.Length(min=1, max=2000))
-    product_payload = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    patient_payload = ScannedText(required=True, validate=validate.Length(min=1, max=2000))
+    product_payload = ScannedText(required=True, validate=validate.Length(min=1, max=2000))
 
 
 class AdministrationInSchema(BedsideInSchema):

@@ -115,7 +115,8 @@ def spec_plant(app: Any, db: Any, make_user: Any, make_site: Any, tmp_path: Path
     operator = make_user("olga", "operator")
     qa = make_user("quinn", "qa")
     clinician = make_user("clara", "clinician", site=HOSPITAL)
-    plant = Plant(app, db, operator, make_user("oscar", "operator"), qa, clinician)
+    apheresis = make_user("april", "clinician", site=APHERESIS)
+    plant = Plant(app, db, operator, make_user("oscar", "operator"), qa, clinician, apheresis)
     (tmp_path / "spec-example.toml").write_text(SPEC_EXAMPLE)
     with plant.tx(qa) as s:
         services.load_process_definitions(s, [tmp_path])  # the SPEC example only

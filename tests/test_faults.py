@@ -74,7 +74,7 @@ def proxied_app(proxy: BlackHoleProxy, app_config: dict[str, Any], app: Flask) -
 
 def test_sessions_carry_statement_and_lock_timeouts(proxied_app) -> None:
     with proxied_app.extensions["gmp_mes.db"].engine.connect() as c:
-        assert c.execute(text("SHOW statement_timeout")).scalar() == "1min"
+        assert c.execute(text("SHOW statement_timeout")).scalar() == "30s"
         assert c.execute(text("SHOW lock_timeout")).scalar() == "10s"
         params = c.connection.dbapi_connection.info.get_parameters()
         assert params["keepalives"] == "1" and params["keepalives_idle"] == "15"
@@ -162,3 +162,25 @@ def test_a_partitioned_leader_stops_and_the_standby_takes_over(proxied_app, app,
         standby.stop()
         leader.leadership._valid_until = 0.0  # partitioned: nothing to hand over
         leader.stop()
+
+
+def test_the_watchdog_cuts_a_round_trip_past_its_deadline_and_only_that_one() -> None:
+    import socket
+
+    from gmp_mes.deadline import Watchdog, budget
+
+    dog = Watchdog(network_timeout=30)
+    stuck, peer = socket.socketpair()
+    quick, quick_peer = socket.socketpair()
+    try:
+        with dog.watch(quick.fileno()):  # answered in time: left alone
+            quick_peer.sendall(b"ok")
+            assert quick.recv(2) == b"ok"
+        with budget(0.2), dog.watch(stuck.fileno()):
+            assert stuck.recv(1) == b""  # no answer ever comes: shut down, reads end
+        assert dog.fired == 1
+        quick_peer.sendall(b"still")
+        assert quick.recv(5) == b"still"
+    finally:
+        for s in (stuck, peer, quick, quick_peer):
+            s.close()

@@ -236,6 +236,8 @@ def test_serve_runs_the_scheduler_in_process(database_url, tmp_path) -> None:
             assert f"sweep done by active scheduler (pid {process.pid})" in log.read_text()
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
                 assert r.status == 200
+                # A production WSGI server (waitress), not Werkzeug's development server.
+                assert r.headers["Server"] == "gmp-mes"
         finally:
             process.terminate()
             process.wait(10)
