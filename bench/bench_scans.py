@@ -109,7 +109,7 @@ def _wrk(port: int, script: Path, seconds: int) -> dict[str, Any]:
             "socket_errors": errors.group(0) if errors else ""}
 
 
-def _serve(url: str, instance: Path, port: int) -> Any:
+def _serve(url: str, instance: Path, port: int, startup_seconds: float = 30) -> Any:
     """The app under gunicorn with the deployment settings (config/gunicorn.conf.py)."""
     env = {**os.environ, "GMP_MES_DATABASE_URL": url, "GMP_MES_INSTANCE_PATH": str(instance),
            "GMP_MES_SECRET_KEY": "bench",
@@ -120,7 +120,7 @@ def _serve(url: str, instance: Path, port: int) -> Any:
          "warning", "--chdir", str(REPO_ROOT), "bench.reference_app:create_app()"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + startup_seconds
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()

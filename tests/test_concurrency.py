@@ -19,7 +19,7 @@ from flask import Flask
 from gmp_mes.audit import Actor, verify_chain
 from gmp_mes.db import Database
 from tests.conftest import ApiClient, sig
-from tests.helpers import count
+from tests.helpers import assert_problem, count
 from tests.test_identity_fixtures import world_fixture  # noqa: F401 - fixture
 from tests.test_qc_fixtures import (  # noqa: F401 - fixtures
     Lab,
@@ -306,3 +306,81 @@ def test_losing_concurrent_enrolments_get_already_enrolled_with_the_coi(world, a
     losers = [(status, a.get("code"), a.get("coi_id")) for status, a in answers if status != 201]
     assert losers == [(409, "already_enrolled", created[0]["coi_id"])] * (attempts - 1), answers
     assert count(world.db, "patient") == 1
+
+
+# --- a deadlock that still happens: retried once, then its own problem ------------------
+
+class _Deadlock(Exception):
+    sqlstate = "40P01"
+
+
+def _deadlock() -> Exception:
+    from sqlalchemy.exc import OperationalError
+
+    return OperationalError("UPDATE item ...", {}, _Deadlock("deadlock detected"))
+
+
+def _failing(original: Callable[..., Any], times: int) -> Callable[..., Any]:
+    calls = {"n": 0}
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        result = original(*args, **kwargs)  # the work is done, then the transaction fails
+        if calls["n"] <= times:
+            raise _deadlock()
+        return result
+
+    wrapper.calls = calls  # type: ignore[attr-defined]
+    return wrapper
+
+
+def test_a_deadlocked_request_is_run_once_more(world, login, monkeypatch) -> None:
+    from identity import services as identity
+    from tests.test_identity_fixtures import PLANT
+
+    patient = world.enrol()
+    bag = world.item(patient["coi_id"], site=PLANT)
+    scans_before = count(world.db, "custody_event")
+    wrapper = _failing(identity.scan, 1)
+    monkeypatch.setattr(identity, "scan", wrapper)
+    api = login(world.operator)
+    response = api.post("/api/v1/scans", json={"payload": world.payload(bag), "workstation": "S1"},
+                        headers={"Idempotency-Key": "retry-1"})
+    assert response.status_code == 200 and response.get_json()["ok"] is True
+    assert wrapper.calls["n"] == 2
+    # The first attempt was rolled back whole: one scan recorded, the key kept once.
+    assert count(world.db, "custody_event") == scans_before + 1
+    assert count(world.db, "idempotency_key") == 1
+
+
+def test_a_second_deadlock_is_concurrent_update_not_database_unavailable(
+    world, login, monkeypatch
+) -> None:
+    from identity import services as identity
+    from tests.test_identity_fixtures import PLANT
+
+    patient = world.enrol()
+    bag = world.item(patient["coi_id"], site=PLANT)
+    scans_before = count(world.db, "custody_event")
+    monkeypatch.setattr(identity, "scan", _failing(identity.scan, 2))
+    response = login(world.operator).post("/api/v1/scans",
+                                          json={"payload": world.payload(bag), "workstation": "S1"})
+    problem = assert_problem(response, 503, "concurrent_update")
+    assert "try again" in problem["detail"] and response.headers["Retry-After"] == "1"
+    assert count(world.db, "custody_event") == scans_before
+
+
+def test_a_deadlocked_scheduler_job_is_run_once_more(app) -> None:
+    from gmp_mes.scheduler import run_jobs
+
+    runs: list[int] = []
+
+    def job(_app: Flask) -> list[str]:
+        runs.append(1)
+        if len(runs) == 1:
+            raise _deadlock()
+        return ["swept"]
+
+    app.extensions["gmp_mes.jobs"] = [job]
+    result = run_jobs(app)
+    assert result.changes == ["swept"] and result.failed == [] and len(runs) == 2
