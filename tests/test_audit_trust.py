@@ -5,9 +5,12 @@ waits after a forward clock jump (21 CFR 11.10(a), 11.10(e), EU GMP Annex 11 §9
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -466,3 +469,38 @@ def test_the_jump_step_is_a_setting(app_config, tmp_path) -> None:
 def test_checkpoint_job_without_a_registered_key_does_nothing(app) -> None:
     app.extensions.pop(checkpoints.EXTENSION)
     assert checkpoints.job(app) == []
+
+
+# --- an invariant: reconciliation names exactly the columns changed behind the trail ---------
+
+_NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz ABCÉ'-", min_size=1, max_size=30).map(
+    str.strip).filter(bool)
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(audited=st.lists(_NAMES, min_size=1, max_size=3), raw=st.one_of(st.none(), _NAMES),
+       zone=st.sampled_from([None, "UTC", "Asia/Tokyo"]))
+@pytest.mark.requirement("21 CFR 11.10(e)")
+def test_reconcile_names_exactly_what_changed_outside(db, audited, raw, zone) -> None:
+    from gmp_mes import accounts, reconcile
+    from gmp_mes.models import Site
+
+    code = f"S{uuid.uuid4().hex[:8].upper()}"
+    with db.transaction(actor=SYSTEM) as s:
+        accounts.create_site(s, code, kind="treatment", name=audited[0], timezone="UTC")
+    for name in audited[1:]:  # audited changes through the unit of work
+        with db.transaction(actor=SYSTEM) as s:
+            s.scalar(select(Site).where(Site.code == code)).name = name
+    changed = {}
+    with insider(db) as c:
+        if raw is not None and raw != audited[-1]:
+            c.execute(text("UPDATE site SET name = :n WHERE code = :c"), {"n": raw, "c": code})
+            changed["name"] = (audited[-1], raw)
+        if zone is not None and zone != "UTC":
+            c.execute(text("UPDATE site SET timezone = :z WHERE code = :c"),
+                      {"z": zone, "c": code})
+            changed["timezone"] = ("UTC", zone)
+    with db.session(write=False) as s:
+        found = [d for d in reconcile.differences(s) if d.entity_id == code]
+    assert {d.column: (d.audited, d.current) for d in found} == changed
