@@ -504,3 +504,34 @@ def test_reconcile_names_exactly_what_changed_outside(db, audited, raw, zone) ->
     with db.session(write=False) as s:
         found = [d for d in reconcile.differences(s) if d.entity_id == code]
     assert {d.column: (d.audited, d.current) for d in found} == changed
+
+
+@pytest.mark.requirement("EU GMP Annex 11 §12.4")
+def test_admin_confirms_the_clock_on_its_page(app, db, coi, client, make_user) -> None:
+    from tests.test_pages_core import csrf_from, page_login
+
+    item_id = make_item(db, coi, hours=1)
+    sweeper.job(app)
+    clock.advance(timedelta(hours=3))
+    sweeper.job(app)
+    other = app.test_client()
+    page_login(other, make_user("otto", "operator"))
+    assert other.get("/admin/clock").status_code == 403
+    page_login(client, make_user("ada", "admin"))
+    page = client.get("/admin/clock")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and 'data-held="expiry_sweep"' in html
+    no_csrf = client.post("/admin/clock/expiry_sweep/confirm", data={"reason": "checked"})
+    assert no_csrf.status_code in (400, 403)
+    token = csrf_from(html)
+    empty = client.post("/admin/clock/expiry_sweep/confirm",
+                        data={"csrf_token": token, "reason": ""}, follow_redirects=True)
+    assert "Not confirmed" in empty.get_data(as_text=True)
+    done = client.post("/admin/clock/expiry_sweep/confirm",
+                       data={"csrf_token": token, "reason": "checked against GPS clock"},
+                       follow_redirects=True)
+    body = done.get_data(as_text=True)
+    assert "Clock confirmed" in body and "No job is held" in body
+    confirmed = audit_events(db, entity_type="clock_watch")[-1]
+    assert confirmed["username"] == "ada" and confirmed["reason"] == "checked against GPS clock"
+    assert any(f"expired {item_id}" in line for line in sweeper.job(app))
