@@ -535,3 +535,21 @@ def test_admin_confirms_the_clock_on_its_page(app, db, coi, client, make_user) -
     confirmed = audit_events(db, entity_type="clock_watch")[-1]
     assert confirmed["username"] == "ada" and confirmed["reason"] == "checked against GPS clock"
     assert any(f"expired {item_id}" in line for line in sweeper.job(app))
+
+
+@pytest.mark.requirement("21 CFR 11.10(e)")
+def test_no_checkpoint_is_signed_over_a_broken_chain(app, db, coi, runner) -> None:
+    assert runner.invoke(args=["audit", "checkpoint"]).exit_code == 0
+    make_item(db, coi)
+    drop_trail_guards(db)
+    with db.engine.begin() as c:  # an event after the checkpoint altered, not re-chained
+        c.execute(text("UPDATE audit_event SET record = replace(record, 'CLEAN1', 'CLEAN2') "
+                       "WHERE seq = (SELECT max(seq) FROM audit_event)"))
+    out = runner.invoke(args=["audit", "checkpoint"])
+    assert out.exit_code != 0 and "no checkpoint signed" in out.output
+    clock.advance(timedelta(minutes=61))  # a checkpoint is due: the scheduler refuses too
+    assert run_jobs(app).failed == ["gmp_mes.checkpoints.job"]
+    with db.engine.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM audit_checkpoint")).scalar() == 1
+    [(_cause, message)] = _alerts(db, "audit_trail_broken")
+    assert "hash does not match its content" in message
