@@ -9,7 +9,9 @@ checkpoint's signature and that the chain still passes through it, so a rewritte
 and re-chained trail fails without the key (21 CFR 11.10(e), EU GMP Annex 11 §9).
 
 Each checkpoint also signs the digest of its predecessor's signature and carries a
-contiguous number, so a removed checkpoint breaks the checkpoint chain. The
+contiguous number, so a removed checkpoint breaks the checkpoint chain. Before signing,
+the events since the previous checkpoint are verified: a checkpoint never signs a broken
+chain, and a forger without the key can reach only the events of the current interval. The
 scheduler writes one every ``checkpoint_minutes`` when the trail grew;
 ``gmp-mes audit checkpoint`` writes one now.
 
