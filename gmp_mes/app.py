@@ -116,10 +116,11 @@ def _register_core(app: Flask, api: Api) -> None:
 
 
 def _register_core_jobs(app: Flask) -> None:
-    from gmp_mes import checkpoints
+    from gmp_mes import checkpoints, clock_pages
 
     # After the domains' jobs: a checkpoint then signs what this round's sweep wrote.
     add_job(app, checkpoints.job)
+    clock_pages.init_app(app)
 
 
 def timeouts_of(settings: Settings) -> Timeouts:

@@ -9,7 +9,9 @@ checkpoint's signature and that the chain still passes through it, so a rewritte
 and re-chained trail fails without the key (21 CFR 11.10(e), EU GMP Annex 11 §9).
 
 Each checkpoint also signs the digest of its predecessor's signature and carries a
-contiguous number, so a removed checkpoint breaks the checkpoint chain. The
+contiguous number, so a removed checkpoint breaks the checkpoint chain. Before signing,
+the events since the previous checkpoint are verified: a checkpoint never signs a broken
+chain, and a forger without the key can reach only the events of the current interval. The
 scheduler writes one every ``checkpoint_minutes`` when the trail grew;
 ``gmp-mes audit checkpoint`` writes one now.
 
@@ -40,6 +42,7 @@ from gmp_mes import audit
 from gmp_mes.audit import GENESIS_HASH, Anchor, format_time
 from gmp_mes.clock import utcnow
 from gmp_mes.db import Base
+from gmp_mes.errors import conflict
 
 # Arbitrary constant: the checkpoint writers' advisory lock on PostgreSQL.
 CHECKPOINT_LOCK_KEY = 7_470_003
@@ -130,6 +133,7 @@ def write_checkpoint(session: Session, key: InstallationKey) -> Checkpoint | Non
     previous = latest(connection)
     if previous is not None and previous.seq == last_event.seq:
         return None
+    _refuse_broken_segment(connection, previous)
     number = previous.number + 1 if previous else 1
     created_at = format_time(utcnow())
     prev = _prev_digest(previous.signature if previous else None)
@@ -144,6 +148,38 @@ def write_checkpoint(session: Session, key: InstallationKey) -> Checkpoint | Non
         signature=checkpoint.signature,
     ))
     return checkpoint
+
+
+def _refuse_broken_segment(connection: Connection, previous: Checkpoint | None) -> None:
+    """Never sign a broken chain: the events since the previous checkpoint are verified
+    first (an interval's worth), linked to its signed hash. So the events between two
+    checkpoints were checked when the second was signed, and a forger without the key
+    can only ever reach the events of the current interval."""
+    problem = None
+    if previous is not None:
+        stored = connection.execute(
+            text("SELECT hash FROM audit_event WHERE seq = :s"), {"s": previous.seq}
+        ).scalar()
+        problem = _link_problem(previous, stored)
+    if problem is None:
+        result = audit.verify_chain(connection, after=previous.anchor if previous else None)
+        problem = None if result.ok else result.message()
+    if problem is None:
+        return
+    detail = f"no checkpoint signed: {problem}"
+
+    def follow_up(session: Session) -> None:
+        from gmp_mes import alerts
+
+        session.info[audit.CLOCK_CLAMP] = True  # the alert must be kept whatever the clock
+        alerts.raise_alert(session, alerts.AlertSpec(
+            cause=f"audit_trail_broken:{previous.number if previous else 0}",
+            kind="audit_trail_broken", severity=alerts.Severity.CRITICAL.value,
+            subject_type="system", subject_id="audit_trail", roles=("admin", "qa"),
+            message=f"the audit trail failed its check before a checkpoint: {problem}",
+        ))
+
+    raise conflict("audit_trail_broken", detail, follow_up=follow_up)
 
 
 def _signature_problem(checkpoint: Checkpoint, keys: dict[str, Ed25519PublicKey]) -> str | None:

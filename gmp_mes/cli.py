@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from functools import wraps
 from typing import Any
@@ -237,64 +237,32 @@ def _anchor(_ctx: Any, _param: Any, values: tuple[str, ...]) -> list[audit.Ancho
 def audit_verify(anchors: list[audit.Anchor], since_checkpoint: bool) -> None:
     """Recompute the hash chain, check the signed checkpoints, the time order and every
     audited record against its last audited values; exit 1 naming each problem."""
-    from gmp_mes import checkpoints, reconcile
+    from gmp_mes import checkpoints, trail
 
-    keys = checkpoints.public_keys(current_app)
-    settings = current_app.config["GMP_SETTINGS"]
-    problems: list[str] = []
-    lines: list[str] = []
-    result: audit.VerifyResult | None
+    try:
+        keys = checkpoints.public_keys(current_app)
+    except Exception as exc:  # a missing or unreadable key file: one line, never a traceback
+        raise click.ClickException(f"installation key: {exc}") from exc
+    minutes = current_app.config["GMP_SETTINGS"].checkpoint_minutes
     with database().engine.connect() as connection:
-        if since_checkpoint:
-            report = checkpoints.check_latest(connection, keys)
-            if report.last is None:
-                raise click.ClickException("no signed checkpoint yet: run a full `audit verify`")
-            problems.extend(report.problems)
-            # A checkpoint that fails is no trusted starting point: nothing after it is read.
-            result = (audit.verify_chain(connection, after=report.last.anchor)
-                      if not report.problems else None)
-            scope = f"since {report.last}"
-        else:
-            total = audit.count_events(connection)
-            if total >= 10_000:
-                with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
-                    result = audit.verify_chain(connection, progress=bar.update)
-            else:
-                result = audit.verify_chain(connection)
-            report = checkpoints.check_all(connection, keys)
-            problems.extend(report.problems)
-            scope = ""
-        if result is not None and not result.ok:
-            problems.insert(0, result.message())
-        problems.extend(p for a in anchors if (p := audit.check_anchor(connection, a)))
-        problems.extend(result.backward_lines() if result is not None else [])
-        stale = checkpoints.staleness(
-            connection, report.last, timedelta(minutes=settings.checkpoint_minutes))
-    if not since_checkpoint and result is not None and result.ok:
-        # One snapshot for the events and the records (on PostgreSQL each statement would
-        # otherwise see the commits made between them: false differences).
-        with (
-            database().engine.connect().execution_options(isolation_level="REPEATABLE READ")
-            if database().dialect == "postgresql" else database().engine.connect()
-        ) as snapshot, Session(bind=snapshot) as session:
-            found = list(reconcile.differences(session))
-        problems.extend(f"record differs from its audit trail: {d}" for d in found)
-        lines.append("records: every audited record matches its last audited values"
-                     if not found else f"records: {len(found)} difference(s)")
-    for line in problems:
+        total = 0 if since_checkpoint else audit.count_events(connection)
+    shown = (click.progressbar(length=total, label="verifying", file=sys.stderr)
+             if total >= 10_000 else nullcontext())
+    try:
+        with shown as bar:
+            report = trail.verify_trail(
+                database(), keys, anchors=anchors, since_checkpoint=since_checkpoint,
+                checkpoint_interval=timedelta(minutes=minutes),
+                progress=bar.update if bar is not None else None,
+            )
+    except trail.NoCheckpoint as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in report.problems + report.warnings:
         click.echo(line, err=True)
-    if stale:
-        click.echo(stale, err=True)
-    if problems:
-        click.echo(f"audit verify FAILED: {len(problems)} problem(s)", err=True)
+    if not report.ok:
+        click.echo(f"audit verify FAILED: {len(report.problems)} problem(s)", err=True)
         sys.exit(1)
-    assert result is not None
-    click.echo(result.message()
-               + (f" {scope}" if scope else "")
-               + (f"; {report.checked} signed checkpoint(s) valid" if report.checked else
-                  "; no signed checkpoint yet")
-               + (f"; {len(anchors)} anchor(s) still match" if anchors else ""))
-    for line in lines:
+    for line in report.summary:
         click.echo(line)
 
 

@@ -5,9 +5,12 @@ waits after a forward clock jump (21 CFR 11.10(a), 11.10(e), EU GMP Annex 11 §9
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -466,3 +469,87 @@ def test_the_jump_step_is_a_setting(app_config, tmp_path) -> None:
 def test_checkpoint_job_without_a_registered_key_does_nothing(app) -> None:
     app.extensions.pop(checkpoints.EXTENSION)
     assert checkpoints.job(app) == []
+
+
+# --- an invariant: reconciliation names exactly the columns changed behind the trail ---------
+
+_NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz ABCÉ'-", min_size=1, max_size=30).map(
+    str.strip).filter(bool)
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(audited=st.lists(_NAMES, min_size=1, max_size=3), raw=st.one_of(st.none(), _NAMES),
+       zone=st.sampled_from([None, "UTC", "Asia/Tokyo"]))
+@pytest.mark.requirement("21 CFR 11.10(e)")
+def test_reconcile_names_exactly_what_changed_outside(db, audited, raw, zone) -> None:
+    from gmp_mes import accounts, reconcile
+    from gmp_mes.models import Site
+
+    code = f"S{uuid.uuid4().hex[:8].upper()}"
+    with db.transaction(actor=SYSTEM) as s:
+        accounts.create_site(s, code, kind="treatment", name=audited[0], timezone="UTC")
+    for name in audited[1:]:  # audited changes through the unit of work
+        with db.transaction(actor=SYSTEM) as s:
+            s.scalar(select(Site).where(Site.code == code)).name = name
+    changed = {}
+    with insider(db) as c:
+        if raw is not None and raw != audited[-1]:
+            c.execute(text("UPDATE site SET name = :n WHERE code = :c"), {"n": raw, "c": code})
+            changed["name"] = (audited[-1], raw)
+        if zone is not None and zone != "UTC":
+            c.execute(text("UPDATE site SET timezone = :z WHERE code = :c"),
+                      {"z": zone, "c": code})
+            changed["timezone"] = ("UTC", zone)
+    with db.session(write=False) as s:
+        found = [d for d in reconcile.differences(s) if d.entity_id == code]
+    assert {d.column: (d.audited, d.current) for d in found} == changed
+
+
+@pytest.mark.requirement("EU GMP Annex 11 §12.4")
+def test_admin_confirms_the_clock_on_its_page(app, db, coi, client, make_user) -> None:
+    from tests.test_pages_core import csrf_from, page_login
+
+    item_id = make_item(db, coi, hours=1)
+    sweeper.job(app)
+    clock.advance(timedelta(hours=3))
+    sweeper.job(app)
+    other = app.test_client()
+    page_login(other, make_user("otto", "operator"))
+    assert other.get("/admin/clock").status_code == 403
+    page_login(client, make_user("ada", "admin"))
+    page = client.get("/admin/clock")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and 'data-held="expiry_sweep"' in html
+    no_csrf = client.post("/admin/clock/expiry_sweep/confirm", data={"reason": "checked"})
+    assert no_csrf.status_code in (400, 403)
+    token = csrf_from(html)
+    empty = client.post("/admin/clock/expiry_sweep/confirm",
+                        data={"csrf_token": token, "reason": ""}, follow_redirects=True)
+    assert "Not confirmed" in empty.get_data(as_text=True)
+    done = client.post("/admin/clock/expiry_sweep/confirm",
+                       data={"csrf_token": token, "reason": "checked against GPS clock"},
+                       follow_redirects=True)
+    body = done.get_data(as_text=True)
+    assert "Clock confirmed" in body and "No job is held" in body
+    confirmed = audit_events(db, entity_type="clock_watch")[-1]
+    assert confirmed["username"] == "ada" and confirmed["reason"] == "checked against GPS clock"
+    assert any(f"expired {item_id}" in line for line in sweeper.job(app))
+
+
+@pytest.mark.requirement("21 CFR 11.10(e)")
+def test_no_checkpoint_is_signed_over_a_broken_chain(app, db, coi, runner) -> None:
+    assert runner.invoke(args=["audit", "checkpoint"]).exit_code == 0
+    make_item(db, coi)
+    drop_trail_guards(db)
+    with db.engine.begin() as c:  # an event after the checkpoint altered, not re-chained
+        c.execute(text("UPDATE audit_event SET record = replace(record, 'CLEAN1', 'CLEAN2') "
+                       "WHERE seq = (SELECT max(seq) FROM audit_event)"))
+    out = runner.invoke(args=["audit", "checkpoint"])
+    assert out.exit_code != 0 and "no checkpoint signed" in out.output
+    clock.advance(timedelta(minutes=61))  # a checkpoint is due: the scheduler refuses too
+    assert run_jobs(app).failed == ["gmp_mes.checkpoints.job"]
+    with db.engine.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM audit_checkpoint")).scalar() == 1
+    [(_cause, message)] = _alerts(db, "audit_trail_broken")
+    assert "hash does not match its content" in message
