@@ -97,8 +97,8 @@ def replace_label(item_id: str, label_id: str | None) -> Response:
     """Void a damaged copy and print its replacement in one step: the file comes back."""
     fields = form_fields(request.form)
     back = fields.pop("back", None)
-    label_id = label_id or fields.pop("label_id", None)
-    fields.pop("label_id", None)
+    chosen = fields.pop("label_id", None)  # the copy picked in the form's select
+    label_id = label_id or chosen
     if not label_id:
         return _back(item_id, back, "label not replaced: choose the copy to replace")
     try:

@@ -209,6 +209,32 @@ def test_a_replacement_verifies_and_the_voided_copy_raises_the_voided_alert(ward
     )
 
 
+@pytest.mark.requirement("SPEC §6")
+def test_a_voided_copy_cannot_be_administered_and_alerts_qa(ward) -> None:
+    from tests.conftest import sig
+
+    clinician = ward["clinician"]
+    band = print_zpl(clinician, ward["wristband"])["payloads"][0]
+    bag = print_zpl(ward["ward_operator"], ward["bag"], copies=2)
+    void = ward["ward_operator"].post(
+        f"/api/v1/items/{ward['bag']}/labels/{bag['label_ids'][0]}/void",
+        json={"reason": "label applied to the wrong bag"},
+    )
+    assert void.status_code == 200
+    refused = clinician.post("/api/v1/administrations", json={
+        "patient_payload": band, "product_payload": bag["payloads"][0],
+        "signature": sig("administered"),
+    })
+    body = assert_problem(refused, 409, "bedside_mismatch")
+    assert "product_label_invalid" in codes(body)
+    assert alert_kinds(ward["world"]) == ["label_voided"]
+    given = clinician.post("/api/v1/administrations", json={
+        "patient_payload": band, "product_payload": bag["payloads"][1],
+        "signature": sig("administered"),
+    })
+    assert given.status_code == 201, given.get_json()
+
+
 def test_replace_is_one_transaction(ward, monkeypatch) -> None:
     """If the replacement cannot be printed, the copy is not voided either."""
     world = ward["world"]
