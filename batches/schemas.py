@@ -47,10 +47,13 @@ class BatchQuerySchema(EdgeSchema):
     status = fields.String(load_default=None)
 
 
-class StepInSchema(StrictSchema):
+class StepBodySchema(StrictSchema):
     values = fields.Dict(keys=fields.String(), load_default=dict)
     signature = fields.Nested(SignatureSchema, required=True)
     verifier = fields.Nested(VerifierSchema, load_default=None)
+
+
+class StepInSchema(StepBodySchema):
     scan = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(min=1, max=2000),
         metadata={"description": "a label scanned as the step's identity check (the bag at "
@@ -58,7 +61,9 @@ class StepInSchema(StrictSchema):
                                  "step; 409 coi_mismatch (or the scan's reason) otherwise"})
 
 
-class CorrectionInSchema(StepInSchema):
+class CorrectionInSchema(StepBodySchema):
+    """A correction restates the values; the identity scan stays with the original."""
+
     reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
     occurrence = fields.Integer(load_default=None, strict=True, validate=validate.Range(min=1))
 
