@@ -1145,6 +1145,8 @@ def item_view(session: Session, item_id: str) -> dict[str, Any]:
         expiry_warnings=item.expiry_warnings,
         administration=administration_of(session, item.item_id),
         post_thaw_deadline=post_thaw_deadline(item),
+        release_warnings=_bedside_warnings(session, item)
+        if item.kind == ItemKind.FINAL_PRODUCT else [],
     )
     return data
 

@@ -153,3 +153,15 @@ def test_label_of_a_delivered_bag_keeps_the_conditional_state_until_final(
     assert "CONDITIONAL RELEASE" in label()  # still, until QA signs
     lab.release(number, lab.qa2)
     assert "CONDITIONAL RELEASE" not in label()
+
+
+def test_item_page_shows_the_conditional_release_until_final(
+    lab: Lab, client, conditional: tuple[str, list[str]]
+) -> None:
+    number, (first, *_) = conditional
+    page_login(client, lab.plant.clinician)
+    html = client.get(f"/items/{first}").get_data(as_text=True)
+    assert "conditional_release" in html and "sterility" in html
+    lab.result(number, "sterility")
+    lab.release(number, lab.qa2)
+    assert "conditional_release" not in client.get(f"/items/{first}").get_data(as_text=True)
