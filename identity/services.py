@@ -734,7 +734,10 @@ def label_data(session: Session, item_id: str) -> dict[str, Any]:
         "site_code": item.site_code,
         "site_timezone": site.timezone if site is not None else "UTC",
         "storage": STORAGE[ItemKind(item.kind)],
-        "conditional": item.status == S.CONDITIONALLY_RELEASED,
+        # A bag of a conditionally released batch keeps saying so after it has left the
+        # manufacturer, until QA's final release (SPEC §5).
+        "conditional": item.status == S.CONDITIONALLY_RELEASED or (
+            item.kind == ItemKind.FINAL_PRODUCT and bool(_bedside_warnings(session, item))),
     }
 
 
@@ -1353,6 +1356,8 @@ def item_view(session: Session, item_id: str) -> dict[str, Any]:
         expiry_warnings=item.expiry_warnings,
         administration=administration_of(session, item.item_id),
         post_thaw_deadline=post_thaw_deadline(item),
+        release_warnings=_bedside_warnings(session, item)
+        if item.kind == ItemKind.FINAL_PRODUCT else [],
     )
     return data
 

@@ -130,3 +130,38 @@ def test_bedside_page_shows_the_conditional_release_warning(
     confirmation = done.get_data(as_text=True)
     assert done.status_code == 200 and "ADMINISTERED" in confirmation
     assert "conditional_release" in confirmation and "sterility" in confirmation
+
+
+def test_label_of_a_delivered_bag_keeps_the_conditional_state_until_final(
+    lab: Lab, login, conditional: tuple[str, list[str]]
+) -> None:
+    number, (first, *_) = conditional
+    api = login(lab.plant.clinician)
+
+    printed: list[str] = []
+
+    def label() -> str:
+        again = "&reprint=true&reason=smudged" if printed else ""
+        response = api.get(f"/api/v1/items/{first}/label?format=zpl{again}")
+        printed.append(first)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_data(as_text=True)
+
+    assert lab.items(number)[first] == "received"
+    assert "CONDITIONAL RELEASE" in label()
+    lab.result(number, "sterility")
+    assert "CONDITIONAL RELEASE" in label()  # still, until QA signs
+    lab.release(number, lab.qa2)
+    assert "CONDITIONAL RELEASE" not in label()
+
+
+def test_item_page_shows_the_conditional_release_until_final(
+    lab: Lab, client, conditional: tuple[str, list[str]]
+) -> None:
+    number, (first, *_) = conditional
+    page_login(client, lab.plant.clinician)
+    html = client.get(f"/items/{first}").get_data(as_text=True)
+    assert "conditional_release" in html and "sterility" in html
+    lab.result(number, "sterility")
+    lab.release(number, lab.qa2)
+    assert "conditional_release" not in client.get(f"/items/{first}").get_data(as_text=True)

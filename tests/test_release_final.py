@@ -173,3 +173,37 @@ def test_rejecting_instead_closes_the_due_alert(lab: Lab) -> None:
     (due,) = _alerts(lab, services.FINAL_RELEASE_DUE, number)
     assert due.status == "acknowledged" and "rejected" in due.acknowledge_note
     assert _alerts(lab, services.FINAL_RELEASE_GIVEN, number) == []
+
+
+@pytest.mark.requirement("SPEC §5 (one transaction that locks the batch)")
+def test_concurrent_final_releases_give_exactly_one(lab: Lab, app, login, db) -> None:
+    import threading
+
+    from tests.conftest import ApiClient
+    from tests.helpers import count
+
+    number = _conditional(lab, bags=2)
+    lab.result(number, "sterility")
+    tokens = [login(lab.qa).token, login(lab.qa2).token]
+    barrier = threading.Barrier(8)
+    statuses: list[Any] = [None] * 8
+
+    def attempt(n: int) -> None:
+        api = ApiClient(app.test_client(), tokens[n % 2])
+        barrier.wait()
+        response = _release(api, number)
+        statuses[n] = (response.status_code, (response.get_json() or {}).get("code"))
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert [s[0] for s in statuses].count(201) == 1, statuses
+    assert statuses.count((409, "invalid_transition")) == 7, statuses
+    assert _kinds(lab, number) == ["conditional_release", "final_release"]
+    assert count(db, "release_decision") == 2
+    assert set(lab.items(number).values()) == {"released"}
+    from qc import services
+
+    assert len(_alerts(lab, services.FINAL_RELEASE_GIVEN, number)) == 1
