@@ -87,8 +87,7 @@ def _like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def involved_events(session: Session, keys: Iterable[str],
-                    progress: Progress | None = None) -> list[dict[str, Any]]:
+def involved_events(session: Session, keys: Iterable[str]) -> list[dict[str, Any]]:
     """Every event about one of the records named by ``keys``.
 
     An event is about a record when it names its key as a whole JSON string (its entity
@@ -112,8 +111,6 @@ def involved_events(session: Session, keys: Iterable[str],
     for seq, record, prev_hash, hash_, entity_type, entity_id in rows:
         found[seq] = {"seq": seq, "record": record, "prev_hash": prev_hash, "hash": hash_}
         entities.add((entity_type, entity_id))
-        if progress is not None:
-            progress(1)
     names = sorted({entity_id for _, entity_id in entities if not entity_id.isdigit()})
     pairs = sorted(pair for pair in entities if pair[1].isdigit())
     more: list[Any] = []
@@ -143,6 +140,8 @@ def chain_links(session: Session, first: int, last: int,
         links.append((row[0], row[1], row[2]))
         if progress is not None and len(links) % 1000 == 0:
             progress(1000)
+    if progress is not None:
+        progress(len(links) % 1000)
     return links
 
 
@@ -224,7 +223,7 @@ def build_archive(session: Session, involved: Involved, *, created_by: str,
                   public_keys: list[Any], private_key: Any,
                   progress: Progress | None = None) -> bytes:
     """The archive's bytes. ``session`` must see one snapshot (see :func:`snapshot`)."""
-    events = involved_events(session, involved.keys, progress)
+    events = involved_events(session, involved.keys)
     anchor = audit.head(session.connection())
     if anchor is None or not events:
         raise ArchiveError(f"no audit events for {involved.kind} {involved.subject}")
