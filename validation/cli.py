@@ -215,7 +215,7 @@ def backup_command(out: Path) -> None:
 
     with _percent_bar("backup") as step:
         try:
-            description = backup.backup(database(), out, progress=step)
+            description = backup.backup(database(), out, actor=cli_actor(), progress=step)
         except backup.BackupError as exc:
             raise click.ClickException(str(exc)) from exc
     keys = ", ".join(description["label_key_ids"]) or "none"
@@ -240,7 +240,8 @@ def restore_command(file: Path) -> None:
         here = set()
     with _percent_bar("restore") as step:
         try:
-            restored = backup.restore(database(), file, key_ids_here=here, progress=step)
+            restored = backup.restore(database(), file, key_ids_here=here,
+                                      actor=cli_actor(), progress=step)
         except backup.BackupError as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(f"restored {file}: audit trail intact, {restored.events} events, head "
