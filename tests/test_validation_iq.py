@@ -69,6 +69,15 @@ def test_a_dropped_append_only_trigger_fails(app: Any, db: Any, runner: Any) -> 
     assert code == 1 and "FAIL  append-only triggers" in output
 
 
+def test_a_dropped_truncate_guard_fails_on_postgresql(app: Any, db: Any) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("TRUNCATE exists on PostgreSQL only")
+    with db.engine.begin() as c:
+        c.execute(text("DROP TRIGGER signature_refuse_truncate ON signature"))
+    check = _checks(app, db)["append-only triggers"]
+    assert not check.ok and "signature_refuse_truncate" in check.detail
+
+
 def test_a_trigger_that_refuses_nothing_fails(app: Any, db: Any) -> None:
     with db.engine.begin() as c:
         if db.dialect == "postgresql":
