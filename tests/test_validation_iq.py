@@ -128,10 +128,12 @@ def test_a_schema_from_elsewhere_fails(app: Any, db: Any) -> None:
 def test_invalid_settings_fail(app: Any, db: Any) -> None:
     from dataclasses import replace
 
-    settings = replace(app.config["GMP_SETTINGS"], secret_key="short", timezone="Mars/Olympus")
+    settings = replace(app.config["GMP_SETTINGS"], secret_key="short", timezone="Mars/Olympus",
+                       smtp_url="mail://user:hunter2@/x")
     check = iq._guard("settings valid", lambda: iq.check_settings(settings))
     assert not check.ok and "secret key shorter" in check.detail
     assert "unknown time zone 'Mars/Olympus'" in check.detail
+    assert "SMTP URL is not" in check.detail and "hunter2" not in check.detail
 
 
 @pytest.mark.requirement("21 CFR 11.10(d)")

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine, text
@@ -244,6 +245,15 @@ def check_settings(settings: Settings) -> tuple[bool, str]:
         problems.append(f"instance folder {settings.instance_path} is not writable")
     if settings.process_dir is not None and not Path(settings.process_dir).is_dir():
         problems.append(f"process folder {settings.process_dir} is missing")
+    if settings.smtp_url:
+        from gmp_mes.notify import parse_smtp_url
+
+        try:
+            parse_smtp_url(settings.smtp_url)
+        except ValueError:  # its message quotes the URL, which may hold a password
+            problems.append("SMTP URL is not smtp[s]://host[:port]?from=address")
+    if settings.webhook_url and urlsplit(settings.webhook_url).scheme not in ("http", "https"):
+        problems.append("webhook URL is not http(s)")
     if not settings.builtin_process_dir.is_dir():
         problems.append(f"built-in process folder {settings.builtin_process_dir} is missing")
     if problems:
