@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test test-fast bench lint format browser load-tools clean
+.PHONY: run test test-fast bench lint format browser load-tools clean validation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,18 @@ PYTEST_WORKERS ?= 2
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
+# Validation pack (SPEC §17): the suite with JUnit output, then the traceability matrix
+# (HTML, PDF, JSON) from that very run. The report is written even when tests fail (it
+# shows them); the target then exits with the suite's status.
+VALIDATION_DIR ?= validation-report
+
+validation: $(STAMP) browser
+	mkdir -p $(VALIDATION_DIR)
+	status=0; $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --junitxml=$(VALIDATION_DIR)/results.xml \
+	  $(PYTEST_ARGS) || status=$$?; \
+	$(BIN)/gmp-mes validate report --results $(VALIDATION_DIR)/results.xml --out $(VALIDATION_DIR) \
+	  && exit $$status
+
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not browser and not slow" $(PYTEST_ARGS)
 
@@ -50,4 +62,4 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .hypothesis bench/results.json tests/artifacts
+	rm -rf $(VENV) instance .pytest_cache .hypothesis bench/results.json tests/artifacts validation-report

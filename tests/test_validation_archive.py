@@ -93,6 +93,27 @@ def _record_of(runner: Any, tmp_path: Path, number: str) -> dict[str, Any]:
     return json.loads(out.read_text())
 
 
+def test_records_created_about_the_subject_are_followed(plant: Plant, runner: Any,
+                                                        tmp_path: Path) -> None:
+    """A label printed for the item is in, and so is its void (which names the label,
+    not the item); another patient's label is not."""
+    from labels import services as labels
+
+    number, _ = _batch_with_label(plant)
+    other, _ = _batch_with_label(plant)
+    starting = plant.batch(number).starting_item_id
+    with plant.tx() as s:
+        [label] = labels.labels_of_item(s, starting)
+        labels.void_label(s, starting, label.label_id, reason="smudged",
+                          user_id=plant.operator.user_id)
+    with plant.tx() as s:
+        [foreign] = labels.labels_of_item(s, plant.batch(other).starting_item_id)
+    events = _events(_archive(runner, tmp_path, "batch", number))
+    entities = {(e["entity_type"], e["entity_id"]) for e in events}
+    assert ("label", label.label_id) in entities and ("label_void", label.label_id) in entities
+    assert ("label", foreign.label_id) not in entities
+
+
 def test_a_patient_archive_covers_every_batch_of_the_patient(plant: Plant, runner: Any,
                                                              tmp_path: Path) -> None:
     number, coi = _batch_with_label(plant)

@@ -125,11 +125,16 @@ def test_a_backup_during_concurrent_writes_restores_and_verifies(
             probes = c.execute(text(
                 "SELECT count(*) FROM audit_event WHERE entity_type = 'probe'")).scalar_one()
             assert audit.verify_chain(c).ok
-            assert str(audit.head(c)) == description["audit_head"]
+            # The recorded head is in the restored trail, unchanged (then the restore event).
+            assert audit.check_anchor(c, audit.Anchor.parse(description["audit_head"])) is None
         # Every write acknowledged before the backup started is in it (none lost), and the
         # backup is one consistent state: its recorded count is what was restored.
         assert probes >= before
-        assert count(target_db, "audit_event") == description["audit_events"]
+        assert count(target_db, "audit_event") == description["audit_events"] + 1
+        with target_db.engine.connect() as c:
+            last = c.execute(text("SELECT action, entity_id FROM audit_event "
+                                  "ORDER BY seq DESC LIMIT 1")).one()
+        assert tuple(last) == ("database.restore", "backup.zip")  # the restore is recorded
         assert count(target_db, "label_print") == 1
         verify = target.test_cli_runner().invoke(args=["audit", "verify"])
         assert verify.exit_code == 0, verify.output
@@ -150,6 +155,21 @@ def test_restore_refuses_a_database_that_is_not_empty(plant: Plant, app: Any, db
     assert result.exit_code == 1 and "not empty" in result.output
     assert "Traceback" not in result.output
     assert count(db, "audit_event") == events  # nothing was touched
+    with db.engine.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM audit_event WHERE action = "
+                              "'database.backup'")).scalar_one() == 1
+
+
+def test_postgresql_backup_without_pg_dump_is_one_clear_line(
+        db: Any, runner: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("pg_dump is for PostgreSQL only")
+    monkeypatch.setattr(backup.shutil, "which", lambda _name: None)
+    result = runner.invoke(args=["backup", "--out", str(tmp_path / "b.zip")])
+    assert result.exit_code == 1
+    [line] = [x for x in result.output.splitlines() if x.startswith("Error:")]
+    assert "pg_dump not found" in line and "Traceback" not in result.output
+    assert not (tmp_path / "b.zip").exists()
 
 
 @pytest.mark.requirement("21 CFR 11.70")

@@ -69,6 +69,15 @@ def test_a_dropped_append_only_trigger_fails(app: Any, db: Any, runner: Any) -> 
     assert code == 1 and "FAIL  append-only triggers" in output
 
 
+def test_a_dropped_truncate_guard_fails_on_postgresql(app: Any, db: Any) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("TRUNCATE exists on PostgreSQL only")
+    with db.engine.begin() as c:
+        c.execute(text("DROP TRIGGER signature_refuse_truncate ON signature"))
+    check = _checks(app, db)["append-only triggers"]
+    assert not check.ok and "signature_refuse_truncate" in check.detail
+
+
 def test_a_trigger_that_refuses_nothing_fails(app: Any, db: Any) -> None:
     with db.engine.begin() as c:
         if db.dialect == "postgresql":
@@ -119,10 +128,12 @@ def test_a_schema_from_elsewhere_fails(app: Any, db: Any) -> None:
 def test_invalid_settings_fail(app: Any, db: Any) -> None:
     from dataclasses import replace
 
-    settings = replace(app.config["GMP_SETTINGS"], secret_key="short", timezone="Mars/Olympus")
+    settings = replace(app.config["GMP_SETTINGS"], secret_key="short", timezone="Mars/Olympus",
+                       smtp_url="mail://user:hunter2@/x")
     check = iq._guard("settings valid", lambda: iq.check_settings(settings))
     assert not check.ok and "secret key shorter" in check.detail
     assert "unknown time zone 'Mars/Olympus'" in check.detail
+    assert "SMTP URL is not" in check.detail and "hunter2" not in check.detail
 
 
 @pytest.mark.requirement("21 CFR 11.10(d)")

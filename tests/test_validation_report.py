@@ -17,6 +17,8 @@ from pathlib import Path
 import pypdfium2 as pdfium
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from validation import report
 from validation.cli import validate_report
@@ -53,7 +55,10 @@ def test_planted_subclause():
 
 @pytest.mark.requirement("EU GMP Annex 11 §4")
 @pytest.mark.requirement("21 CFR 11.10(a)")
-def test_every_marker_in_the_suite_names_a_catalogue_clause() -> None:
+def test_every_marker_in_the_suite_names_a_catalogue_clause(
+        request: pytest.FixtureRequest) -> None:
+    # tests/conftest.py loads the plugin: this very test's markers go into the JUnit XML.
+    assert ("requirement", "21 CFR 11.10(a)") in request.node.user_properties
     catalogue = load_catalogue()
     uses = markers_in(TESTS)
     assert len(uses) > 50  # the scan finds the suite's markers (decorators and pytestmark)
@@ -202,3 +207,23 @@ def test_report_refuses_a_file_that_is_not_junit(tmp_path: Path) -> None:
     result = CliRunner().invoke(validate_report, ["--results", str(bad), "--out",
                                                   str(tmp_path / "o")])
     assert result.exit_code == 1 and "not JUnit XML" in result.output
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from("Annex 1§()abcdeCFR.:,Part IVSPEC 0123456789\t"),
+               max_size=40))
+def test_normalising_is_idempotent(marker: str) -> None:
+    once = normalise(marker)
+    assert normalise(once) == once
+
+
+_CATALOGUE = load_catalogue()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(sorted(_CATALOGUE.ids)), st.sampled_from([" ", "  ", "\t", "\u00a0"]),
+       st.sampled_from(["", " : a note", " (what the test shows)"]))
+def test_every_clause_resolves_to_itself_whatever_its_spacing(clause: str, space: str,
+                                                              note: str) -> None:
+    spaced = clause.replace(" ", space)
+    assert _CATALOGUE.resolve(spaced + note) == [clause]

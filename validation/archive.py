@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, inspect, text
+from sqlalchemy import inspect, text
 from sqlalchemy.orm import Session
 
 from gmp_mes import audit
@@ -87,49 +87,55 @@ def _like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def involved_events(session: Session, keys: Iterable[str],
-                    progress: Progress | None = None) -> list[dict[str, Any]]:
+def _mentioning(connection: Any, keys: set[str]) -> list[Any]:
+    patterns = sorted({f'%"{_like(k)}{end}%' for k in keys for end in ('"', "/", ":", "-")})
+    clauses = " OR ".join(f"record LIKE :p{i} ESCAPE '\\'" for i in range(len(patterns)))
+    return connection.execute(
+        text(f"SELECT seq, record, prev_hash, hash, entity_type, entity_id, action "
+             f"FROM audit_event WHERE {clauses} ORDER BY seq"),
+        {f"p{i}": p for i, p in enumerate(patterns)},
+    ).all()
+
+
+MAX_ROUNDS = 4  # item → label → label void: the longest chain of references seen
+
+
+def involved_events(session: Session, keys: Iterable[str]) -> list[dict[str, Any]]:
     """Every event about one of the records named by ``keys``.
 
     An event is about a record when it names its key as a whole JSON string (its entity
     id, or a reference such as an item's ``batch_number``) or as the start of a key built
     from it (``CART-26-0001/expansion/1/v1``, ``CART-26-0001:sterility:3``,
-    ``CART-26-0001-D01``). Then every event of the entities found that way is added
-    (a label's void names the label, not the item).
+    ``CART-26-0001-D01``). Records created by such events are involved too: their keys
+    are looked for in turn (a label printed for an item, then the label's void), and
+    every later event of each of them is added (a signature, an alert acknowledged).
+    Only records *created* in a found event are followed, never the subject of a
+    free-standing event (the workstation of a refused scan), so no other patient's
+    events come along.
     """
-    patterns = sorted({f'%"{_like(k)}{end}%' for k in keys for end in ('"', "/", ":", "-")})
-    if not patterns:
-        return []
     connection = session.connection()
     found: dict[int, dict[str, Any]] = {}
-    clauses = " OR ".join(f"record LIKE :p{i} ESCAPE '\\'" for i in range(len(patterns)))
-    rows = connection.execute(
-        text(f"SELECT seq, record, prev_hash, hash, entity_type, entity_id FROM audit_event "
-             f"WHERE {clauses} ORDER BY seq"),
-        {f"p{i}": p for i, p in enumerate(patterns)},
-    )
-    entities: set[tuple[str, str]] = set()
-    for seq, record, prev_hash, hash_, entity_type, entity_id in rows:
-        found[seq] = {"seq": seq, "record": record, "prev_hash": prev_hash, "hash": hash_}
-        entities.add((entity_type, entity_id))
-        if progress is not None:
-            progress(1)
-    names = sorted({entity_id for _, entity_id in entities if not entity_id.isdigit()})
-    pairs = sorted(pair for pair in entities if pair[1].isdigit())
-    more: list[Any] = []
-    if names:
-        more += connection.execute(
-            text("SELECT seq, record, prev_hash, hash FROM audit_event "
-                 "WHERE entity_id IN :names").bindparams(bindparam("names", expanding=True)),
-            {"names": names}).all()
-    for entity_type, entity_id in pairs:
-        more += connection.execute(
-            text("SELECT seq, record, prev_hash, hash FROM audit_event "
-                 "WHERE entity_type = :t AND entity_id = :i"),
-            {"t": entity_type, "i": entity_id}).all()
-    for seq, record, prev_hash, hash_ in more:
-        found.setdefault(seq, {"seq": seq, "record": record, "prev_hash": prev_hash,
-                               "hash": hash_})
+    created: set[tuple[str, str]] = set()
+    wanted, looked = set(keys), set()
+    for _ in range(MAX_ROUNDS):
+        todo = wanted - looked
+        if not todo:
+            break
+        looked |= todo
+        for seq, record, prev_hash, hash_, entity_type, entity_id, action in _mentioning(
+                connection, todo):
+            found[seq] = {"seq": seq, "record": record, "prev_hash": prev_hash, "hash": hash_}
+            if action == "create":
+                created.add((entity_type, entity_id))
+                if not entity_id.isdigit():
+                    wanted.add(entity_id)
+    for entity_type, entity_id in sorted(created):
+        for seq, record, prev_hash, hash_ in connection.execute(
+                text("SELECT seq, record, prev_hash, hash FROM audit_event "
+                     "WHERE entity_type = :t AND entity_id = :i"),
+                {"t": entity_type, "i": entity_id}):
+            found.setdefault(seq, {"seq": seq, "record": record, "prev_hash": prev_hash,
+                                   "hash": hash_})
     return [found[seq] for seq in sorted(found)]
 
 
@@ -143,6 +149,8 @@ def chain_links(session: Session, first: int, last: int,
         links.append((row[0], row[1], row[2]))
         if progress is not None and len(links) % 1000 == 0:
             progress(1000)
+    if progress is not None:
+        progress(len(links) % 1000)
     return links
 
 
@@ -224,7 +232,7 @@ def build_archive(session: Session, involved: Involved, *, created_by: str,
                   public_keys: list[Any], private_key: Any,
                   progress: Progress | None = None) -> bytes:
     """The archive's bytes. ``session`` must see one snapshot (see :func:`snapshot`)."""
-    events = involved_events(session, involved.keys, progress)
+    events = involved_events(session, involved.keys)
     anchor = audit.head(session.connection())
     if anchor is None or not events:
         raise ArchiveError(f"no audit events for {involved.kind} {involved.subject}")

@@ -118,16 +118,19 @@ def _sqlite_backup(url: str, target: Path, progress: Progress | None) -> dict[st
     path = _sqlite_path(url)
     if not path.exists():
         raise BackupError(f"no database at {path}")
-    with _writers_held(path):
-        source = sqlite3.connect(path, timeout=30)
-        destination = sqlite3.connect(target)
-        try:
-            source.backup(destination, pages=PAGES_PER_STEP,
-                          progress=(lambda _s, left, total: progress(total - left, total))
-                          if progress else None)
-        finally:
-            destination.close()
-            source.close()
+    try:
+        with _writers_held(path):
+            source = sqlite3.connect(path, timeout=30)
+            destination = sqlite3.connect(target)
+            try:
+                source.backup(destination, pages=PAGES_PER_STEP,
+                              progress=(lambda _s, left, total: progress(total - left, total))
+                              if progress else None)
+            finally:
+                destination.close()
+                source.close()
+    except sqlite3.Error as exc:
+        raise BackupError(f"SQLite backup of {path} failed: {exc}") from exc
     copy = Database(f"sqlite:///{target}")
     try:
         with copy.engine.connect() as connection:
@@ -179,7 +182,8 @@ def _pg_backup(db: Database, target: Path, progress: Progress | None) -> dict[st
     return info
 
 
-def backup(db: Database, out: Path, *, progress: Progress | None = None) -> dict[str, Any]:
+def backup(db: Database, out: Path, *, actor: audit.Actor,
+           progress: Progress | None = None) -> dict[str, Any]:
     """Write a backup of ``db`` to ``out``; returns its signed description."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".gmp-backup-", dir=out.parent) as folder:
@@ -210,6 +214,11 @@ def backup(db: Database, out: Path, *, progress: Progress | None = None) -> dict
             archive.writestr(DESCRIPTION, json.dumps(description, indent=2, sort_keys=True))
             archive.write(payload, payload.name)
         os.replace(partial, out)  # a backup file is complete or absent, never half written
+    # Annex 11 §7.2: backups are part of the record. Written after the copy (not in it).
+    with db.transaction(actor=actor) as session:
+        audit.record(session, "database.backup", "backup", out.name, new={
+            "file_sha256": _sha256_file(out), "audit_head": description["audit_head"],
+            "label_key_ids": description["label_key_ids"]})
     return description
 
 
@@ -236,7 +245,7 @@ def read_description(path: Path) -> dict[str, Any]:
     return description
 
 
-def restore(db: Database, source: Path, *, key_ids_here: set[str],
+def restore(db: Database, source: Path, *, key_ids_here: set[str], actor: audit.Actor,
             progress: Progress | None = None) -> Restored:
     description = read_description(source)
     if description["dialect"] != db.dialect:
@@ -268,8 +277,15 @@ def restore(db: Database, source: Path, *, key_ids_here: set[str],
         raise BackupError(f"restored, but the audit trail ends at {head}, not at the "
                           f"recorded head {description['audit_head']}")
     keys = list(description.get("label_key_ids", []))
-    return Restored(result.checked, description["audit_head"], keys,
-                    sorted(set(keys) - key_ids_here))
+    missing = sorted(set(keys) - key_ids_here)
+    # The restore itself goes into the restored trail, after it was verified.
+    with db.transaction(actor=actor) as session:
+        audit.record(session, "database.restore", "backup", source.name, new={
+            "backup_created_at": description["created_at"],
+            "payload_sha256": description["payload_sha256"],
+            "verified_events": result.checked, "audit_head": description["audit_head"],
+            "missing_label_keys": missing})
+    return Restored(result.checked, description["audit_head"], keys, missing)
 
 
 def _sqlite_restore(payload: Path, target: Path, progress: Progress | None) -> None:

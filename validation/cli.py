@@ -132,27 +132,33 @@ def archive_group() -> None:
 
 
 def _write_archive(kind: str, subject: str, out: Path) -> None:
+    from gmp_mes import audit
     from validation import archive, signing
 
     db = database()
+    # A read session (no writer lock on SQLite): one snapshot for record, events and chain.
+    session = db.session(write=False)
+    session.info["actor"] = cli_actor()
     try:
-        with db.transaction(actor=cli_actor()) as session:
-            if db.dialect == "postgresql":  # one snapshot for record, events and chain
-                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            involved = (archive.batch_contents(session, subject) if kind == "batch"
-                        else archive.patient_contents(session, subject))
-            with _bar(f"archiving {kind} {involved.subject}", 0) as step:
-                data = archive.build_archive(
-                    session, involved, created_by=cli_actor().username,
-                    public_keys=signing.installation_public_keys(),
-                    private_key=signing.installation_key(), progress=step)
-            session.rollback()  # read only: nothing to commit
+        if db.dialect == "postgresql":
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        involved = (archive.batch_contents(session, subject) if kind == "batch"
+                    else archive.patient_contents(session, subject))
+        head = audit.head(session.connection())
+        with _bar(f"archiving {kind} {involved.subject}", head.seq if head else 1) as step:
+            data = archive.build_archive(
+                session, involved, created_by=cli_actor().username,
+                public_keys=signing.installation_public_keys(),
+                private_key=signing.installation_key(), progress=step)
     except DomainError as exc:
         raise click.ClickException(exc.detail) from exc
     except archive.ArchiveError as exc:
         raise click.ClickException(str(exc)) from exc
     except DBAPIError as exc:
         raise click.ClickException(f"database error: {exc.orig}") from exc
+    finally:
+        session.rollback()  # read only: nothing to commit
+        session.close()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
     verified = archive.verify_archive(data)
@@ -209,7 +215,7 @@ def backup_command(out: Path) -> None:
 
     with _percent_bar("backup") as step:
         try:
-            description = backup.backup(database(), out, progress=step)
+            description = backup.backup(database(), out, actor=cli_actor(), progress=step)
         except backup.BackupError as exc:
             raise click.ClickException(str(exc)) from exc
     keys = ", ".join(description["label_key_ids"]) or "none"
@@ -234,7 +240,8 @@ def restore_command(file: Path) -> None:
         here = set()
     with _percent_bar("restore") as step:
         try:
-            restored = backup.restore(database(), file, key_ids_here=here, progress=step)
+            restored = backup.restore(database(), file, key_ids_here=here,
+                                      actor=cli_actor(), progress=step)
         except backup.BackupError as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(f"restored {file}: audit trail intact, {restored.events} events, head "

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine, text
@@ -154,12 +155,18 @@ def _postgresql_guards(connection: Any) -> tuple[set[tuple[str, str]], list[str]
     rows = connection.execute(text(
         "SELECT c.relname, t.tgname, t.tgenabled, "
         "       (t.tgtype & 8) <> 0 AS on_delete, (t.tgtype & 16) <> 0 AS on_update, "
+        "       (t.tgtype & 32) <> 0 AS on_truncate, "
         "       p.proname, p.prosrc "
         "FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_proc p ON p.oid = t.tgfoid "
         "WHERE NOT t.tgisinternal AND n.nspname = current_schema()")).all()
     guards, hollow = set(), []
-    for table, name, enabled, on_delete, on_update, function, source in rows:
+    truncate_guarded = set()
+    for table, name, enabled, on_delete, on_update, on_truncate, function, source in rows:
+        if name == f"{table}_refuse_truncate" and on_truncate:
+            if enabled != "D" and function == "gmp_refuse_change":
+                truncate_guarded.add(table)
+            continue
         if name != f"{table}_refuse_change":
             continue
         if enabled == "D" or function != "gmp_refuse_change" or "RAISE EXCEPTION" not in (
@@ -170,6 +177,12 @@ def _postgresql_guards(connection: Any) -> tuple[set[tuple[str, str]], list[str]
             guards.add((table, "UPDATE"))
         if on_delete:
             guards.add((table, "DELETE"))
+    # TRUNCATE deletes without DELETE triggers firing: a DELETE guard counts only with
+    # its TRUNCATE guard (ddl.refuse creates both).
+    for table, operation in sorted(guards):
+        if operation == "DELETE" and table not in truncate_guarded:
+            guards.discard((table, operation))
+            hollow.append(f"{table}_refuse_truncate (missing)")
     return guards, hollow
 
 
@@ -232,6 +245,15 @@ def check_settings(settings: Settings) -> tuple[bool, str]:
         problems.append(f"instance folder {settings.instance_path} is not writable")
     if settings.process_dir is not None and not Path(settings.process_dir).is_dir():
         problems.append(f"process folder {settings.process_dir} is missing")
+    if settings.smtp_url:
+        from gmp_mes.notify import parse_smtp_url
+
+        try:
+            parse_smtp_url(settings.smtp_url)
+        except ValueError:  # its message quotes the URL, which may hold a password
+            problems.append("SMTP URL is not smtp[s]://host[:port]?from=address")
+    if settings.webhook_url and urlsplit(settings.webhook_url).scheme not in ("http", "https"):
+        problems.append("webhook URL is not http(s)")
     if not settings.builtin_process_dir.is_dir():
         problems.append(f"built-in process folder {settings.builtin_process_dir} is missing")
     if problems:
