@@ -107,12 +107,27 @@ def test_a_missing_signing_key_fails(app: Any, db: Any) -> None:
     assert not check.ok and "no signing key" in check.detail
 
 
-def test_a_schema_not_at_head_fails(app: Any, db: Any, runner: Any) -> None:
+def _step_back_one_head(db: Any) -> str:
+    """Record a branch head's down revision instead of the head: that head is then not
+    applied (whatever the heads are as branches grow)."""
+    from alembic.script import ScriptDirectory
+
+    from gmp_mes import migrate
+
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    head = sorted(migrate.current_heads(db.engine))[0]
+    down = script.get_revision(head).down_revision
+    assert isinstance(down, str), head
     with db.engine.begin() as c:
-        c.execute(text("UPDATE alembic_version SET version_num = 'core_0002' "
-                       "WHERE version_num = 'core_0003'"))
+        c.execute(text("UPDATE alembic_version SET version_num = :down WHERE version_num = :head"),
+                  {"down": down, "head": head})
+    return head
+
+
+def test_a_schema_not_at_head_fails(app: Any, db: Any, runner: Any) -> None:
+    head = _step_back_one_head(db)
     check = _checks(app, db)["schema at head"]
-    assert not check.ok and "core_0003 not applied" in check.detail
+    assert not check.ok and f"{head} not applied" in check.detail
     code, output = _failed(runner)
     assert code == 1 and "FAIL  schema at head" in output
     assert "not recorded" in output  # no audit event into a schema that is not right

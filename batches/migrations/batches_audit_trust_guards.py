@@ -1,7 +1,7 @@
 """batches: a batch's identity and status change only through gmp-mes
 
 Revision ID: batches_audit_trust
-Revises: batches_0001
+Revises: batches_0002
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from gmp_mes import ddl
 
 revision = "batches_audit_trust"
-down_revision = "batches_0001"
+down_revision = "batches_0002"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """identity: identity fields and statuses of patients and items change only through gmp-mes
 
 Revision ID: identity_audit_trust
-Revises: identity_0001
+Revises: identity_rq1
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from gmp_mes import ddl
 
 revision = "identity_audit_trust"
-down_revision = "identity_0001"
+down_revision = "identity_rq1"
 branch_labels = None
 depends_on = None
 

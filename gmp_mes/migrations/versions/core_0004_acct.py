@@ -2,7 +2,7 @@
 rate-limit counters
 
 Revision ID: core_0004_acct
-Revises: core_0003
+Revises: core_0004_idem
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from alembic import op
 import gmp_mes.db
 
 revision = "core_0004_acct"
-down_revision = "core_0003"
+down_revision = "core_0004_idem"
 branch_labels = None
 depends_on = None
 

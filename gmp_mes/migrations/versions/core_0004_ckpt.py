@@ -1,7 +1,7 @@
 """core: signed audit checkpoints; clock watch of on-time jobs
 
 Revision ID: core_0004_ckpt
-Revises: core_0003
+Revises: core_0004_acct
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import gmp_mes.db
 from gmp_mes import ddl
 
 revision = "core_0004_ckpt"
-down_revision = "core_0003"
+down_revision = "core_0004_acct"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """core: the scheduler's leadership lease
 
 Revision ID: core_edge_faults
-Revises: core_0003
+Revises: core_0004_ckpt
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "core_edge_faults"
-down_revision = "core_0003"
+down_revision = "core_0004_ckpt"
 branch_labels = None
 depends_on = None
 
