@@ -23,6 +23,7 @@ same key; it gets the first answer back and nothing is written twice.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from collections.abc import Callable
@@ -126,15 +127,27 @@ def claim() -> Response | None:
         return problem(409, "idempotency_in_progress", "Conflict",
                        f"the first request with {HEADER} {key!r} is still being processed; "
                        "retry later", headers={"Retry-After": "1"})
-    response = Response(stored.body or "", status=stored.status,
-                        content_type=stored.content_type or "application/json")
+    content_type = stored.content_type or "application/json"
+    body: str | bytes = stored.body or ""
+    if not _is_text(content_type):
+        body = base64.b64decode(body)
+    response = Response(body, status=stored.status, content_type=content_type)
     response.headers["Idempotent-Replayed"] = "true"
     return response
 
 
+def _is_text(content_type: str) -> bool:
+    """JSON, problem+json, HTML, SVG are kept as text; a label file (PDF, PNG, ZPL sent
+    as octets) is binary and kept base64-encoded in the same text column."""
+    media = content_type.split(";")[0].strip().lower()
+    return media.startswith("text/") or media.endswith(("json", "+xml"))
+
+
 def _values(response: Response) -> dict[str, Any]:
-    return {"status": response.status_code, "content_type": response.content_type,
-            "body": response.get_data(as_text=True)}
+    content_type = response.content_type or "application/json"
+    data = response.get_data()
+    body = data.decode("utf-8") if _is_text(content_type) else base64.b64encode(data).decode()
+    return {"status": response.status_code, "content_type": content_type, "body": body}
 
 
 def store(session: Session, response: Response) -> Response:

@@ -578,3 +578,23 @@ def test_labels_0002_keeps_labels_printed_before_valid(ward) -> None:
     new = print_zpl(ward["ward_operator"], ward["bag"], reprint=True)["payloads"][0]
     with db.transaction(actor=Actor.system("test")) as s:
         assert services.check_payload(s, new).ok and services.check_payload(s, legacy).ok
+
+
+@pytest.mark.requirement("SPEC §7")
+def test_a_retried_replacement_returns_the_same_label_file_and_prints_once(ward) -> None:
+    """A bedside device that lost the answer of a replacement sends it again with the same
+    Idempotency-Key: it gets the same label file back (binary), nothing is printed twice."""
+    world, clinician = ward["world"], ward["clinician"]
+    band = print_zpl(clinician, ward["wristband"], copies=2)
+    url = f"/api/v1/items/{ward['wristband']}/labels/{band['label_ids'][0]}/replace"
+    body = {"reason": "wristband wet, unreadable", "format": "pdf"}
+    headers = {"Idempotency-Key": "bedside-7-replace-1"}
+    first = clinician.post(url, json=body, headers=headers)
+    assert first.status_code == 200 and first.mimetype == "application/pdf"
+    prints = count(world.db, "label_print")
+    again = clinician.post(url, json=body, headers=headers)
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.mimetype == "application/pdf" and again.data == first.data
+    assert count(world.db, "label_print") == prints
+    (payload,) = decode_pdf(again.data)
+    assert COPY_PAYLOAD.fullmatch(payload) and payload.split(":")[5] == "3"
