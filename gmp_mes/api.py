@@ -11,7 +11,7 @@ from flask_smorest import Blueprint as ApiBlueprint
 from marshmallow import fields
 from sqlalchemy import select, text
 
-from gmp_mes import accounts, audit, deadline
+from gmp_mes import accounts, audit, deadline, idempotency
 from gmp_mes.audit import Actor
 from gmp_mes.audit_queries import search_events
 from gmp_mes.clock import utcnow
@@ -125,6 +125,7 @@ def reset_password(username: str) -> dict[str, Any]:
     """A one-time password for the user (shown once); it must be changed before it
     gives a token or a session. Every token and session of the user ends."""
     user, password = accounts.reset_password(db_session(), username, by_user_id=g.user.id)
+    idempotency.answer_holds_a_secret()
     return {"username": user.username, "one_time_password": password,
             "must_change_password": True}
 

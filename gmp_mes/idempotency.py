@@ -150,15 +150,32 @@ def _values(response: Response) -> dict[str, Any]:
     return {"status": response.status_code, "content_type": content_type, "body": body}
 
 
+def answer_holds_a_secret() -> None:
+    """Called by a view whose answer carries a secret shown once (a one-time password):
+    the answer is never stored. A repeat with the same key gets 409
+    ``idempotency_answer_not_kept`` and writes nothing (21 CFR 11.300: a password is
+    never kept in clear)."""
+    g.idempotency_secret = True
+
+
+def _not_kept() -> Response:
+    from gmp_mes.http import problem
+
+    return problem(409, "idempotency_answer_not_kept", "Conflict",
+                   "the first request with this key was carried out, and its answer held a "
+                   "secret shown once, which is never stored; it is not carried out again")
+
+
 def store(session: Session, response: Response) -> Response:
     """Before COMMIT of a claimed request: keep its answer in the same transaction."""
     claimed = g.get("idempotency")
     if claimed is None or response.status_code >= 500:
         return response
+    kept = _not_kept() if g.get("idempotency_secret") else response
     session.execute(
         IdempotencyKey.__table__.update()
         .where(IdempotencyKey.__table__.c.id == claimed)
-        .values(**_values(response))
+        .values(**_values(kept))
     )
     return response
 

@@ -186,3 +186,23 @@ def test_openapi_documents_the_header_on_every_post(client) -> None:
     for path, post in posts:
         names = [p.get("name") for p in post.get("parameters", [])]
         assert "Idempotency-Key" in names, path
+
+
+@pytest.mark.requirement("21 CFR 11.300(a)")
+def test_a_one_time_password_answer_is_never_stored(world: World, login, make_user) -> None:
+    """A password reset retried with its key is not carried out again, and the one-time
+    password it answered with is nowhere in the stored answers."""
+    admin = login(make_user("adm", "admin"))
+    make_user("olga2", "operator")
+    first = admin.post("/api/v1/users/olga2/password-reset", headers=KEY)
+    assert first.status_code == 201, first.get_json()
+    secret = first.get_json()["one_time_password"]
+    audit_before = count(world.db, "audit_event")
+    again = admin.post("/api/v1/users/olga2/password-reset", headers=KEY)
+    assert_problem(again, 409, "idempotency_answer_not_kept")
+    assert count(world.db, "audit_event") == audit_before
+    from sqlalchemy import text
+
+    with world.db.engine.connect() as c:
+        bodies = c.execute(text("SELECT coalesce(body, '') FROM idempotency_key")).scalars().all()
+    assert bodies and not any(secret in body for body in bodies)
