@@ -80,6 +80,7 @@ def _register_core(app: Flask, api: Api) -> None:
     alerts_pages.init_app(app)
     admin_pages.init_app(app)
     cli.register(app)
+    add_job(app, idempotency.purge_job)
     importlib.import_module("demo").register(app)  # `gmp-mes demo` knows every domain
 
 

@@ -186,3 +186,21 @@ def test_openapi_documents_the_header_on_every_post(client) -> None:
     for path, post in posts:
         names = [p.get("name") for p in post.get("parameters", [])]
         assert "Idempotency-Key" in names, path
+
+
+def test_keys_are_forgotten_after_a_week(world: World, app, login) -> None:
+    from gmp_mes.clock import clock
+    from gmp_mes.idempotency import purge_job
+
+    patient = world.enrol()
+    bag = world.item(patient["coi_id"], site=PLANT)
+    api = login(world.operator)
+    body = {"payload": world.payload(bag), "workstation": "SCAN-1"}
+    clock.freeze(utcnow())
+    assert api.post("/api/v1/scans", json=body, headers=KEY).status_code == 200
+    clock.advance(timedelta(days=6))
+    assert purge_job(app) == [] and count(world.db, "idempotency_key") == 1
+    clock.advance(timedelta(days=1, seconds=1))
+    assert purge_job(app) == ["idempotency: 1 key(s) older than 7 days forgotten"]
+    assert count(world.db, "idempotency_key") == 0
+    assert purge_job in app.extensions["gmp_mes.jobs"]
