@@ -111,7 +111,8 @@ def _register_core(app: Flask, api: Api) -> None:
     cli.register(app)
     from gmp_mes import ratelimit
 
-    app.extensions["gmp_mes.jobs"].append(ratelimit.job)  # ended rate-limit windows
+    add_job(app, ratelimit.job)  # ended rate-limit windows
+    add_job(app, idempotency.purge_job)
     importlib.import_module("demo").register(app)  # `gmp-mes demo` knows every domain
 
 

@@ -110,7 +110,11 @@ def _precheck_signers() -> None:
 def commit_unit_of_work() -> None:
     """Commit the request's changes now, before slow work that needs no lock (rendering
     a label sheet): on SQLite the writer lock, on PostgreSQL the row locks, are released.
-    What follows must not write; the boundary has nothing left to commit."""
+    What follows must not write; the boundary has nothing left to commit. A request
+    holding an ``Idempotency-Key`` claim keeps its transaction: its answer, not yet
+    made, must commit with its changes."""
+    if "idempotency" in g:
+        return
     s: Session | None = g.pop("db_session", None)
     if s is not None:
         try:

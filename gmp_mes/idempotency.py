@@ -19,6 +19,8 @@ same key; it gets the first answer back and nothing is written twice.
   retry runs again.
 - Unauthenticated POSTs (token, password change) have no user to key on: the header is
   ignored there.
+- Keys are kept for :data:`KEEP` (a device retries within minutes), then forgotten by a
+  scheduler job (:func:`purge_job`).
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from flask import Response, current_app, g, request
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -39,6 +42,7 @@ from gmp_mes.clock import utcnow
 from gmp_mes.models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
+KEEP = timedelta(days=7)
 MAX_KEY_LENGTH = 200
 DESCRIPTION = (
     "Optional. A client-chosen unique key (1-200 printable ASCII characters) for this "
@@ -205,6 +209,16 @@ def keeper(response: Response) -> Callable[[Session], None] | None:
 def forget_claim() -> None:
     """The request's transaction was rolled back (to be run again): the claim went with it."""
     g.pop("idempotency", None)
+
+
+def purge_job(app: Any) -> list[str]:
+    """Scheduler job: forget the answers older than :data:`KEEP`."""
+    table = IdempotencyKey.__table__
+    with app.extensions["gmp_mes.db"].transaction() as session:
+        removed = session.execute(delete(table).where(
+            table.c.created_at < utcnow() - KEEP, table.c.status.is_not(None))).rowcount
+    return [f"idempotency: {removed} key(s) older than {KEEP.days} days forgotten"] \
+        if removed else []
 
 
 def plugin() -> Any:

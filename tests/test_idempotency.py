@@ -206,3 +206,21 @@ def test_a_one_time_password_answer_is_never_stored(world: World, login, make_us
     with world.db.engine.connect() as c:
         bodies = c.execute(text("SELECT coalesce(body, '') FROM idempotency_key")).scalars().all()
     assert bodies and not any(secret in body for body in bodies)
+
+
+def test_keys_are_forgotten_after_a_week(world: World, app, login) -> None:
+    from gmp_mes.clock import clock
+    from gmp_mes.idempotency import purge_job
+
+    patient = world.enrol()
+    bag = world.item(patient["coi_id"], site=PLANT)
+    api = login(world.operator)
+    body = {"payload": world.payload(bag), "workstation": "SCAN-1"}
+    clock.freeze(utcnow())
+    assert api.post("/api/v1/scans", json=body, headers=KEY).status_code == 200
+    clock.advance(timedelta(days=6))
+    assert purge_job(app) == [] and count(world.db, "idempotency_key") == 1
+    clock.advance(timedelta(days=1, seconds=1))
+    assert purge_job(app) == ["idempotency: 1 key(s) older than 7 days forgotten"]
+    assert count(world.db, "idempotency_key") == 0
+    assert purge_job in app.extensions["gmp_mes.jobs"]
