@@ -412,6 +412,8 @@ def handle_out_of_range(error: Exception) -> Response:
     refuse these first (gmp_mes.edge); this is the net behind them."""
     _rollback()
     log.warning("value out of range (request %s): %s", g.get("request_id", "-"), error)
+    if _wants_html():
+        return _html_error(422, "Unprocessable Content", "a value is out of range")
     return problem(
         422,
         "value_out_of_range",
