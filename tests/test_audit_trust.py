@@ -553,3 +553,32 @@ def test_no_checkpoint_is_signed_over_a_broken_chain(app, db, coi, runner) -> No
         assert c.execute(text("SELECT count(*) FROM audit_checkpoint")).scalar() == 1
     [(_cause, message)] = _alerts(db, "audit_trail_broken")
     assert "hash does not match its content" in message
+
+
+@pytest.mark.requirement("21 CFR 11.10(e)")
+def test_concurrent_checkpoint_writers_never_collide(app, db, coi) -> None:
+    """The scheduler and an admin's `audit checkpoint` at the same moment: one signs the
+    head, the other finds nothing new; numbers stay contiguous, nothing fails."""
+    import threading
+
+    key = checkpoints.installation_key(app)
+    barrier = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def write() -> None:
+        barrier.wait()
+        try:
+            with db.transaction(actor=SYSTEM) as s:
+                outcomes.append(checkpoints.write_checkpoint(s, key))
+        except Exception as exc:  # collected: the assertion below shows it
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    written = [o for o in outcomes if isinstance(o, checkpoints.Checkpoint)]
+    assert len(written) == 1 and outcomes.count(None) == 1, outcomes
+    with db.engine.connect() as c:
+        assert checkpoints.check_all(c, key.public_keys()).problems == []
