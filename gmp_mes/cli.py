@@ -45,13 +45,25 @@ def unit_of_work(actor: Actor | None = None) -> Iterator[Session]:
         with database().transaction(actor=actor or cli_actor()) as session:
             yield session
     except DomainError as exc:
-        if exc.follow_up is not None:
-            with database().transaction(actor=Actor.system("security")) as s:
-                exc.follow_up(s)
+        try:
+            _follow_up(exc)
+        except DomainError as refused:  # the follow-up refused too (clock went backwards)
+            exc = refused
         fields = "; ".join(f"{k}: {', '.join(v)}" for k, v in (exc.errors or {}).items())
         raise click.ClickException(f"{exc.detail}{' (' + fields + ')' if fields else ''}") from exc
     except DBAPIError as exc:
         raise click.ClickException(f"database error: {exc.orig}") from exc
+
+
+def _follow_up(error: DomainError) -> None:
+    if error.follow_up is None:
+        return
+    try:
+        with database().transaction(actor=Actor.system("security")) as s:
+            error.follow_up(s)
+    except DomainError as refused:
+        _follow_up(refused)
+        raise
 
 
 def read_password(from_stdin: bool, prompt: str = "Password", confirm: bool = False) -> str:

@@ -262,13 +262,20 @@ def undo_failed_form(error: DomainError) -> None:
 def run_follow_up(error: DomainError) -> None:
     if error.follow_up is None:
         return
-    with database().transaction(actor=Actor.system("security")) as s:
-        error.follow_up(s)
+    try:
+        with database().transaction(actor=Actor.system("security")) as s:
+            error.follow_up(s)
+    except DomainError as refused:  # the follow-up itself refused (the clock went backwards)
+        run_follow_up(refused)  # keeps its own record (the alert), then answers instead
+        raise
 
 
 def handle_domain_error(error: DomainError) -> Response:
     _rollback()
-    run_follow_up(error)
+    try:
+        run_follow_up(error)
+    except DomainError as refused:
+        error = refused
     if _wants_html():
         return _html_error(error.status, error.title, error.detail)
     return problem(

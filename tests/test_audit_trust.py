@@ -582,3 +582,16 @@ def test_concurrent_checkpoint_writers_never_collide(app, db, coi) -> None:
     assert len(written) == 1 and outcomes.count(None) == 1, outcomes
     with db.engine.connect() as c:
         assert checkpoints.check_all(c, key.public_keys()).problems == []
+
+
+@pytest.mark.requirement("21 CFR 11.10(e)")
+def test_a_refused_follow_up_answers_503_not_500(db, make_user, client) -> None:
+    """A wrong password's failure count is a follow-up write: with the clock behind the
+    trail it is refused too, and the answer says why (never a 500)."""
+    clock.freeze(T0)
+    make_user("quinn", "qa")
+    clock.freeze(T0 - timedelta(minutes=5))
+    response = client.post("/api/v1/auth/tokens", json={"username": "quinn",
+                                                         "password": "wrong-password"})
+    assert_problem(response, 503, "clock_went_backwards")
+    assert _alerts(db, "clock_went_backwards")
