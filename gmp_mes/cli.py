@@ -201,7 +201,8 @@ def _anchor(_ctx: Any, _param: Any, values: tuple[str, ...]) -> list[audit.Ancho
                    "was removed (repeatable)")
 @click.option("--since-checkpoint", is_flag=True,
               help="verify only the events after the last signed checkpoint (its signature "
-                   "and its place on the chain are checked); records are not reconciled")
+                   "and its place on the chain are checked); the records changed since "
+                   "are reconciled")
 @with_appcontext
 @handles_errors
 def audit_verify(anchors: list[audit.Anchor], since_checkpoint: bool) -> None:

@@ -595,3 +595,31 @@ def test_a_refused_follow_up_answers_503_not_500(db, make_user, client) -> None:
                                                          "password": "wrong-password"})
     assert_problem(response, 503, "clock_went_backwards")
     assert _alerts(db, "clock_went_backwards")
+
+
+@pytest.mark.requirement("21 CFR 11.10(e)")
+def test_since_checkpoint_reconciles_the_records_changed_since(db, coi, runner) -> None:
+    old_item = make_item(db, coi)
+    assert runner.invoke(args=["audit", "checkpoint"]).exit_code == 0
+    new_item = make_item(db, coi)
+    with db.transaction(actor=SYSTEM) as s:
+        identity.transition_item(s, new_item, "released")
+    clean = verify(runner, "--since-checkpoint")
+    assert clean.exit_code == 0, clean.output
+    assert "every record changed since matches" in clean.output
+    with insider(db) as c:
+        c.execute(text("UPDATE item SET status = CASE item_id WHEN :a THEN 'released' "
+                       "ELSE 'quarantine' END WHERE item_id IN (:a, :b)"),
+                  {"a": old_item, "b": new_item})
+    result = verify(runner, "--since-checkpoint")
+    assert result.exit_code == 1
+    assert f'item {new_item}: status is "quarantine"' in result.output
+    assert old_item not in result.output  # untouched since the checkpoint: the full run's job
+    full = verify(runner)
+    assert full.exit_code == 1
+    assert f"item {new_item}: status" in full.output and f"item {old_item}: status" in full.output
+    with db.session(write=False) as s:  # every kind of key is found from the trail too
+        from gmp_mes import reconcile
+
+        assert sorted(map(str, reconcile.differences_since(s, 0))) == sorted(
+            map(str, reconcile.differences(s)))
