@@ -45,9 +45,10 @@ def unit_of_work(actor: Actor | None = None) -> Iterator[Session]:
         with database().transaction(actor=actor or cli_actor()) as session:
             yield session
     except DomainError as exc:
-        if exc.follow_up is not None:
-            with database().transaction(actor=Actor.system("security")) as s:
-                exc.follow_up(s)
+        try:
+            _follow_up(exc)
+        except DomainError as refused:  # the follow-up refused too (clock went backwards)
+            exc = refused
         fields = "; ".join(f"{k}: {', '.join(v)}" for k, v in (exc.errors or {}).items())
         raise click.ClickException(f"{exc.detail}{' (' + fields + ')' if fields else ''}") from exc
     except DBAPIError as exc:
@@ -61,6 +62,17 @@ def _database_message(exc: DBAPIError) -> str:
         return ("concurrent update: other changes to the same records were made at the same "
                 f"moment and this one was undone; nothing was saved: run it again ({exc.orig})")
     return f"database error: {exc.orig}"
+
+
+def _follow_up(error: DomainError) -> None:
+    if error.follow_up is None:
+        return
+    try:
+        with database().transaction(actor=Actor.system("security")) as s:
+            error.follow_up(s)
+    except DomainError as refused:
+        _follow_up(refused)
+        raise
 
 
 def read_password(from_stdin: bool, prompt: str = "Password", confirm: bool = False) -> str:
@@ -231,7 +243,8 @@ def _anchor(_ctx: Any, _param: Any, values: tuple[str, ...]) -> list[audit.Ancho
                    "was removed (repeatable)")
 @click.option("--since-checkpoint", is_flag=True,
               help="verify only the events after the last signed checkpoint (its signature "
-                   "and its place on the chain are checked); records are not reconciled")
+                   "and its place on the chain are checked); the records changed since "
+                   "are reconciled")
 @with_appcontext
 @handles_errors
 def audit_verify(anchors: list[audit.Anchor], since_checkpoint: bool) -> None:

@@ -346,24 +346,38 @@ def run_follow_up(error: DomainError, answer: Response | None = None) -> None:
     keep = idempotency.keeper(answer) if answer is not None else None
     if error.follow_up is None and keep is None:
         return
-    with database().transaction(actor=Actor.system("security")) as s:
-        if error.follow_up is not None:
-            error.follow_up(s)
-        if keep is not None:
-            keep(s)
+    try:
+        with database().transaction(actor=Actor.system("security")) as s:
+            if error.follow_up is not None:
+                error.follow_up(s)
+            if keep is not None:
+                keep(s)
+    except DomainError as refused:  # the follow-up itself refused (the clock went backwards)
+        run_follow_up(refused)  # keeps its own record (the alert), then answers instead
+        raise
 
 
 def handle_domain_error(error: DomainError) -> Response:
     _rollback()
     if _wants_html():
-        run_follow_up(error)
+        try:
+            run_follow_up(error)
+        except DomainError as refused:
+            error = refused
         return _html_error(error.status, error.title, error.detail)
-    answer = problem(
+    answer = _problem_of(error)
+    try:
+        run_follow_up(error, answer)
+    except DomainError as refused:
+        answer = _problem_of(refused)
+    return answer
+
+
+def _problem_of(error: DomainError) -> Response:
+    return problem(
         error.status, error.code, error.title, error.detail, errors=error.errors,
         extra=error.extra, headers=getattr(error, "headers", None),
     )
-    run_follow_up(error, answer)
-    return answer
 
 
 def handle_http_exception(error: HTTPException) -> Response:

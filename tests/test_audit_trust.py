@@ -553,3 +553,73 @@ def test_no_checkpoint_is_signed_over_a_broken_chain(app, db, coi, runner) -> No
         assert c.execute(text("SELECT count(*) FROM audit_checkpoint")).scalar() == 1
     [(_cause, message)] = _alerts(db, "audit_trail_broken")
     assert "hash does not match its content" in message
+
+
+@pytest.mark.requirement("21 CFR 11.10(e)")
+def test_concurrent_checkpoint_writers_never_collide(app, db, coi) -> None:
+    """The scheduler and an admin's `audit checkpoint` at the same moment: one signs the
+    head, the other finds nothing new; numbers stay contiguous, nothing fails."""
+    import threading
+
+    key = checkpoints.installation_key(app)
+    barrier = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def write() -> None:
+        barrier.wait()
+        try:
+            with db.transaction(actor=SYSTEM) as s:
+                outcomes.append(checkpoints.write_checkpoint(s, key))
+        except Exception as exc:  # collected: the assertion below shows it
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    written = [o for o in outcomes if isinstance(o, checkpoints.Checkpoint)]
+    assert len(written) == 1 and outcomes.count(None) == 1, outcomes
+    with db.engine.connect() as c:
+        assert checkpoints.check_all(c, key.public_keys()).problems == []
+
+
+@pytest.mark.requirement("21 CFR 11.10(e)")
+def test_a_refused_follow_up_answers_503_not_500(db, make_user, client) -> None:
+    """A wrong password's failure count is a follow-up write: with the clock behind the
+    trail it is refused too, and the answer says why (never a 500)."""
+    clock.freeze(T0)
+    make_user("quinn", "qa")
+    clock.freeze(T0 - timedelta(minutes=5))
+    response = client.post("/api/v1/auth/tokens", json={"username": "quinn",
+                                                         "password": "wrong-password"})
+    assert_problem(response, 503, "clock_went_backwards")
+    assert _alerts(db, "clock_went_backwards")
+
+
+@pytest.mark.requirement("21 CFR 11.10(e)")
+def test_since_checkpoint_reconciles_the_records_changed_since(db, coi, runner) -> None:
+    old_item = make_item(db, coi)
+    assert runner.invoke(args=["audit", "checkpoint"]).exit_code == 0
+    new_item = make_item(db, coi)
+    with db.transaction(actor=SYSTEM) as s:
+        identity.transition_item(s, new_item, "released")
+    clean = verify(runner, "--since-checkpoint")
+    assert clean.exit_code == 0, clean.output
+    assert "every record changed since matches" in clean.output
+    with insider(db) as c:
+        c.execute(text("UPDATE item SET status = CASE item_id WHEN :a THEN 'released' "
+                       "ELSE 'quarantine' END WHERE item_id IN (:a, :b)"),
+                  {"a": old_item, "b": new_item})
+    result = verify(runner, "--since-checkpoint")
+    assert result.exit_code == 1
+    assert f'item {new_item}: status is "quarantine"' in result.output
+    assert old_item not in result.output  # untouched since the checkpoint: the full run's job
+    full = verify(runner)
+    assert full.exit_code == 1
+    assert f"item {new_item}: status" in full.output and f"item {old_item}: status" in full.output
+    with db.session(write=False) as s:  # every kind of key is found from the trail too
+        from gmp_mes import reconcile
+
+        assert sorted(map(str, reconcile.differences_since(s, 0))) == sorted(
+            map(str, reconcile.differences(s)))
