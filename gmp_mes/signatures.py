@@ -101,7 +101,7 @@ def sign_as_second_person(
     second = find_user(session, name)
     if second is not None and second.id == performer.id:
         raise SegregationOfDuties("the second person must not be the performer")
-    valid = check_password(second.password_hash if second else None, given.password or "")
+    valid = _hash_ok(session, second.password_hash if second else None, given.password or "")
     refusal = "the second person's user name or password was not accepted: nothing was signed"
     if second is None or not valid:
         raise SignatureRejected(refusal, errors={field: ["user name or password not accepted"]},
@@ -149,18 +149,24 @@ def _token(stored_hash: str | None, password: str) -> bytes:
 def precheck(session: Session, connection: Connection, username: str, password: str) -> None:
     """Check ``username``'s password on ``connection`` (a read, outside the write
     transaction) and keep the verdict in ``session`` for :func:`sign`."""
+    if not username.isprintable() or not password.isprintable():
+        return  # the input schema refuses it (422) before anything is signed
     stored = connection.execute(
         select(User.password_hash).where(User.username == username.strip().lower())
     ).scalar()
-    if stored is None:
-        return
+    # An unknown name costs the same password work here, outside the lock, and is kept
+    # as a refusal (sign_as_second_person must answer it like a wrong password).
     session.info.setdefault(PRECHECKED, {})[_token(stored, password)] = check_password(
         stored, password)
 
 
+def _hash_ok(session: Session, stored_hash: str | None, password: str) -> bool:
+    verdict = session.info.get(PRECHECKED, {}).get(_token(stored_hash, password))
+    return check_password(stored_hash, password) if verdict is None else verdict
+
+
 def _password_ok(session: Session, user: User, password: str) -> bool:
-    verdict = session.info.get(PRECHECKED, {}).get(_token(user.password_hash, password))
-    return check_password(user.password_hash, password) if verdict is None else verdict
+    return _hash_ok(session, user.password_hash, password)
 
 
 def still_binds(signature: Signature, content: Any) -> bool:

@@ -225,9 +225,16 @@ def test_forwarded_headers_are_ignored_without_trusted_proxies(client) -> None:
 
 
 def test_logout_by_get_is_gone(client, make_user) -> None:
+    """A GET (a link, an image, another site) never logs out: it only shows the button,
+    a form that POSTs with the CSRF token."""
     page_login(client, make_user("op", "operator"))
-    assert client.get("/logout").status_code == 405
+    page = client.get("/logout")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'method="post"' in html.lower() and 'name="csrf_token"' in html
     assert client.get("/", headers={"Accept": "text/html"}).status_code == 200  # still in
+    assert client.post("/logout").status_code == 403  # no CSRF token: refused, still in
+    assert client.get("/", headers={"Accept": "text/html"}).status_code == 200
 
 
 # --- settings, files, server, documents -----------------------------------------------------

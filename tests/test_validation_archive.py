@@ -105,7 +105,7 @@ def test_records_created_about_the_subject_are_followed(plant: Plant, runner: An
     with plant.tx() as s:
         [label] = labels.labels_of_item(s, starting)
         labels.void_label(s, starting, label.label_id, reason="smudged",
-                          user_id=plant.operator.user_id)
+                          user=plant._user(s, plant.operator))
     with plant.tx() as s:
         [foreign] = labels.labels_of_item(s, plant.batch(other).starting_item_id)
     events = _events(_archive(runner, tmp_path, "batch", number))
