@@ -33,6 +33,23 @@ def database() -> Database:
     return current_app.extensions["gmp_mes.db"]
 
 
+@contextmanager
+def maintenance_database() -> Iterator[Database]:
+    """The database for a long maintenance command started on purpose (audit verify, an
+    archive): without the statement and network timeouts that bound web requests, since
+    verifying a 30-year trail takes longer than any request may. SQLite has none."""
+    db = database()
+    if not db.url.startswith("postgresql"):
+        yield db
+        return
+    unbounded = Database(db.url, pool_size=2)
+    unbounded.session_info.update(db.session_info)
+    try:
+        yield unbounded
+    finally:
+        unbounded.dispose()
+
+
 def cli_actor() -> Actor:
     """CLI actions are attributed to the operating-system account that ran them."""
     return Actor.system(f"cli:{getpass.getuser()}")
@@ -257,19 +274,20 @@ def audit_verify(anchors: list[audit.Anchor], since_checkpoint: bool) -> None:
     except Exception as exc:  # a missing or unreadable key file: one line, never a traceback
         raise click.ClickException(f"installation key: {exc}") from exc
     minutes = current_app.config["GMP_SETTINGS"].checkpoint_minutes
-    with database().engine.connect() as connection:
-        total = 0 if since_checkpoint else audit.count_events(connection)
-    shown = (click.progressbar(length=total, label="verifying", file=sys.stderr)
-             if total >= 10_000 else nullcontext())
-    try:
-        with shown as bar:
-            report = trail.verify_trail(
-                database(), keys, anchors=anchors, since_checkpoint=since_checkpoint,
-                checkpoint_interval=timedelta(minutes=minutes),
-                progress=bar.update if bar is not None else None,
-            )
-    except trail.NoCheckpoint as exc:
-        raise click.ClickException(str(exc)) from exc
+    with maintenance_database() as db:
+        with db.engine.connect() as connection:
+            total = 0 if since_checkpoint else audit.count_events(connection)
+        shown = (click.progressbar(length=total, label="verifying", file=sys.stderr)
+                 if total >= 10_000 else nullcontext())
+        try:
+            with shown as bar:
+                report = trail.verify_trail(
+                    db, keys, anchors=anchors, since_checkpoint=since_checkpoint,
+                    checkpoint_interval=timedelta(minutes=minutes),
+                    progress=bar.update if bar is not None else None,
+                )
+        except trail.NoCheckpoint as exc:
+            raise click.ClickException(str(exc)) from exc
     for line in report.problems + report.warnings:
         click.echo(line, err=True)
     if not report.ok:

@@ -120,3 +120,20 @@ def test_unlock_and_deactivate(runner, make_user, db) -> None:
     assert runner.invoke(args=["users", "deactivate", "olga"]).exit_code == 0
     assert runner.invoke(args=["users", "unlock", "olga"]).exit_code == 0
     assert runner.invoke(args=["users", "unlock", "nobody"]).exit_code == 1
+
+
+def test_maintenance_commands_run_without_the_request_timeouts(app, db) -> None:
+    """Requests are bounded by statement_timeout; `audit verify` and archives of a
+    30-year trail are not (they use maintenance_database)."""
+    from sqlalchemy import text
+
+    from gmp_mes.cli import maintenance_database
+
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite has no statement timeout")
+    with db.engine.connect() as c:
+        assert c.execute(text("SHOW statement_timeout")).scalar() != "0"
+    with app.app_context(), maintenance_database() as long:
+        assert long is not db
+        with long.engine.connect() as c:
+            assert c.execute(text("SHOW statement_timeout")).scalar() == "0"

@@ -15,7 +15,13 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy.exc import DBAPIError
 
-from gmp_mes.cli import cli_actor, database, handles_errors, unit_of_work
+from gmp_mes.cli import (
+    cli_actor,
+    database,
+    handles_errors,
+    maintenance_database,
+    unit_of_work,
+)
 from gmp_mes.errors import DomainError
 
 
@@ -135,30 +141,30 @@ def _write_archive(kind: str, subject: str, out: Path) -> None:
     from gmp_mes import audit
     from validation import archive, signing
 
-    db = database()
-    # A read session (no writer lock on SQLite): one snapshot for record, events and chain.
-    session = db.session(write=False)
-    session.info["actor"] = cli_actor()
-    try:
-        if db.dialect == "postgresql":
-            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        involved = (archive.batch_contents(session, subject) if kind == "batch"
-                    else archive.patient_contents(session, subject))
-        head = audit.head(session.connection())
-        with _bar(f"archiving {kind} {involved.subject}", head.seq if head else 1) as step:
-            data = archive.build_archive(
-                session, involved, created_by=cli_actor().username,
-                public_keys=signing.installation_public_keys(),
-                private_key=signing.installation_key(), progress=step)
-    except DomainError as exc:
-        raise click.ClickException(exc.detail) from exc
-    except archive.ArchiveError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except DBAPIError as exc:
-        raise click.ClickException(f"database error: {exc.orig}") from exc
-    finally:
-        session.rollback()  # read only: nothing to commit
-        session.close()
+    with maintenance_database() as db:  # a large patient's archive outlasts any request
+        # A read session (no writer lock on SQLite): one snapshot for record, events and chain.
+        session = db.session(write=False)
+        session.info["actor"] = cli_actor()
+        try:
+            if db.dialect == "postgresql":
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            involved = (archive.batch_contents(session, subject) if kind == "batch"
+                        else archive.patient_contents(session, subject))
+            head = audit.head(session.connection())
+            with _bar(f"archiving {kind} {involved.subject}", head.seq if head else 1) as step:
+                data = archive.build_archive(
+                    session, involved, created_by=cli_actor().username,
+                    public_keys=signing.installation_public_keys(),
+                    private_key=signing.installation_key(), progress=step)
+        except DomainError as exc:
+            raise click.ClickException(exc.detail) from exc
+        except archive.ArchiveError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except DBAPIError as exc:
+            raise click.ClickException(f"database error: {exc.orig}") from exc
+        finally:
+            session.rollback()  # read only: nothing to commit
+            session.close()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
     verified = archive.verify_archive(data)
