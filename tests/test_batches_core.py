@@ -138,6 +138,7 @@ def test_database_refuses_a_second_active_batch_for_one_starting_material(plant:
 
 
 @pytest.mark.requirement("SPEC §3 step order")
+@pytest.mark.requirement("21 CFR 11.10(f)")
 def test_out_of_order_step_is_refused(plant: Plant) -> None:
     number = plant.start()
     with pytest.raises(InvalidTransition, match=r"out of order.*receipt"):

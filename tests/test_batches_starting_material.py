@@ -141,6 +141,7 @@ def test_hold_time_ends_at_batch_start(plant: Plant, login) -> None:
 
 
 @pytest.mark.requirement("SPEC §7 (POST /batches)")
+@pytest.mark.requirement("21 CFR 11.10(f)")
 def test_batch_start_refused_before_receipt_at_the_manufacturing_site(
     plant: Plant, login, make_site, make_user
 ) -> None:

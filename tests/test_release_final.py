@@ -46,6 +46,7 @@ def _release(api: Any, number: str, **body: Any) -> Any:
 
 @pytest.mark.requirement("EU GMP Annex 16 §1.7")
 @pytest.mark.requirement("21 CFR 11.50")
+@pytest.mark.requirement("21 CFR 11.10(f)")
 def test_final_release_needs_an_independent_qa_signature(lab: Lab, login) -> None:
     from qc import services
 
