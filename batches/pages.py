@@ -16,6 +16,7 @@ from markupsafe import Markup, escape
 
 from batches import export, record, services
 from batches.definitions import ParamType
+from gmp_mes import paging
 from gmp_mes.errors import DomainError
 from gmp_mes.http import db_session, roles_required, undo_failed_form
 from gmp_mes.models import Meaning
@@ -81,8 +82,19 @@ def _form_values(batch_number: str, step_code: str) -> dict[str, Any]:
 def batch_list() -> str:
     status = request.args.get("status") or None
     session = db_session()
-    batches = services.list_batches(session, statuses=(status,) if status else ())
-    return render_template("batches/list.html", batches=batches, status=status)
+    number, size = paging.requested(request.args)
+    batches, page = paging.cut(services.list_batches(
+        session, statuses=(status,) if status else (), limit=size + 1,
+        offset=(number - 1) * size), number, size)
+    return render_template("batches/list.html", batches=batches, status=status, page=page)
+
+
+def search_target(session: Any, user: Any, text: str) -> str | None:
+    """The header search box (gmp_mes.pages.add_search): a batch number."""
+    if not user.has_role(*RECORD_ROLES):
+        return None
+    found = services.find_batch_number(session, text)
+    return url_for("batches.batch_page", batch_number=found) if found else None
 
 
 @bp.route("/batches", methods=["POST"])

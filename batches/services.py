@@ -388,11 +388,22 @@ def batch_coi(session: Session, batch_number: str) -> str:
     return get_batch(session, batch_number).coi_id
 
 
-def list_batches(session: Session, *, statuses: tuple[str, ...] = ()) -> list[Batch]:
+def list_batches(session: Session, *, statuses: tuple[str, ...] = (),
+                 limit: int | None = None, offset: int = 0) -> list[Batch]:
     statement = select(Batch).order_by(Batch.started_at.desc(), Batch.id.desc())
     if statuses:
         statement = statement.where(Batch.status.in_(statuses))
+    if limit is not None:
+        statement = statement.limit(limit).offset(offset)
     return list(session.scalars(statement))
+
+
+def find_batch_number(session: Session, text: str) -> str | None:
+    """The batch number ``text`` names (typed in any case), or None."""
+    key = text.strip().upper()
+    if not key or len(key) > 40:
+        return None
+    return session.scalar(select(Batch.batch_number).where(Batch.batch_number == key))
 
 
 def batches_of_coi(session: Session, coi_id: str) -> list[Batch]:

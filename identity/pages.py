@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
+from gmp_mes import paging
 from gmp_mes.alerts import countdown
 from gmp_mes.errors import DomainError, ValidationFailed
 from gmp_mes.http import db_session, roles_except, roles_required, undo_failed_form
@@ -168,6 +169,30 @@ def item_custody(item_id: str) -> Response | tuple[str, int]:
         return page, exc.status
     flash(f"{form.get('action')} recorded", "ok")
     return redirect(url_for("identity.item_page", item_id=item_id.strip().upper()))
+
+
+@bp.route("/patients")
+@roles_required()
+def patient_list() -> str:
+    """Patients, newest first, with search by name, MRN or COI (SPEC §7b): names and MRNs
+    only of the patients the user may see (the others: COI and initials)."""
+    text = (request.args.get("q") or "").strip()[:100]
+    number, size = paging.requested(request.args)
+    rows = services.search_patients(db_session(), text, g.user, limit=size + 1,
+                                    offset=(number - 1) * size)
+    rows, page = paging.cut(rows, number, size)
+    return render_template("identity/patients.html", rows=rows, page=page, q=text)
+
+
+def search_target(session: Session, user: Any, text: str) -> str | None:
+    """The header search box (gmp_mes.pages.add_search): item, label or COI."""
+    found = services.find_target(session, text)
+    if found is None:
+        return None
+    kind, key = found
+    if kind == "item":
+        return url_for("identity.item_page", item_id=key)
+    return url_for("identity.patient_page", coi_id=key)
 
 
 @bp.route("/patients/<coi_id>")

@@ -1393,6 +1393,88 @@ def patient_view(session: Session, coi_id: str, viewer: Any = None) -> dict[str,
     return data
 
 
+def _identity_visible_clause(viewer: Any) -> Any:
+    """SQL form of :func:`may_see_identity` for a list: the patient's treatment site or
+    a collection site of theirs is the viewer's, or the viewer is QA or admin."""
+    from sqlalchemy import exists, true
+
+    if viewer is None or IDENTITY_ROLES.intersection(viewer.roles):
+        return true()
+    site = viewer.site.code if viewer.site is not None else None
+    collected_here = exists().where(Collection.coi_id == Patient.coi_id,
+                                    Collection.site_code == site)
+    return (Patient.treatment_site == site) | collected_here
+
+
+@dataclass(frozen=True)
+class PatientRow:
+    """One line of the patient list: identity fields only when the viewer may see them."""
+
+    coi_id: str
+    initials: str
+    treatment_site: str
+    enrolled_at: datetime
+    identity_visible: bool
+    given_name: str | None = None
+    family_name: str | None = None
+    date_of_birth: date | None = None
+    mrn: str | None = None
+
+
+def search_patients(session: Session, text: str | None, viewer: Any, *, limit: int = 50,
+                    offset: int = 0) -> list[PatientRow]:
+    """Patients newest first, found by COI (any patient: the COI is not identifying), or
+    by name or MRN among the patients whose identity ``viewer`` may see (GDPR Art.
+    5(1)(c), SPEC §7): a search by name never tells who else is enrolled."""
+    from sqlalchemy import false, or_
+
+    visible = _identity_visible_clause(viewer)
+    statement = select(Patient, visible.label("visible"))
+    words = [w for w in (text or "").strip().split() if w][:6]
+    if words:
+        compact = "".join(words).upper()
+        by_coi = Patient.coi_id.startswith(compact, autoescape=True) if compact.isalnum() \
+            else false()
+        by_mrn = func.lower(Patient.mrn) == " ".join(words).lower()
+        by_name = None
+        for word in words:
+            term = word.lower()
+            one = or_(func.lower(Patient.given_name).contains(term, autoescape=True),
+                      func.lower(Patient.family_name).contains(term, autoescape=True))
+            by_name = one if by_name is None else by_name & one
+        statement = statement.where(or_(by_coi, visible & or_(by_mrn, by_name)))
+    statement = statement.order_by(Patient.enrolled_at.desc(), Patient.id.desc())
+    rows = []
+    for patient, shown in session.execute(statement.limit(limit).offset(offset)):
+        shown = bool(shown)
+        rows.append(PatientRow(
+            coi_id=patient.coi_id, initials=initials(patient),
+            treatment_site=patient.treatment_site, enrolled_at=patient.enrolled_at,
+            identity_visible=shown,
+            given_name=patient.given_name if shown else None,
+            family_name=patient.family_name if shown else None,
+            date_of_birth=patient.date_of_birth if shown else None,
+            mrn=patient.mrn if shown else None,
+        ))
+    return rows
+
+
+def find_target(session: Session, text: str) -> tuple[str, str] | None:
+    """What the header's search box opens for ``text``: ("item", id) for an item id or
+    a scanned label of this system (verified: a forged or voided one is refused with its
+    reason), ("patient", COI) for a COI ID; None when neither."""
+    if labels.normalise_scan(text).startswith("GMP1:"):
+        return "item", resolve_item_ref(session, text, field_name="label")
+    key = text.strip().upper().replace(" ", "")
+    if key.startswith("ITM-") and key.isprintable():
+        found = session.scalar(select(Item.item_id).where(Item.item_id == key))
+        return ("item", found) if found else None
+    if coi.coi_problem(key) is None:
+        found = session.scalar(select(Patient.coi_id).where(Patient.coi_id == key))
+        return ("patient", found) if found else None
+    return None
+
+
 # HL7 FHIR R5 value sets (fhir.resources does not enforce them).
 FHIR_PRODUCT_CATEGORY = "http://hl7.org/fhir/product-category"
 FHIR_PRODUCT_STATUS = "http://hl7.org/fhir/biologicallyderived-product-status"

@@ -13,6 +13,7 @@ from markupsafe import Markup, escape
 from werkzeug.wrappers import Response
 
 from batches import services as batches
+from gmp_mes import paging
 from gmp_mes.errors import DomainError, field_error
 from gmp_mes.http import db_session, roles_required, undo_failed_form
 from gmp_mes.schemas import form_number
@@ -111,7 +112,10 @@ def result_action(batch_number: str, result_id: int, action: str) -> Response:
 @bp.route("/qa/release")
 @roles_required("qa")
 def release_page() -> str:
-    return render_template("qc/release.html", queue=services.release_queue(db_session()))
+    number, size = paging.requested(request.args, default_size=20)
+    queue, page = paging.cut(services.release_queue(
+        db_session(), limit=size + 1, offset=(number - 1) * size), number, size)
+    return render_template("qc/release.html", queue=queue, page=page)
 
 
 @bp.route("/qa/release/<batch_number>", methods=["POST"])

@@ -914,12 +914,14 @@ def release_decision(session: Session, batch_number: str) -> dict[str, Any] | No
 QUEUE_STATUSES = ("awaiting_release", "on_hold", "conditionally_released")
 
 
-def release_queue(session: Session, *, limit: int | None = None) -> list[dict[str, Any]]:
+def release_queue(session: Session, *, limit: int | None = None,
+                  offset: int = 0) -> list[dict[str, Any]]:
     """Batches awaiting QA (or on hold, or conditionally released and awaiting results or
     their final release), oldest first, each with what is missing for a release."""
     rows = []
     waiting = list(reversed(batches.list_batches(session, statuses=QUEUE_STATUSES)))
-    for batch in waiting[:limit]:
+    # Only the page's batches get their (costly) overview.
+    for batch in waiting[offset:None if limit is None else offset + limit]:
         overview = qc_overview(session, batch.batch_number)
         final_due = False
         if batch.status == "conditionally_released":
