@@ -38,6 +38,7 @@ def init_app(app: Flask, api: Api) -> None:
     app.register_blueprint(pages.bp)
     _register_installation_key(app)
     add_nav(app, "labels_pages.sheet_page", "Labels", ("operator", "clinician"))
+    app.jinja_env.globals["label_printers"] = pages.site_printers
 
 
 def _register_installation_key(app: Flask) -> None:

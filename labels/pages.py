@@ -44,6 +44,7 @@ def print_label(item_id: str) -> Response:
     form["reprint"] = "reprint" in request.form
     try:
         query = LabelQuerySchema().load(form)
+        query.pop("preview")  # the page's previews have their own link
         printed = services.print_label(
             db_session(), item_id, services.PrintRequest(**query), user_id=g.user.id
         )
@@ -52,10 +53,62 @@ def print_label(item_id: str) -> Response:
     except DomainError as exc:
         return _problem(item_id, f"label not printed: {exc.detail}")
     commit_unit_of_work()  # the print is recorded; render with no lock held
+    return _file(printed)
+
+
+def _file(printed: services.PrintedLabel) -> Response:
+    """PDF, PNG and SVG open in the browser (its print dialog); ZPL is a download."""
     response = Response(printed.content, mimetype=printed.media_type)
-    response.headers["Content-Disposition"] = f'attachment; filename="{printed.filename}"'
+    disposition = "attachment" if printed.media_type == services.MEDIA_TYPES["zpl"] else "inline"
+    response.headers["Content-Disposition"] = f'{disposition}; filename="{printed.filename}"'
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def site_printers() -> list[Any]:
+    """The label printers of the logged-in user's site (for the print form)."""
+    user = g.get("user")
+    site = user.site.code if user is not None and user.site is not None else None
+    return services.printers_of(db_session(), site)
+
+
+@bp.route("/items/<item_id>/labels/preview", methods=["GET"])
+@roles_required("operator", "clinician")
+def preview_label(item_id: str) -> Response:
+    """A marked preview (PDF or PNG): records no print, its code never verifies."""
+    fmt = request.args.get("format", "pdf")
+    if fmt not in ("pdf", "png"):
+        fmt = "pdf"
+    try:
+        printed = services.preview_label(db_session(), item_id,
+                                         services.PrintRequest(format=fmt))
+    except DomainError as exc:
+        return _problem(item_id, f"no preview: {exc.detail}")
+    return _file(printed)
+
+
+@bp.route("/items/<item_id>/labels/send", methods=["POST"])
+@roles_required("operator", "clinician")
+def send_label(item_id: str) -> Response:
+    """Send the label to a networked printer of the site; back to the item page
+    (post/redirect/get), saying whether the printer took it."""
+    form = request.form
+    reprint = "reprint" in form
+    try:
+        copies = int(form.get("copies") or 1)
+        printed = services.print_to_printer(
+            db_session(), item_id, form.get("printer", ""),
+            services.PrintRequest(format="zpl", workstation=form.get("workstation") or None,
+                                  copies=copies, reprint=reprint,
+                                  reason=form.get("reason") or None),
+            user=g.user)
+    except ValueError:
+        return _problem(item_id, "label not printed: copies must be a whole number")
+    except DomainError as exc:
+        return _problem(item_id, f"label not printed: {exc.detail}")
+    serials = ", ".join(str(label.serial) for label in printed.labels)
+    flash(f"Label sent to printer {form.get('printer')}: copy {serials} recorded.", "ok")
+    return _item_page(item_id)
 
 
 @bp.route("/items/<item_id>/labels/void", methods=["POST"], defaults={"label_id": None})
@@ -115,9 +168,7 @@ def replace_label(item_id: str, label_id: str | None) -> Response:
         return _back(item_id, back, f"label not replaced: {_messages(exc)}")
     except DomainError as exc:
         return _back(item_id, back, f"label not replaced: {exc.detail}")
-    response = Response(printed.content, mimetype=printed.media_type)
-    response.headers["Content-Disposition"] = f'attachment; filename="{printed.filename}"'
-    response.headers["Cache-Control"] = "no-store"
+    response = _file(printed)
     response.headers["X-Label-Id"] = ",".join(label.label_id for label in printed.labels)
     return response
 
@@ -219,6 +270,6 @@ def sheet_print() -> Response:
         return back  # type: ignore[return-value]
     commit_unit_of_work()  # the print is recorded; render with no lock held
     response = Response(printed.content, mimetype=printed.media_type)
-    response.headers["Content-Disposition"] = f'attachment; filename="{printed.filename}"'
+    response.headers["Content-Disposition"] = f'inline; filename="{printed.filename}"'
     response.headers["Cache-Control"] = "no-store"
     return response
