@@ -56,10 +56,12 @@ def print_label(item_id: str) -> Response:
     return _file(printed)
 
 
-def _file(printed: services.PrintedLabel) -> Response:
-    """PDF, PNG and SVG open in the browser (its print dialog); ZPL is a download."""
+def _file(printed: services.PrintedLabel, *, inline: bool = False) -> Response:
+    """A PDF opens in the browser for its print dialog (issue 15); PNG and ZPL files
+    are downloads for a label printer's own tool, previews open in the browser."""
     response = Response(printed.content, mimetype=printed.media_type)
-    disposition = "attachment" if printed.media_type == services.MEDIA_TYPES["zpl"] else "inline"
+    inline = inline or printed.media_type == services.MEDIA_TYPES["pdf"]
+    disposition = "inline" if inline else "attachment"
     response.headers["Content-Disposition"] = f'{disposition}; filename="{printed.filename}"'
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -84,7 +86,7 @@ def preview_label(item_id: str) -> Response:
                                          services.PrintRequest(format=fmt))
     except DomainError as exc:
         return _problem(item_id, f"no preview: {exc.detail}")
-    return _file(printed)
+    return _file(printed, inline=True)
 
 
 @bp.route("/items/<item_id>/labels/send", methods=["POST"])
