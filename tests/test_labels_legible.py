@@ -238,3 +238,29 @@ def test_printer_configuration_is_validated(make_user, login) -> None:
     assert ok.status_code == 201
     assert_problem(admin.post("/api/v1/sites/CLEAN1/labels/printers",
                               json={"name": "a", "host": "h"}), 409)
+
+
+def test_item_page_sends_to_the_site_printer_then_redirects(
+        app, client, db, make_item, make_user, login, listener) -> None:
+    from tests.test_identity_pages import Browser
+
+    admin = login(make_user("adam", "admin"))
+    admin.post("/api/v1/sites/CLEAN1/labels/printers",
+               json={"name": "bench", "host": "127.0.0.1", "port": listener.port})
+    admin.post("/api/v1/sites/CLEAN1/labels/printers",
+               json={"name": "gone", "host": "127.0.0.1", "port": _closed_port()})
+    item_id = make_item()
+    browser = Browser(app.test_client(), make_user("olga", "operator"))
+    page = browser.get(f"/items/{item_id}").get_data(as_text=True)
+    assert "Print on label printer" in page and "bench (203 dpi)" in page
+    refused = browser.post(f"/items/{item_id}/labels/send", {"printer": "gone"})
+    assert refused.status_code == 302
+    shown = browser.get(f"/items/{item_id}").get_data(as_text=True)
+    assert "no print was recorded" in shown and count(db, "label_print") == 0
+    sent = browser.post(f"/items/{item_id}/labels/send", {"printer": "bench"})
+    assert sent.status_code == 302 and sent.headers["Location"].endswith("#labels")
+    listener.thread.join(timeout=10)
+    assert listener.jobs and listener.jobs[0].startswith(b"^XA")
+    after = browser.get(f"/items/{item_id}").get_data(as_text=True)
+    assert "Label sent to printer bench: copy 1 recorded." in after
+    assert count(db, "label_print") == 1
