@@ -7,7 +7,17 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask import session as cookie_session
 from markupsafe import Markup
 from marshmallow import ValidationError
 from sqlalchemy import select
@@ -73,18 +83,35 @@ def coi_label(value: str | None) -> Markup:
 
 @bp.route("/scan", methods=["GET", "POST"])
 @roles_required()
-def scan_page() -> str:
-    result = None
-    scanned = None
+def scan_page() -> str | Response:
+    """Post/redirect/get: the scan is recorded by the POST, its verdict shown by the GET
+    that follows, so Back or a reload never records the scan a second time."""
     if request.method == "POST":
         scanned = request.form.get("payload", "")
         batch_number = (request.form.get("batch_number") or "").strip() or None
         if scanned.strip():
             result = services.scan(db_session(), scanned, user=g.user, site_code=_site_code(),
                                    workstation=_workstation(), batch_number=batch_number)
+            cookie_session["scan_result"] = _scan_shown(result)
+        return redirect(url_for("identity.scan_page", batch_number=batch_number))
+    result = cookie_session.pop("scan_result", None)
     return render_template("identity/scan.html", result=result,
-                           batch_number=request.form.get("batch_number", ""),
+                           batch_number=request.args.get("batch_number", ""),
                            workstation=_workstation())
+
+
+def _scan_shown(result: services.ScanResult) -> dict[str, Any]:
+    """The verdict as the page shows it, kept in the signed session cookie for the GET."""
+    item = result.item
+    return {
+        "ok": result.ok,
+        "item": None if item is None else {"item_id": item.item_id, "kind": item.kind,
+                                           "batch_number": item.batch_number},
+        "coi_id": result.coi_id, "status": result.status,
+        "expires_at": result.expires_at.isoformat() if result.expires_at else None,
+        "reasons": [{"code": r["code"], "message": r["message"][:300]}
+                    for r in result.reasons[:10]],
+    }
 
 
 # --- bedside ------------------------------------------------------------------------------

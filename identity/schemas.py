@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, pre_load, validate
 from marshmallow.utils import get_value
 
 from gmp_mes.schemas import SignatureSchema, StrictSchema
@@ -56,6 +56,14 @@ class CollectionFormSchema(CollectionInSchema):
         required=True, error_messages={"invalid": "enter the date and time of collection"})
     volume_ml = fields.Float(required=True, allow_nan=False, validate=_volume,
                              error_messages={"invalid": "enter the volume in mL, e.g. 250"})
+
+    @pre_load
+    def _decimal_comma(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """A decimal comma (250,5) is accepted as in the batch and QC forms (issue 15)."""
+        raw = data.get("volume_ml")
+        if isinstance(raw, str) and raw.count(",") == 1 and "." not in raw:
+            data = {**data, "volume_ml": raw.replace(",", ".")}
+        return data
 
 
 class CustodyInSchema(StrictSchema):

@@ -45,13 +45,17 @@ def test_scan_page_ok_and_stop(world: World, client) -> None:
     browser = Browser(client, world.operator)
     page = browser.get("/scan").get_data(as_text=True)
     assert 'id="payload"' in page and "autofocus" in page
-    ok = browser.post("/scan", {"payload": world.payload(bag) + "\r\n"}).get_data(as_text=True)
+    posted = browser.post("/scan", {"payload": world.payload(bag) + "\r\n"})
+    assert posted.status_code == 302  # post/redirect/get: Back never re-posts a scan
+    ok = browser.get(posted.headers["Location"]).get_data(as_text=True)
     assert "verdict ok" in ok and bag in ok and "B-1" in ok and 'class="coi-check"' in ok
     assert "autofocus" in ok  # ready for the next scan without the mouse
     world.set_status(bag, "blocked")
-    stop = browser.post("/scan", {"payload": world.payload(bag)}).get_data(as_text=True)
+    stop = browser.get(browser.post("/scan", {"payload": world.payload(bag)}).headers[
+        "Location"]).get_data(as_text=True)
     assert "verdict stop" in stop and "blocked" in stop
-    garbage = browser.post("/scan", {"payload": "NOT A LABEL"}).get_data(as_text=True)
+    garbage = browser.get(browser.post("/scan", {"payload": "NOT A LABEL"}).headers[
+        "Location"]).get_data(as_text=True)
     assert "STOP" in garbage and "malformed" in garbage
 
 
