@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from contextvars import ContextVar
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from batches.definitions import fmt_number
 from batches.record import executed_record
+from gmp_mes import localtime
 
 FONT, FONT_BOLD = "GmpSans", "GmpSans-Bold"
 _FONT_CANDIDATES = [
@@ -84,11 +86,16 @@ def show_value(value: Any, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
+# The site zone of the record being rendered (render_pdf sets it for its own run).
+_ZONE: ContextVar[str] = ContextVar("batch_pdf_zone", default="UTC")
+
+
 def _dt(text: str | None) -> str:
-    """2026-11-23T10:01:02.000000Z -> 2026-11-23 10:01:02 UTC (stored times are UTC)."""
+    """A stored UTC time as the PDF shows it: the site's local time with its zone first,
+    UTC after it (issue 15: a record that leaves the site carries both)."""
     if not text:
         return ""
-    return text[:19].replace("T", " ") + " UTC"
+    return localtime.local_and_utc(text, localtime.zone(_ZONE.get()), seconds=True)
 
 
 # --- PDF ----------------------------------------------------------------------------------
@@ -250,6 +257,14 @@ def curve_drawing(points: list[dict[str, Any]], width: float, height: float,
 
 
 def render_pdf(data: dict[str, Any]) -> bytes:
+    token = _ZONE.set(str(data.get("site_timezone") or "UTC"))
+    try:
+        return _render_pdf(data)
+    finally:
+        _ZONE.reset(token)
+
+
+def _render_pdf(data: dict[str, Any]) -> bytes:
     st = _Styles()
     buffer = io.BytesIO()
     page = landscape(A4)
