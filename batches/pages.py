@@ -214,7 +214,9 @@ def record_step(batch_number: str, step_code: str) -> Response | tuple[str, int]
               + (f"; deviation {', '.join(d.number for d in outcome.deviations)} opened"
                  if outcome.deviations else "")
               + (f"; bags {', '.join(i.item_id for i in outcome.items)} created"
-                 if outcome.items else ""), "ok")
+                 if outcome.items else ""),
+              # An out-of-limit value is recorded, but it is no success: a warning.
+              "warn" if outcome.deviations else "ok")
     return redirect(url_for("batches.batch_page", batch_number=batch_number) + f"#{step_code}")
 
 

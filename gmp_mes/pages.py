@@ -63,6 +63,35 @@ def site_time(value: Any) -> str:
     return localtime.local(value, localtime.zone_of(current_user()))
 
 
+# What a status means for the person looking at it (issue 15): red for stop states
+# (never use), amber for waiting states (quarantine, conditional, on hold, pending),
+# green only for what may be used; grey for finished records.
+STOP_STATUSES = frozenset({"rejected", "expired", "blocked", "destroyed", "failed",
+                           "recalled", "out_of_service"})
+WAIT_STATUSES = frozenset({"quarantine", "conditionally_released", "on_hold", "pending",
+                           "awaiting_release", "shipped", "in_transit", "open", "required"})
+DONE_STATUSES = frozenset({"administered", "consumed", "closed", "acknowledged"})
+
+
+@bp.app_template_filter("status_tone")
+def status_tone(status: str | None) -> str:
+    """The badge class of a status: stop, warn, done or ok."""
+    value = (status or "").lower()
+    if value in STOP_STATUSES:
+        return "stop"
+    if value in WAIT_STATUSES:
+        return "warn"
+    if value in DONE_STATUSES:
+        return "done"
+    return "ok"
+
+
+@bp.app_template_filter("words")
+def words(code: str | None) -> str:
+    """A code as people read it: conditionally_released -> conditionally released."""
+    return (code or "").replace("_", " ")
+
+
 @bp.app_context_processor
 def _navigation() -> dict[str, Any]:
     user = current_user()

@@ -44,7 +44,8 @@ def test_expiry_is_one_local_time_on_page_pdf_and_label(
     scan_into(page, "input[name=item_id]", payload(app, db, bag))
     page.wait_for_url("**/batches/CART-*")
     number = page.url.rsplit("/", 1)[1].split("#")[0]
-    row = page.locator("h2:text('Genealogy') + section tr", has=page.locator(f"a[href='/items/{bag}']")).first
+    link = page.locator(f"a[href='/items/{bag}']")
+    row = page.locator("h2:text('Genealogy') + section tr", has=link).first
     shown = row.inner_text()
     assert re.search(rf"{minute}:\d\d {zone}", shown), shown  # the page: local + zone
     assert "UTC" not in shown
