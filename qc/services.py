@@ -63,6 +63,8 @@ RELEASABLE_ITEM = "quarantine"
 POSITIVE_AFTER_RELEASE = "qc_positive_after_release"
 FINAL_RELEASE_DUE = "final_release_due"
 FINAL_RELEASE_GIVEN = "final_release_given"
+CONDITIONAL_RELEASE_GIVEN = "conditional_release_given"
+RELEASE_GIVEN = "release_given"
 
 
 def _identity() -> Any:
@@ -604,6 +606,20 @@ def release_batch(
     for item_id in item_ids:
         identity.transition_item(session, item_id, status, reason=why)
     batches.set_batch_status(session, batch_number, status, reason=why)
+    # The treating clinicians are told (issue 15): a conditional release means the
+    # product may reach the patient before every result is in.
+    raise_alert(session, AlertSpec(
+        cause=f"{CONDITIONAL_RELEASE_GIVEN if conditional else RELEASE_GIVEN}:{batch_number}",
+        kind=CONDITIONAL_RELEASE_GIVEN if conditional else RELEASE_GIVEN,
+        severity="warning" if conditional else "info",
+        subject_type="batch", subject_id=batch_number,
+        message=(f"Batch {batch_number} (COI {batch.coi_id}) is conditionally released by QA "
+                 f"({user.full_name}) before {', '.join(pending)}: {justification}"
+                 if conditional else
+                 f"Batch {batch_number} (COI {batch.coi_id}) is released by QA "
+                 f"({user.full_name})."),
+        roles=("clinician",), site_code=_treating_site(session, batch.coi_id),
+    ))
     return decision
 
 
