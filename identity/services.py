@@ -444,7 +444,20 @@ def transition_item(
         )
     with audit.reason(session, reason):
         item.status = to_status
+    if to_status in CAUSE_GONE_STATUSES:
+        # Its expiry and hold-time alerts are about a container still to be used: once
+        # it is consumed, administered or destroyed their cause is gone (issue 15).
+        from gmp_mes.alerts import AlertKind, resolve_for_subject
+
+        resolve_for_subject(
+            session, "item", item.item_id,
+            (AlertKind.EXPIRY_WARNING, AlertKind.EXPIRED, AlertKind.HOLD_TIME_EXCEEDED,
+             AlertKind.POST_THAW_EXCEEDED),
+            f"resolved: item {item.item_id} is {to_status}" + (f" ({reason})" if reason else ""))
     return item
+
+
+CAUSE_GONE_STATUSES = frozenset({"consumed", "administered", "destroyed"})
 
 
 def start_processing(session: Session, item_id: str, batch_number: str) -> Item:
