@@ -305,7 +305,9 @@ def download_record(batch_number: str, fmt: str) -> Response:
 def process_list() -> str:
     session = db_session()
     processes = [(p, services.definition_of(p)) for p in services.list_processes(session)]
-    return render_template("batches/processes.html", processes=processes)
+    # QA sees what changed from the previous version before approving a new one.
+    diffs = {p.id: services.definition_diff(session, p) for p, _ in processes if not p.approval}
+    return render_template("batches/processes.html", processes=processes, diffs=diffs)
 
 
 @bp.route("/processes/<code>/<int:version>/approve", methods=["POST"])

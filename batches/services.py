@@ -191,6 +191,37 @@ def list_processes(session: Session) -> list[ProcessVersion]:
     ))
 
 
+def definition_diff(session: Session, process: ProcessVersion) -> tuple[
+        int | None, list[tuple[str, str]]]:
+    """What changed from the process's previous version (the highest lower version of
+    the same code), for QA to see before approving (EU GMP Chapter 4.3, change
+    control): (previous version or None, [(" "|"+"|"-"|"@", line)]) of the validated
+    definitions as indented JSON, unified with 3 lines of context."""
+    import difflib
+    import json as json_
+
+    previous = session.scalar(select(ProcessVersion).where(
+        ProcessVersion.code == process.code, ProcessVersion.version < process.version,
+    ).order_by(ProcessVersion.version.desc()).limit(1))
+    if previous is None:
+        return None, []
+
+    def lines(text: str) -> list[str]:
+        return json_.dumps(json_.loads(text), indent=2, sort_keys=True,
+                           ensure_ascii=False).splitlines()
+
+    diff = difflib.unified_diff(lines(previous.definition), lines(process.definition),
+                                fromfile=f"v{previous.version}", tofile=f"v{process.version}",
+                                lineterm="", n=3)
+    out = []
+    for line in diff:
+        if line.startswith(("---", "+++")):
+            continue
+        out.append((line[:1] if line[:1] in "+-@" else " ", line[1:] if line[:1] != "@"
+                    else line))
+    return previous.version, out
+
+
 def get_process_version(session: Session, code: str, version: int) -> ProcessVersion:
     found = session.scalar(select(ProcessVersion).where(
         ProcessVersion.code == code, ProcessVersion.version == version
