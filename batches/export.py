@@ -90,6 +90,11 @@ def show_value(value: Any, unit: str = "") -> str:
 _ZONE: ContextVar[str] = ContextVar("batch_pdf_zone", default="UTC")
 
 
+def _signed(signature: dict[str, Any] | None) -> str:
+    """A signature's manifestation with the site's local time first, UTC after."""
+    return localtime.signature_line(signature, localtime.zone(_ZONE.get()), with_utc=True)
+
+
 def _dt(text: str | None) -> str:
     """A stored UTC time as the PDF shows it: the site's local time with its zone first,
     UTC after it (issue 15: a record that leaves the site carries both)."""
@@ -143,12 +148,12 @@ def _table(rows: list[list[Any]], widths: list[float], st: _Styles,
 
 
 def _signature_lines(record: dict[str, Any], st: _Styles) -> list[Paragraph]:
-    lines = [_p(f"Signed: {record['signature']['manifestation']}", st.small)]
+    lines = [_p(f"Signed: {_signed(record['signature'])}", st.small)]
     if record.get("signature_binds") is False:
         lines.append(_p("SIGNATURE DOES NOT MATCH THE RECORD: the record was changed after "
                         "signing (21 CFR 11.70)", st.fail))
     if record.get("verifier_signature"):
-        lines.append(_p(f"Verified: {record['verifier_signature']['manifestation']}", st.small))
+        lines.append(_p(f"Verified: {_signed(record['verifier_signature'])}", st.small))
     return lines
 
 
@@ -205,7 +210,7 @@ def _step_flowables(step: dict[str, Any], st: _Styles, width: float) -> list[Any
             )
             block.append(_p(
                 f"Superseded version {old['version']} ({_dt(old['performed_at'])}): {values}. "
-                f"Signed: {old['signature']['manifestation']}"
+                f"Signed: {_signed(old['signature'])}"
                 + (f". Correction reason: {old['correction_reason']}"
                    if old["correction_reason"] else ""),
                 st.small,
@@ -280,7 +285,7 @@ def _render_pdf(data: dict[str, Any]) -> bytes:
     header = [
         ["Product", data["product"], "Batch status", data["status"]],
         ["Process", f"{data['process_code']} version {data['process_version']}",
-         "Process approved", approval["manifestation"] if approval else "not approved"],
+         "Process approved", _signed(approval) if approval else "not approved"],
         ["COI", data["coi_id"], "Patient", (
             f"{patient.get('initials', '')} born {patient.get('date_of_birth', '')}"
             if patient else "")],
@@ -319,11 +324,11 @@ def _render_pdf(data: dict[str, Any]) -> bytes:
                  _p(dev["description"], st.body)]
         if dev["assessment_signature"]:
             lines.append(_p(f"Assessment: {dev['assessment']}", st.body))
-            lines.append(_p(f"Assessed: {dev['assessment_signature']['manifestation']}",
+            lines.append(_p(f"Assessed: {_signed(dev['assessment_signature'])}",
                             st.small))
         if dev["closure_signature"]:
             lines.append(_p(f"Closure: {dev['closure']}", st.body))
-            lines.append(_p(f"Closed: {dev['closure_signature']['manifestation']}", st.small))
+            lines.append(_p(f"Closed: {_signed(dev['closure_signature'])}", st.small))
         flow.append(KeepTogether(lines))
 
     flow.append(_p("QC release specification and results", st.h2))
@@ -344,7 +349,7 @@ def _render_pdf(data: dict[str, Any]) -> bytes:
             for label, key in (("recorded", "signature"), ("reviewed", "review_signature"),
                                ("invalidated", "invalidation_signature")):
                 if (res.get(key) or {}).get("manifestation"):
-                    line += f"; {label}: {res[key]['manifestation']}"
+                    line += f"; {label}: {_signed(res[key])}"
             shown.append(line)
         status = row.get("status", "no QC data" if data.get("qc") is None else "required")
         rows.append([
@@ -360,7 +365,7 @@ def _render_pdf(data: dict[str, Any]) -> bytes:
     release = data.get("release")
     if isinstance(release, dict) and release:
         for key, value in release.items():
-            text = value.get("manifestation") if isinstance(value, dict) else value
+            text = _signed(value) if isinstance(value, dict) else value
             flow.append(_p(f"{key}: {text}", st.body))
     else:
         flow.append(_p(f"Batch status: {data['status']}"

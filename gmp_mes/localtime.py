@@ -62,3 +62,16 @@ def parse_local(text: str, tz: ZoneInfo) -> datetime:
     if value.tzinfo is None:
         value = value.replace(tzinfo=tz)
     return value.astimezone(UTC)
+
+
+def signature_line(signature: Any, tz: ZoneInfo, *, with_utc: bool = False) -> str:
+    """The Part 11 manifestation (11.50: printed name, date and time, meaning) of a
+    signature (a Signature or its dict) at the site's local time; ``with_utc`` adds UTC
+    (records that leave the site). The stored manifestation stays UTC."""
+    if signature is None:
+        return ""
+    get = signature.get if isinstance(signature, dict) else (
+        lambda key, default=None: getattr(signature, key, default))
+    when = get("signed_at")
+    stamp = (local_and_utc if with_utc else local)(when, tz, seconds=True)
+    return f"{get('printed_name')} ({get('username')}), {stamp}, {get('meaning')}"

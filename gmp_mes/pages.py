@@ -73,6 +73,12 @@ WAIT_STATUSES = frozenset({"quarantine", "conditionally_released", "on_hold", "p
 DONE_STATUSES = frozenset({"administered", "consumed", "closed", "acknowledged"})
 
 
+@bp.app_template_filter("signed_line")
+def signed_line(signature: Any) -> str:
+    """A signature's manifestation at the reader's site time (SPEC §9, 21 CFR 11.50)."""
+    return localtime.signature_line(signature, localtime.zone_of(current_user()))
+
+
 @bp.app_template_filter("status_tone")
 def status_tone(status: str | None) -> str:
     """The badge class of a status: stop, warn, done or ok."""
