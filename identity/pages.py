@@ -165,11 +165,20 @@ def bedside_administer() -> str | tuple[str, int]:
 
 # --- items and patients -------------------------------------------------------------------
 
+CUSTODY_PAGE = 100
+
+
+def _custody_before() -> int | None:
+    raw = (request.args.get("custody_before") or "").strip()
+    return int(raw) if raw.isdigit() and 0 < int(raw) < 2**62 else None
+
+
 @bp.route("/items/<item_id>")
 @roles_required()
 def item_page(item_id: str) -> str:
     session = db_session()
-    view = services.item_view(session, item_id)
+    view = services.item_view(session, item_id, custody_limit=CUSTODY_PAGE,
+                              custody_before=_custody_before())
     return render_template("identity/item.html", view=view, item=view["item"],
                            sites=_sites(session), custody_form={}, custody_errors={},
                            custody_error=None)
@@ -189,7 +198,7 @@ def item_custody(item_id: str) -> Response | tuple[str, int]:
         )
     except DomainError as exc:
         _failed(exc)
-        view = services.item_view(db_session(), item_id)
+        view = services.item_view(db_session(), item_id, custody_limit=CUSTODY_PAGE)
         page = render_template("identity/item.html", view=view, item=view["item"],
                                sites=_sites(db_session()), custody_form=form,
                                custody_errors=exc.errors or {}, custody_error=exc.detail)

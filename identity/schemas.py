@@ -161,8 +161,20 @@ class ItemSchema(ItemBriefSchema):
     children = fields.List(fields.String())
     ancestors = fields.List(fields.String())
     descendants = fields.List(fields.String())
-    custody = fields.List(fields.Nested(CustodyEventSchema))
+    custody = fields.List(fields.Nested(CustodyEventSchema), metadata={
+        "description": "one page of the custody trail, oldest first (custody_limit)"})
+    custody_older = fields.Integer(allow_none=True, metadata={
+        "description": "pass as custody_before for the page of older events; null: none"})
     labels = fields.List(fields.Nested(LabelBriefSchema))
+
+
+class ItemQuerySchema(StrictSchema):
+    """GET /items/{item_id}: the custody trail comes in pages (issue 15: a bag with
+    20,000 events must not answer with megabytes)."""
+
+    custody_limit = fields.Integer(load_default=500, validate=validate.Range(min=1, max=5000))
+    custody_before = fields.Integer(load_default=None,
+                                    validate=validate.Range(min=1, max=2**62))
 
 
 class CollectionBriefSchema(Schema):

@@ -1337,8 +1337,24 @@ def count_items(session: Session, **filters: Any) -> int:
 
 # --- read models for the API and pages ---------------------------------------------------
 
-def item_view(session: Session, item_id: str) -> dict[str, Any]:
-    """An item with genealogy both ways, custody trail and labels."""
+def custody_page(session: Session, item_id: str, *, limit: int,
+                 before: int | None = None) -> tuple[list[CustodyEvent], int | None]:
+    """The ``limit`` custody events of an item just before event ``before`` (the newest
+    when None), oldest first, and the cursor of the page before them (None: no more).
+    Keyset paging on the event id: a bag with 20,000 events costs what a new one costs."""
+    statement = select(CustodyEvent).where(CustodyEvent.item_id == item_id)
+    if before is not None:
+        statement = statement.where(CustodyEvent.id < before)
+    rows = list(session.scalars(statement.order_by(CustodyEvent.id.desc()).limit(limit + 1)))
+    older = rows[limit - 1].id if len(rows) > limit else None
+    return list(reversed(rows[:limit])), older
+
+
+def item_view(session: Session, item_id: str, *, custody_limit: int | None = None,
+              custody_before: int | None = None) -> dict[str, Any]:
+    """An item with genealogy both ways, custody trail and labels. With
+    ``custody_limit``, one page of the custody trail (the newest, or the one before
+    ``custody_before``) and ``custody_older``, the cursor of the page before it."""
     item = get_item(session, item_id)
     tree = genealogy(session, item.item_id)
     data = {c.key: getattr(item, c.key) for c in Item.__mapper__.column_attrs}
@@ -1348,12 +1364,17 @@ def item_view(session: Session, item_id: str) -> dict[str, Any]:
         children=children_of(session, item.item_id),
         ancestors=tree["ancestors"],
         descendants=tree["descendants"],
-        custody=custody_trail(session, item.item_id),
         labels=labels_of(session, item.item_id),
         expiry_warnings=item.expiry_warnings,
         administration=administration_of(session, item.item_id),
         post_thaw_deadline=post_thaw_deadline(item),
     )
+    if custody_limit is None:
+        data.update(custody=custody_trail(session, item.item_id), custody_older=None)
+    else:
+        events, older = custody_page(session, item.item_id, limit=custody_limit,
+                                     before=custody_before)
+        data.update(custody=events, custody_older=older)
     return data
 
 

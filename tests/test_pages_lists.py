@@ -13,7 +13,7 @@ import pytest
 from gmp_mes import audit
 from gmp_mes.alerts import AlertSpec, raise_alert
 from gmp_mes.audit import Actor
-from tests.helpers import audit_events
+from tests.helpers import assert_problem, audit_events
 from tests.test_identity_fixtures import (  # noqa: F401
     APHERESIS,
     OTHER_TREATMENT,
@@ -181,3 +181,33 @@ def test_batches_and_alerts_page(world: World, client) -> None:
     assert second.count('class="alert-row') == 1 and "Previous page" in second
     batches = browser.get("/batches?size=2")
     assert batches.status_code == 200
+
+
+def test_custody_trail_pages_in_the_api_and_on_the_item_page(world: World, client,
+                                                              login) -> None:
+    from gmp_mes.models import User
+    from identity import services
+
+    patient = world.enrol()
+    bag = world.item(patient["coi_id"], status="released", batch_number="B-1")
+    with world.app.app_context(), world.tx(world.operator) as s:
+        user = s.get(User, world.operator.user_id)
+        for n in range(12):
+            services.record_custody(s, bag, action="move", site=PLANT, user=user,
+                                    location=f"shelf {n}")
+    api = login(world.operator)
+    first = api.get(f"/api/v1/items/{bag}?custody_limit=5").get_json()
+    assert len(first["custody"]) == 5 and first["custody_older"]
+    assert first["custody"][-1]["location"] == "shelf 11"  # the newest page, oldest first
+    seen = [e["id"] for e in first["custody"]]
+    cursor = first["custody_older"]
+    while cursor:
+        page = api.get(f"/api/v1/items/{bag}?custody_limit=5&custody_before={cursor}").get_json()
+        seen = [e["id"] for e in page["custody"]] + seen
+        cursor = page["custody_older"]
+    everything = api.get(f"/api/v1/items/{bag}?custody_limit=5000").get_json()["custody"]
+    assert seen == [e["id"] for e in everything] and len(seen) == 13  # create + 12 moves
+    assert_problem(api.get(f"/api/v1/items/{bag}?custody_limit=0"), 422)
+    browser = Browser(client, world.operator)
+    html = browser.get(f"/items/{bag}").get_data(as_text=True)
+    assert "shelf 11" in html and "Older events" not in html  # 13 < one page of 100
