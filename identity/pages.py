@@ -65,6 +65,28 @@ def local_time(value: datetime | None, tz: str | None = None) -> str:
     return local.strftime("%Y-%m-%d %H:%M %Z")
 
 
+@bp.app_template_filter("custody_detail")
+def custody_detail(value: str | None) -> str:
+    """A custody event's JSON detail in words for people (issue 15: no raw JSON)."""
+    import json
+
+    if not value:
+        return ""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return value
+    if not isinstance(data, dict):
+        return str(data)
+    parts = [str(r.get("message") or r.get("code")) for r in data.get("reasons") or []
+             if isinstance(r, dict)]
+    if data.get("batch_number"):
+        parts.append(f"checked against batch {data['batch_number']}")
+    rest = {k: v for k, v in data.items() if k not in ("reasons", "batch_number")}
+    parts += [f"{k.replace('_', ' ')}: {v}" for k, v in rest.items() if v not in (None, "", [])]
+    return "; ".join(parts)
+
+
 @bp.app_template_filter("id_countdown")
 def id_countdown(value: datetime | None) -> str:
     return countdown(value)

@@ -211,3 +211,14 @@ def test_custody_trail_pages_in_the_api_and_on_the_item_page(world: World, clien
     browser = Browser(client, world.operator)
     html = browser.get(f"/items/{bag}").get_data(as_text=True)
     assert "shelf 11" in html and "Older events" not in html  # 13 < one page of 100
+
+
+def test_custody_detail_is_words_not_json() -> None:
+    import json
+
+    from identity.pages import custody_detail
+
+    text = json.dumps({"reasons": [{"code": "expired", "message": "the item expired"}],
+                       "batch_number": "CART-26-0001"})
+    assert custody_detail(text) == "the item expired; checked against batch CART-26-0001"
+    assert "{" not in custody_detail(json.dumps({"reasons": []})) and custody_detail(None) == ""
