@@ -214,7 +214,7 @@ def test_release_queue_page_and_release_form(lab: Lab, client) -> None:
     page = client.get("/qa/release", headers={"Accept": "text/html"})
     html = page.get_data(as_text=True)
     assert page.status_code == 200
-    assert ready in html and waiting in html and "qc_incomplete" in html
+    assert ready in html and waiting in html and "qc incomplete" in html  # words, not codes (issue 15)
     assert "Conditional release" in html and "justification" in html
     token = csrf_from(html)
     wrong = client.post(f"/qa/release/{ready}", data={
