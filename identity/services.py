@@ -1467,8 +1467,8 @@ def search_patients(session: Session, text: str | None, viewer: Any, *, limit: i
     words = [w for w in (text or "").strip().split() if w][:6]
     if words:
         compact = "".join(words).upper()
-        by_coi = Patient.coi_id.startswith(compact, autoescape=True) if compact.isalnum() \
-            else false()
+        coi_like = compact.replace("*", "").isalnum()  # a COI's check may be '*'
+        by_coi = Patient.coi_id.startswith(compact, autoescape=True) if coi_like else false()
         by_mrn = func.lower(Patient.mrn) == " ".join(words).lower()
         by_name = None
         for word in words:

@@ -25,6 +25,7 @@ copy, so copies can be told apart by what they encode:
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ __all__ = [
     "payload_for_item",
     "verify_offline",
 ]
+
+log = logging.getLogger(__name__)
 
 # Set by labels.init_app from the settings of the application last created, for
 # callers without an application context (scheduler threads, tests' sessions).
@@ -683,12 +686,19 @@ def send_zpl(host: str, port: int, data: bytes, *, timeout: float = PRINTER_TIME
     import socket
 
     with socket.create_connection((host, port), timeout=timeout) as connection:
-        connection.sendall(data)
+        connection.sendall(data)  # raises if the printer refuses or drops the job
         connection.shutdown(socket.SHUT_WR)
-        # The printer reads to the end of the job and closes: EOF means it took it all.
-        connection.settimeout(timeout)
-        while connection.recv(4096):
-            pass
+        # Every byte is with the printer now. Most printers close when the job has been
+        # read; one that keeps the socket open has the job all the same, so the wait for
+        # its close is best effort: a label it took must be recorded, never reprinted
+        # as an "original" because the close came late.
+        connection.settimeout(min(timeout, 2.0))
+        try:
+            while connection.recv(4096):
+                continue
+        except OSError as exc:
+            log.info("printer %s:%s did not close after the job (%s); the job was sent",
+                     host, port, exc)
 
 
 def print_to_printer(
