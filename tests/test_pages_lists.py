@@ -222,3 +222,14 @@ def test_custody_detail_is_words_not_json() -> None:
                        "batch_number": "CART-26-0001"})
     assert custody_detail(text) == "the item expired; checked against batch CART-26-0001"
     assert "{" not in custody_detail(json.dumps({"reasons": []})) and custody_detail(None) == ""
+
+
+def test_audit_api_pages_by_key_too(world: World, login) -> None:
+    _events(world, 5)
+    api = login(world.qa)
+    first = api.get("/api/v1/audit?entity_type=thing&limit=2").get_json()
+    assert [e["entity_id"] for e in first] == ["T0004", "T0003"]
+    older = api.get(f"/api/v1/audit?entity_type=thing&limit=2&before={first[-1]['seq']}")
+    assert [e["entity_id"] for e in older.get_json()] == ["T0002", "T0001"]
+    only = api.get("/api/v1/audit?action=test_event&limit=1000").get_json()
+    assert len(only) == 5
