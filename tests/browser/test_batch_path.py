@@ -221,7 +221,8 @@ def test_full_batch_from_enrolment_to_bedside_through_the_pages(
     release = entry.locator("form", has=page.locator("input[value=release]"))
     release.get_by_label("Your password").fill(qa.password)
     release.get_by_role("button", name="Release").click()
-    refused = flash_text(page)
+    # Issue 15: the refusal is shown at the batch's entry, in its focused summary.
+    refused = page.locator(f"#b-{batch_number} .error-summary").inner_text()
     assert "another QA person must release it" in refused, refused
     screenshot(page, "release-refused-segregation")
     # A second QA person releases it.
