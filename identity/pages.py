@@ -143,6 +143,13 @@ def _scan_shown(result: services.ScanResult) -> dict[str, Any]:
 def bedside_page() -> str:
     result = None
     form = request.form
+    done = (request.args.get("administered") or "").strip().upper()
+    if request.method == "GET" and done:
+        administration = services.administration_of(db_session(), done)
+        if administration is not None:
+            return render_template("identity/bedside.html", result=None, form={},
+                                   meanings=[Meaning.ADMINISTERED.value], errors={},
+                                   administered=administration)
     if request.method == "POST" and form.get("patient_payload") and form.get("product_payload"):
         result = services.verify_bedside(db_session(), form["patient_payload"],
                                          form["product_payload"], user=g.user,
@@ -156,7 +163,7 @@ def bedside_page() -> str:
 
 @bp.route("/bedside/administer", methods=["POST"])
 @roles_required("clinician")
-def bedside_administer() -> str | tuple[str, int]:
+def bedside_administer() -> Response | tuple[str, int]:
     form = request.form
     session = db_session()
     try:
@@ -180,9 +187,8 @@ def bedside_administer() -> str | tuple[str, int]:
         return render_template("identity/bedside.html", result=result, form=form,
                                meanings=[Meaning.ADMINISTERED.value], errors=errors,
                                administered=None), exc.status
-    return render_template("identity/bedside.html", result=None, form={},
-                           meanings=[Meaning.ADMINISTERED.value], errors={},
-                           administered=administration)
+    # Post/redirect/get: a reload or Back never asks to send the administration again.
+    return redirect(url_for("identity.bedside_page", administered=administration.item_id))
 
 
 # --- items and patients -------------------------------------------------------------------

@@ -81,7 +81,9 @@ def test_bedside_page_match_and_administer(world: World, client) -> None:
     done = browser.post("/bedside/administer", {
         "patient_payload": wristband, "product_payload": product, "password": PASSWORD,
         "meaning": "administered"})
-    assert done.status_code == 200 and "ADMINISTERED" in done.get_data(as_text=True)
+    assert done.status_code == 302  # post/redirect/get (issue 15)
+    shown = browser.get(done.headers["Location"])
+    assert shown.status_code == 200 and "ADMINISTERED" in shown.get_data(as_text=True)
     again = browser.post("/bedside", {"patient_payload": wristband, "product_payload": product})
     html = again.get_data(as_text=True)
     assert "DO NOT INFUSE" in html and "already_administered" in html
