@@ -689,7 +689,7 @@ def _final_release(
     for item_id in item_ids:
         identity.transition_item(session, item_id, "released", reason=why)
     batches.set_batch_status(session, number, "released", reason=why)
-    _close_due_alert(session, number, user.id, f"final release given (decision {decision.id})")
+    _close_due_alert(session, number, user, f"final release given (decision {decision.id})")
     treating = _treating_site(session, batch.coi_id)
     raise_alert(session, AlertSpec(
         cause=f"{FINAL_RELEASE_GIVEN}:{number}", kind=FINAL_RELEASE_GIVEN, severity="info",
@@ -702,13 +702,14 @@ def _final_release(
     return decision
 
 
-def _close_due_alert(session: Session, batch_number: str, user_id: int, note: str) -> None:
-    """The 'final release due' alert is done once QA has decided (released or rejected)."""
+def _close_due_alert(session: Session, batch_number: str, user: Any, note: str) -> None:
+    """The 'final release due' alert is done once QA has decided (released or rejected).
+    ``user`` is the deciding QA user (a row with roles and site, as acknowledge needs)."""
     alert = session.scalar(select(Alert).where(
         Alert.cause == f"{FINAL_RELEASE_DUE}:{batch_number}",
         Alert.status == AlertStatus.OPEN.value))
     if alert is not None:
-        acknowledge(session, alert.id, user_id, note=note)
+        acknowledge(session, alert.id, user, note=note)
 
 
 def _treating_site(session: Session, coi_id: str) -> str | None:
@@ -756,7 +757,7 @@ def reject_batch(
     for item_id in blocked:
         identity.transition_item(session, item_id, "blocked", reason=f"batch rejected: {reason}")
     batches.set_batch_status(session, batch_number, "rejected", reason=reason)
-    _close_due_alert(session, batch_number, user.id, f"batch rejected (decision {decision.id})")
+    _close_due_alert(session, batch_number, user, f"batch rejected (decision {decision.id})")
     return decision
 
 
