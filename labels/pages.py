@@ -18,10 +18,10 @@ from flask import Blueprint, Response, flash, g, redirect, render_template, requ
 from marshmallow import ValidationError
 from sqlalchemy.orm import Session
 
-from gmp_mes.errors import DomainError, NotFound
+from gmp_mes.errors import DomainError, NotFound, field_error
 from gmp_mes.http import _rollback, commit_unit_of_work, db_session, roles_required
 from gmp_mes.schemas import form_fields
-from labels import services
+from labels import render, services
 from labels.schemas import LabelQuerySchema, ReplaceSchema, SheetQuerySchema, VoidSchema
 
 bp = Blueprint("labels_pages", __name__, template_folder="templates")
@@ -225,6 +225,50 @@ def _messages(exc: ValidationError) -> str:
         f"{k}: {', '.join(map(str, v if isinstance(v, list) else [v]))}"
         for k, v in messages.items()  # type: ignore[union-attr]
     )
+
+
+@bp.route("/labels/setup", methods=["GET", "POST"])
+@roles_required("admin")
+def setup_page() -> str | Response | tuple[str, int]:
+    """Label stock per kind of label and networked printers of a site (admin)."""
+    from sqlalchemy import select
+
+    from gmp_mes.models import Site
+
+    session = db_session()
+    sites = list(session.scalars(select(Site.code).order_by(Site.code)))
+    site = (request.values.get("site") or (g.user.site.code if g.user.site else "")
+            or (sites[0] if sites else "")).strip().upper()
+    errors: dict[str, list[str]] = {}
+    error = None
+    if request.method == "POST":
+        try:
+            if request.form.get("what") == "stock":
+                services.set_stock(session, site, request.form.get("kind", ""),
+                                   request.form.get("stock", ""))
+                message = f"{site}: {request.form.get('kind', '').replace('_', ' ')} labels " \
+                          f"on {request.form.get('stock')} inch stock"
+            else:
+                port = request.form.get("port") or "9100"
+                dpi = request.form.get("dpi") or "203"
+                if not port.isdigit() or not dpi.isdigit():
+                    raise field_error("port", "port and dpi are whole numbers")
+                printer = services.add_printer(
+                    session, site, name=request.form.get("name", ""),
+                    host=request.form.get("host", ""), port=int(port), dpi=int(dpi))
+                message = f"{site}: printer {printer.name} added"
+        except DomainError as exc:
+            _rollback()
+            errors = {k: list(v) for k, v in (exc.errors or {}).items()}
+            error = exc.detail
+        else:
+            flash(message, "ok")
+            return redirect(url_for("labels_pages.setup_page", site=site))
+    page = render_template(
+        "labels/setup.html", sites=sites, site=site, errors=errors, error=error,
+        form=request.form, stocks=services.stocks_of(session, site) if site in sites else {},
+        printers=services.printers_of(session, site), choices=list(render.STOCKS))
+    return (page, 422 if errors else 409) if error else page
 
 
 @bp.route("/labels", methods=["GET"])

@@ -301,3 +301,31 @@ def test_a_printer_that_keeps_the_socket_open_still_gets_the_print_recorded(
         release.set()
         thread.join(timeout=5)
         server.close()
+
+
+def test_admin_sets_stock_and_printers_on_the_setup_page(app, client, db, make_user,
+                                                         make_item) -> None:
+    from tests.test_identity_pages import Browser
+
+    make_item()
+    admin = Browser(client, make_user("adam", "admin"))
+    page = admin.get("/labels/setup?site=CLEAN1").get_data(as_text=True)
+    assert "Stock per kind of label" in page and "final product" in page
+    saved = admin.post("/labels/setup", {"site": "CLEAN1", "what": "stock",
+                                         "kind": "final_product", "stock": "3x2"})
+    assert saved.status_code == 302
+    with db.transaction() as s:
+        from labels import services
+
+        assert services.stock_for(s, "CLEAN1", "final_product") == "3x2"
+    bad = admin.post("/labels/setup", {"site": "CLEAN1", "what": "printer", "name": "",
+                                       "host": "10.0.0.5", "port": "9100", "dpi": "203"})
+    assert bad.status_code == 422 and 'value="10.0.0.5"' in bad.get_data(as_text=True)
+    added = admin.post("/labels/setup", {"site": "CLEAN1", "what": "printer",
+                                         "name": "ZT411", "host": "10.0.0.5", "port": "9100",
+                                         "dpi": "300"})
+    assert added.status_code == 302
+    shown = admin.get("/labels/setup?site=CLEAN1").get_data(as_text=True)
+    assert "10.0.0.5:9100" in shown and "300 dpi" in shown
+    operator = Browser(app.test_client(), make_user("olga", "operator"))
+    assert operator.get("/labels/setup").status_code == 403
