@@ -34,7 +34,7 @@ def init_app(app: Flask, api: Api) -> None:
     from batches import api as batches_api
     from batches import cli, pages
     from gmp_mes.app import add_init_hook, add_job
-    from gmp_mes.pages import add_dashboard_panel, add_nav
+    from gmp_mes.pages import add_dashboard_panel, add_nav, add_search
 
     api.register_blueprint(batches_api.blp)
     app.register_blueprint(pages.bp)
@@ -44,4 +44,5 @@ def init_app(app: Flask, api: Api) -> None:
     add_nav(app, "batches.batch_list", "Batches", ("operator", "qc", "qa", "admin"))
     add_nav(app, "batches.process_list", "Processes", ("qa", "admin"))
     add_dashboard_panel(app, pages.dashboard_panel)
+    add_search(app, pages.search_target)
     add_job(app, _deviation_job)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from contextvars import ContextVar
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from batches.definitions import fmt_number
 from batches.record import executed_record
+from gmp_mes import localtime
 
 FONT, FONT_BOLD = "GmpSans", "GmpSans-Bold"
 _FONT_CANDIDATES = [
@@ -84,11 +86,21 @@ def show_value(value: Any, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
+# The site zone of the record being rendered (render_pdf sets it for its own run).
+_ZONE: ContextVar[str] = ContextVar("batch_pdf_zone", default="UTC")
+
+
+def _signed(signature: dict[str, Any] | None) -> str:
+    """A signature's manifestation with the site's local time first, UTC after."""
+    return localtime.signature_line(signature, localtime.zone(_ZONE.get()), with_utc=True)
+
+
 def _dt(text: str | None) -> str:
-    """2026-11-23T10:01:02.000000Z -> 2026-11-23 10:01:02 UTC (stored times are UTC)."""
+    """A stored UTC time as the PDF shows it: the site's local time with its zone first,
+    UTC after it (issue 15: a record that leaves the site carries both)."""
     if not text:
         return ""
-    return text[:19].replace("T", " ") + " UTC"
+    return localtime.local_and_utc(text, localtime.zone(_ZONE.get()), seconds=True)
 
 
 # --- PDF ----------------------------------------------------------------------------------
@@ -136,12 +148,12 @@ def _table(rows: list[list[Any]], widths: list[float], st: _Styles,
 
 
 def _signature_lines(record: dict[str, Any], st: _Styles) -> list[Paragraph]:
-    lines = [_p(f"Signed: {record['signature']['manifestation']}", st.small)]
+    lines = [_p(f"Signed: {_signed(record['signature'])}", st.small)]
     if record.get("signature_binds") is False:
         lines.append(_p("SIGNATURE DOES NOT MATCH THE RECORD: the record was changed after "
                         "signing (21 CFR 11.70)", st.fail))
     if record.get("verifier_signature"):
-        lines.append(_p(f"Verified: {record['verifier_signature']['manifestation']}", st.small))
+        lines.append(_p(f"Verified: {_signed(record['verifier_signature'])}", st.small))
     return lines
 
 
@@ -198,7 +210,7 @@ def _step_flowables(step: dict[str, Any], st: _Styles, width: float) -> list[Any
             )
             block.append(_p(
                 f"Superseded version {old['version']} ({_dt(old['performed_at'])}): {values}. "
-                f"Signed: {old['signature']['manifestation']}"
+                f"Signed: {_signed(old['signature'])}"
                 + (f". Correction reason: {old['correction_reason']}"
                    if old["correction_reason"] else ""),
                 st.small,
@@ -250,6 +262,14 @@ def curve_drawing(points: list[dict[str, Any]], width: float, height: float,
 
 
 def render_pdf(data: dict[str, Any]) -> bytes:
+    token = _ZONE.set(str(data.get("site_timezone") or "UTC"))
+    try:
+        return _render_pdf(data)
+    finally:
+        _ZONE.reset(token)
+
+
+def _render_pdf(data: dict[str, Any]) -> bytes:
     st = _Styles()
     buffer = io.BytesIO()
     page = landscape(A4)
@@ -265,7 +285,7 @@ def render_pdf(data: dict[str, Any]) -> bytes:
     header = [
         ["Product", data["product"], "Batch status", data["status"]],
         ["Process", f"{data['process_code']} version {data['process_version']}",
-         "Process approved", approval["manifestation"] if approval else "not approved"],
+         "Process approved", _signed(approval) if approval else "not approved"],
         ["COI", data["coi_id"], "Patient", (
             f"{patient.get('initials', '')} born {patient.get('date_of_birth', '')}"
             if patient else "")],
@@ -304,11 +324,11 @@ def render_pdf(data: dict[str, Any]) -> bytes:
                  _p(dev["description"], st.body)]
         if dev["assessment_signature"]:
             lines.append(_p(f"Assessment: {dev['assessment']}", st.body))
-            lines.append(_p(f"Assessed: {dev['assessment_signature']['manifestation']}",
+            lines.append(_p(f"Assessed: {_signed(dev['assessment_signature'])}",
                             st.small))
         if dev["closure_signature"]:
             lines.append(_p(f"Closure: {dev['closure']}", st.body))
-            lines.append(_p(f"Closed: {dev['closure_signature']['manifestation']}", st.small))
+            lines.append(_p(f"Closed: {_signed(dev['closure_signature'])}", st.small))
         flow.append(KeepTogether(lines))
 
     flow.append(_p("QC release specification and results", st.h2))
@@ -329,7 +349,7 @@ def render_pdf(data: dict[str, Any]) -> bytes:
             for label, key in (("recorded", "signature"), ("reviewed", "review_signature"),
                                ("invalidated", "invalidation_signature")):
                 if (res.get(key) or {}).get("manifestation"):
-                    line += f"; {label}: {res[key]['manifestation']}"
+                    line += f"; {label}: {_signed(res[key])}"
             shown.append(line)
         status = row.get("status", "no QC data" if data.get("qc") is None else "required")
         rows.append([
@@ -345,7 +365,7 @@ def render_pdf(data: dict[str, Any]) -> bytes:
     release = data.get("release")
     if isinstance(release, dict) and release:
         for key, value in release.items():
-            text = value.get("manifestation") if isinstance(value, dict) else value
+            text = _signed(value) if isinstance(value, dict) else value
             flow.append(_p(f"{key}: {text}", st.body))
     else:
         flow.append(_p(f"Batch status: {data['status']}"

@@ -16,6 +16,7 @@ from markupsafe import Markup, escape
 
 from batches import export, record, services
 from batches.definitions import ParamType
+from gmp_mes import paging
 from gmp_mes.errors import DomainError
 from gmp_mes.http import db_session, roles_required, undo_failed_form
 from gmp_mes.models import Meaning
@@ -81,8 +82,19 @@ def _form_values(batch_number: str, step_code: str) -> dict[str, Any]:
 def batch_list() -> str:
     status = request.args.get("status") or None
     session = db_session()
-    batches = services.list_batches(session, statuses=(status,) if status else ())
-    return render_template("batches/list.html", batches=batches, status=status)
+    number, size = paging.requested(request.args)
+    batches, page = paging.cut(services.list_batches(
+        session, statuses=(status,) if status else (), limit=size + 1,
+        offset=(number - 1) * size), number, size)
+    return render_template("batches/list.html", batches=batches, status=status, page=page)
+
+
+def search_target(session: Any, user: Any, text: str) -> str | None:
+    """The header search box (gmp_mes.pages.add_search): a batch number."""
+    if not user.has_role(*RECORD_ROLES):
+        return None
+    found = services.find_batch_number(session, text)
+    return url_for("batches.batch_page", batch_number=found) if found else None
 
 
 @bp.route("/batches", methods=["POST"])
@@ -104,12 +116,65 @@ def start_batch() -> Response:
 @bp.route("/batches/<batch_number>")
 @roles_required(*RECORD_ROLES)
 def batch_page(batch_number: str) -> str:
+    return _render_batch(batch_number)
+
+
+def _render_batch(batch_number: str, kept: dict[str, Any] | None = None) -> str:
     session = db_session()
     data = record.executed_record(session, batch_number)
     return render_template(
         "batches/batch.html", b=data, curve=Markup(export.curve_svg(data["expansion_curve"])),
-        show=export.show_value, dt=_local_time(g.user.site.timezone),
+        show=export.show_value, dt=_local_time(g.user.site.timezone), kept=kept,
     )
+
+
+# Fields whose text a refused form never sends back (21 CFR 11.300: passwords are
+# typed anew, never echoed into a page); a scan is scanned again (the scanner types
+# into the empty field, a kept payload would be appended to).
+SECRET_FIELDS = frozenset({"password", "verifier_password", "csrf_token", "scan"})
+
+
+def _field_of(key: str) -> str:
+    """The form field a service error names: values.x -> v_x, signature.* -> password."""
+    if key.startswith("values."):
+        name = key.split(".", 1)[1]
+        return "bags" if name == "bags" else f"v_{name}"
+    if key.startswith("signature"):
+        return "password"
+    if key.startswith("verifier"):
+        return "verifier_password"
+    return key
+
+
+def _kept_form(step_code: str, error: DomainError) -> dict[str, Any]:
+    """What a refused step form shows again: every value typed (never a password), the
+    message at the field that caused it, and a summary that says whose signature failed."""
+    errors: dict[str, list[str]] = {}
+    for key, messages in (error.errors or {}).items():
+        errors.setdefault(_field_of(key), []).extend(messages)
+    summary = []
+    if "password" in errors:
+        errors["password"] = ["your password (the performer's) was wrong: nothing was signed"]
+    if "verifier_password" in errors:
+        errors["verifier_password"] = [
+            "the verifier's user name or password was not accepted: nothing was signed"]
+    for name, messages in errors.items():
+        summary.append((name, "; ".join(messages)))
+    if not summary:
+        summary.append(("", error.detail))
+    elif error.code not in ("validation_error", "signature_rejected"):
+        summary.insert(0, ("", error.detail))
+    values = {k: v for k, v in request.form.items() if k not in SECRET_FIELDS}
+    return {"step": step_code, "values": values, "errors": errors, "summary": summary,
+            "title": _refusal_title(error, errors)}
+
+
+def _refusal_title(error: DomainError, errors: dict[str, list[str]]) -> str:
+    if "verifier_password" in errors and "password" not in errors:
+        return "The verifier's signature failed: nothing was recorded."
+    if "password" in errors:
+        return "Your signature (performer) failed: nothing was recorded."
+    return "The step was not recorded."
 
 
 def _local_time(zone: str) -> Any:
@@ -130,7 +195,7 @@ def _local_time(zone: str) -> Any:
 
 @bp.route("/batches/<batch_number>/steps/<step_code>", methods=["POST"])
 @roles_required("operator")
-def record_step(batch_number: str, step_code: str) -> Response:
+def record_step(batch_number: str, step_code: str) -> Response | tuple[str, int]:
     session = db_session()
     try:
         outcome = services.record_step(
@@ -139,14 +204,19 @@ def record_step(batch_number: str, step_code: str) -> Response:
             verifier=_verifier(), scan=request.form.get("scan", "").strip() or None,
         )
     except DomainError as error:
-        _refused(error)
+        # The form comes back with what was typed and the message at its field, at the
+        # step (no redirect: a refused form has nothing to protect from a re-post).
+        undo_failed_form(error)
+        return _render_batch(batch_number, _kept_form(step_code, error)), error.status
     else:
         flash(f"step {step_code} recorded and signed"
               + ("; bag scanned: OK" if outcome.record.identity_scan else "")
               + (f"; deviation {', '.join(d.number for d in outcome.deviations)} opened"
                  if outcome.deviations else "")
               + (f"; bags {', '.join(i.item_id for i in outcome.items)} created"
-                 if outcome.items else ""), "ok")
+                 if outcome.items else ""),
+              # An out-of-limit value is recorded, but it is no success: a warning.
+              "warn" if outcome.deviations else "ok")
     return redirect(url_for("batches.batch_page", batch_number=batch_number) + f"#{step_code}")
 
 
@@ -235,7 +305,9 @@ def download_record(batch_number: str, fmt: str) -> Response:
 def process_list() -> str:
     session = db_session()
     processes = [(p, services.definition_of(p)) for p in services.list_processes(session)]
-    return render_template("batches/processes.html", processes=processes)
+    # QA sees what changed from the previous version before approving a new one.
+    diffs = {p.id: services.definition_diff(session, p) for p, _ in processes if not p.approval}
+    return render_template("batches/processes.html", processes=processes, diffs=diffs)
 
 
 @bp.route("/processes/<code>/<int:version>/approve", methods=["POST"])

@@ -12,6 +12,7 @@ import importlib
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from batches import services
@@ -20,7 +21,7 @@ from gmp_mes import audit
 from gmp_mes.audit import format_time
 from gmp_mes.clock import utcnow
 from gmp_mes.errors import NotFound
-from gmp_mes.models import Signature, User
+from gmp_mes.models import Signature, Site, User
 
 
 def _time(value: datetime | None) -> str | None:
@@ -202,6 +203,9 @@ def executed_record(session: Session, batch_number: str, *, full: bool = True) -
         },
         "starting_item_id": batch.starting_item_id,
         "site_code": batch.site_code,
+        # The zone the PDF shows times in, local first (issue 15); times stay UTC here.
+        "site_timezone": session.scalar(
+            select(Site.timezone).where(Site.code == batch.site_code)) or "UTC",
         "started_at": _time(batch.started_at),
         "started_by": starter.full_name if starter else None,
         "completed_at": _time(batch.completed_at),

@@ -191,6 +191,37 @@ def list_processes(session: Session) -> list[ProcessVersion]:
     ))
 
 
+def definition_diff(session: Session, process: ProcessVersion) -> tuple[
+        int | None, list[tuple[str, str]]]:
+    """What changed from the process's previous version (the highest lower version of
+    the same code), for QA to see before approving (EU GMP Chapter 4.3, change
+    control): (previous version or None, [(" "|"+"|"-"|"@", line)]) of the validated
+    definitions as indented JSON, unified with 3 lines of context."""
+    import difflib
+    import json as json_
+
+    previous = session.scalar(select(ProcessVersion).where(
+        ProcessVersion.code == process.code, ProcessVersion.version < process.version,
+    ).order_by(ProcessVersion.version.desc()).limit(1))
+    if previous is None:
+        return None, []
+
+    def lines(text: str) -> list[str]:
+        return json_.dumps(json_.loads(text), indent=2, sort_keys=True,
+                           ensure_ascii=False).splitlines()
+
+    diff = difflib.unified_diff(lines(previous.definition), lines(process.definition),
+                                fromfile=f"v{previous.version}", tofile=f"v{process.version}",
+                                lineterm="", n=3)
+    out = []
+    for line in diff:
+        if line.startswith(("---", "+++")):
+            continue
+        out.append((line[:1] if line[:1] in "+-@" else " ", line[1:] if line[:1] != "@"
+                    else line))
+    return previous.version, out
+
+
 def get_process_version(session: Session, code: str, version: int) -> ProcessVersion:
     found = session.scalar(select(ProcessVersion).where(
         ProcessVersion.code == code, ProcessVersion.version == version
@@ -388,11 +419,22 @@ def batch_coi(session: Session, batch_number: str) -> str:
     return get_batch(session, batch_number).coi_id
 
 
-def list_batches(session: Session, *, statuses: tuple[str, ...] = ()) -> list[Batch]:
+def list_batches(session: Session, *, statuses: tuple[str, ...] = (),
+                 limit: int | None = None, offset: int = 0) -> list[Batch]:
     statement = select(Batch).order_by(Batch.started_at.desc(), Batch.id.desc())
     if statuses:
         statement = statement.where(Batch.status.in_(statuses))
+    if limit is not None:
+        statement = statement.limit(limit).offset(offset)
     return list(session.scalars(statement))
+
+
+def find_batch_number(session: Session, text: str) -> str | None:
+    """The batch number ``text`` names (typed in any case), or None."""
+    key = text.strip().upper()
+    if not key or len(key) > 40:
+        return None
+    return session.scalar(select(Batch.batch_number).where(Batch.batch_number == key))
 
 
 def batches_of_coi(session: Session, coi_id: str) -> list[Batch]:

@@ -311,6 +311,29 @@ def acknowledge(session: Session, alert_id: int, user: Any, note: str | None = N
     return alert
 
 
+def resolve_for_subject(
+    session: Session, subject_type: str, subject_id: str, kinds: Iterable[str], why: str
+) -> int:
+    """Open alerts of these kinds about a subject whose cause is gone (an expiry alert of
+    an item that was consumed or administered): acknowledged by the one who removed the
+    cause, with ``why`` as the note, audited in this transaction. Returns how many."""
+    actor = session.info.get("actor")
+    open_ = list(session.scalars(select(Alert).where(
+        Alert.subject_type == subject_type, Alert.subject_id == subject_id,
+        Alert.kind.in_(list(kinds)), Alert.status == AlertStatus.OPEN.value,
+    ).with_for_update(of=Alert)))
+    now = utcnow()
+    with audit.reason(session, why):
+        for alert in open_:
+            alert.status = AlertStatus.ACKNOWLEDGED.value
+            alert.acknowledged_by = getattr(actor, "user_id", None)
+            alert.acknowledged_at = now
+            alert.acknowledge_note = why[:2000]
+    if open_:
+        session.flush()
+    return len(open_)
+
+
 # --- read side: API, pages, delivery ----------------------------------------------------
 
 

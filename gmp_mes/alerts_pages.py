@@ -13,7 +13,7 @@ from marshmallow import ValidationError
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from gmp_mes import alerts
+from gmp_mes import alerts, paging
 from gmp_mes.accounts import Principal
 from gmp_mes.alerts_api import AcknowledgeSchema, AlertQuerySchema
 from gmp_mes.clock import utcnow
@@ -57,10 +57,15 @@ def alerts_page() -> str | tuple[str, int]:
     except ValidationError as exc:
         errors = {k: list(v) for k, v in exc.normalized_messages().items()}  # type: ignore[union-attr]
         query = {}
-    rows = alerts.list_alerts(db_session(), **query, viewer=_user()) if not errors else []
+    number, size = paging.requested(request.args)
+    query = {k: v for k, v in query.items() if k not in ("limit", "offset")}
+    rows = alerts.list_alerts(db_session(), **query, viewer=_user(), limit=size + 1,
+                              offset=(number - 1) * size) if not errors else []
+    rows, page = paging.cut(rows, number, size)
     return render_template(
         "alerts.html",
         rows=rows,
+        page=page,
         filters=raw,
         errors=errors,
         local=local_time(_user()),

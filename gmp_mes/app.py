@@ -99,13 +99,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 
 def _register_core(app: Flask, api: Api) -> None:
-    from gmp_mes import admin_pages, alerts_api, alerts_pages, cli, pages
+    from gmp_mes import admin_pages, alerts_api, alerts_pages, api_docs, cli, pages
     from gmp_mes import api as core_api
 
     api.register_blueprint(core_api.blp)
     api.register_blueprint(alerts_api.blp)
     app.register_blueprint(core_api.health)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(api_docs.bp)
     alerts_pages.init_app(app)
     admin_pages.init_app(app)
     cli.register(app)

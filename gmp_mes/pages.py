@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,18 +18,25 @@ from flask import (
     render_template,
     request,
     session,
+    stream_with_context,
     url_for,
 )
 from werkzeug.wrappers import Response
 
-from gmp_mes import accounts, audit
+from gmp_mes import accounts, audit, localtime
 from gmp_mes.audit import Actor
-from gmp_mes.audit_queries import search_events
+from gmp_mes.audit_queries import changes_of, has_newer, search_events, stream_events
 from gmp_mes.clock import utcnow
 from gmp_mes.edge import safe_next
 from gmp_mes.errors import DomainError, PasswordChangeRequired, RateLimited, ValidationFailed
-from gmp_mes.http import csrf_token, current_user, db_session, roles_required, undo_failed_form
-from gmp_mes.schemas import AuditQuerySchema
+from gmp_mes.http import (
+    csrf_token,
+    current_user,
+    database,
+    db_session,
+    roles_required,
+    undo_failed_form,
+)
 
 bp = Blueprint(
     "pages",
@@ -45,6 +55,47 @@ def add_nav(app: Any, endpoint: str, label: str, roles: tuple[str, ...] = ()) ->
 def add_dashboard_panel(app: Any, panel: Any) -> None:
     """A panel is ``panel(session, user) -> (title, html) | None``."""
     app.extensions.setdefault("gmp_mes.panels", []).append(panel)
+
+
+@bp.app_template_filter("site_time")
+def site_time(value: Any) -> str:
+    """A stored UTC time at the logged-in user's site, with the zone (SPEC §9)."""
+    return localtime.local(value, localtime.zone_of(current_user()))
+
+
+# What a status means for the person looking at it (issue 15): red for stop states
+# (never use), amber for waiting states (quarantine, conditional, on hold, pending),
+# green only for what may be used; grey for finished records.
+STOP_STATUSES = frozenset({"rejected", "expired", "blocked", "destroyed", "failed",
+                           "recalled", "out_of_service"})
+WAIT_STATUSES = frozenset({"quarantine", "conditionally_released", "on_hold", "pending",
+                           "awaiting_release", "shipped", "in_transit", "open", "required"})
+DONE_STATUSES = frozenset({"administered", "consumed", "closed", "acknowledged"})
+
+
+@bp.app_template_filter("signed_line")
+def signed_line(signature: Any) -> str:
+    """A signature's manifestation at the reader's site time (SPEC §9, 21 CFR 11.50)."""
+    return localtime.signature_line(signature, localtime.zone_of(current_user()))
+
+
+@bp.app_template_filter("status_tone")
+def status_tone(status: str | None) -> str:
+    """The badge class of a status: stop, warn, done or ok."""
+    value = (status or "").lower()
+    if value in STOP_STATUSES:
+        return "stop"
+    if value in WAIT_STATUSES:
+        return "warn"
+    if value in DONE_STATUSES:
+        return "done"
+    return "ok"
+
+
+@bp.app_template_filter("words")
+def words(code: str | None) -> str:
+    """A code as people read it: conditionally_released -> conditionally released."""
+    return (code or "").replace("_", " ")
 
 
 @bp.app_context_processor
@@ -186,11 +237,150 @@ def dashboard() -> str:
     return render_template("dashboard.html", panels=panels)
 
 
+AUDIT_PAGE_SIZE = 100
+AUDIT_TEXT_FILTERS = ("entity_type", "entity_id", "username", "action")
+
+
+def _audit_filters(args: Any, tz: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The audit page's and the CSV export's filters: record type and id, user, action,
+    and a time window typed at the site's local time (or ISO with an offset)."""
+    filters: dict[str, Any] = {}
+    errors: dict[str, list[str]] = {}
+    for name in AUDIT_TEXT_FILTERS:
+        value = (args.get(name) or "").strip()
+        if len(value) > 200:
+            errors[name] = ["at most 200 characters"]
+        elif value:
+            filters[name] = value
+    for name in ("since", "until"):
+        value = (args.get(name) or "").strip()
+        if not value:
+            continue
+        try:
+            filters[name] = localtime.parse_local(value, tz)
+        except ValueError:
+            errors[name] = ["not a date and time (for example 2026-12-01T09:30)"]
+    return filters, errors
+
+
+def _seq(args: Any, name: str) -> int | None:
+    raw = (args.get(name) or "").strip()
+    return int(raw) if raw.isdigit() and 0 < int(raw) < 2**62 else None
+
+
 @bp.route("/audit")
 @roles_required("qa", "admin")
-def audit_trail() -> str:
-    query = AuditQuerySchema().load({k: v for k, v in request.args.items() if v}, unknown="exclude")
-    events = search_events(db_session(), **query)
-    rows = [(event, json.loads(event.record)) for event in events]
-    anchor = audit.head(db_session().connection())
-    return render_template("audit.html", rows=rows, query=query, anchor=anchor)
+def audit_trail() -> str | tuple[str, int]:
+    """Every event, newest first, paged by key on ``seq`` (``before``: older events,
+    ``after``: newer ones), with the filters of the CSV export (SPEC §7b)."""
+    s = db_session()
+    tz = localtime.zone_of(g.user)
+    filters, errors = _audit_filters(request.args, tz)
+    before, after = _seq(request.args, "before"), _seq(request.args, "after")
+    events = [] if errors else search_events(
+        s, limit=AUDIT_PAGE_SIZE + 1, before=before, after=after, **filters)
+    if after is not None:
+        # Newer page: one row too many at the old end means nothing.
+        events = events[-AUDIT_PAGE_SIZE:] if len(events) > AUDIT_PAGE_SIZE else events
+        older = True
+    else:
+        older = len(events) > AUDIT_PAGE_SIZE
+        events = events[:AUDIT_PAGE_SIZE]
+    newer = bool(events) and has_newer(s, events[0].seq, **filters)
+    rows = [(event, record, changes_of(record))
+            for event in events for record in (json.loads(event.record),)]
+    anchor = audit.head(s.connection())
+    shown = {k: (request.args.get(k) or "").strip() for k in (*AUDIT_TEXT_FILTERS, "since",
+                                                               "until")}
+    links = {k: v for k, v in shown.items() if v}
+    page = render_template(
+        "audit.html", rows=rows, filters=shown, errors=errors, anchor=anchor,
+        zone=tz.key, local=lambda value: localtime.local(value, tz, seconds=True),
+        older_url=url_for("pages.audit_trail", **links, before=events[-1].seq)
+        if older and events else None,
+        newer_url=url_for("pages.audit_trail", **links, after=events[0].seq)
+        if newer else None,
+        newest_url=url_for("pages.audit_trail", **links) if newer else None,
+        csv_url=url_for("pages.audit_csv", **links),
+    )
+    return (page, 422) if errors else page
+
+
+CSV_COLUMNS = ("seq", "time_local", "time_utc", "username", "action", "record_type",
+               "record_id", "reason", "changes", "hash")
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell a spreadsheet will not run: a leading = + - @ (or tab, CR) is a
+    formula to Excel and LibreOffice (OWASP "CSV injection"), so it is quoted with '."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+@bp.route("/audit.csv")
+@roles_required("qa", "admin")
+def audit_csv() -> Response | tuple[str, int]:
+    """The audit trail with the page's filters as CSV, streamed (every event, no page
+    limit): local time with the zone for people, UTC for machines."""
+    tz = localtime.zone_of(g.user)
+    filters, errors = _audit_filters(request.args, tz)
+    if errors:
+        return "; ".join(f"{k}: {', '.join(v)}" for k, v in errors.items()), 422
+    db = database()
+
+    def lines() -> Iterator[str]:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        with db.single_read() as connection:
+            for seq, text, hash_ in stream_events(connection, **filters):
+                record = json.loads(text)
+                change = "; ".join(
+                    f"{field}: {old} → {new}" if old is not None else f"{field}: {new}"
+                    for field, old, new in changes_of(record))
+                writer.writerow([_cell(v) for v in (
+                    seq, localtime.local(record.get("at"), tz, seconds=True),
+                    record.get("at"), record.get("username"), record.get("action"),
+                    record.get("entity_type"), record.get("entity_id"),
+                    record.get("reason"), change, hash_)])
+                if out.tell() > 64_000:
+                    yield out.getvalue()
+                    out.seek(0)
+                    out.truncate()
+        yield out.getvalue()
+
+    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    return Response(stream_with_context(lines()), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="audit-{stamp}.csv"'})
+
+
+# --- global search ------------------------------------------------------------------------
+
+SearchResolver = Any  # (session, user, text) -> url | None, or raises DomainError
+
+
+def add_search(app: Any, resolver: SearchResolver) -> None:
+    """Domains teach the header's search box their ids (item, COI, batch, label)."""
+    app.extensions.setdefault("gmp_mes.search", []).append(resolver)
+
+
+@bp.route("/search")
+@roles_required()
+def search() -> Response | tuple[str, int]:
+    """The header's search box: an item, batch or COI id, or a scanned label, opens its
+    page; anything else is looked up in the patient list (what the user may see)."""
+    text = (request.args.get("q") or "").strip()
+    if not text:
+        return redirect(url_for("pages.dashboard"))
+    if len(text) > 1000:
+        return render_template("search.html", q=text[:100], error="too long to be an id"), 422
+    s = db_session()
+    for resolver in current_app.extensions.get("gmp_mes.search", []):
+        try:
+            target = resolver(s, g.user, text)
+        except DomainError as exc:
+            undo_failed_form(exc)
+            return render_template("search.html", q=text[:100], error=exc.detail), exc.status
+        if target:
+            return redirect(target)
+    return render_template("search.html", q=text[:100], error=None), 404

@@ -232,10 +232,13 @@ class AuditQuerySchema(EdgeSchema):
     entity_type = fields.String(load_default=None)
     entity_id = fields.String(load_default=None)
     username = fields.String(load_default=None)
+    action = fields.String(load_default=None)
     since = fields.AwareDateTime(load_default=None, default_timezone=None)
     until = fields.AwareDateTime(load_default=None, default_timezone=None)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    # Keyset paging: the events older than this seq (the last one of the previous page).
+    before = fields.Integer(load_default=None, validate=validate.Range(min=1))
 
 
 class AuditEventSchema(Schema):

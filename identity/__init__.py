@@ -9,7 +9,7 @@ from flask_smorest import Api
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands and jobs."""
     from gmp_mes.app import add_job
-    from gmp_mes.pages import add_dashboard_panel, add_nav
+    from gmp_mes.pages import add_dashboard_panel, add_nav, add_search
     from identity import api as identity_api
     from identity import pages, sweep
 
@@ -17,7 +17,8 @@ def init_app(app: Flask, api: Api) -> None:
     app.register_blueprint(pages.bp)
     add_nav(app, "identity.scan_page", "Scan", ("operator", "qc", "qa", "clinician"))
     add_nav(app, "identity.bedside_page", "Bedside", ("clinician",))
-    add_nav(app, "identity.enrol_page", "Patients", ("clinician", "admin"))
+    add_nav(app, "identity.patient_list", "Patients")
     add_nav(app, "identity.collection_page", "Collection", ("clinician", "operator"))
     add_dashboard_panel(app, pages.dashboard_panel)
+    add_search(app, pages.search_target)
     add_job(app, sweep.job)  # the expiry sweep (identity/sweep.py, alerts engineer)

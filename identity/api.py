@@ -19,6 +19,7 @@ from identity.schemas import (
     CollectionSchema,
     CustodyEventSchema,
     CustodyInSchema,
+    ItemQuerySchema,
     ItemSchema,
     PatientInSchema,
     PatientSchema,
@@ -70,11 +71,14 @@ def record_collection(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @blp.route("/items/<item_id>", methods=["GET"])
+@blp.arguments(ItemQuerySchema, location="query")
 @blp.response(200, ItemSchema)
 @roles_required()
-def get_item(item_id: str) -> dict[str, Any]:
-    """An item with genealogy (both ways), custody trail and labels."""
-    return services.item_view(db_session(), item_id)
+def get_item(query: dict[str, Any], item_id: str) -> dict[str, Any]:
+    """An item with genealogy (both ways), labels and its custody trail in pages (the
+    newest ``custody_limit`` events; ``custody_older`` is the cursor of older ones)."""
+    return services.item_view(db_session(), item_id, custody_limit=query["custody_limit"],
+                              custody_before=query["custody_before"])
 
 
 @blp.route("/items/<item_id>/custody", methods=["POST"])

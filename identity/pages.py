@@ -7,13 +7,24 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask import session as cookie_session
 from markupsafe import Markup
 from marshmallow import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
+from gmp_mes import paging
 from gmp_mes.alerts import countdown
 from gmp_mes.errors import DomainError, ValidationFailed
 from gmp_mes.http import db_session, roles_except, roles_required, undo_failed_form
@@ -54,6 +65,28 @@ def local_time(value: datetime | None, tz: str | None = None) -> str:
     return local.strftime("%Y-%m-%d %H:%M %Z")
 
 
+@bp.app_template_filter("custody_detail")
+def custody_detail(value: str | None) -> str:
+    """A custody event's JSON detail in words for people (issue 15: no raw JSON)."""
+    import json
+
+    if not value:
+        return ""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return value
+    if not isinstance(data, dict):
+        return str(data)
+    parts = [str(r.get("message") or r.get("code")) for r in data.get("reasons") or []
+             if isinstance(r, dict)]
+    if data.get("batch_number"):
+        parts.append(f"checked against batch {data['batch_number']}")
+    rest = {k: v for k, v in data.items() if k not in ("reasons", "batch_number")}
+    parts += [f"{k.replace('_', ' ')}: {v}" for k, v in rest.items() if v not in (None, "", [])]
+    return "; ".join(parts)
+
+
 @bp.app_template_filter("id_countdown")
 def id_countdown(value: datetime | None) -> str:
     return countdown(value)
@@ -72,18 +105,35 @@ def coi_label(value: str | None) -> Markup:
 
 @bp.route("/scan", methods=["GET", "POST"])
 @roles_required()
-def scan_page() -> str:
-    result = None
-    scanned = None
+def scan_page() -> str | Response:
+    """Post/redirect/get: the scan is recorded by the POST, its verdict shown by the GET
+    that follows, so Back or a reload never records the scan a second time."""
     if request.method == "POST":
         scanned = request.form.get("payload", "")
         batch_number = (request.form.get("batch_number") or "").strip() or None
         if scanned.strip():
             result = services.scan(db_session(), scanned, user=g.user, site_code=_site_code(),
                                    workstation=_workstation(), batch_number=batch_number)
+            cookie_session["scan_result"] = _scan_shown(result)
+        return redirect(url_for("identity.scan_page", batch_number=batch_number))
+    result = cookie_session.pop("scan_result", None)
     return render_template("identity/scan.html", result=result,
-                           batch_number=request.form.get("batch_number", ""),
+                           batch_number=request.args.get("batch_number", ""),
                            workstation=_workstation())
+
+
+def _scan_shown(result: services.ScanResult) -> dict[str, Any]:
+    """The verdict as the page shows it, kept in the signed session cookie for the GET."""
+    item = result.item
+    return {
+        "ok": result.ok,
+        "item": None if item is None else {"item_id": item.item_id, "kind": item.kind,
+                                           "batch_number": item.batch_number},
+        "coi_id": result.coi_id, "status": result.status,
+        "expires_at": result.expires_at.isoformat() if result.expires_at else None,
+        "reasons": [{"code": r["code"], "message": r["message"][:300]}
+                    for r in result.reasons[:10]],
+    }
 
 
 # --- bedside ------------------------------------------------------------------------------
@@ -93,6 +143,13 @@ def scan_page() -> str:
 def bedside_page() -> str:
     result = None
     form = request.form
+    done = (request.args.get("administered") or "").strip().upper()
+    if request.method == "GET" and done:
+        administration = services.administration_of(db_session(), done)
+        if administration is not None:
+            return render_template("identity/bedside.html", result=None, form={},
+                                   meanings=[Meaning.ADMINISTERED.value], errors={},
+                                   administered=administration)
     if request.method == "POST" and form.get("patient_payload") and form.get("product_payload"):
         result = services.verify_bedside(db_session(), form["patient_payload"],
                                          form["product_payload"], user=g.user,
@@ -106,7 +163,7 @@ def bedside_page() -> str:
 
 @bp.route("/bedside/administer", methods=["POST"])
 @roles_required("clinician")
-def bedside_administer() -> str | tuple[str, int]:
+def bedside_administer() -> Response | tuple[str, int]:
     form = request.form
     session = db_session()
     try:
@@ -130,18 +187,26 @@ def bedside_administer() -> str | tuple[str, int]:
         return render_template("identity/bedside.html", result=result, form=form,
                                meanings=[Meaning.ADMINISTERED.value], errors=errors,
                                administered=None), exc.status
-    return render_template("identity/bedside.html", result=None, form={},
-                           meanings=[Meaning.ADMINISTERED.value], errors={},
-                           administered=administration)
+    # Post/redirect/get: a reload or Back never asks to send the administration again.
+    return redirect(url_for("identity.bedside_page", administered=administration.item_id))
 
 
 # --- items and patients -------------------------------------------------------------------
+
+CUSTODY_PAGE = 100
+
+
+def _custody_before() -> int | None:
+    raw = (request.args.get("custody_before") or "").strip()
+    return int(raw) if raw.isdigit() and 0 < int(raw) < 2**62 else None
+
 
 @bp.route("/items/<item_id>")
 @roles_required()
 def item_page(item_id: str) -> str:
     session = db_session()
-    view = services.item_view(session, item_id)
+    view = services.item_view(session, item_id, custody_limit=CUSTODY_PAGE,
+                              custody_before=_custody_before())
     return render_template("identity/item.html", view=view, item=view["item"],
                            sites=_sites(session), custody_form={}, custody_errors={},
                            custody_error=None)
@@ -161,13 +226,37 @@ def item_custody(item_id: str) -> Response | tuple[str, int]:
         )
     except DomainError as exc:
         _failed(exc)
-        view = services.item_view(db_session(), item_id)
+        view = services.item_view(db_session(), item_id, custody_limit=CUSTODY_PAGE)
         page = render_template("identity/item.html", view=view, item=view["item"],
                                sites=_sites(db_session()), custody_form=form,
                                custody_errors=exc.errors or {}, custody_error=exc.detail)
         return page, exc.status
     flash(f"{form.get('action')} recorded", "ok")
     return redirect(url_for("identity.item_page", item_id=item_id.strip().upper()))
+
+
+@bp.route("/patients")
+@roles_required()
+def patient_list() -> str:
+    """Patients, newest first, with search by name, MRN or COI (SPEC §7b): names and MRNs
+    only of the patients the user may see (the others: COI and initials)."""
+    text = (request.args.get("q") or "").strip()[:100]
+    number, size = paging.requested(request.args)
+    rows = services.search_patients(db_session(), text, g.user, limit=size + 1,
+                                    offset=(number - 1) * size)
+    rows, page = paging.cut(rows, number, size)
+    return render_template("identity/patients.html", rows=rows, page=page, q=text)
+
+
+def search_target(session: Session, user: Any, text: str) -> str | None:
+    """The header search box (gmp_mes.pages.add_search): item, label or COI."""
+    found = services.find_target(session, text)
+    if found is None:
+        return None
+    kind, key = found
+    if kind == "item":
+        return url_for("identity.item_page", item_id=key)
+    return url_for("identity.patient_page", coi_id=key)
 
 
 @bp.route("/patients/<coi_id>")

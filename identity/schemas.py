@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, pre_load, validate
 from marshmallow.utils import get_value
 
 from gmp_mes.schemas import ScannedText, SignatureSchema, StrictSchema
@@ -56,6 +56,14 @@ class CollectionFormSchema(CollectionInSchema):
         required=True, error_messages={"invalid": "enter the date and time of collection"})
     volume_ml = fields.Float(required=True, allow_nan=False, validate=_volume,
                              error_messages={"invalid": "enter the volume in mL, e.g. 250"})
+
+    @pre_load
+    def _decimal_comma(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """A decimal comma (250,5) is accepted as in the batch and QC forms (issue 15)."""
+        raw = data.get("volume_ml")
+        if isinstance(raw, str) and raw.count(",") == 1 and "." not in raw:
+            data = {**data, "volume_ml": raw.replace(",", ".")}
+        return data
 
 
 class CustodyInSchema(StrictSchema):
@@ -153,8 +161,20 @@ class ItemSchema(ItemBriefSchema):
     children = fields.List(fields.String())
     ancestors = fields.List(fields.String())
     descendants = fields.List(fields.String())
-    custody = fields.List(fields.Nested(CustodyEventSchema))
+    custody = fields.List(fields.Nested(CustodyEventSchema), metadata={
+        "description": "one page of the custody trail, oldest first (custody_limit)"})
+    custody_older = fields.Integer(allow_none=True, metadata={
+        "description": "pass as custody_before for the page of older events; null: none"})
     labels = fields.List(fields.Nested(LabelBriefSchema))
+
+
+class ItemQuerySchema(StrictSchema):
+    """GET /items/{item_id}: the custody trail comes in pages (issue 15: a bag with
+    20,000 events must not answer with megabytes)."""
+
+    custody_limit = fields.Integer(load_default=500, validate=validate.Range(min=1, max=5000))
+    custody_before = fields.Integer(load_default=None,
+                                    validate=validate.Range(min=1, max=2**62))
 
 
 class CollectionBriefSchema(Schema):

@@ -445,7 +445,20 @@ def transition_item(
         )
     with audit.reason(session, reason):
         item.status = to_status
+    if to_status in CAUSE_GONE_STATUSES:
+        # Its expiry and hold-time alerts are about a container still to be used: once
+        # it is consumed, administered or destroyed their cause is gone (issue 15).
+        from gmp_mes.alerts import AlertKind, resolve_for_subject
+
+        resolve_for_subject(
+            session, "item", item.item_id,
+            (AlertKind.EXPIRY_WARNING, AlertKind.EXPIRED, AlertKind.HOLD_TIME_EXCEEDED,
+             AlertKind.POST_THAW_EXCEEDED),
+            f"resolved: item {item.item_id} is {to_status}" + (f" ({reason})" if reason else ""))
     return item
+
+
+CAUSE_GONE_STATUSES = frozenset({"consumed", "administered", "destroyed"})
 
 
 def start_processing(session: Session, item_id: str, batch_number: str) -> Item:
@@ -1340,8 +1353,24 @@ def count_items(session: Session, **filters: Any) -> int:
 
 # --- read models for the API and pages ---------------------------------------------------
 
-def item_view(session: Session, item_id: str) -> dict[str, Any]:
-    """An item with genealogy both ways, custody trail and labels."""
+def custody_page(session: Session, item_id: str, *, limit: int,
+                 before: int | None = None) -> tuple[list[CustodyEvent], int | None]:
+    """The ``limit`` custody events of an item just before event ``before`` (the newest
+    when None), oldest first, and the cursor of the page before them (None: no more).
+    Keyset paging on the event id: a bag with 20,000 events costs what a new one costs."""
+    statement = select(CustodyEvent).where(CustodyEvent.item_id == item_id)
+    if before is not None:
+        statement = statement.where(CustodyEvent.id < before)
+    rows = list(session.scalars(statement.order_by(CustodyEvent.id.desc()).limit(limit + 1)))
+    older = rows[limit - 1].id if len(rows) > limit else None
+    return list(reversed(rows[:limit])), older
+
+
+def item_view(session: Session, item_id: str, *, custody_limit: int | None = None,
+              custody_before: int | None = None) -> dict[str, Any]:
+    """An item with genealogy both ways, custody trail and labels. With
+    ``custody_limit``, one page of the custody trail (the newest, or the one before
+    ``custody_before``) and ``custody_older``, the cursor of the page before it."""
     item = get_item(session, item_id)
     tree = genealogy(session, item.item_id)
     data = {c.key: getattr(item, c.key) for c in Item.__mapper__.column_attrs}
@@ -1351,7 +1380,6 @@ def item_view(session: Session, item_id: str) -> dict[str, Any]:
         children=children_of(session, item.item_id),
         ancestors=tree["ancestors"],
         descendants=tree["descendants"],
-        custody=custody_trail(session, item.item_id),
         labels=labels_of(session, item.item_id),
         expiry_warnings=item.expiry_warnings,
         administration=administration_of(session, item.item_id),
@@ -1359,6 +1387,12 @@ def item_view(session: Session, item_id: str) -> dict[str, Any]:
         release_warnings=_bedside_warnings(session, item)
         if item.kind == ItemKind.FINAL_PRODUCT else [],
     )
+    if custody_limit is None:
+        data.update(custody=custody_trail(session, item.item_id), custody_older=None)
+    else:
+        events, older = custody_page(session, item.item_id, limit=custody_limit,
+                                     before=custody_before)
+        data.update(custody=events, custody_older=older)
     return data
 
 
@@ -1409,6 +1443,88 @@ def patient_view(session: Session, coi_id: str, viewer: Any = None) -> dict[str,
         batches=batches.batches_of_coi(session, patient.coi_id),
     )
     return data
+
+
+def _identity_visible_clause(viewer: Any) -> Any:
+    """SQL form of :func:`may_see_identity` for a list: the patient's treatment site or
+    a collection site of theirs is the viewer's, or the viewer is QA or admin."""
+    from sqlalchemy import exists, true
+
+    if viewer is None or IDENTITY_ROLES.intersection(viewer.roles):
+        return true()
+    site = viewer.site.code if viewer.site is not None else None
+    collected_here = exists().where(Collection.coi_id == Patient.coi_id,
+                                    Collection.site_code == site)
+    return (Patient.treatment_site == site) | collected_here
+
+
+@dataclass(frozen=True)
+class PatientRow:
+    """One line of the patient list: identity fields only when the viewer may see them."""
+
+    coi_id: str
+    initials: str
+    treatment_site: str
+    enrolled_at: datetime
+    identity_visible: bool
+    given_name: str | None = None
+    family_name: str | None = None
+    date_of_birth: date | None = None
+    mrn: str | None = None
+
+
+def search_patients(session: Session, text: str | None, viewer: Any, *, limit: int = 50,
+                    offset: int = 0) -> list[PatientRow]:
+    """Patients newest first, found by COI (any patient: the COI is not identifying), or
+    by name or MRN among the patients whose identity ``viewer`` may see (GDPR Art.
+    5(1)(c), SPEC §7): a search by name never tells who else is enrolled."""
+    from sqlalchemy import false, or_
+
+    visible = _identity_visible_clause(viewer)
+    statement = select(Patient, visible.label("visible"))
+    words = [w for w in (text or "").strip().split() if w][:6]
+    if words:
+        compact = "".join(words).upper()
+        coi_like = compact.replace("*", "").isalnum()  # a COI's check may be '*'
+        by_coi = Patient.coi_id.startswith(compact, autoescape=True) if coi_like else false()
+        by_mrn = func.lower(Patient.mrn) == " ".join(words).lower()
+        by_name = None
+        for word in words:
+            term = word.lower()
+            one = or_(func.lower(Patient.given_name).contains(term, autoescape=True),
+                      func.lower(Patient.family_name).contains(term, autoescape=True))
+            by_name = one if by_name is None else by_name & one
+        statement = statement.where(or_(by_coi, visible & or_(by_mrn, by_name)))
+    statement = statement.order_by(Patient.enrolled_at.desc(), Patient.id.desc())
+    rows = []
+    for patient, shown in session.execute(statement.limit(limit).offset(offset)):
+        shown = bool(shown)
+        rows.append(PatientRow(
+            coi_id=patient.coi_id, initials=initials(patient),
+            treatment_site=patient.treatment_site, enrolled_at=patient.enrolled_at,
+            identity_visible=shown,
+            given_name=patient.given_name if shown else None,
+            family_name=patient.family_name if shown else None,
+            date_of_birth=patient.date_of_birth if shown else None,
+            mrn=patient.mrn if shown else None,
+        ))
+    return rows
+
+
+def find_target(session: Session, text: str) -> tuple[str, str] | None:
+    """What the header's search box opens for ``text``: ("item", id) for an item id or
+    a scanned label of this system (verified: a forged or voided one is refused with its
+    reason), ("patient", COI) for a COI ID; None when neither."""
+    if labels.normalise_scan(text).startswith("GMP1:"):
+        return "item", resolve_item_ref(session, text, field_name="label")
+    key = text.strip().upper().replace(" ", "")
+    if key.startswith("ITM-") and key.isprintable():
+        found = session.scalar(select(Item.item_id).where(Item.item_id == key))
+        return ("item", found) if found else None
+    if coi.coi_problem(key) is None:
+        found = session.scalar(select(Patient.coi_id).where(Patient.coi_id == key))
+        return ("patient", found) if found else None
+    return None
 
 
 # HL7 FHIR R5 value sets (fhir.resources does not enforce them).

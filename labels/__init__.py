@@ -38,6 +38,8 @@ def init_app(app: Flask, api: Api) -> None:
     app.register_blueprint(pages.bp)
     _register_installation_key(app)
     add_nav(app, "labels_pages.sheet_page", "Labels", ("operator", "clinician"))
+    add_nav(app, "labels_pages.setup_page", "Label setup", ("admin",))
+    app.jinja_env.globals["label_printers"] = pages.site_printers
 
 
 def _register_installation_key(app: Flask) -> None:

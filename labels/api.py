@@ -13,8 +13,14 @@ from labels import services
 from labels.schemas import (
     LabelQuerySchema,
     LabelSchema,
+    LabelSetupSchema,
+    PrintedSchema,
+    PrinterInSchema,
+    PrinterSchema,
+    PrintToSchema,
     ReplaceSchema,
     SheetQuerySchema,
+    StockSchema,
     VoidSchema,
 )
 
@@ -22,7 +28,8 @@ blp = Blueprint("labels", __name__, url_prefix="/api/v1", description="Chain-of-
 
 
 def _file(printed: services.PrintedLabel) -> Response:
-    inline = printed.media_type in ("image/png", "image/svg+xml")
+    # PDF opens in the browser for its print dialog (issue 15); ZPL is a download.
+    inline = printed.media_type in ("image/png", "image/svg+xml", "application/pdf")
     response = Response(printed.content, mimetype=printed.media_type)
     response.headers["Content-Disposition"] = (
         f'{"inline" if inline else "attachment"}; filename="{printed.filename}"'
@@ -50,7 +57,11 @@ def _file(printed: services.PrintedLabel) -> Response:
 @roles_required("operator", "clinician")
 @writes
 def item_label(query: dict[str, Any], item_id: str) -> Response:
-    """Print the item's label as png, svg, pdf or zpl (every print recorded)."""
+    """Print the item's label as png, svg, pdf or zpl (every print recorded), or with
+    ``preview=true`` a marked preview that records nothing and never verifies."""
+    if query.pop("preview"):
+        return _file(services.preview_label(db_session(), item_id,
+                                            services.PrintRequest(**query)))
     printed = services.print_label(
         db_session(), item_id, services.PrintRequest(**query), user_id=g.user.id
     )
@@ -124,3 +135,49 @@ def replace_label(body: dict[str, Any], item_id: str, label_id: str) -> Response
         user=g.user,
     )
     return _file(printed)
+
+
+@blp.route("/items/<item_id>/label/print", methods=["POST"])
+@blp.arguments(PrintToSchema)
+@blp.response(201, PrintedSchema)
+@blp.doc(responses={"409": {"description": "the printer did not take the label "
+                                           "(printer_unreachable): no print recorded"}})
+@roles_required("operator", "clinician")
+def print_to_printer(body: dict[str, Any], item_id: str) -> dict[str, Any]:
+    """Send the item's label (ZPL) to a networked printer of the user's site over raw
+    TCP; the print is recorded only when the printer took it."""
+    printer = body.pop("printer")
+    printed = services.print_to_printer(db_session(), item_id, printer,
+                                        services.PrintRequest(format="zpl", **body), user=g.user)
+    return {"label_ids": [label.label_id for label in printed.labels], "printer": printer}
+
+
+@blp.route("/sites/<site_code>/labels", methods=["GET"])
+@blp.response(200, LabelSetupSchema)
+@roles_required()
+def label_setup(site_code: str) -> dict[str, Any]:
+    """The site's label stock per kind of label and its label printers."""
+    session = db_session()
+    return {"stocks": services.stocks_of(session, site_code),
+            "printers": services.printers_of(session, site_code)}
+
+
+@blp.route("/sites/<site_code>/labels/stocks/<kind>", methods=["PUT"])
+@blp.arguments(StockSchema)
+@blp.response(200, LabelSetupSchema)
+@roles_required("admin")
+def set_stock(body: dict[str, Any], site_code: str, kind: str) -> dict[str, Any]:
+    """Choose the label stock (2x1, 3x2, 4x2 inch) of one kind of label at the site."""
+    session = db_session()
+    services.set_stock(session, site_code, kind, body["stock"])
+    return {"stocks": services.stocks_of(session, site_code),
+            "printers": services.printers_of(session, site_code)}
+
+
+@blp.route("/sites/<site_code>/labels/printers", methods=["POST"])
+@blp.arguments(PrinterInSchema)
+@blp.response(201, PrinterSchema)
+@roles_required("admin")
+def add_printer(body: dict[str, Any], site_code: str) -> Any:
+    """Configure a networked label printer (raw TCP, Zebra port 9100) of the site."""
+    return services.add_printer(db_session(), site_code, **body)

@@ -9,7 +9,16 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gmp_mes.audit import Audited
@@ -91,3 +100,46 @@ class LabelVoid(Audited, Base):
 
     def audit_key(self) -> str:
         return self.label_id
+
+
+class LabelStock(Audited, Base):
+    """The label stock (size) a site loads for one kind of label (issue 15); a kind
+    without a row prints on the default 4 x 2 inch stock."""
+
+    __tablename__ = "label_stock"
+    __table_args__ = (
+        CheckConstraint("stock IN ('2x1', '3x2', '4x2')", name="stock"),
+        UniqueConstraint("site_code", "kind"),
+    )
+    audit_entity = "label_stock"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_code: Mapped[str] = mapped_column(String(32), ForeignKey("site.code"))
+    kind: Mapped[str] = mapped_column(String(24))
+    stock: Mapped[str] = mapped_column(String(8))
+
+    def audit_key(self) -> str:
+        return f"{self.site_code}/{self.kind}"
+
+
+class LabelPrinter(Audited, Base):
+    """A networked label printer of a site, reached by raw TCP (Zebra: port 9100)."""
+
+    __tablename__ = "label_printer"
+    __table_args__ = (
+        CheckConstraint("dpi IN (203, 300)", name="dpi"),
+        CheckConstraint("port BETWEEN 1 AND 65535", name="port"),
+        UniqueConstraint("site_code", "name"),
+    )
+    audit_entity = "label_printer"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_code: Mapped[str] = mapped_column(String(32), ForeignKey("site.code"))
+    name: Mapped[str] = mapped_column(String(60))
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer, default=9100)
+    dpi: Mapped[int] = mapped_column(Integer, default=203)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    def audit_key(self) -> str:
+        return f"{self.site_code}/{self.name}"

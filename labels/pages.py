@@ -18,10 +18,10 @@ from flask import Blueprint, Response, flash, g, redirect, render_template, requ
 from marshmallow import ValidationError
 from sqlalchemy.orm import Session
 
-from gmp_mes.errors import DomainError, NotFound
+from gmp_mes.errors import DomainError, NotFound, field_error
 from gmp_mes.http import _rollback, commit_unit_of_work, db_session, roles_required
 from gmp_mes.schemas import form_fields
-from labels import services
+from labels import render, services
 from labels.schemas import LabelQuerySchema, ReplaceSchema, SheetQuerySchema, VoidSchema
 
 bp = Blueprint("labels_pages", __name__, template_folder="templates")
@@ -44,6 +44,7 @@ def print_label(item_id: str) -> Response:
     form["reprint"] = "reprint" in request.form
     try:
         query = LabelQuerySchema().load(form)
+        query.pop("preview")  # the page's previews have their own link
         printed = services.print_label(
             db_session(), item_id, services.PrintRequest(**query), user_id=g.user.id
         )
@@ -52,10 +53,64 @@ def print_label(item_id: str) -> Response:
     except DomainError as exc:
         return _problem(item_id, f"label not printed: {exc.detail}")
     commit_unit_of_work()  # the print is recorded; render with no lock held
+    return _file(printed)
+
+
+def _file(printed: services.PrintedLabel, *, inline: bool = False) -> Response:
+    """A PDF opens in the browser for its print dialog (issue 15); PNG and ZPL files
+    are downloads for a label printer's own tool, previews open in the browser."""
     response = Response(printed.content, mimetype=printed.media_type)
-    response.headers["Content-Disposition"] = f'attachment; filename="{printed.filename}"'
+    inline = inline or printed.media_type == services.MEDIA_TYPES["pdf"]
+    disposition = "inline" if inline else "attachment"
+    response.headers["Content-Disposition"] = f'{disposition}; filename="{printed.filename}"'
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def site_printers() -> list[Any]:
+    """The label printers of the logged-in user's site (for the print form)."""
+    user = g.get("user")
+    site = user.site.code if user is not None and user.site is not None else None
+    return services.printers_of(db_session(), site)
+
+
+@bp.route("/items/<item_id>/labels/preview", methods=["GET"])
+@roles_required("operator", "clinician")
+def preview_label(item_id: str) -> Response:
+    """A marked preview (PDF or PNG): records no print, its code never verifies."""
+    fmt = request.args.get("format", "pdf")
+    if fmt not in ("pdf", "png"):
+        fmt = "pdf"
+    try:
+        printed = services.preview_label(db_session(), item_id,
+                                         services.PrintRequest(format=fmt))
+    except DomainError as exc:
+        return _problem(item_id, f"no preview: {exc.detail}")
+    return _file(printed, inline=True)
+
+
+@bp.route("/items/<item_id>/labels/send", methods=["POST"])
+@roles_required("operator", "clinician")
+def send_label(item_id: str) -> Response:
+    """Send the label to a networked printer of the site; back to the item page
+    (post/redirect/get), saying whether the printer took it."""
+    form = request.form
+    reprint = "reprint" in form
+    try:
+        copies = int(form.get("copies") or 1)
+        printed = services.print_to_printer(
+            db_session(), item_id, form.get("printer", ""),
+            services.PrintRequest(format="zpl", workstation=form.get("workstation") or None,
+                                  copies=copies, reprint=reprint,
+                                  reason=form.get("reason") or None),
+            user=g.user)
+    except ValueError:
+        return _problem(item_id, "label not printed: copies must be a whole number")
+    except DomainError as exc:
+        return _problem(item_id, f"label not printed: {exc.detail}")
+    serials = ", ".join(str(label.serial) for label in printed.labels)
+    flash(f"Label sent to printer {form.get('printer')}: copy {serials} recorded.", "ok")
+    return _item_page(item_id)
 
 
 @bp.route("/items/<item_id>/labels/void", methods=["POST"], defaults={"label_id": None})
@@ -115,9 +170,7 @@ def replace_label(item_id: str, label_id: str | None) -> Response:
         return _back(item_id, back, f"label not replaced: {_messages(exc)}")
     except DomainError as exc:
         return _back(item_id, back, f"label not replaced: {exc.detail}")
-    response = Response(printed.content, mimetype=printed.media_type)
-    response.headers["Content-Disposition"] = f'attachment; filename="{printed.filename}"'
-    response.headers["Cache-Control"] = "no-store"
+    response = _file(printed)
     response.headers["X-Label-Id"] = ",".join(label.label_id for label in printed.labels)
     return response
 
@@ -174,6 +227,50 @@ def _messages(exc: ValidationError) -> str:
     )
 
 
+@bp.route("/labels/setup", methods=["GET", "POST"])
+@roles_required("admin")
+def setup_page() -> str | Response | tuple[str, int]:
+    """Label stock per kind of label and networked printers of a site (admin)."""
+    from sqlalchemy import select
+
+    from gmp_mes.models import Site
+
+    session = db_session()
+    sites = list(session.scalars(select(Site.code).order_by(Site.code)))
+    site = (request.values.get("site") or (g.user.site.code if g.user.site else "")
+            or (sites[0] if sites else "")).strip().upper()
+    errors: dict[str, list[str]] = {}
+    error = None
+    if request.method == "POST":
+        try:
+            if request.form.get("what") == "stock":
+                services.set_stock(session, site, request.form.get("kind", ""),
+                                   request.form.get("stock", ""))
+                message = f"{site}: {request.form.get('kind', '').replace('_', ' ')} labels " \
+                          f"on {request.form.get('stock')} inch stock"
+            else:
+                port = request.form.get("port") or "9100"
+                dpi = request.form.get("dpi") or "203"
+                if not port.isdigit() or not dpi.isdigit():
+                    raise field_error("port", "port and dpi are whole numbers")
+                printer = services.add_printer(
+                    session, site, name=request.form.get("name", ""),
+                    host=request.form.get("host", ""), port=int(port), dpi=int(dpi))
+                message = f"{site}: printer {printer.name} added"
+        except DomainError as exc:
+            _rollback()
+            errors = {k: list(v) for k, v in (exc.errors or {}).items()}
+            error = exc.detail
+        else:
+            flash(message, "ok")
+            return redirect(url_for("labels_pages.setup_page", site=site))
+    page = render_template(
+        "labels/setup.html", sites=sites, site=site, errors=errors, error=error,
+        form=request.form, stocks=services.stocks_of(session, site) if site in sites else {},
+        printers=services.printers_of(session, site), choices=list(render.STOCKS))
+    return (page, 422 if errors else 409) if error else page
+
+
 @bp.route("/labels", methods=["GET"])
 @roles_required("operator", "clinician")
 def sheet_page() -> str:
@@ -219,6 +316,6 @@ def sheet_print() -> Response:
         return back  # type: ignore[return-value]
     commit_unit_of_work()  # the print is recorded; render with no lock held
     response = Response(printed.content, mimetype=printed.media_type)
-    response.headers["Content-Disposition"] = f'attachment; filename="{printed.filename}"'
+    response.headers["Content-Disposition"] = f'inline; filename="{printed.filename}"'
     response.headers["Cache-Control"] = "no-store"
     return response

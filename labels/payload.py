@@ -145,6 +145,8 @@ def parse(raw: str) -> LabelPayload:
     if not set(text) <= QR_ALPHANUMERIC:
         raise InvalidLabel("malformed", "the scanned data contains characters no label carries")
     parts = text.split(":")
+    if parts[0] == "PREVIEW":
+        raise InvalidLabel("malformed", "a label preview, not a label: never use it")
     if parts[0] != PREFIX:
         raise InvalidLabel("malformed", "not a gmp-mes label (it does not start with GMP1:)")
     if len(parts) not in (6, 7):

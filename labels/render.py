@@ -10,6 +10,7 @@ printer draws that symbol itself from the same payload.
 from __future__ import annotations
 
 import io
+import math
 import textwrap
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -28,10 +29,38 @@ from qrcode.util import MODE_ALPHA_NUM, QRData
 QUIET_ZONE = 4  # modules, ISO/IEC 18004 minimum
 ERROR_CORRECTION = qrcode.constants.ERROR_CORRECT_M
 PNG_DPI = 300
-# The PNG/PDF/SVG label: 4 x 2 inch. ZPL: 2 x 1 inch thermal labels at 203 or 300 dpi.
-LABEL_INCHES = (4.0, 2.0)
-ZPL_INCHES = (2.0, 1.0)
+# Label stock (width x height in inches) a site loads per label kind (issue 15); the
+# PNG, SVG, PDF and ZPL of one label have the same size. Default 4 x 2 inch.
+STOCKS: dict[str, tuple[float, float]] = {"2x1": (2.0, 1.0), "3x2": (3.0, 2.0),
+                                          "4x2": (4.0, 2.0)}
+DEFAULT_STOCK = "4x2"
+LABEL_INCHES = STOCKS[DEFAULT_STOCK]
+ZPL_INCHES = STOCKS[DEFAULT_STOCK]
 ZPL_DPIS = (203, 300)
+# Legible at arm's length: no text on any label is smaller than this (font size, the
+# em height, in millimetres). A label whose content does not fit its stock at this
+# size is refused (LabelDoesNotFit) rather than printed smaller: a larger stock is
+# needed. (ISO 15223/EN 980 give no figure; 2 mm em, about 8 pt, is the smallest
+# text the bench and bedside readers could read on the printed 4 x 2 labels.)
+MIN_TEXT_MM = 2.0
+MM_PER_INCH = 25.4
+PREVIEW_BANNER = "PREVIEW - NOT A LABEL - DO NOT USE"
+PREVIEW_PREFIX = "PREVIEW"
+
+
+class LabelDoesNotFit(ValueError):
+    """The label's text does not fit its stock at the minimum text size."""
+
+
+def min_text(per_inch: float) -> float:
+    """MIN_TEXT_MM in the units of a renderer with ``per_inch`` units per inch."""
+    return MIN_TEXT_MM / MM_PER_INCH * per_inch
+
+
+def stock_inches(stock: str) -> tuple[float, float]:
+    if stock not in STOCKS:
+        raise ValueError(f"label stock must be one of {', '.join(STOCKS)}")
+    return STOCKS[stock]
 # Item statuses whose labels print only under a banner (issue 7: expired, rejected,
 # blocked; and the other states in which the container must not be used).
 BANNER_STATUSES = {
@@ -79,6 +108,12 @@ class LabelView:
     reprint: bool = False
     item_id: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    stock: str = DEFAULT_STOCK
+    preview: bool = False
+
+    @property
+    def inches(self) -> tuple[float, float]:
+        return stock_inches(self.stock)
 
 
 def clean_text(value: str) -> str:
@@ -103,6 +138,8 @@ def coi_parts(coi_id: str) -> tuple[str, str]:
 
 
 def _fmt_time(value: datetime, zone: str | None) -> tuple[str, str | None]:
+    """(site local time with its zone, UTC) for people: local first (issue 15: one
+    clock); UTC alone (None second) when the site keeps UTC."""
     utc = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     if not zone or zone == "UTC":
         return utc, None
@@ -110,7 +147,7 @@ def _fmt_time(value: datetime, zone: str | None) -> tuple[str, str | None]:
         local = value.astimezone(ZoneInfo(zone))
     except (ZoneInfoNotFoundError, ValueError):
         return utc, None
-    return utc, local.strftime("%Y-%m-%d %H:%M %Z") + " site time"
+    return local.strftime("%Y-%m-%d %H:%M %Z"), utc
 
 
 def _dob(value: date | str | None) -> str:
@@ -134,6 +171,8 @@ def build_view(
     reprint: bool = False,
     now: datetime | None = None,
     serial: int | str | None = None,
+    stock: str = DEFAULT_STOCK,
+    preview: bool = False,
 ) -> LabelView:
     """The eye-readable content for the item's kind (SPEC §4, issue 7).
 
@@ -151,10 +190,10 @@ def build_view(
     def expiry_lines() -> None:
         if expires_at is None:
             return
-        utc, local = _fmt_time(expires_at, zone)
-        lines.append(Line(f"EXP: {utc}", strong=True))
-        if local:
-            lines.append(Line(f"    {local}"))
+        first, utc = _fmt_time(expires_at, zone)
+        lines.append(Line(f"EXP: {first}", strong=True))
+        if utc:
+            lines.append(Line(f"     ({utc})"))
 
     def add(label: str, value: Any) -> None:
         if value not in (None, ""):
@@ -197,6 +236,13 @@ def build_view(
     lines.append(Line(f"{data['item_id']} COPY {serial}" if serial else str(data["item_id"])))
     title = KIND_TITLES.get(kind, kind.replace("_", " ").upper())
     banner = banner_for(data.get("status"), expires_at, now)
+    if preview:
+        # A preview is never mistaken for a label: marked across the top, and its
+        # code is not a signed payload (PREVIEW_PREFIX: every scan refuses it).
+        if banner:
+            lines.insert(0, Line(banner, strong=True))
+        banner = PREVIEW_BANNER
+    stock_inches(stock)
     return LabelView(
         payload=payload,
         title=title,
@@ -208,6 +254,8 @@ def build_view(
         banner=banner,
         reprint=reprint,
         item_id=str(data["item_id"]),
+        stock=stock,
+        preview=preview,
     )
 
 
@@ -267,6 +315,7 @@ class Layout:
     size: float
     rows: tuple[tuple[Line, str], ...]  # (source line, text of this printed row)
     leading: float
+    fits: bool = True
 
 
 def layout_text(
@@ -292,7 +341,7 @@ def layout_text(
         fits_height = len(rows) * size * leading <= height
         fits_width = all(_row_width(line, text, size, measure) <= width for line, text in rows)
         if (fits_height and fits_width) or size <= min_size:
-            return Layout(size, tuple(rows), leading)
+            return Layout(size, tuple(rows), leading, fits_height and fits_width)
         size = max(min_size, size - max(1.0, size * 0.06))
 
 
@@ -364,27 +413,92 @@ def draw_line(
 # --- PNG ---------------------------------------------------------------------------------
 
 
-def render_png(view: LabelView, *, dpi: int = PNG_DPI) -> bytes:
-    """A 4 x 2 inch label at ``dpi`` (300 by default), 1-bit, with the dpi recorded."""
-    width, height = int(LABEL_INCHES[0] * dpi), int(LABEL_INCHES[1] * dpi)
-    image = Image.new("1", (width, height), 1)
-    draw = ImageDraw.Draw(image)
+@dataclass(frozen=True)
+class PngPlan:
+    """Where everything of a PNG label goes, in pixels: what render_png draws and what
+    the legibility test measures (every text size is known before drawing)."""
+
+    width: int
+    height: int
+    margin: int
+    top: int
+    banner_size: int | None
+    module: int
+    x0: int
+    title_size: int
+    text_top: int
+    layout: Layout
+
+    def text_sizes(self) -> list[int]:
+        """Every font size on the label (banner, title, REPRINT mark, text rows)."""
+        sizes = [self.title_size, int(self.layout.size)]
+        return sizes + ([self.banner_size] if self.banner_size else [])
+
+
+def png_plan(view: LabelView, *, dpi: int = PNG_DPI) -> PngPlan:
+    inches = view.inches
+    width, height = int(inches[0] * dpi), int(inches[1] * dpi)
+    smallest = math.ceil(min_text(dpi))
     margin = dpi // 30
     top = margin
+    banner_size = None
     if view.banner:
-        bar = dpi // 5
-        draw.rectangle((0, 0, width, bar), fill=0)
-        font = pil_font(int(bar * 0.62), True)
-        draw.text((margin * 2, bar // 2), view.banner, font=font, fill=1, anchor="lm")
+        bar = max(dpi // 5, int(smallest / 0.62) + 1)
+        banner_size = int(bar * 0.62)
+        # A long banner on narrow stock: smaller, never below the minimum.
+        fitting = int(banner_size * (width - 4 * margin) / max(
+            1.0, pil_measure(view.banner, banner_size, True)))
+        banner_size = max(smallest, min(banner_size, fitting))
         top = bar + margin
-    matrix = qr_matrix(view.payload)
-    side = len(matrix) + 2 * QUIET_ZONE
-    module = max(1, (height - top - margin) // side)
-    symbol = qr_image(matrix, module)
-    image.paste(symbol, (0, top))
-    x0 = symbol.width + margin
+    matrix_side = qr_modules(view.payload) + 2 * QUIET_ZONE
+    module = max(1, (height - top - margin) // matrix_side)
+    x0 = matrix_side * module + margin
     text_width = width - x0 - margin
-    title_size = int(dpi * 0.11)
+    title_size = max(smallest, int(dpi * 0.11))
+    title = view.title + (" REPRINT" if view.reprint else "")
+    needed = pil_measure(title, title_size, True) + (dpi // 10 if view.reprint else 0)
+    if needed > text_width:
+        title_size = max(smallest, int(title_size * text_width / needed))
+    text_top = top + int(title_size * 1.35)
+    layout = layout_text(
+        view.lines, text_width, height - text_top - margin, pil_measure,
+        max_size=max(dpi * 0.12, smallest), min_size=smallest,
+    )
+    if not layout.fits or pil_measure(title, title_size, True) > text_width + dpi // 10 or (
+            view.banner and banner_size is not None
+            and pil_measure(view.banner, banner_size, True) > width - 2 * margin):
+        raise LabelDoesNotFit(
+            f"the {view.title.lower()} label does not fit {view.stock} inch stock with text "
+            f"of at least {MIN_TEXT_MM} mm: choose a larger stock")
+    return PngPlan(width, height, margin, top, banner_size, module, x0, title_size, text_top,
+                   layout)
+
+
+def check_fit(view: LabelView) -> None:
+    """Raise LabelDoesNotFit unless the label fits its stock with text of at least
+    MIN_TEXT_MM. The 300 dpi PNG layout is the reference: the PDF uses the same font
+    and geometry, the ZPL the same geometry; all of them never go below the minimum.
+    Called before a print is recorded (rendering happens after the commit)."""
+    png_plan(view, dpi=PNG_DPI)
+
+
+def render_png(view: LabelView, *, dpi: int = PNG_DPI) -> bytes:
+    """The label on its stock at ``dpi`` (300 by default), 1-bit, with the dpi recorded."""
+    plan = png_plan(view, dpi=dpi)
+    width, height, margin = plan.width, plan.height, plan.margin
+    image = Image.new("1", (width, height), 1)
+    draw = ImageDraw.Draw(image)
+    top = plan.top
+    if view.banner and plan.banner_size:
+        bar = plan.top - margin
+        draw.rectangle((0, 0, width, bar), fill=0)
+        font = pil_font(plan.banner_size, True)
+        draw.text((margin * 2, bar // 2), view.banner, font=font, fill=1, anchor="lm")
+    matrix = qr_matrix(view.payload)
+    symbol = qr_image(matrix, plan.module)
+    image.paste(symbol, (0, top))
+    x0 = plan.x0
+    title_size = plan.title_size
     y = top
     draw_line(image, (x0, y), view.title, title_size, True)
     if view.reprint:
@@ -393,15 +507,8 @@ def render_png(view: LabelView, *, dpi: int = PNG_DPI) -> bytes:
         w = int(font.getlength(label))
         draw.rectangle((width - margin - w - 16, y - 2, width - margin, y + title_size + 8), fill=0)
         draw.text((width - margin - w - 8, y + 2), label, font=font, fill=1)
-    y += int(title_size * 1.35)
-    layout = layout_text(
-        view.lines,
-        text_width,
-        height - y - margin,
-        pil_measure,
-        max_size=dpi * 0.1,
-        min_size=dpi * 0.04,
-    )
+    y = plan.text_top
+    layout = plan.layout
     size = int(layout.size)
     step = int(size * layout.leading)
     for line, text in layout.rows:
@@ -432,10 +539,12 @@ def _png_boxed(
 def render_svg(view: LabelView) -> str:
     """A 4 x 2 inch label in user units of 1/100 inch; the symbol as one path."""
     unit = 100  # user units per inch
-    width, height = int(LABEL_INCHES[0] * unit), int(LABEL_INCHES[1] * unit)
+    inches = view.inches
+    smallest = min_text(unit)
+    width, height = int(inches[0] * unit), int(inches[1] * unit)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{LABEL_INCHES[0]}in" '
-        f'height="{LABEL_INCHES[1]}in" viewBox="0 0 {width} {height}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{inches[0]}in" '
+        f'height="{inches[1]}in" viewBox="0 0 {width} {height}" '
         f'font-family="DejaVu Sans, Verdana, Arial, sans-serif">',
         f"<title>{xml_escape(view.title)} {xml_escape(view.item_id)}</title>",
         f'<rect width="{width}" height="{height}" fill="#fff"/>',
@@ -443,9 +552,11 @@ def render_svg(view: LabelView) -> str:
     margin, top = 3, 3
     if view.banner:
         bar = 20
+        banner_size = max(smallest, min(bar * 0.62, (width - 4 * margin) / max(
+            0.01, pil_measure(view.banner, 300, True) / 300)))
         parts.append(f'<rect width="{width}" height="{bar}" fill="#000"/>')
         parts.append(
-            f'<text x="{margin * 2}" y="{bar * 0.72:.1f}" font-size="{bar * 0.62:.1f}" '
+            f'<text x="{margin * 2}" y="{bar * 0.72:.1f}" font-size="{banner_size:.1f}" '
             f'font-weight="bold" fill="#fff">{xml_escape(view.banner)}</text>'
         )
         top = bar + margin
@@ -466,7 +577,7 @@ def render_svg(view: LabelView) -> str:
     title_size = 11.0
     room = width - margin - x0 - (8 if view.reprint else 0)
     needed = pil_measure(view.title + (" REPRINT" if view.reprint else ""), 300, True) / 300
-    title_size = min(title_size, room / needed)
+    title_size = max(smallest, min(title_size, room / needed))
     y = top
     parts.append(
         f'<text x="{x0:.1f}" y="{y + title_size:.1f}" font-size="{title_size:.1f}" '
@@ -488,8 +599,10 @@ def render_svg(view: LabelView) -> str:
         return pil_measure(text, size * scale, bold) / scale
 
     layout = layout_text(
-        view.lines, width - x0 - margin, height - y - margin, measure, max_size=10, min_size=4
+        view.lines, width - x0 - margin, height - y - margin, measure,
+        max_size=max(12.0, smallest), min_size=smallest,
     )
+
     for line, text in layout.rows:
         y += layout.size
         weight = ' font-weight="bold"' if line.strong else ""
@@ -551,11 +664,12 @@ def _draw_pdf_label(canvas: Any, view: LabelView, x: float, y: float, w: float, 
     canvas.rect(x, y, w, h, stroke=1, fill=0)  # cutting guide
     top = y + h - margin
     if view.banner:
-        bar = h * 0.14
+        bar = max(h * 0.14, min_text(72) / 0.6)
         canvas.setFillGray(0)
         canvas.rect(x, y + h - bar, w, bar, stroke=0, fill=1)
         canvas.setFillGray(1)
-        canvas.setFont(bold, bar * 0.6)
+        canvas.setFont(bold, max(min_text(72), min(bar * 0.6, (w - 2 * margin) / max(
+            0.01, stringWidth(view.banner, bold, 1)))))
         canvas.drawString(x + margin, y + h - bar * 0.72, view.banner)
         top = y + h - bar - margin
     canvas.setFillGray(0)
@@ -568,10 +682,11 @@ def _draw_pdf_label(canvas: Any, view: LabelView, x: float, y: float, w: float, 
         path.rect(ox + mx * module, oy - (my + 1) * module, n * module, module)
     canvas.drawPath(path, stroke=0, fill=1)
     x0 = x + side * module + margin
-    title_size = h * 0.075
+    smallest = min_text(72)
+    title_size = max(h * 0.075, smallest)
     room = x + w - margin - x0 - (8 if view.reprint else 0)
     needed = stringWidth(view.title + (" REPRINT" if view.reprint else ""), bold, 1)
-    title_size = min(title_size, room / needed)
+    title_size = max(smallest, min(title_size, room / needed))
     canvas.setFont(bold, title_size)
     canvas.drawString(x0, top - title_size, view.title)
     if view.reprint:
@@ -590,9 +705,10 @@ def _draw_pdf_label(canvas: Any, view: LabelView, x: float, y: float, w: float, 
         x + w - margin - x0,
         cursor - y - margin,
         measure,
-        max_size=h * 0.07,
-        min_size=4.0,
+        max_size=max(h * 0.08, smallest),
+        min_size=smallest,
     )
+
     for line, text in layout.rows:
         cursor -= layout.size
         font = bold if line.strong else regular
@@ -621,7 +737,7 @@ def render_pdf_pages(views: Sequence[LabelView]) -> bytes:
 
     if not views:
         raise ValueError("no label to render")
-    w, h = LABEL_INCHES[0] * 72, LABEL_INCHES[1] * 72
+    w, h = views[0].inches[0] * 72, views[0].inches[1] * 72
     out = io.BytesIO()
     canvas = Canvas(out, pagesize=(w, h), invariant=1)
     canvas.setTitle(f"{views[0].title} {views[0].item_id}")
@@ -679,26 +795,28 @@ def _zpl_field(text: str) -> str:
     return "".join(out)
 
 
-def zpl_magnification(modules: int, dpi: int) -> int:
-    """Dots per module for symbol plus quiet zone on a 1 inch high label."""
+def zpl_magnification(modules: int, dpi: int, height_inches: float = 1.0) -> int:
+    """Dots per module for symbol plus quiet zone on a label ``height_inches`` high."""
     # Three quarters of the height: the rest of the label width is needed for the text.
-    height = int(ZPL_INCHES[1] * dpi * 0.75)
+    height = int(height_inches * dpi * 0.75)
     return max(1, min(10, height // (modules + 2 * QUIET_ZONE)))
 
 
 def render_zpl(view: LabelView, *, dpi: int = 203, copies: int = 1) -> str:
-    """ZPL II for a 2 x 1 inch label; the printer draws the QR with ^BQ (model 2, ECC M)."""
+    """ZPL II for the label's stock; the printer draws the QR with ^BQ (model 2, ECC M)."""
     if dpi not in ZPL_DPIS:
         raise ValueError("ZPL labels are made for 203 or 300 dpi printers")
-    width, height = int(ZPL_INCHES[0] * dpi), int(ZPL_INCHES[1] * dpi)
+    inches = view.inches
+    width, height = int(inches[0] * dpi), int(inches[1] * dpi)
+    smallest = math.ceil(min_text(dpi))
     # The printer computes the symbol itself; only its size is needed here.
     modules = qr_modules(view.payload)
-    mag = zpl_magnification(modules, dpi)
+    mag = zpl_magnification(modules, dpi, inches[1])
     quiet = QUIET_ZONE * mag
     out = ["^XA", "^CI28", f"^PW{width}", f"^LL{height}", "^LH0,0", f"^PQ{copies},0,1,Y"]
     top = 0
     if view.banner:
-        bar = dpi // 8
+        bar = max(dpi // 8, int(smallest / 0.7) + 2)
         out.append(f"^FO0,0^GB{width},{bar},{bar}^FS")
         out.append(
             f"^FO{dpi // 40},{bar // 6}^A0N,{int(bar * 0.7)},{int(bar * 0.7)}^FR"
@@ -711,7 +829,7 @@ def render_zpl(view: LabelView, *, dpi: int = 203, copies: int = 1) -> str:
     out.append(f"^FO{quiet},{top + quiet}^BQN,2,{mag}^FDMA,{view.payload}^FS")
     x0 = symbol + dpi // 60
     margin = dpi // 60
-    title = int(dpi * 0.075)
+    title = max(smallest, int(dpi * 0.09))
     y = top + margin
     out.append(f"^FO{x0},{y}^A0N,{title},{title}^FH_^FD{_zpl_field(view.title)}^FS")
     if view.reprint:
@@ -724,10 +842,11 @@ def render_zpl(view: LabelView, *, dpi: int = 203, copies: int = 1) -> str:
         width - x0 - margin,
         height - y - margin,
         _zpl_measure,
-        max_size=dpi * 0.07,
-        min_size=dpi * 0.05,
+        max_size=max(dpi * 0.12, smallest),
+        min_size=smallest,
     )
-    size = max(10, int(layout.size))
+
+    size = max(smallest, int(layout.size))
     step = int(size * layout.leading)
     for line, text in layout.rows:
         out.append(f"^FO{x0},{y}^A0N,{size},{size}^FH_^FD{_zpl_field(text)}^FS")

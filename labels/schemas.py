@@ -21,6 +21,44 @@ class LabelQuerySchema(_PrintOptions):
     )
     copies = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_COPIES))
     dpi = fields.Integer(load_default=203, validate=validate.OneOf([203, 300]))
+    preview = fields.Boolean(load_default=False, metadata={
+        "description": "a marked preview: records no print, its code never verifies"})
+
+
+class PrintToSchema(_PrintOptions):
+    """POST /items/{item_id}/label/print: ZPL sent to a printer of the user's site."""
+
+    printer = fields.String(required=True, validate=validate.Length(min=1, max=60))
+    copies = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_COPIES))
+
+
+class StockSchema(StrictSchema):
+    stock = fields.String(required=True, validate=validate.OneOf(["2x1", "3x2", "4x2"]))
+
+
+class PrinterInSchema(StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=60))
+    host = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    port = fields.Integer(load_default=9100, validate=validate.Range(min=1, max=65535))
+    dpi = fields.Integer(load_default=203, validate=validate.OneOf([203, 300]))
+
+
+class PrinterSchema(Schema):
+    name = fields.String()
+    site_code = fields.String()
+    host = fields.String()
+    port = fields.Integer()
+    dpi = fields.Integer()
+
+
+class LabelSetupSchema(Schema):
+    stocks = fields.Dict(keys=fields.String(), values=fields.String())
+    printers = fields.List(fields.Nested(PrinterSchema))
+
+
+class PrintedSchema(Schema):
+    label_ids = fields.List(fields.String())
+    printer = fields.String()
 
 
 class SheetQuerySchema(_PrintOptions):

@@ -25,12 +25,14 @@ copy, so copies can be told apart by what they encode:
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from flask import current_app, has_app_context
 from sqlalchemy import and_, bindparam, exists, func, or_, select
@@ -42,10 +44,11 @@ from gmp_mes.clock import utcnow
 from gmp_mes.errors import DomainError, Forbidden, NotFound, conflict, field_error
 from gmp_mes.models import User
 from labels import keys, render
-from labels.models import LabelFormat, LabelPrint, LabelVoid
+from labels.models import LabelFormat, LabelPrint, LabelPrinter, LabelStock, LabelVoid
 from labels.payload import (
     InvalidLabel,
     LabelPayload,
+    format_expiry,
     normalise_scan,
     parse,
     sign,
@@ -63,6 +66,8 @@ __all__ = [
     "payload_for_item",
     "verify_offline",
 ]
+
+log = logging.getLogger(__name__)
 
 # Set by labels.init_app from the settings of the application last created, for
 # callers without an application context (scheduler threads, tests' sessions).
@@ -403,13 +408,16 @@ def _prepare(
     if earlier is None and request.reprint:
         raise conflict("not_printed", f"{item_id} has no label yet: print the original first")
     now = utcnow()
+    stock = stock_for(session, data.get("site_code"), data["kind"])
+    _check_fit(data, stock, now)
     first_serial = _next_serial(session, item_id)
     key_id = keys.key_id(ring.current_public)
     labels: list[LabelPrint] = []
     views: list[render.LabelView] = []
     for serial in range(first_serial, first_serial + request.copies):
         text = sign(ring.private_key, *fields, serial)
-        view = render.build_view(data, text, reprint=request.reprint, now=now, serial=serial)
+        view = render.build_view(data, text, reprint=request.reprint, now=now, serial=serial,
+                                 stock=stock)
         label = LabelPrint(
             label_id=new_label_id(),
             item_id=data["item_id"],
@@ -546,6 +554,176 @@ def print_sheet(
         f"labels_{len(pairs)}_{request.paper}.pdf",
         [v.payload for _, v in pairs],
     )
+
+
+# --- stock, preview, networked printers (issue 15) -----------------------------------------
+
+LABEL_KINDS = ("final_product", "starting_material", "intermediate", "qc_sample",
+               "retention_sample", "wristband")
+
+
+def stock_for(session: Session, site_code: str | None, kind: str) -> str:
+    """The stock the site loads for this kind of label (default 4 x 2 inch)."""
+    if site_code is None:
+        return render.DEFAULT_STOCK
+    chosen = session.scalar(select(LabelStock.stock).where(
+        LabelStock.site_code == site_code, LabelStock.kind == kind))
+    return chosen or render.DEFAULT_STOCK
+
+
+def stocks_of(session: Session, site_code: str) -> dict[str, str]:
+    chosen = dict(session.execute(select(LabelStock.kind, LabelStock.stock).where(
+        LabelStock.site_code == site_code)).all())
+    return {kind: chosen.get(kind, render.DEFAULT_STOCK) for kind in LABEL_KINDS}
+
+
+def set_stock(session: Session, site_code: str, kind: str, stock: str) -> LabelStock:
+    """Choose the stock of one kind of label at a site (admin; audited)."""
+    from gmp_mes.models import Site
+
+    if session.scalar(select(Site.code).where(Site.code == site_code)) is None:
+        raise NotFound(f"no site {site_code}")
+    if kind not in LABEL_KINDS:
+        raise field_error("kind", f"must be one of {', '.join(LABEL_KINDS)}")
+    if stock not in render.STOCKS:
+        raise field_error("stock", f"must be one of {', '.join(render.STOCKS)}")
+    row = session.scalar(select(LabelStock).where(
+        LabelStock.site_code == site_code, LabelStock.kind == kind).with_for_update())
+    if row is None:
+        row = LabelStock(site_code=site_code, kind=kind, stock=stock)
+        session.add(row)
+    else:
+        row.stock = stock
+    session.flush()
+    return row
+
+
+def _check_fit(data: dict[str, Any], stock: str, now: datetime) -> None:
+    """Before anything is recorded: the label must fit its stock legibly."""
+    fields = (data["kind_code"], data["item_id"], data["coi_id"], data["expires_at"])
+    probe = render.build_view(data, sign(keyring().private_key, *fields, MAX_SERIAL_SHOWN),
+                              now=now, serial=MAX_SERIAL_SHOWN, stock=stock, reprint=True)
+    try:
+        render.check_fit(probe)
+    except render.LabelDoesNotFit as exc:
+        raise conflict("label_does_not_fit", str(exc)) from None
+
+
+# The widest copy number a label shows; the fit check uses it.
+MAX_SERIAL_SHOWN = 9999
+
+
+def preview_payload(data: dict[str, Any]) -> str:
+    """What a preview's code carries: the label's fields under PREVIEW, no signature,
+    so every scan refuses it (labels.payload.parse: malformed, "a preview")."""
+    expiry = format_expiry(data["expires_at"])
+    return (f"{render.PREVIEW_PREFIX}:{data['kind_code']}:{data['item_id']}:{data['coi_id']}:"
+            f"{expiry}:NOT-A-LABEL")
+
+
+def preview_label(session: Session, item_id: str, request: PrintRequest) -> PrintedLabel:
+    """A marked preview of the item's label: records no print, its code never
+    verifies, so the first real print afterwards is still the original (issue 15)."""
+    from identity import services as identity
+
+    request = _validate_request(PrintRequest(**{**request.__dict__, "copies": 1,
+                                                "reprint": False, "reason": None}))
+    item_id = identity.get_item(session, item_id).item_id
+    data = identity.label_data(session, item_id)
+    stock = stock_for(session, data.get("site_code"), data["kind"])
+    now = utcnow()
+    _check_fit(data, stock, now)
+    view = render.build_view(data, preview_payload(data), now=now, stock=stock, preview=True)
+    return PrintedLabel([], lambda: _render([view], request), MEDIA_TYPES[request.format],
+                        f"{item_id}_PREVIEW.{request.format}", [])
+
+
+PRINTER_TIMEOUT = 5.0  # seconds to connect and to hand over the label
+
+
+def printers_of(session: Session, site_code: str | None) -> list[LabelPrinter]:
+    if site_code is None:
+        return []
+    return list(session.scalars(select(LabelPrinter).where(
+        LabelPrinter.site_code == site_code, LabelPrinter.active.is_(True)
+    ).order_by(LabelPrinter.name)))
+
+
+def add_printer(session: Session, site_code: str, *, name: str, host: str, port: int = 9100,
+                dpi: int = 203) -> LabelPrinter:
+    """Configure a networked label printer of a site (admin; audited)."""
+    from gmp_mes.models import Site
+
+    if session.scalar(select(Site.code).where(Site.code == site_code)) is None:
+        raise NotFound(f"no site {site_code}")
+    name, host = (name or "").strip(), (host or "").strip()
+    errors: dict[str, list[str]] = {}
+    if not name or len(name) > 60:
+        errors["name"] = ["1 to 60 characters"]
+    if not host or len(host) > 255 or any(c.isspace() for c in host):
+        errors["host"] = ["a host name or IP address"]
+    if not 1 <= port <= 65535:
+        errors["port"] = ["between 1 and 65535"]
+    if dpi not in render.ZPL_DPIS:
+        errors["dpi"] = ["203 or 300"]
+    if errors:
+        from gmp_mes.errors import ValidationFailed
+
+        raise ValidationFailed("the printer is not valid", errors=errors)
+    if session.scalar(select(LabelPrinter.id).where(
+            LabelPrinter.site_code == site_code, LabelPrinter.name == name)) is not None:
+        raise conflict("conflict", f"site {site_code} already has a printer {name}")
+    printer = LabelPrinter(site_code=site_code, name=name, host=host, port=port, dpi=dpi,
+                           active=True)
+    session.add(printer)
+    session.flush()
+    return printer
+
+
+def send_zpl(host: str, port: int, data: bytes, *, timeout: float = PRINTER_TIMEOUT) -> None:
+    """Hand ZPL to a printer over raw TCP (Zebra port 9100): connect, send everything,
+    close our side and wait for the printer to close its side. OSError if refused."""
+    import socket
+
+    with socket.create_connection((host, port), timeout=timeout) as connection:
+        connection.sendall(data)  # raises if the printer refuses or drops the job
+        connection.shutdown(socket.SHUT_WR)
+        # Every byte is with the printer now. Most printers close when the job has been
+        # read; one that keeps the socket open has the job all the same, so the wait for
+        # its close is best effort: a label it took must be recorded, never reprinted
+        # as an "original" because the close came late.
+        connection.settimeout(min(timeout, 2.0))
+        try:
+            while connection.recv(4096):
+                continue
+        except OSError as exc:
+            log.info("printer %s:%s did not close after the job (%s); the job was sent",
+                     host, port, exc)
+
+
+def print_to_printer(
+    session: Session, item_id: str, printer_name: str, request: PrintRequest, *, user: Person
+) -> PrintedLabel:
+    """Print the item's label (ZPL) on a printer of the user's site. The copies are
+    recorded in this transaction, which commits only if the printer took the label:
+    a refused or unreachable printer leaves no print on record (409 printer_unreachable)."""
+    site = user.site.code if user.site is not None else None
+    printer = session.scalar(select(LabelPrinter).where(
+        LabelPrinter.site_code == site, LabelPrinter.name == (printer_name or "").strip(),
+        LabelPrinter.active.is_(True)))
+    if printer is None:
+        raise field_error("printer", f"no printer {printer_name!r} at site {site}")
+    request = PrintRequest(**{**request.__dict__, "format": "zpl", "dpi": printer.dpi})
+    printed = print_label(session, item_id, request, user_id=user.id)
+    try:
+        send_zpl(printer.host, printer.port, printed.content)
+    except OSError as exc:
+        raise conflict(
+            "printer_unreachable",
+            f"printer {printer.name} ({printer.host}:{printer.port}) did not take the label "
+            f"({exc.strerror or type(exc).__name__}); no print was recorded",
+        ) from None
+    return printed
 
 
 # --- void and replace --------------------------------------------------------------------

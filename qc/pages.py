@@ -13,6 +13,7 @@ from markupsafe import Markup, escape
 from werkzeug.wrappers import Response
 
 from batches import services as batches
+from gmp_mes import paging
 from gmp_mes.errors import DomainError, field_error
 from gmp_mes.http import db_session, roles_required, undo_failed_form
 from gmp_mes.schemas import form_number
@@ -111,12 +112,19 @@ def result_action(batch_number: str, result_id: int, action: str) -> Response:
 @bp.route("/qa/release")
 @roles_required("qa")
 def release_page() -> str:
-    return render_template("qc/release.html", queue=services.release_queue(db_session()))
+    return _release_queue()
+
+
+def _release_queue(kept: dict[str, Any] | None = None) -> str:
+    number, size = paging.requested(request.args, default_size=20)
+    queue, page = paging.cut(services.release_queue(
+        db_session(), limit=size + 1, offset=(number - 1) * size), number, size)
+    return render_template("qc/release.html", queue=queue, page=page, kept=kept)
 
 
 @bp.route("/qa/release/<batch_number>", methods=["POST"])
 @roles_required("qa")
-def release_action(batch_number: str) -> Response:
+def release_action(batch_number: str) -> Response | tuple[str, int]:
     session = db_session()
     action = request.form.get("action", "")
     try:
@@ -133,10 +141,17 @@ def release_action(batch_number: str) -> Response:
             flash(f"unknown action {action!r}", "error")
             return redirect(url_for("qc.release_page"))
     except DomainError as error:
+        # The queue comes back with what was typed in that form (never the password),
+        # the message at the form and whose signature failed (issue 15).
         fields = _refused(error)
-        detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in fields.items())
-        flash(f"{batch_number}: {error.detail}{' (' + detail + ')' if detail else ''}",
-              "error")
+        messages = [f"{k.replace('signature.password', 'your password')}: {', '.join(v)}"
+                    for k, v in fields.items()]
+        kept = {"batch": batch_number, "action": action,
+                "justification": request.form.get("justification", ""),
+                "reason": request.form.get("reason", ""),
+                "signature_failed": "signature.password" in fields,
+                "messages": [error.detail, *messages]}
+        return _release_queue(kept), error.status
     else:
         label = {"release": "released", "conditional_release": "CONDITIONALLY released",
                  "final_release": "finally released (conditional release ended)",

@@ -63,6 +63,8 @@ RELEASABLE_ITEM = "quarantine"
 POSITIVE_AFTER_RELEASE = "qc_positive_after_release"
 FINAL_RELEASE_DUE = "final_release_due"
 FINAL_RELEASE_GIVEN = "final_release_given"
+CONDITIONAL_RELEASE_GIVEN = "conditional_release_given"
+RELEASE_GIVEN = "release_given"
 
 
 def _identity() -> Any:
@@ -604,6 +606,20 @@ def release_batch(
     for item_id in item_ids:
         identity.transition_item(session, item_id, status, reason=why)
     batches.set_batch_status(session, batch_number, status, reason=why)
+    # The treating clinicians are told (issue 15): a conditional release means the
+    # product may reach the patient before every result is in.
+    raise_alert(session, AlertSpec(
+        cause=f"{CONDITIONAL_RELEASE_GIVEN if conditional else RELEASE_GIVEN}:{batch_number}",
+        kind=CONDITIONAL_RELEASE_GIVEN if conditional else RELEASE_GIVEN,
+        severity="warning" if conditional else "info",
+        subject_type="batch", subject_id=batch_number,
+        message=(f"Batch {batch_number} (COI {batch.coi_id}) is conditionally released by QA "
+                 f"({user.full_name}) before {', '.join(pending)}: {justification}"
+                 if conditional else
+                 f"Batch {batch_number} (COI {batch.coi_id}) is released by QA "
+                 f"({user.full_name})."),
+        roles=("clinician",), site_code=_treating_site(session, batch.coi_id),
+    ))
     return decision
 
 
@@ -915,12 +931,14 @@ def release_decision(session: Session, batch_number: str) -> dict[str, Any] | No
 QUEUE_STATUSES = ("awaiting_release", "on_hold", "conditionally_released")
 
 
-def release_queue(session: Session, *, limit: int | None = None) -> list[dict[str, Any]]:
+def release_queue(session: Session, *, limit: int | None = None,
+                  offset: int = 0) -> list[dict[str, Any]]:
     """Batches awaiting QA (or on hold, or conditionally released and awaiting results or
     their final release), oldest first, each with what is missing for a release."""
     rows = []
     waiting = list(reversed(batches.list_batches(session, statuses=QUEUE_STATUSES)))
-    for batch in waiting[:limit]:
+    # Only the page's batches get their (costly) overview.
+    for batch in waiting[offset:None if limit is None else offset + limit]:
         overview = qc_overview(session, batch.batch_number)
         final_due = False
         if batch.status == "conditionally_released":

@@ -223,9 +223,15 @@ def test_batch_pages(plant: Plant, client) -> None:
     posted = client.post(f"/batches/{number}/steps/expansion",
                          data={**form, "csrf_token": token, "password": "wrong",
                                "meaning": "performed"})
-    assert posted.status_code == 302
-    followed = client.get(f"/batches/{number}").get_data(as_text=True)
-    assert "password does not match" in followed
+    # Issue 15: the refused form comes back with every value typed (never the password)
+    # and says whose signature failed, at the field and in a summary that takes focus.
+    assert posted.status_code == 401
+    again = posted.get_data(as_text=True)
+    assert "Your signature (performer) failed" in again and "data-focus" in again
+    assert "your password (the performer&#39;s) was wrong" in again
+    for name, value in form.items():
+        assert f'name="{name}"' in again and f'value="{value}"' in again, name
+    assert 'value="wrong"' not in again
     posted = client.post(f"/batches/{number}/steps/expansion",
                          data={**form, "csrf_token": token, "password": plant.operator.password,
                                "meaning": "performed"})

@@ -20,6 +20,15 @@ from tests.test_batches_fixtures import Plant, bad_value, good_values, plant_fix
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
+
+def shown(signature: dict) -> str:
+    """A signature as the PDF prints it (issue 15): the site's local time first, UTC
+    after; the JSON keeps the UTC manifestation."""
+    from gmp_mes import localtime
+
+    return localtime.signature_line(signature, localtime.zone("Europe/Paris"), with_utc=True)
+
+
 def pdf_text(data: bytes) -> str:
     document = pdfium.PdfDocument(data)
     try:
@@ -71,15 +80,15 @@ def test_pdf_contains_every_signature_and_deviation(plant: Plant) -> None:
     manifestations: list[str] = []
     for step in data["steps"]:
         for rec in step["records"] + step["superseded"]:
-            manifestations.append(rec["signature"]["manifestation"])
+            manifestations.append(shown(rec["signature"]))
             if rec["verifier_signature"]:
-                manifestations.append(rec["verifier_signature"]["manifestation"])
+                manifestations.append(shown(rec["verifier_signature"]))
     for dev in data["deviations"]:
-        manifestations.append(dev["assessment_signature"]["manifestation"])
-        manifestations.append(dev["closure_signature"]["manifestation"])
+        manifestations.append(shown(dev["assessment_signature"]))
+        manifestations.append(shown(dev["closure_signature"]))
         assert dev["number"] in text
         assert squash(dev["description"]) in text
-    manifestations.append(data["process"]["approval_signature"]["manifestation"])
+    manifestations.append(shown(data["process"]["approval_signature"]))
     assert len(manifestations) > 15
     for line, times in Counter(manifestations).items():
         assert text.count(squash(line)) >= times, line  # every signature, each time
@@ -188,8 +197,8 @@ def test_pdf_shows_qc_results_and_the_release_decision(plant: Plant, make_user) 
     for row in data["qc"]:
         assert row["status"] == "passed"
         for result in row["results"]:
-            assert squash(result["signature"]["manifestation"]) in text
-    release_signatures = [v["manifestation"] for v in data["release"].values()
+            assert squash(shown(result["signature"])) in text
+    release_signatures = [shown(v) for v in data["release"].values()
                           if isinstance(v, dict) and "manifestation" in v]
     assert release_signatures
     for line in release_signatures:

@@ -45,13 +45,17 @@ def test_scan_page_ok_and_stop(world: World, client) -> None:
     browser = Browser(client, world.operator)
     page = browser.get("/scan").get_data(as_text=True)
     assert 'id="payload"' in page and "autofocus" in page
-    ok = browser.post("/scan", {"payload": world.payload(bag) + "\r\n"}).get_data(as_text=True)
+    posted = browser.post("/scan", {"payload": world.payload(bag) + "\r\n"})
+    assert posted.status_code == 302  # post/redirect/get: Back never re-posts a scan
+    ok = browser.get(posted.headers["Location"]).get_data(as_text=True)
     assert "verdict ok" in ok and bag in ok and "B-1" in ok and 'class="coi-check"' in ok
     assert "autofocus" in ok  # ready for the next scan without the mouse
     world.set_status(bag, "blocked")
-    stop = browser.post("/scan", {"payload": world.payload(bag)}).get_data(as_text=True)
+    stop = browser.get(browser.post("/scan", {"payload": world.payload(bag)}).headers[
+        "Location"]).get_data(as_text=True)
     assert "verdict stop" in stop and "blocked" in stop
-    garbage = browser.post("/scan", {"payload": "NOT A LABEL"}).get_data(as_text=True)
+    garbage = browser.get(browser.post("/scan", {"payload": "NOT A LABEL"}).headers[
+        "Location"]).get_data(as_text=True)
     assert "STOP" in garbage and "malformed" in garbage
 
 
@@ -77,7 +81,9 @@ def test_bedside_page_match_and_administer(world: World, client) -> None:
     done = browser.post("/bedside/administer", {
         "patient_payload": wristband, "product_payload": product, "password": PASSWORD,
         "meaning": "administered"})
-    assert done.status_code == 200 and "ADMINISTERED" in done.get_data(as_text=True)
+    assert done.status_code == 302  # post/redirect/get (issue 15)
+    shown = browser.get(done.headers["Location"])
+    assert shown.status_code == 200 and "ADMINISTERED" in shown.get_data(as_text=True)
     again = browser.post("/bedside", {"patient_payload": wristband, "product_payload": product})
     html = again.get_data(as_text=True)
     assert "DO NOT INFUSE" in html and "already_administered" in html

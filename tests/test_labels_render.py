@@ -82,8 +82,9 @@ def test_final_product_text() -> None:
         "COI A9999 26 000001",
         "Product: Anti-CD19 CAR-T cells, 68 mL",
         "Batch: B26-000123",
-        "EXP: 2027-03-04 05:06 UTC",
-        "2027-03-04 06:06 CET site time",
+        # One clock (issue 15): the site's local time first, UTC after it.
+        "EXP: 2027-03-04 06:06 CET",
+        "(2027-03-04 05:06 UTC)",
         "Store in vapour phase of liquid nitrogen ≤ -150 °C",
         "CONDITIONAL RELEASE - RESULT PENDING",
         "ITM-ABCDEFGH",
@@ -283,7 +284,8 @@ def test_zpl_structure(dpi: int, kind: str) -> None:
     lines = zpl.strip().splitlines()
     assert lines[0] == "^XA" and lines[-1] == "^XZ"
     assert zpl.count("^XA") == 1 and zpl.count("^XZ") == 1
-    width, height = (406, 203) if dpi == 203 else (600, 300)
+    # The default stock is 4 x 2 inch (issue 15: 2 x 1 inch text was unreadable).
+    width, height = (812, 406) if dpi == 203 else (1200, 600)
     assert f"^PW{width}" in zpl and f"^LL{height}" in zpl
     assert "^PQ3," in zpl
     qr = [line for line in lines if "^BQ" in line]

@@ -214,14 +214,21 @@ def test_release_queue_page_and_release_form(lab: Lab, client) -> None:
     page = client.get("/qa/release", headers={"Accept": "text/html"})
     html = page.get_data(as_text=True)
     assert page.status_code == 200
-    assert ready in html and waiting in html and "qc_incomplete" in html
+    assert ready in html and waiting in html and "qc incomplete" in html  # words, not codes
     assert "Conditional release" in html and "justification" in html
     token = csrf_from(html)
     wrong = client.post(f"/qa/release/{ready}", data={
         "csrf_token": token, "action": "release", "password": "wrong"})
-    assert wrong.status_code == 302
+    # Issue 15: the queue comes back at once, the form's text kept, saying whose
+    # signature failed (no redirect that would lose what was typed).
+    assert wrong.status_code == 401
+    assert "Your signature failed" in wrong.get_data(as_text=True)
     assert lab.status(ready) == "awaiting_release"
-    assert "password" in client.get("/qa/release").get_data(as_text=True)
+    kept = client.post(f"/qa/release/{waiting}", data={
+        "csrf_token": token, "action": "conditional", "password": "wrong",
+        "justification": "patient relapsing, sterility pending"})
+    assert kept.status_code == 401
+    assert "patient relapsing, sterility pending</textarea>" in kept.get_data(as_text=True)
     done = client.post(f"/qa/release/{ready}", data={
         "csrf_token": token, "action": "release", "password": lab.qa.password})
     assert done.status_code == 302 and lab.status(ready) == "released"

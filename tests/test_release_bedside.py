@@ -127,8 +127,10 @@ def test_bedside_page_shows_the_conditional_release_warning(
     done = client.post("/bedside/administer", data={
         "csrf_token": csrf_from(text), "patient_payload": wristband, "product_payload": bag,
         "meaning": "administered", "password": lab.plant.clinician.password})
-    confirmation = done.get_data(as_text=True)
-    assert done.status_code == 200 and "ADMINISTERED" in confirmation
+    assert done.status_code == 302  # post/redirect/get (issue 15)
+    shown = client.get(done.headers["Location"], headers={"Accept": "text/html"})
+    confirmation = shown.get_data(as_text=True)
+    assert shown.status_code == 200 and "ADMINISTERED" in confirmation
     assert "conditional_release" in confirmation and "sterility" in confirmation
 
 

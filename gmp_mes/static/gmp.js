@@ -4,3 +4,9 @@ document.addEventListener("change", function (event) {
   var field = event.target;
   if (field.matches && field.matches("[data-autosubmit]") && field.form) { field.form.submit(); }
 });
+/* An error summary at the top of a form takes the focus, so the first thing a person
+   (and a screen reader) meets after a refused form is what to fix (issue 15). */
+document.addEventListener("DOMContentLoaded", function () {
+  var summary = document.querySelector("[data-focus]");
+  if (summary) { summary.focus(); }
+});

@@ -193,7 +193,7 @@ def test_full_batch_from_enrolment_to_bedside_through_the_pages(
                     scan=starting_label if code == "receipt" else None)
         if code == "receipt":  # the identity check by scanning the bag: OK
             assert page.locator("section#receipt .scan-verdict").inner_text() == "OK"
-    assert "awaiting_release" in page.locator("h1 .badge").inner_text()
+    assert "awaiting release" in page.locator("h1 .badge").inner_text()  # words, not codes
     bag = page.locator("section#fill a[href^='/items/ITM-']").first.inner_text()
     screenshot(page, "batch-record")
     bag_label = print_and_read_label(page, bag)
@@ -221,7 +221,8 @@ def test_full_batch_from_enrolment_to_bedside_through_the_pages(
     release = entry.locator("form", has=page.locator("input[value=release]"))
     release.get_by_label("Your password").fill(qa.password)
     release.get_by_role("button", name="Release").click()
-    refused = flash_text(page)
+    # Issue 15: the refusal is shown at the batch's entry, in its focused summary.
+    refused = page.locator(f"#b-{batch_number} .error-summary").inner_text()
     assert "another QA person must release it" in refused, refused
     screenshot(page, "release-refused-segregation")
     # A second QA person releases it.

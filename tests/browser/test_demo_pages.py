@@ -182,9 +182,9 @@ def test_release_refused_with_the_missing_conditions_shown(browser: Any, live_se
     page.goto("/qa/release")
     entry = page.locator(f"#b-{waiting}")
     missing = entry.locator("ul.problems").inner_text()
-    assert "qc_incomplete" in missing and "potency" in missing, missing
+    assert "qc incomplete" in missing and "potency" in missing, missing
     assert entry.get_by_role("button", name="Release", exact=True).count() == 0
-    assert "open_deviation" in page.locator(f"#b-{held}").locator("ul.problems").inner_text()
+    assert "open deviation" in page.locator(f"#b-{held}").locator("ul.problems").inner_text()
     screenshot(page, "qa-release-queue")
 
     # QC completes the results: the batch becomes releasable on QA's screen ...
@@ -217,7 +217,7 @@ def test_release_refused_with_the_missing_conditions_shown(browser: Any, live_se
     report.locator("select[name=severity]").select_option("major")
     report.locator("[name=description]").fill("Bag 2 label smudged during cryostorage check")
     report.get_by_role("button", name="Report deviation").click()
-    assert "on_hold" in op_page.locator("h1").inner_text()
+    assert "on hold" in op_page.locator("h1").inner_text()
     operator.close()
     qc.close()
 
@@ -225,8 +225,9 @@ def test_release_refused_with_the_missing_conditions_shown(browser: Any, live_se
     release = entry.locator("form", has=page.locator("input[value=release]"))
     release.get_by_label("Your password").fill(DEMO_PASSWORD)
     release.get_by_role("button", name="Release").click()
-    refused = flash_text(page)
-    assert f"{waiting}: batch {waiting} cannot be released" in refused, refused
+    # Issue 15: the refusal comes back at the batch's entry, focused, not as a flash.
+    refused = page.locator(f"#b-{waiting} .error-summary").inner_text()
+    assert f"batch {waiting} cannot be released" in refused, refused
     assert "open major or critical deviation" in refused, refused
     screenshot(page, "release-refused")
 
@@ -236,7 +237,7 @@ def test_record_item_alerts_audit_and_admin_pages(page: Any, app: Any, db: Any,
     held = batch_of(demo, "on_hold")
     sign_in(page, "qa")
     page.goto(f"/batches/{held}")
-    assert "on_hold" in page.locator("h1").inner_text()
+    assert "on hold" in page.locator("h1").inner_text()
     assert "Controlled-rate freezer door alarm" in page.locator("main").inner_text()
     screenshot(page, "batch-record-on-hold")
     thawed_bag = bags_of(app, db, batch_of(demo, "thawed"))[0]

@@ -66,6 +66,15 @@ def people(app: Any, db: Any, make_site: Any, make_user: Any) -> dict[str, Any]:
     return found
 
 
+def form_kept(page: Any) -> bool:
+    """Every value typed is back in the refused receipt form, the passwords are not."""
+    form = page.locator("section#receipt > form.step-form")
+    typed = all(form.locator(f"[name=v_{name}]").input_value() == (
+        ("yes" if value else "no") if isinstance(value, bool) else str(value))
+        for name, value in _step_values(1)["receipt"].items())
+    return typed and form.get_by_label("Your password").input_value() == ""
+
+
 def _fill_receipt(page: Any, people: dict[str, Any]) -> Any:
     form = page.locator("section#receipt > form.step-form")
     for name, value in _step_values(1)["receipt"].items():
@@ -99,8 +108,12 @@ def test_receipt_step_done_by_scanning_the_bag_shows_ok(
     _fill_receipt(page, people)
     with page.expect_navigation():
         scan_into(page, "section#receipt > form.step-form input[name=scan]", other_label)
-    refused = flash_text(page)
+    # Issue 15: the refused form comes back at the step with its summary (focused).
+    summary = page.locator("section#receipt .error-summary")
+    refused = summary.inner_text()
     assert "scanned label is refused" in refused and "wrong patient" in refused, refused
+    assert page.evaluate("document.activeElement.classList.contains('error-summary')")
+    assert form_kept(page)
     assert page.locator("section#receipt .step-record").count() == 0
     screenshot(page, "receipt-scan-refused")
 
