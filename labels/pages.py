@@ -19,7 +19,13 @@ from marshmallow import ValidationError
 from sqlalchemy.orm import Session
 
 from gmp_mes.errors import DomainError, NotFound, field_error
-from gmp_mes.http import _rollback, commit_unit_of_work, db_session, roles_required
+from gmp_mes.http import (
+    _rollback,
+    commit_unit_of_work,
+    db_session,
+    roles_required,
+    undo_failed_form,
+)
 from gmp_mes.schemas import form_fields
 from labels import render, services
 from labels.schemas import LabelQuerySchema, ReplaceSchema, SheetQuerySchema, VoidSchema
@@ -258,7 +264,9 @@ def setup_page() -> str | Response | tuple[str, int]:
                     host=request.form.get("host", ""), port=int(port), dpi=int(dpi))
                 message = f"{site}: printer {printer.name} added"
         except DomainError as exc:
-            _rollback()
+            # Roll back but keep the request's session: the page is rendered from it next
+            # (a closed-and-reused session would reopen a write nobody ends).
+            undo_failed_form(exc)
             errors = {k: list(v) for k, v in (exc.errors or {}).items()}
             error = exc.detail
         else:

@@ -35,7 +35,7 @@ def _longest_final_product() -> dict:
         conditional=True, status="expired")
 
 
-@pytest.mark.requirement("ISO 15223-1")
+@pytest.mark.requirement("SPEC §4")
 @pytest.mark.parametrize(("stock", "longest"), [("4x2", True), ("4x2", False), ("3x2", False)])
 @pytest.mark.parametrize("reprint", [False, True])
 def test_final_product_text_is_at_least_2_mm_at_300_dpi(stock: str, longest: bool,

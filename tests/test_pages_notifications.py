@@ -16,7 +16,7 @@ def _alerts(lab: Lab, kind: str) -> list[dict]:
         return [dict(r._mapping) for r in rows]
 
 
-@pytest.mark.requirement("EU GMP Annex 16 §3.3")
+@pytest.mark.requirement("EU GMP Part IV 11.5")
 def test_conditional_release_tells_the_treating_clinicians(lab: Lab) -> None:
     number = lab.ready(skip=("sterility",))
     assert lab.release(number, conditional=True,
