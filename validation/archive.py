@@ -19,7 +19,6 @@ import struct
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.orm import Session
 
 from gmp_mes import audit
+from gmp_mes.clock import utcnow
 from validation import signing
 
 FORMAT = "gmp-mes archive 1"
@@ -247,7 +247,7 @@ def build_archive(session: Session, involved: Involved, *, created_by: str,
     manifest = {
         "format": FORMAT,
         "subject": {"kind": involved.kind, "id": involved.subject},
-        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "created_at": audit.format_time(utcnow()),
         "created_by": created_by,
         "anchor": str(anchor),
         "events": [e["seq"] for e in events],

@@ -33,7 +33,6 @@ import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL, make_url
 
 from gmp_mes import audit
+from gmp_mes.clock import utcnow
 from gmp_mes.db import Database, QueuedWriterConnection
 from validation import signing
 
@@ -196,7 +196,7 @@ def backup(db: Database, out: Path, *, actor: audit.Actor,
         description = {
             "format": FORMAT,
             "dialect": db.dialect,
-            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "created_at": audit.format_time(utcnow()),
             "payload": payload.name,
             "payload_sha256": _sha256_file(payload),
             "payload_bytes": payload.stat().st_size,

@@ -17,7 +17,7 @@ import sqlite3
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from gmp_mes import audit
+from gmp_mes.clock import utcnow
 from gmp_mes.settings import FIN_PATTERN, Settings
 from validation import signing
 
@@ -291,10 +293,10 @@ def safe_url(url: str) -> str:
 
 def build_record(checks: list[Check], settings: Settings, performed_by: str,
                  at: datetime | None = None) -> dict[str, Any]:
-    at = at or datetime.now(UTC)
+    at = at or utcnow()
     return {
         "record": RECORD_KIND,
-        "performed_at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "performed_at": audit.format_time(at),
         "performed_by": performed_by,
         "host": platform.node(),
         "database": safe_url(settings.database_url),
