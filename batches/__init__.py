@@ -1,10 +1,13 @@
-"""The batches domain: registered by the application factory through init_app."""
+"""The batches domain: installed as a domain (``gmp_mes.registry``), set up by init_app."""
 
 from __future__ import annotations
 
 from flask import Flask
 from flask_smorest import Api
 from sqlalchemy.orm import Session
+
+# The domains this one builds on (registered before it; gmp_mes.registry).
+REQUIRES: tuple[str, ...] = ("identity",)
 
 
 def _load_definitions(app: Flask, session: Session) -> list[str]:
@@ -33,8 +36,7 @@ def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands and jobs."""
     from batches import api as batches_api
     from batches import cli, pages
-    from gmp_mes.app import add_init_hook, add_job
-    from gmp_mes.pages import add_dashboard_panel, add_nav, add_search
+    from gmp_mes.registry import add_dashboard_panel, add_init_hook, add_job, add_nav, add_search
 
     api.register_blueprint(batches_api.blp)
     app.register_blueprint(pages.bp)

@@ -29,7 +29,7 @@ from gmp_mes import accounts, audit
 from gmp_mes.errors import AlreadyExists, DomainError, NotFound, ValidationFailed
 from gmp_mes.http import db_session, roles_required
 from gmp_mes.models import Role, SiteKind
-from gmp_mes.pages import add_nav
+from gmp_mes.registry import add_nav
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
 

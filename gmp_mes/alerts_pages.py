@@ -19,7 +19,7 @@ from gmp_mes.alerts_api import AcknowledgeSchema, AlertQuerySchema
 from gmp_mes.clock import utcnow
 from gmp_mes.errors import DomainError, Unauthenticated
 from gmp_mes.http import current_user, db_session
-from gmp_mes.pages import add_dashboard_panel, add_nav
+from gmp_mes.registry import add_dashboard_panel, add_nav
 
 bp = Blueprint("alerts", __name__, template_folder="templates")
 FILTERS = ("status", "site", "kind")

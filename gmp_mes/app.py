@@ -1,28 +1,21 @@
-"""Application factory: the one place in the core that knows the domains."""
+"""Application factory: the core, then every installed domain (``gmp_mes.registry``)."""
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from flask import Flask
 from flask_smorest import Api
-from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from gmp_mes import http, idempotency
+from gmp_mes import http, idempotency, registry
 from gmp_mes.db import Database
 from gmp_mes.deadline import Timeouts
 from gmp_mes.schemas import ProblemSchema
 from gmp_mes.settings import Settings, load_settings
-
-# Domain packages, registered in this order. Each exposes ``init_app(app, api)``.
-DOMAINS: tuple[str, ...] = ("identity", "labels", "batches", "qc", "validation")
-
-InitHook = Callable[[Flask, Session], list[str]]
 
 
 class ProblemApi(Api):
@@ -50,7 +43,10 @@ class ProblemApi(Api):
         self.spec.components.response("DEFAULT_ERROR", response, lazy=True)
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+def create_app(test_config: dict[str, Any] | None = None,
+               domains: Sequence[registry.Domain] | None = None) -> Flask:
+    """The application with every installed domain (or only ``domains``), in the order
+    of their requirements."""
     settings = load_settings(test_config)
     app = http.GmpFlask("gmp_mes", instance_path=str(settings.instance_path))
     app.config.update(
@@ -77,8 +73,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from gmp_mes.accounts import Policy
 
     app.extensions["gmp_mes.db"].session_info["policy"] = Policy.from_settings(settings)
-    app.extensions["gmp_mes.init_hooks"] = []
-    app.extensions["gmp_mes.jobs"] = []
+    registry.of(app).domains = list(registry.installed_domains() if domains is None
+                                    else domains)
     if settings.trusted_proxies:
         # Behind a TLS-terminating proxy: request.is_secure (HSTS) and the client address
         # come from the X-Forwarded-* headers of that many proxies, no more.
@@ -92,8 +88,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     header.init_spec(api.spec)
     api.spec.plugins.append(header)
     _register_core(app, api)
-    for name in DOMAINS:
-        importlib.import_module(name).init_app(app, api)
+    for domain in registry.of(app).domains:
+        domain.init_app(app, api)
     _register_core_jobs(app)
     return app
 
@@ -112,16 +108,15 @@ def _register_core(app: Flask, api: Api) -> None:
     cli.register(app)
     from gmp_mes import ratelimit
 
-    add_job(app, ratelimit.job)  # ended rate-limit windows
-    add_job(app, idempotency.purge_job)
-    importlib.import_module("demo").register(app)  # `gmp-mes demo` knows every domain
+    registry.add_job(app, ratelimit.job)  # ended rate-limit windows
+    registry.add_job(app, idempotency.purge_job)
 
 
 def _register_core_jobs(app: Flask) -> None:
     from gmp_mes import checkpoints, clock_pages
 
     # After the domains' jobs: a checkpoint then signs what this round's sweep wrote.
-    add_job(app, checkpoints.job)
+    registry.add_job(app, checkpoints.job)
     clock_pages.init_app(app)
 
 
@@ -138,12 +133,3 @@ def timeouts_of(settings: Settings) -> Timeouts:
 def settings_of(app: Flask) -> Settings:
     return app.config["GMP_SETTINGS"]
 
-
-def add_init_hook(app: Flask, hook: InitHook) -> None:
-    """Domains add work for ``gmp-mes init`` (load definitions, create keys)."""
-    app.extensions["gmp_mes.init_hooks"].append(hook)
-
-
-def add_job(app: Flask, job: Callable[[Flask], Any]) -> None:
-    """Domains add scheduler jobs; the scheduler host runs them each sweep interval."""
-    app.extensions["gmp_mes.jobs"].append(job)

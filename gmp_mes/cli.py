@@ -16,17 +16,17 @@ from typing import Any
 
 import click
 from flask import Flask, current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import with_appcontext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from gmp_mes import accounts, audit, migrate
+from gmp_mes import accounts, audit, migrate, registry
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
 from gmp_mes.db import Database
 from gmp_mes.errors import DomainError
 from gmp_mes.models import Role, SiteKind
-from gmp_mes.settings import SettingsError, load_settings
+from gmp_mes.settings import SettingsError
 
 
 def database() -> Database:
@@ -121,7 +121,7 @@ def init_command() -> None:
     """Create or upgrade the schema, load definitions, create the signing key."""
     migrate.upgrade(database().engine)
     click.echo("schema: up to date")
-    for hook in current_app.extensions["gmp_mes.init_hooks"]:
+    for hook in registry.of(current_app).init_hooks:
         with unit_of_work() as session:
             for line in hook(current_app, session):
                 click.echo(line)
@@ -416,20 +416,6 @@ def register(app: Flask) -> None:
         sweep_command,
     ):
         app.cli.add_command(command)
-
-
-def main() -> None:
-    """Console entry point: settings are checked first so errors are one line."""
-    try:
-        load_settings()
-    except SettingsError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(2)
-    from gmp_mes.app import create_app
-
-    FlaskGroup(
-        name="gmp-mes", create_app=create_app, add_version_option=False, load_dotenv=False
-    ).main(prog_name="gmp-mes")
 
 
 @click.command("scheduler")

@@ -13,33 +13,30 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, MetaData
 
-from gmp_mes import deadline
+from gmp_mes import deadline, registry
 from gmp_mes.db import Base
 
 CORE_MIGRATIONS = Path(__file__).parent / "migrations"
+# The core's modules that declare tables (imported by name: models import the audit trail).
+CORE_MODELS = ("gmp_mes.models", "gmp_mes.alerts", "gmp_mes.checkpoints", "gmp_mes.clockwatch")
 
 
 def target_metadata() -> MetaData:
-    from gmp_mes.app import DOMAINS
-
-    importlib.import_module("gmp_mes.models")
-    importlib.import_module("gmp_mes.alerts")
-    importlib.import_module("gmp_mes.checkpoints")
-    importlib.import_module("gmp_mes.clockwatch")
-    for name in DOMAINS:
-        importlib.import_module(f"{name}.models")
+    """Every table: the core's and those of each installed domain that has migrations."""
+    for module in CORE_MODELS:
+        importlib.import_module(module)
+    for domain in registry.installed_domains():
+        if domain.migrations is not None:
+            importlib.import_module(f"{domain.name}.models")
     return Base.metadata
 
 
 def alembic_config() -> Config:
-    from gmp_mes.app import DOMAINS
-
     config = Config()
     config.set_main_option("script_location", str(CORE_MIGRATIONS))
     locations = [str(CORE_MIGRATIONS / "versions")]
-    for name in DOMAINS:
-        module = importlib.import_module(name)
-        locations.append(str(Path(module.__file__).parent / "migrations"))  # type: ignore[arg-type]
+    locations += [str(domain.migrations) for domain in registry.installed_domains()
+                  if domain.migrations is not None]
     config.set_main_option("version_locations", " ".join(locations))
     config.set_main_option("path_separator", "space")
     return config

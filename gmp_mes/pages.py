@@ -23,7 +23,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
-from gmp_mes import accounts, audit, localtime
+from gmp_mes import accounts, audit, localtime, registry
 from gmp_mes.audit import Actor
 from gmp_mes.audit_queries import changes_of, has_newer, search_events, stream_events
 from gmp_mes.clock import utcnow
@@ -45,16 +45,6 @@ bp = Blueprint(
     static_folder="static",
     static_url_path="/static/core",
 )
-
-
-def add_nav(app: Any, endpoint: str, label: str, roles: tuple[str, ...] = ()) -> None:
-    """Domains add their pages to the navigation bar, shown to the roles named."""
-    app.extensions.setdefault("gmp_mes.nav", []).append((endpoint, label, roles))
-
-
-def add_dashboard_panel(app: Any, panel: Any) -> None:
-    """A panel is ``panel(session, user) -> (title, html) | None``."""
-    app.extensions.setdefault("gmp_mes.panels", []).append(panel)
 
 
 @bp.app_template_filter("site_time")
@@ -101,11 +91,10 @@ def words(code: str | None) -> str:
 @bp.app_context_processor
 def _navigation() -> dict[str, Any]:
     user = current_user()
-    entries = current_app.extensions.get("gmp_mes.nav", [])
     visible = [
-        (endpoint, label)
-        for endpoint, label, roles in entries
-        if user is not None and (not roles or user.has_role(*roles))
+        (entry.endpoint, entry.label)
+        for entry in registry.of(current_app).nav
+        if user is not None and (not entry.roles or user.has_role(*entry.roles))
     ]
     return {"nav_entries": visible}
 
@@ -230,7 +219,7 @@ def _require_login_for_pages() -> Response | None:
 def dashboard() -> str:
     s = db_session()
     panels = []
-    for panel in current_app.extensions.get("gmp_mes.panels", []):
+    for panel in registry.of(current_app).panels:
         rendered = panel(s, g.user)
         if rendered is not None:
             panels.append(rendered)
@@ -356,14 +345,6 @@ def audit_csv() -> Response | tuple[str, int]:
 
 # --- global search ------------------------------------------------------------------------
 
-SearchResolver = Any  # (session, user, text) -> url | None, or raises DomainError
-
-
-def add_search(app: Any, resolver: SearchResolver) -> None:
-    """Domains teach the header's search box their ids (item, COI, batch, label)."""
-    app.extensions.setdefault("gmp_mes.search", []).append(resolver)
-
-
 @bp.route("/search")
 @roles_required()
 def search() -> Response | tuple[str, int]:
@@ -375,7 +356,7 @@ def search() -> Response | tuple[str, int]:
     if len(text) > 1000:
         return render_template("search.html", q=text[:100], error="too long to be an id"), 422
     s = db_session()
-    for resolver in current_app.extensions.get("gmp_mes.search", []):
+    for resolver in registry.of(current_app).search:
         try:
             target = resolver(s, g.user, text)
         except DomainError as exc:

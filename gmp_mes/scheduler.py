@@ -27,6 +27,7 @@ from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from gmp_mes import registry
 from gmp_mes.audit import Actor
 from gmp_mes.errors import DomainError
 from gmp_mes.notify import Notifier
@@ -55,7 +56,7 @@ def run_jobs(app: Flask, still_leader: Callable[[], bool] | None = None) -> RunR
     from gmp_mes.db import is_retryable
 
     result = RunResult()
-    for job in app.extensions["gmp_mes.jobs"]:
+    for job in registry.of(app).jobs:
         if still_leader is not None and not still_leader():
             log.warning("scheduler lease lapsed: sweep stopped before %s", job_name(job))
             result.failed.append(job_name(job))

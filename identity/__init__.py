@@ -1,15 +1,17 @@
-"""The identity domain: registered by the application factory through init_app."""
+"""The identity domain: installed as a domain (``gmp_mes.registry``), set up by init_app."""
 
 from __future__ import annotations
 
 from flask import Flask
 from flask_smorest import Api
 
+# The domains this one builds on (registered before it; gmp_mes.registry).
+REQUIRES: tuple[str, ...] = ("labels",)
+
 
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands and jobs."""
-    from gmp_mes.app import add_job
-    from gmp_mes.pages import add_dashboard_panel, add_nav, add_search
+    from gmp_mes.registry import add_dashboard_panel, add_job, add_nav, add_search
     from identity import api as identity_api
     from identity import pages, sweep
 

@@ -1,10 +1,13 @@
-"""The labels domain: registered by the application factory through init_app."""
+"""The labels domain: installed as a domain (``gmp_mes.registry``), set up by init_app."""
 
 from __future__ import annotations
 
 from flask import Flask
 from flask_smorest import Api
 from sqlalchemy.orm import Session
+
+# The domains this one builds on (registered before it; gmp_mes.registry).
+REQUIRES: tuple[str, ...] = ()
 
 
 def _ensure_signing_key(app: Flask, session: Session) -> list[str]:
@@ -26,8 +29,7 @@ def _ensure_signing_key(app: Flask, session: Session) -> list[str]:
 
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands and jobs."""
-    from gmp_mes.app import add_init_hook
-    from gmp_mes.pages import add_nav
+    from gmp_mes.registry import add_init_hook, add_nav
     from labels import api as labels_api
     from labels import cli, pages, services
 

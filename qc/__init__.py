@@ -1,15 +1,17 @@
-"""The qc domain: registered by the application factory through init_app."""
+"""The qc domain: installed as a domain (``gmp_mes.registry``), set up by init_app."""
 
 from __future__ import annotations
 
 from flask import Flask
 from flask_smorest import Api
 
+# The domains this one builds on (registered before it; gmp_mes.registry).
+REQUIRES: tuple[str, ...] = ("batches", "identity")
+
 
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands and jobs."""
-    from gmp_mes.app import add_job
-    from gmp_mes.pages import add_dashboard_panel, add_nav
+    from gmp_mes.registry import add_dashboard_panel, add_job, add_nav
     from qc import api as qc_api
     from qc import pages, sweep
 

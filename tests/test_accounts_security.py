@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from gmp_mes import accounts
+from gmp_mes import accounts, registry
 from gmp_mes.audit import Actor
 from gmp_mes.clock import clock, utcnow
 from tests.conftest import PASSWORD, sig
@@ -703,4 +703,4 @@ def test_the_sweep_drops_ended_rate_limit_windows(app, client, make_user, db) ->
     clock.advance(timedelta(minutes=6))
     ratelimit.job(app)
     assert count(db, "rate_limit") == 0
-    assert ratelimit.job in app.extensions["gmp_mes.jobs"]
+    assert ratelimit.job in registry.of(app).jobs

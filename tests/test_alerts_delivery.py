@@ -19,7 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select, text
 
-from gmp_mes import alerts, notify
+from gmp_mes import alerts, notify, registry
 from gmp_mes.alerts import AlertDelivery, AlertSpec
 from gmp_mes.audit import Actor
 from gmp_mes.clock import clock, utcnow
@@ -295,7 +295,7 @@ def test_scheduler_delivers_in_the_background_without_blocking_the_sweep(
         raise_one(app_.extensions["gmp_mes.db"], cause="expired:ITM-BG")
         return ["alert raised for ITM-BG"]
 
-    app.extensions["gmp_mes.jobs"] = [job]
+    registry.of(app).jobs = [job]
     receiver.gate.clear()  # the receiver hangs until we let it go
     host = SchedulerHost(app)
     host.notifier.start()

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from gmp_mes import notify
+from gmp_mes import notify, registry
 from gmp_mes.alerts import Alert
 from gmp_mes.clock import clock, utcnow
 from gmp_mes.scheduler import SchedulerHost, run_jobs
@@ -29,7 +29,7 @@ def test_registered_jobs_raise_each_alert_once_and_deliver_it(app, db, plant: Pl
     values = good_values(plant.definition(number).step("expansion"))
     values["viability_pct"] = 55.5  # out of limits: a deviation opens
     [deviation] = plant.record(number, "expansion", values).deviations
-    names = {getattr(job, "__module__", "") for job in app.extensions["gmp_mes.jobs"]}
+    names = {getattr(job, "__module__", "") for job in registry.of(app).jobs}
     assert {"identity.sweep", "batches"} <= names
     assert [k for k in kinds(db) if k[0] == "deviation_open"] == []
     days = app.config["GMP_SETTINGS"].deviation_alert_days

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from gmp_mes import registry
 from gmp_mes.audit import Actor, verify_chain
 from gmp_mes.db import Database
 from tests.conftest import ApiClient, sig
@@ -381,6 +382,6 @@ def test_a_deadlocked_scheduler_job_is_run_once_more(app) -> None:
             raise _deadlock()
         return ["swept"]
 
-    app.extensions["gmp_mes.jobs"] = [job]
+    registry.of(app).jobs = [job]
     result = run_jobs(app)
     assert result.changes == ["swept"] and result.failed == [] and len(runs) == 2

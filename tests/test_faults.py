@@ -19,7 +19,7 @@ from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from gmp_mes import create_app
+from gmp_mes import create_app, registry
 from gmp_mes.scheduler import SchedulerHost
 from tests.tcp_proxy import BlackHoleProxy
 
@@ -116,8 +116,8 @@ def counting_job(calls: list[str]):
 def test_a_partitioned_leader_stops_and_the_standby_takes_over(proxied_app, app, db, proxy):
     leader_calls: list[str] = []
     standby_calls: list[str] = []
-    proxied_app.extensions["gmp_mes.jobs"] = [counting_job(leader_calls)]
-    app.extensions["gmp_mes.jobs"] = [counting_job(standby_calls)]
+    registry.of(proxied_app).jobs = [counting_job(leader_calls)]
+    registry.of(app).jobs = [counting_job(standby_calls)]
     leader, standby = SchedulerHost(proxied_app), SchedulerHost(app)
     standby.leadership.ttl = float(INTERVAL)
     lease = text("SELECT holder, renewed_at FROM scheduler_lease WHERE name = 'scheduler'")

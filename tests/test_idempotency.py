@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from gmp_mes import registry
 from gmp_mes.clock import utcnow
 from tests.conftest import ApiClient, sig
 from tests.helpers import assert_problem, count
@@ -223,4 +224,4 @@ def test_keys_are_forgotten_after_a_week(world: World, app, login) -> None:
     clock.advance(timedelta(days=1, seconds=1))
     assert purge_job(app) == ["idempotency: 1 key(s) older than 7 days forgotten"]
     assert count(world.db, "idempotency_key") == 0
-    assert purge_job in app.extensions["gmp_mes.jobs"]
+    assert purge_job in registry.of(app).jobs

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from gmp_mes import create_app
+from gmp_mes import create_app, registry
 from gmp_mes.scheduler import SchedulerHost, run_jobs
 
 VENV_BIN = Path(sys.executable).parent
@@ -34,7 +34,7 @@ def counting_job(calls: list[str], name: str):
 
 def test_only_one_of_two_hosts_runs_jobs_and_the_standby_takes_over(app) -> None:
     calls: list[str] = []
-    app.extensions["gmp_mes.jobs"] = [counting_job(calls, "job")]
+    registry.of(app).jobs = [counting_job(calls, "job")]
     first, second = SchedulerHost(app), SchedulerHost(app)
     try:
         assert first.tick() == ["job ran"]
@@ -55,7 +55,7 @@ def test_a_failing_job_does_not_stop_the_others(app, runner) -> None:
     def broken(app_):
         raise RuntimeError("boom")
 
-    app.extensions["gmp_mes.jobs"] = [broken, counting_job(calls, "after")]
+    registry.of(app).jobs = [broken, counting_job(calls, "after")]
     result = run_jobs(app)
     assert result.changes == ["after ran"] and len(result.failed) == 1
     out = runner.invoke(args=["sweep"])
@@ -64,11 +64,11 @@ def test_a_failing_job_does_not_stop_the_others(app, runner) -> None:
 
 
 def test_sweep_command_prints_changes_or_nothing(app, runner) -> None:
-    app.extensions["gmp_mes.jobs"] = [lambda app_: []]
+    registry.of(app).jobs = [lambda app_: []]
     out = runner.invoke(args=["sweep"])
     assert out.exit_code == 0 and "sweep: nothing changed" in out.output
     calls: list[str] = []
-    app.extensions["gmp_mes.jobs"] = [counting_job(calls, "expire")]
+    registry.of(app).jobs = [counting_job(calls, "expire")]
     out = runner.invoke(args=["sweep"])
     assert out.exit_code == 0 and out.output.splitlines()[0] == "expire ran"
 
@@ -89,7 +89,7 @@ def test_a_leader_whose_lease_lapsed_stands_by_and_the_standby_takes_over(app, d
     as if the leader had been unable to renew), the standby takes over and the old
     leader, at its next tick, finds the lease taken and does not run as a second one."""
     calls: list[str] = []
-    app.extensions["gmp_mes.jobs"] = [counting_job(calls, "job")]
+    registry.of(app).jobs = [counting_job(calls, "job")]
     first, second = SchedulerHost(app), SchedulerHost(app)
     try:
         assert first.tick() == ["job ran"]
@@ -114,7 +114,7 @@ def test_a_sweep_stops_when_the_lease_lapses_mid_round(app) -> None:
         calls.append("first")
         return []
 
-    app.extensions["gmp_mes.jobs"] = [lapse, counting_job(calls, "second")]
+    registry.of(app).jobs = [lapse, counting_job(calls, "second")]
     try:
         host.tick()
         assert calls == ["first"]  # the second job is not run without the lease

@@ -7,10 +7,13 @@ from __future__ import annotations
 from flask import Flask
 from flask_smorest import Api
 
+# The domains this one builds on (registered before it; gmp_mes.registry).
+REQUIRES: tuple[str, ...] = ("batches", "identity", "labels")
+
 
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's pages and CLI commands (it has no API and no jobs)."""
-    from gmp_mes.pages import add_nav
+    from gmp_mes.registry import add_nav
     from validation import cli, pages
 
     cli.register(app)

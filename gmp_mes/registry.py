@@ -1,0 +1,174 @@
+"""Where domains plug into the core and into each other: the one registry (issue 16).
+
+Two kinds of registration, both typed:
+
+* **Per application** (``app.extensions``): navigation entries, dashboard panels, header
+  search resolvers, scheduler jobs and ``gmp-mes init`` hooks. A domain adds them in its
+  ``init_app(app, api)``.
+* **Seams** (:class:`Seam`): a lower layer declares what it wants to know from the layers
+  above it ("sections of the batch record", "warnings before a bag is given"), a higher
+  layer provides it. The consumer never imports the provider, so the import graph stays
+  acyclic and points downward (the layer contract in ``pyproject.toml``). A seam's
+  providers are keyed by their owner, so a second application built in the same process
+  (tests) replaces instead of doubling them.
+
+Domains themselves are discovered through the ``gmp_mes.domains`` entry points of the
+installed distribution (``pyproject.toml``); the core names no domain.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from flask_smorest import Api
+    from sqlalchemy.orm import Session
+
+ENTRY_POINT_GROUP = "gmp_mes.domains"
+
+
+# --- domains ---------------------------------------------------------------------------
+
+class DomainModule(Protocol):
+    """What a domain package exposes at its top (``<domain>/__init__.py``)."""
+
+    def init_app(self, app: Flask, api: Api) -> None: ...
+
+
+@dataclass(frozen=True)
+class Domain:
+    """An installed domain: its package, the domains it builds on, its migrations."""
+
+    name: str
+    module: ModuleType
+    requires: tuple[str, ...] = ()
+
+    @property
+    def migrations(self) -> Path | None:
+        """The domain's own Alembic branch (``<domain>/migrations``), if it has tables."""
+        location = Path(self.module.__file__ or "").parent / "migrations"
+        return location if location.is_dir() else None
+
+    def init_app(self, app: Flask, api: Api) -> None:
+        self.module.init_app(app, api)
+
+
+class RegistryError(RuntimeError):
+    """The installed domains do not fit together (a missing or circular requirement)."""
+
+
+def installed_domains() -> list[Domain]:
+    """The installed domains, each after the domains it ``REQUIRES``."""
+    found: dict[str, Domain] = {}
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        module = entry.load()
+        found[entry.name] = Domain(entry.name, module, tuple(getattr(module, "REQUIRES", ())))
+    return order_domains(found)
+
+
+def order_domains(domains: dict[str, Domain]) -> list[Domain]:
+    """Dependencies first; ties in name order so every node registers alike."""
+    for domain in domains.values():
+        missing = [name for name in domain.requires if name not in domains]
+        if missing:
+            raise RegistryError(f"domain {domain.name} requires {', '.join(missing)}, "
+                                f"which is not installed")
+    sorter = graphlib.TopologicalSorter(
+        {name: domains[name].requires for name in sorted(domains)})
+    try:
+        order = list(sorter.static_order())
+    except graphlib.CycleError as exc:
+        raise RegistryError(f"domains require each other in a loop: {exc.args[1]}") from exc
+    return [domains[name] for name in order]
+
+
+# --- per-application registrations ----------------------------------------------------
+
+InitHook = Callable[["Flask", "Session"], list[str]]
+Job = Callable[["Flask"], Any]
+# A dashboard panel: ``panel(session, user) -> (title, html) | None``.
+Panel = Callable[["Session", Any], "tuple[str, Any] | None"]
+# A header search resolver: ``resolver(session, user, text) -> url | None`` (or raises a
+# DomainError the search page shows).
+SearchResolver = Callable[["Session", Any, str], "str | None"]
+
+
+@dataclass(frozen=True)
+class NavEntry:
+    endpoint: str
+    label: str
+    roles: tuple[str, ...] = ()
+
+
+@dataclass
+class AppRegistry:
+    """What the domains registered on one application."""
+
+    nav: list[NavEntry] = field(default_factory=list)
+    panels: list[Panel] = field(default_factory=list)
+    search: list[SearchResolver] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
+    init_hooks: list[InitHook] = field(default_factory=list)
+    domains: list[Domain] = field(default_factory=list)
+
+
+def of(app: Flask) -> AppRegistry:
+    registry = app.extensions.get("gmp_mes.registry")
+    if registry is None:
+        registry = app.extensions["gmp_mes.registry"] = AppRegistry()
+    return registry
+
+
+def add_nav(app: Flask, endpoint: str, label: str, roles: tuple[str, ...] = ()) -> None:
+    """A page in the navigation bar, shown to the roles named (everyone when none)."""
+    of(app).nav.append(NavEntry(endpoint, label, roles))
+
+
+def add_dashboard_panel(app: Flask, panel: Panel) -> None:
+    of(app).panels.append(panel)
+
+
+def add_search(app: Flask, resolver: SearchResolver) -> None:
+    """Domains teach the header's search box their ids (item, COI, batch, label)."""
+    of(app).search.append(resolver)
+
+
+def add_job(app: Flask, job: Job) -> None:
+    """A scheduler job ``job(app)``, run in registration order on every round."""
+    of(app).jobs.append(job)
+
+
+def add_init_hook(app: Flask, hook: InitHook) -> None:
+    """Run by ``gmp-mes init`` after the schema upgrade; returns lines to print."""
+    of(app).init_hooks.append(hook)
+
+
+# --- seams between domains -------------------------------------------------------------
+
+P = TypeVar("P")
+
+
+class Seam(Generic[P]):
+    """A typed extension point declared by the layer that asks, provided from above."""
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name = name
+        self.__doc__ = doc
+        self._providers: dict[str, P] = {}
+
+    def provide(self, owner: str, provider: P) -> None:
+        """Register (or replace) ``owner``'s provider."""
+        self._providers[owner] = provider
+
+    def providers(self) -> list[P]:
+        return list(self._providers.values())
+
+    def __repr__(self) -> str:
+        return f"Seam({self.name!r}, providers={sorted(self._providers)})"
