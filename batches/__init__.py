@@ -35,7 +35,8 @@ def _deviation_job(app: Flask) -> list[str]:
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands and jobs."""
     from batches import api as batches_api
-    from batches import cli, pages
+    from batches import cli, pages, services
+    from gmp_mes import registry
     from gmp_mes.registry import add_dashboard_panel, add_init_hook, add_job, add_nav, add_search
 
     api.register_blueprint(batches_api.blp)
@@ -48,3 +49,4 @@ def init_app(app: Flask, api: Api) -> None:
     add_dashboard_panel(app, pages.dashboard_panel)
     add_search(app, pages.search_target)
     add_job(app, _deviation_job)
+    registry.patient_batches.provide("batches", services.batches_of_coi)

@@ -3,21 +3,21 @@
 Every signature appears in its Part 11 manifestation (21 CFR 11.50: printed
 name, date and time, meaning) and every superseded version of a corrected
 record stays in the record (11.10(e)). QC results and the release decision
-come from the qc domain when it is installed (``qc.services.qc_overview``).
+come from the domains above through ``gmp_mes.registry.batch_record_sections`` (qc).
 """
 
 from __future__ import annotations
 
-import importlib
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+import identity.services as identity
 from batches import services
 from batches.models import Batch, Deviation, StepRecord
-from gmp_mes import audit
+from gmp_mes import audit, registry
 from gmp_mes.audit import format_time
 from gmp_mes.clock import utcnow
 from gmp_mes.errors import NotFound
@@ -83,15 +83,6 @@ def deviation_dict(deviation: Deviation) -> dict[str, Any]:
         "closure_signature": signature_dict(deviation.closure_signature),
         "blocks_release": deviation.blocks_release,
     }
-
-
-def _qc_function(name: str) -> Any:
-    """A qc.services function when the qc domain provides it (it is built in parallel)."""
-    try:
-        module = importlib.import_module("qc.services")
-    except ModuleNotFoundError:
-        return None
-    return getattr(module, name, None)
 
 
 def _item_dict(item: Any) -> dict[str, Any]:
@@ -174,7 +165,6 @@ def expansion_curve(batch: Batch, records: list[StepRecord]) -> list[dict[str, A
 
 def executed_record(session: Session, batch_number: str, *, full: bool = True) -> dict[str, Any]:
     """The executed batch record. ``full`` adds genealogy, custody trail and the curve."""
-    identity = services._identity()
     batch = services.get_batch(session, batch_number)
     definition = services.definition_of_batch(batch)
     states = services.step_states(session, batch)
@@ -184,8 +174,6 @@ def executed_record(session: Session, batch_number: str, *, full: bool = True) -
     approval = batch.process.approval
     items = [identity.get_item(session, item_id)
              for item_id in services.final_product_item_ids(session, batch_number)]
-    qc_overview = _qc_function("qc_overview")
-    release_decision = _qc_function("release_decision")
     result: dict[str, Any] = {
         "batch_number": batch.batch_number,
         "coi_id": batch.coi_id,
@@ -246,13 +234,16 @@ def executed_record(session: Session, batch_number: str, *, full: bool = True) -
              "release_before_result": q.release_before_result}
             for q in definition.qc
         ],
-        "qc": qc_overview(session, batch_number) if qc_overview else None,
-        "release": release_decision(session, batch_number) if release_decision else None,
+        # Written by the domains above (qc); None where no installed domain keeps them.
+        "qc": None,
+        "release": None,
         "release_blockers": [
             {"code": code, "message": message}
             for code, message in services.release_blockers(session, batch_number)
         ],
     }
+    for source in registry.batch_record_sections.providers():
+        result.update({section.key: section.data for section in source(session, batch_number)})
     if full:
         result["patient"] = _patient(session, batch.coi_id, identity)
         result["genealogy"] = _genealogy(session, batch, identity)

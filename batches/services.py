@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+import identity.services as identity
 from batches.definitions import (
     INVALID_OUTCOME,
     MAX_BAGS,
@@ -102,12 +103,6 @@ __all__ = [
     "start_batch",
     "starting_material_hold_time",
 ]
-
-
-def _identity() -> Any:
-    import identity.services as identity_services
-
-    return identity_services
 
 
 # --- process definitions ----------------------------------------------------------------
@@ -341,7 +336,6 @@ def start_batch(
                 raise NotFound(f"no process {code}")
             raise conflict("process_not_approved",
                            f"no version of process {code} is approved by QA yet")
-    identity = _identity()
     # The Start batch field takes a scanned label as well as an id (signature verified).
     item_id = identity.resolve_item_ref(session, item_id)
     item = identity.get_item(session, item_id, for_update=True)
@@ -721,7 +715,6 @@ def record_step(
         )
     clean, results, bags = _check_values(step, values)
     occurrence = 1 + max((r.occurrence for r in records if r.step_code == step.code), default=0)
-    identity = _identity()
     consumes = step.code == definition.consuming_step.code and occurrence == 1
     if consumes:
         # Row locks before the first audited write (the scan, the signatures).
@@ -762,7 +755,6 @@ def _identity_scan(
     """Check a scanned label against the batch as the scan station does (signature, not
     voided, COI, this batch's material, status), recording the scan; refuse the step when
     it is not OK. A refused scan is still recorded, in its own transaction."""
-    identity = _identity()
     if not isinstance(payload, str) or not payload.strip():
         raise field_error("scan", "scan the bag's label (or leave the field out)")
     workstation = f"batch {batch.batch_number} step {step.code}"
@@ -797,7 +789,6 @@ def _fill(
 ) -> list[Any]:
     """SPEC §3: the fill step creates the final-product bags, children of the starting
     material, in quarantine, expiring shelf_life.final_product after the step."""
-    identity = _identity()
     expires_at = now + definition.final_product_shelf_life if step.expiry_from else None
     post_thaw = format_duration(definition.post_thaw) if definition.post_thaw else None
     return [
@@ -1129,7 +1120,6 @@ def release_blockers(session: Session, batch_number: str) -> list[tuple[str, str
         blockers.append(("open_deviation", "open major or critical deviation: "
                          + ", ".join(f"{d.number} ({d.severity}, {d.status})" for d in open_)))
     now = utcnow()
-    identity = _identity()
     expired = [
         item_id for item_id in final_product_item_ids(session, batch_number)
         if _expired(identity.get_item(session, item_id), now)

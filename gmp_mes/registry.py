@@ -19,7 +19,7 @@ installed distribution (``pyproject.toml``); the core names no domain.
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -172,3 +172,47 @@ class Seam(Generic[P]):
 
     def __repr__(self) -> str:
         return f"Seam({self.name!r}, providers={sorted(self._providers)})"
+
+
+# --- the seams ---------------------------------------------------------------------------
+# Each seam is declared here, in the core, with the types both sides agree on; the layer
+# that asks reads ``seam.providers()``, the layer that answers calls ``seam.provide(...)``
+# in its ``init_app``.
+
+class BatchBrief(Protocol):
+    """A batch as other domains show it (the batches domain's ``Batch`` is one)."""
+
+    @property
+    def batch_number(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def process_code(self) -> str: ...
+    @property
+    def process_version(self) -> int: ...
+
+
+# A reason as the scan and bedside verdicts carry it: {"code": ..., "message": ...}.
+Reason = dict[str, str]
+
+
+@dataclass(frozen=True)
+class RecordSection:
+    """A part of the executed batch record another domain writes (qc: "qc", "release").
+    ``data`` is JSON-ready (str, numbers, bool, None, lists and dicts of them)."""
+
+    key: str
+    data: object
+
+
+patient_batches: Seam[Callable[[Session, str], Sequence[BatchBrief]]] = Seam(
+    "patient_batches", "The batches made from a patient's cells (COI id), oldest first: "
+    "the patient page and GET /patients/{coi_id} list them (batches answers).")
+
+release_warnings: Seam[Callable[[Session, str], list[Reason]]] = Seam(
+    "release_warnings", "What a batch's release still waits for (batch number): a bedside "
+    "MATCH carries these warnings, SPEC §6 `conditional_release` (qc answers).")
+
+batch_record_sections: Seam[Callable[[Session, str], list[RecordSection]]] = Seam(
+    "batch_record_sections", "Sections of the executed batch record (batch number) that "
+    "other domains keep: QC results and the release decision (qc answers).")

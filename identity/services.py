@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol, cast
@@ -23,7 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 import labels.services as labels
-from gmp_mes import audit
+from gmp_mes import audit, registry
 from gmp_mes.accounts import Person
 from gmp_mes.alerts import AlertSpec, raise_alert
 from gmp_mes.audit import Actor
@@ -1039,14 +1039,23 @@ def scan(
     )
 
 
-def _batch_check(session: Session, item: ItemFacts, batch_number: str) -> list[dict[str, str]]:
-    from batches import services as batches  # lazily: batches imports identity
+def batch_starting_material(session: Session, batch_number: str) -> tuple[str, str] | None:
+    """``(item_id, coi_id)`` of the starting material a batch started from, from identity's
+    own records: batch start marks it with the batch number (:func:`start_processing`) and
+    nothing ever clears it. ``None``: no batch of that number was started."""
+    row = session.execute(
+        select(Item.item_id, Item.coi_id)
+        .where(Item.batch_number == batch_number, Item.kind == ItemKind.STARTING_MATERIAL)
+        .limit(1)
+    ).first()
+    return None if row is None else (row.item_id, row.coi_id)
 
-    try:
-        batch = batches.get_batch(session, batch_number)
-    except NotFound:
+
+def _batch_check(session: Session, item: ItemFacts, batch_number: str) -> list[dict[str, str]]:
+    started = batch_starting_material(session, batch_number)
+    if started is None:
         return [_r("unknown_batch", f"no batch {batch_number}")]
-    batch_coi, starting = batch.coi_id, batch.starting_item_id
+    starting, batch_coi = started
     if batch_coi != item.coi_id:
         return [_r("coi_mismatch", f"item {item.item_id} belongs to COI {item.coi_id}, batch "
                                    f"{batch_number} to COI {batch_coi}: wrong patient")]
@@ -1090,22 +1099,12 @@ def resolve_item_ref(session: Session, ref: str, *, field_name: str = "item_id")
 
 # --- bedside ----------------------------------------------------------------------------
 
-# Seam (STYLE 15): a higher domain (qc) registers what a product's release still waits
-# for; a bedside MATCH carries these warnings (SPEC §6: `conditional_release`).
-ReleaseWarnings = Callable[[Session, str], list[dict[str, str]]]
-_release_warnings: list[ReleaseWarnings] = []
-
-
-def register_release_warnings(source: ReleaseWarnings) -> None:
-    """Called by a domain's init_app; registering the same function twice is a no-op."""
-    if source not in _release_warnings:
-        _release_warnings.append(source)
-
-
 def _bedside_warnings(session: Session, item: Item) -> list[dict[str, str]]:
     if not item.batch_number:
         return []
-    return [w for source in _release_warnings for w in source(session, item.batch_number)]
+    # What the release still waits for comes from above (qc, through the registry seam).
+    return [w for source in registry.release_warnings.providers()
+            for w in source(session, item.batch_number)]
 
 
 @dataclass
@@ -1424,8 +1423,6 @@ def patient_view(session: Session, coi_id: str, viewer: Any = None) -> dict[str,
     """A patient with items (the wristband included), collections and batches. With
     ``viewer``, name, date of birth and MRN only when that user may see them
     (:func:`may_see_identity`); ``initials`` always, ``identity_visible`` says which."""
-    from batches import services as batches  # lazily: batches imports identity
-
     patient = get_patient(session, coi_id)
     visible = may_see_identity(session, patient, viewer)
     data = {c.key: getattr(patient, c.key) for c in Patient.__mapper__.column_attrs
@@ -1440,7 +1437,8 @@ def patient_view(session: Session, coi_id: str, viewer: Any = None) -> dict[str,
         coi_check=check,
         items=items_of_coi(session, patient.coi_id),
         collections=collections,
-        batches=batches.batches_of_coi(session, patient.coi_id),
+        batches=[brief for source in registry.patient_batches.providers()
+                 for brief in source(session, patient.coi_id)],
     )
     return data
 

@@ -11,9 +11,10 @@ REQUIRES: tuple[str, ...] = ("batches", "identity")
 
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands and jobs."""
+    from gmp_mes import registry
     from gmp_mes.registry import add_dashboard_panel, add_job, add_nav
     from qc import api as qc_api
-    from qc import pages, sweep
+    from qc import pages, services, sweep
 
     api.register_blueprint(qc_api.blp)
     app.register_blueprint(pages.bp)
@@ -23,7 +24,5 @@ def init_app(app: Flask, api: Api) -> None:
     add_dashboard_panel(app, pages.release_panel)
     add_job(app, sweep.job)  # qc_overdue alerts
     # SPEC §6: a bedside MATCH on a conditionally released product names the pending tests.
-    from identity import services as identity_services
-    from qc import services
-
-    identity_services.register_release_warnings(services.release_warnings)
+    registry.release_warnings.provide("qc", services.release_warnings)
+    registry.batch_record_sections.provide("qc", services.batch_record_sections)

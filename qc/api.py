@@ -7,6 +7,7 @@ from typing import Any
 from flask import g
 from flask_smorest import Blueprint
 
+import identity.services as identity
 from batches import services as batches
 from gmp_mes.http import db_session, roles_required
 from qc import services
@@ -40,7 +41,6 @@ def _decision(decision: Any) -> dict[str, Any]:
     session = db_session()
     row = services.decision_dict(decision)
     row["batch_status"] = batches.get_batch(session, decision.batch_number).status
-    identity = services._identity()
     row["item_statuses"] = {
         item_id: identity.get_item(session, item_id).status
         for item_id in batches.final_product_item_ids(session, decision.batch_number)

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+import identity.services as identity
 from batches import services as batches
 from gmp_mes import audit
 from gmp_mes.alerts import Alert, AlertSpec, AlertStatus, acknowledge, raise_alert
@@ -40,6 +41,7 @@ from gmp_mes.errors import (
 )
 from gmp_mes.models import Meaning, Signature, Site, User
 from gmp_mes.physical import physical_problem
+from gmp_mes.registry import RecordSection
 from gmp_mes.signatures import SignatureInput, sign
 from qc.models import DecisionKind, QcInvalidation, QcResult, QcReview, ReleaseDecision
 
@@ -65,12 +67,6 @@ FINAL_RELEASE_DUE = "final_release_due"
 FINAL_RELEASE_GIVEN = "final_release_given"
 CONDITIONAL_RELEASE_GIVEN = "conditional_release_given"
 RELEASE_GIVEN = "release_given"
-
-
-def _identity() -> Any:
-    import identity.services as identity_services
-
-    return identity_services
 
 
 def _user(session: Session, user_id: int) -> User:
@@ -300,7 +296,6 @@ def record_result(
 
 
 def _sample(session: Session, item_id: str, coi_id: str) -> str:
-    identity = _identity()
     try:
         item = identity.get_item(session, item_id)
     except NotFound:
@@ -586,7 +581,6 @@ def release_batch(
                                          "batch without conditions")
     kind = DecisionKind.CONDITIONAL_RELEASE if conditional else DecisionKind.RELEASE
     status = "conditionally_released" if conditional else "released"
-    identity = _identity()
     item_ids = [i for i in batches.final_product_item_ids(session, batch_number)
                 if identity.get_item(session, i).status == RELEASABLE_ITEM]
     content = {"batch_number": batch_number, "coi_id": batch.coi_id, "decision": kind.value,
@@ -663,7 +657,6 @@ def _final_release(
         problems.append(("qc_failed", "QC out of specification: " + "; ".join(failed)))
     if problems:
         raise _refuse(number, _order(problems))
-    identity = _identity()
     item_ids = [i for i in batches.final_product_item_ids(session, number)
                 if identity.get_item(session, i).status == "conditionally_released"]
     passed = [r for r in overview if r["test"] in set(conditional.pending_tests)]
@@ -713,7 +706,7 @@ def _close_due_alert(session: Session, batch_number: str, user: User, note: str)
 
 def _treating_site(session: Session, coi_id: str) -> str | None:
     try:
-        return _identity().get_patient(session, coi_id).treatment_site
+        return identity.get_patient(session, coi_id).treatment_site
     except NotFound:
         return None
 
@@ -730,7 +723,6 @@ def reject_batch(
     if batch.status in ("released", "rejected"):
         raise InvalidTransition(f"batch {batch_number} is already {batch.status}")
     user = _user(session, user_id)
-    identity = _identity()
     rejected, blocked, untouched = [], [], []
     for item_id in batches.final_product_item_ids(session, batch_number):
         item = identity.get_item(session, item_id)
@@ -804,7 +796,6 @@ def _is_treatment(session: Session, site_code: str) -> bool:
 
 
 def _fail_after_release(session: Session, batch_number: str, rows: list[dict[str, Any]]) -> None:
-    identity = _identity()
     batch = batches.get_batch(session, batch_number)
     what = ", ".join(f"{r['test']} failed (result {r['current_result_id']}, specification "
                      f"{r['specification']})" for r in rows)
@@ -984,3 +975,9 @@ def pending_qc(session: Session) -> list[tuple[Any, list[dict[str, Any]]]]:
         if open_:
             out.append((batch, open_))
     return out
+
+
+def batch_record_sections(session: Session, batch_number: str) -> list[RecordSection]:
+    """What qc writes into the executed batch record (registry.batch_record_sections)."""
+    return [RecordSection("qc", qc_overview(session, batch_number)),
+            RecordSection("release", release_decision(session, batch_number))]

@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from demo.seed import DEMO_PASSWORD, NEEDS_QC, PATIENTS, USERS, _qc_services
+from demo.seed import DEMO_PASSWORD, PATIENTS, USERS
 from gmp_mes import accounts, alerts
 from gmp_mes.audit import Actor
 from gmp_mes.db import Database
@@ -40,19 +40,16 @@ def seeded(app: Flask, runner: Any) -> Any:
 
 def test_demo_seeds_every_state_through_the_services(app: Flask, db: Database,
                                                      seeded: Any) -> None:
-    qc_ready = _qc_services() is not None
     states = _batch_states(app, db)
     expected = {"in_process": 2, "awaiting_release": 1, "on_hold": 1}
-    if qc_ready:
-        # Two conditional releases: one waits for sterility, one's sterility turned positive
-        # (its bags blocked, QA must still decide).
-        expected.update({"released": 2, "conditionally_released": 2, "rejected": 1})
+    # Two conditional releases: one waits for sterility, one's sterility turned positive
+    # (its bags blocked, QA must still decide).
+    expected.update({"released": 2, "conditionally_released": 2, "rejected": 1})
     assert dict(states) == expected
     shown = ", ".join(f"{k} {v}" for k, v in sorted(expected.items()))
     assert f"{sum(expected.values())} batches ({shown})" in seeded.output, seeded.output
     assert count(db, "site") == 4
-    assert count(db, "patient") == len(PATIENTS) - (0 if qc_ready else len(
-        [p for p in PATIENTS if p[5] in NEEDS_QC]))
+    assert count(db, "patient") == len(PATIENTS)
     items = _item_states(app, db)
     # Every patient has a wristband; two collections wait (one inside, one past its
     # hold time), the bags of the completed batches wait in quarantine.
@@ -62,11 +59,10 @@ def test_demo_seeds_every_state_through_the_services(app: Flask, db: Database,
     assert items[("starting_material", "in_process")] == 1
     assert items[("starting_material", "expired")] == 1
     assert items[("final_product", "quarantine")] >= 4
-    if qc_ready:
-        # Bags along the whole path: in LN2, in transit, at the hospital, thawed, infused.
-        for status in ("released", "conditionally_released", "shipped", "received", "thawed",
-                       "administered", "rejected", "blocked"):
-            assert items[("final_product", status)] >= 1, (status, items)
+    # Bags along the whole path: in LN2, in transit, at the hospital, thawed, infused.
+    for status in ("released", "conditionally_released", "shipped", "received", "thawed",
+                   "administered", "rejected", "blocked"):
+        assert items[("final_product", status)] >= 1, (status, items)
     assert items[("wristband", "available")] == count(db, "patient")
     # Deviations: the held batch has an open major one; a running batch a minor limit one
     # that does not hold it.
@@ -84,8 +80,7 @@ def test_demo_seeds_every_state_through_the_services(app: Flask, db: Database,
     with app.app_context(), db.transaction(actor=Actor.system("test")) as s:
         open_kinds = {a.kind for a in alerts.list_alerts(s, status="open")}
     assert {"expiry_warning", "hold_time_exceeded", "label_forged"} <= open_kinds
-    if qc_ready:
-        assert "qc_positive_after_release" in open_kinds
+    assert "qc_positive_after_release" in open_kinds
     assert "password" in seeded.output and DEMO_PASSWORD in seeded.output
 
 
