@@ -31,6 +31,7 @@ from gmp_mes import create_app, migrate
 from gmp_mes.audit import Actor
 from gmp_mes.clock import clock
 from gmp_mes.db import Database, throwaway_engine
+from tests import recording
 
 POSTGRES_URL = os.environ.get("GMP_MES_TEST_POSTGRES_URL")
 PASSWORD = "correct-horse-battery"
@@ -237,12 +238,16 @@ class ApiClient:
         return headers
 
     def get(self, path: str, **kw: Any) -> Any:
-        return self.client.get(path, headers=self._headers(kw.pop("headers", None)), **kw)
+        response = self.client.get(path, headers=self._headers(kw.pop("headers", None)), **kw)
+        recording.record("GET", path, response)
+        return response
 
     def post(self, path: str, json: Any = None, **kw: Any) -> Any:
-        return self.client.post(
+        response = self.client.post(
             path, json=json, headers=self._headers(kw.pop("headers", None)), **kw
         )
+        recording.record("POST", path, response)
+        return response
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 
@@ -25,3 +26,17 @@ def test_docs_page_loads_its_assets_from_the_application(client) -> None:
 def test_docs_serve_only_the_listed_assets(client) -> None:
     assert client.get("/api/v1/docs/assets/index.html").status_code == 404
     assert client.get("/api/v1/docs/assets/../__init__.py").status_code == 404
+
+
+def test_openapi_document_is_the_committed_contract(client) -> None:
+    """The API clients rely on (SPEC §7) does not change by accident: a refactor leaves the
+    OpenAPI document as committed; an intended change is committed with
+    ``python -m tests.api_baseline.openapi_dump`` in the same change."""
+    from tests.api_baseline.openapi_dump import SNAPSHOT, comparable
+
+    live = comparable(client.get("/api/v1/openapi.json").get_json())
+    committed = json.loads(SNAPSHOT.read_text())
+    changed = sorted(set(live["paths"]) ^ set(committed["paths"]))
+    assert not changed, f"paths added or removed: {changed}"
+    assert live == committed, ("the OpenAPI document differs from tests/api_baseline/"
+                               "openapi.json; regenerate it if the change is intended")
