@@ -4,20 +4,9 @@ from __future__ import annotations
 
 from flask import Flask
 from flask_smorest import Api
-from sqlalchemy.orm import Session
 
 # The domains this one builds on (registered before it; gmp_mes.registry).
-REQUIRES: tuple[str, ...] = ("identity",)
-
-
-def _load_definitions(app: Flask, session: Session) -> list[str]:
-    """``gmp-mes init``: load the process definitions, unapproved until QA approves them."""
-    from batches import services
-
-    settings = app.config["GMP_SETTINGS"]
-    return services.load_process_definitions(
-        session, [settings.builtin_process_dir, settings.process_dir]
-    )
+REQUIRES: tuple[str, ...] = ("identity", "processes")
 
 
 def _deviation_job(app: Flask) -> list[str]:
@@ -37,15 +26,12 @@ def init_app(app: Flask, api: Api) -> None:
     from batches import api as batches_api
     from batches import cli, pages, services
     from gmp_mes import registry
-    from gmp_mes.registry import add_dashboard_panel, add_init_hook, add_job, add_nav, add_search
+    from gmp_mes.registry import add_dashboard_panel, add_job, add_nav, add_search
 
     api.register_blueprint(batches_api.blp)
     app.register_blueprint(pages.bp)
-    app.cli.add_command(cli.processes_group)
     app.cli.add_command(cli.export_group)
-    add_init_hook(app, _load_definitions)
     add_nav(app, "batches.batch_list", "Batches", ("operator", "qc", "qa", "admin"))
-    add_nav(app, "batches.process_list", "Processes", ("qa", "admin"))
     add_dashboard_panel(app, pages.dashboard_panel)
     add_search(app, pages.search_target)
     add_job(app, _deviation_job)

@@ -9,7 +9,6 @@ from flask_smorest import Blueprint
 
 from batches import export, record, services
 from batches.schemas import (
-    ApproveInSchema,
     AssessInSchema,
     BatchInSchema,
     BatchQuerySchema,
@@ -19,8 +18,6 @@ from batches.schemas import (
     CorrectionInSchema,
     DeviationInSchema,
     DeviationSchema,
-    ProcessDetailSchema,
-    ProcessSchema,
     StepInSchema,
     StepOutcomeSchema,
 )
@@ -28,33 +25,7 @@ from gmp_mes.errors import ValidationFailed
 from gmp_mes.http import db_session, roles_required
 
 blp = Blueprint("batches_api", __name__, url_prefix="/api/v1",
-                description="Process definitions, batches, step records, deviations, export")
-
-
-@blp.route("/processes", methods=["GET"])
-@blp.response(200, ProcessSchema(many=True))
-@roles_required()
-def list_processes() -> list[Any]:
-    """Process versions with their approval state."""
-    return services.list_processes(db_session())
-
-
-@blp.route("/processes/<code>/versions/<int:version>", methods=["GET"])
-@blp.response(200, ProcessDetailSchema)
-@roles_required()
-def get_process(code: str, version: int) -> Any:
-    """One process version with its full definition."""
-    return services.get_process_version(db_session(), code, version)
-
-
-@blp.route("/processes/<code>/versions/<int:version>/approve", methods=["POST"])
-@blp.arguments(ApproveInSchema)
-@blp.response(200, ProcessSchema)
-@roles_required("qa")
-def approve_process(body: dict[str, Any], code: str, version: int) -> Any:
-    """QA approves a process version (signature meaning `approved`)."""
-    return services.approve_process(db_session(), code, version, user_id=g.user.id,
-                                    signature=body["signature"])
+                description="Batches, step records, deviations, export")
 
 
 @blp.route("/batches", methods=["GET"])

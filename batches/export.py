@@ -35,9 +35,9 @@ from reportlab.platypus import (
 )
 from sqlalchemy.orm import Session
 
-from batches.definitions import fmt_number
 from batches.record import executed_record
 from gmp_mes import localtime
+from processes.definitions import fmt_number
 
 FONT, FONT_BOLD = "GmpSans", "GmpSans-Bold"
 _FONT_CANDIDATES = [

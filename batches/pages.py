@@ -15,13 +15,13 @@ from flask import Blueprint, Response, flash, g, redirect, render_template, requ
 from markupsafe import Markup, escape
 
 from batches import export, record, services
-from batches.definitions import ParamType
 from gmp_mes import paging
 from gmp_mes.errors import DomainError
 from gmp_mes.http import db_session, roles_required, undo_failed_form
 from gmp_mes.models import Meaning
 from gmp_mes.schemas import form_number
 from gmp_mes.signatures import SignatureInput
+from processes.definitions import ParamType
 
 bp = Blueprint("batches", __name__, template_folder="templates")
 RECORD_ROLES = ("operator", "qc", "qa", "admin")
@@ -298,31 +298,6 @@ def download_record(batch_number: str, fmt: str) -> Response:
         f'attachment; filename="{batch_number}-batch-record.{fmt}"'
     )
     return response
-
-
-@bp.route("/processes")
-@roles_required("qa", "admin")
-def process_list() -> str:
-    session = db_session()
-    processes = [(p, services.definition_of(p)) for p in services.list_processes(session)]
-    # QA sees what changed from the previous version before approving a new one.
-    diffs = {p.id: services.definition_diff(session, p) for p, _ in processes if not p.approval}
-    return render_template("batches/processes.html", processes=processes, diffs=diffs)
-
-
-@bp.route("/processes/<code>/<int:version>/approve", methods=["POST"])
-@roles_required("qa")
-def approve_process(code: str, version: int) -> Response:
-    try:
-        process = services.approve_process(
-            db_session(), code, version, user_id=g.user.id,
-            signature=_signature(Meaning.APPROVED.value),
-        )
-    except DomainError as error:
-        _refused(error)
-    else:
-        flash(f"process {process.key} approved", "ok")
-    return redirect(url_for("batches.process_list"))
 
 
 def dashboard_panel(session: Any, user: Any) -> tuple[str, Markup] | None:

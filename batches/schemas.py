@@ -7,9 +7,10 @@ from typing import Any
 from marshmallow import Schema, fields, post_load, validate
 
 from batches.models import DeviationSeverity
-from batches.services import DEFAULT_PROCESS, VerifierInput
+from batches.services import VerifierInput
 from gmp_mes.models import Meaning
 from gmp_mes.schemas import EdgeSchema, SignatureOutSchema, SignatureSchema, StrictSchema, Text
+from processes.services import DEFAULT_PROCESS
 
 SEVERITIES = [s.value for s in DeviationSeverity]
 
@@ -26,10 +27,6 @@ class VerifierSchema(StrictSchema):
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> VerifierInput:
         return VerifierInput(**data)
-
-
-class ApproveInSchema(StrictSchema):
-    signature = fields.Nested(SignatureSchema, required=True)
 
 
 class BatchInSchema(StrictSchema):
@@ -86,25 +83,6 @@ class CloseInSchema(StrictSchema):
 
 
 # --- output ------------------------------------------------------------------------------
-
-class ProcessSchema(Schema):
-    code = fields.String()
-    version = fields.Integer()
-    name = fields.String()
-    digest = fields.String()
-    source = fields.String()
-    loaded_at = fields.DateTime()
-    approved = fields.Boolean()
-    approved_at = fields.Function(lambda p: p.approval.approved_at.isoformat()
-                                  if p.approval else None)
-    approval_signature = fields.Function(
-        lambda p: SignatureOutSchema().dump(p.approval.signature) if p.approval else None
-    )
-
-
-class ProcessDetailSchema(ProcessSchema):
-    definition = fields.Function(lambda p: __import__("json").loads(p.definition))
-
 
 class StepRecordSchema(Schema):
     id = fields.Integer()

@@ -1,4 +1,5 @@
-"""Rules of batch manufacturing: process versions, batches, step records, deviations.
+"""Rules of batch manufacturing: batches, step records, deviations (process versions are
+the processes domain's).
 
 Services take a session, enforce every rule, flush and never commit. Each
 change of a batch locks its row first (SELECT ... FOR UPDATE on PostgreSQL, the
@@ -15,30 +16,15 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from flask import current_app, has_app_context
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 import identity.services as identity
-from batches.definitions import (
-    INVALID_OUTCOME,
-    MAX_BAGS,
-    ParamType,
-    ProcessDefinition,
-    ProcessDefinitionError,
-    QcSpec,
-    Step,
-    fmt_number,
-    from_canonical,
-    load_directories,
-    normal_outcome,
-)
+import processes.services as processes
 from batches.models import (
     ACTIVE_BATCH_STATUSES,
     FINAL_BATCH_STATUSES,
@@ -49,8 +35,6 @@ from batches.models import (
     DeviationKind,
     DeviationSeverity,
     DeviationStatus,
-    ProcessApproval,
-    ProcessVersion,
     StepRecord,
     record_key,
 )
@@ -61,7 +45,6 @@ from gmp_mes.db import lock_rows
 from gmp_mes.durations import format_duration
 from gmp_mes.errors import (
     AlreadyExists,
-    Conflict,
     Expired,
     Forbidden,
     InvalidTransition,
@@ -72,8 +55,17 @@ from gmp_mes.errors import (
 )
 from gmp_mes.models import Meaning, User
 from gmp_mes.physical import physical_problem
-from gmp_mes.settings import CONFIG_DIR
 from gmp_mes.signatures import SignatureInput
+from processes.definitions import (
+    INVALID_OUTCOME,
+    MAX_BAGS,
+    ParamType,
+    ProcessDefinition,
+    QcSpec,
+    Step,
+    fmt_number,
+    normal_outcome,
+)
 
 DEFAULT_PROCESS = "CART-AUTO"
 MAX_TEXT = 500
@@ -82,7 +74,6 @@ __all__ = [
     "DEFAULT_PROCESS",
     "INVALID_OUTCOME",
     "QcSpec",
-    "approve_process",
     "assess_deviation",
     "batch_coi",
     "batch_performers",
@@ -92,8 +83,6 @@ __all__ = [
     "get_batch",
     "get_deviation",
     "list_batches",
-    "list_processes",
-    "load_process_definitions",
     "normal_outcome",
     "open_deviation",
     "qc_specs",
@@ -101,190 +90,7 @@ __all__ = [
     "release_blockers",
     "set_batch_status",
     "start_batch",
-    "starting_material_hold_time",
 ]
-
-
-# --- process definitions ----------------------------------------------------------------
-
-class ProcessLoadError(Conflict):
-    code = "process_definition_invalid"
-
-
-def _definition_dirs() -> list[Path | None]:
-    if has_app_context():
-        settings = current_app.config["GMP_SETTINGS"]
-        return [settings.builtin_process_dir, settings.process_dir]
-    return [CONFIG_DIR / "processes"]
-
-
-@lru_cache(maxsize=64)
-def _parse_stored(digest_: str, text_: str) -> ProcessDefinition:
-    return from_canonical(json.loads(text_), source=f"stored definition {digest_[:12]}")
-
-
-def definition_of(version: ProcessVersion) -> ProcessDefinition:
-    """The validated definition a process version (and every batch bound to it) follows."""
-    return _parse_stored(version.digest, version.definition)
-
-
-def load_process_definitions(
-    session: Session, directories: list[Path | None] | None = None
-) -> list[str]:
-    """Load every definition file, unapproved (the ``gmp-mes init`` hook).
-
-    All files are validated before anything is written, so one bad file loads
-    nothing. A code+version already loaded must be identical in substance: a
-    master batch record never changes under the batches that follow it.
-    """
-    try:
-        files = load_directories(directories if directories is not None else _definition_dirs())
-    except ProcessDefinitionError as exc:
-        raise ProcessLoadError(
-            f"process definition refused, nothing loaded: {exc}",
-            errors={f"{exc.source}:{name}" if name else exc.source: [message]
-                    for name, message in exc.errors},
-        ) from exc
-    lines: list[str] = []
-    pending: list[tuple[Path, ProcessDefinition]] = []
-    for loaded in files:
-        definition = loaded.definition
-        existing = session.scalar(
-            select(ProcessVersion).where(
-                ProcessVersion.code == definition.code,
-                ProcessVersion.version == definition.version,
-            )
-        )
-        if existing is None:
-            pending.append((loaded.path, definition))
-        elif existing.digest != definition.digest:
-            raise ProcessLoadError(
-                f"{loaded.path}: {definition.code} version {definition.version} is already "
-                f"loaded with different content (from {existing.source}); a loaded process "
-                f"version never changes: give the changed file a new version number",
-                errors={str(loaded.path): ["changed content for an already loaded version"]},
-            )
-        else:
-            lines.append(
-                f"process {existing.key}: unchanged "
-                f"({'approved' if existing.approved else 'awaiting QA approval'})"
-            )
-    for path, definition in pending:
-        session.add(ProcessVersion(
-            code=definition.code, version=definition.version, name=definition.name,
-            digest=definition.digest, definition=definition.canonical(), source=str(path),
-        ))
-        lines.append(f"process {definition.code}/v{definition.version}: loaded from {path} "
-                     f"(awaiting QA approval)")
-    session.flush()
-    return lines
-
-
-def list_processes(session: Session) -> list[ProcessVersion]:
-    return list(session.scalars(
-        select(ProcessVersion).order_by(ProcessVersion.code, ProcessVersion.version)
-    ))
-
-
-def definition_diff(session: Session, process: ProcessVersion) -> tuple[
-        int | None, list[tuple[str, str]]]:
-    """What changed from the process's previous version (the highest lower version of
-    the same code), for QA to see before approving (EU GMP Chapter 4.3, change
-    control): (previous version or None, [(" "|"+"|"-"|"@", line)]) of the validated
-    definitions as indented JSON, unified with 3 lines of context."""
-    import difflib
-    import json as json_
-
-    previous = session.scalar(select(ProcessVersion).where(
-        ProcessVersion.code == process.code, ProcessVersion.version < process.version,
-    ).order_by(ProcessVersion.version.desc()).limit(1))
-    if previous is None:
-        return None, []
-
-    def lines(text: str) -> list[str]:
-        return json_.dumps(json_.loads(text), indent=2, sort_keys=True,
-                           ensure_ascii=False).splitlines()
-
-    diff = difflib.unified_diff(lines(previous.definition), lines(process.definition),
-                                fromfile=f"v{previous.version}", tofile=f"v{process.version}",
-                                lineterm="", n=3)
-    out = []
-    for line in diff:
-        if line.startswith(("---", "+++")):
-            continue
-        out.append((line[:1] if line[:1] in "+-@" else " ", line[1:] if line[:1] != "@"
-                    else line))
-    return previous.version, out
-
-
-def get_process_version(session: Session, code: str, version: int) -> ProcessVersion:
-    found = session.scalar(select(ProcessVersion).where(
-        ProcessVersion.code == code, ProcessVersion.version == version
-    ))
-    if found is None:
-        raise NotFound(f"no process {code} version {version}")
-    return found
-
-
-def approve_process(
-    session: Session, code: str, version: int, *, user_id: int, signature: SignatureInput
-) -> ProcessVersion:
-    """QA approves a loaded version with an e-signature (EU GMP Chapter 4.3)."""
-    user = _user(session, user_id)
-    if not user.has_role("qa"):
-        raise Forbidden("approving a process version needs the role qa")
-    process = session.scalar(select(ProcessVersion).where(
-        ProcessVersion.code == code, ProcessVersion.version == version
-    ).with_for_update())
-    if process is None:
-        raise NotFound(f"no process {code} version {version}")
-    if process.approved:
-        raise InvalidTransition(f"process {process.key} is already approved")
-    signed = signatures.sign(
-        session, user, signature, entity_type="process_version", entity_id=process.key,
-        content={"process": process.key, "digest": process.digest},
-        meanings={Meaning.APPROVED.value},
-    )
-    session.add(ProcessApproval(
-        process_version_id=process.id, process_key=process.key, approved_by=user.id,
-        approved_at=signed.signed_at, signature_id=signed.id,
-    ))
-    session.flush()
-    session.refresh(process)
-    return process
-
-
-def _newest(session: Session, code: str, *, approved_only: bool) -> ProcessVersion | None:
-    statement = select(ProcessVersion).where(ProcessVersion.code == code)
-    if approved_only:
-        statement = statement.join(ProcessApproval)
-    return session.scalar(statement.order_by(ProcessVersion.version.desc()).limit(1))
-
-
-def starting_material_hold_time(
-    session: Session, process_code: str | None = None
-) -> tuple[timedelta, tuple[str, ...]]:
-    """Hold time and warn_before of the newest approved version (else the newest loaded).
-
-    Before ``gmp-mes init`` loaded anything, the definition files themselves answer,
-    so collections can be recorded on a fresh installation.
-    """
-    code = process_code or DEFAULT_PROCESS
-    process = _newest(session, code, approved_only=True) or _newest(
-        session, code, approved_only=False
-    )
-    if process is not None:
-        definition = definition_of(process)
-    else:
-        try:
-            candidates = [f.definition for f in load_directories(_definition_dirs())
-                          if f.definition.code == code]
-        except ProcessDefinitionError as exc:
-            raise ProcessLoadError(str(exc)) from exc
-        if not candidates:
-            raise NotFound(f"no process definition {code}")
-        definition = max(candidates, key=lambda d: d.version)
-    return definition.starting_material_hold, definition.warn_before
 
 
 # --- batches ----------------------------------------------------------------------------
@@ -325,14 +131,14 @@ def start_batch(
     user = _user(session, user_id)
     code = process_code or DEFAULT_PROCESS
     if process_version is not None:
-        process = get_process_version(session, code, process_version)
+        process = processes.get_process_version(session, code, process_version)
         if not process.approved:
             raise conflict("process_not_approved",
                            f"process {process.key} is not approved by QA; it cannot be used")
     else:
-        process = _newest(session, code, approved_only=True)
+        process = processes.newest_version(session, code, approved_only=True)
         if process is None:
-            if _newest(session, code, approved_only=False) is None:
+            if processes.newest_version(session, code, approved_only=False) is None:
                 raise NotFound(f"no process {code}")
             raise conflict("process_not_approved",
                            f"no version of process {code} is approved by QA yet")
@@ -345,7 +151,7 @@ def start_batch(
     if item.status == "expired" or (item.expires_at is not None and item.expires_at <= now):
         raise Expired(
             f"starting material {item_id} is past its hold time "
-            f"({format_duration(definition_of(process).starting_material_hold)} after "
+            f"({format_duration(processes.definition_of(process).starting_material_hold)} after "
             "collection); it cannot start a batch"
         )
     if item.status == "blocked":
@@ -438,7 +244,7 @@ def batches_of_coi(session: Session, coi_id: str) -> list[Batch]:
 
 
 def definition_of_batch(batch: Batch) -> ProcessDefinition:
-    return definition_of(batch.process)
+    return processes.definition_of(batch.process)
 
 
 # --- step records -----------------------------------------------------------------------

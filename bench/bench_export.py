@@ -20,6 +20,7 @@ from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate
 
+import processes.services as processes
 from bench.common import Result
 from gmp_mes import accounts, migrate
 from gmp_mes.audit import Actor
@@ -31,8 +32,8 @@ PASSWORD = "bench-password-123"
 
 def _build_batch(app: Any, days: int) -> str:
     from batches import services
-    from batches.definitions import ParamType
     from identity import services as identity
+    from processes.definitions import ParamType
 
     db = app.extensions["gmp_mes.db"]
     sig = SignatureInput(password=PASSWORD, meaning="performed")
@@ -46,8 +47,8 @@ def _build_batch(app: Any, days: int) -> str:
                                  ("april", "clinician", "APH1")):
             ids[name] = accounts.create_user(s, name, password=PASSWORD, roles=[role],
                                              site_code=site, full_name=name.title()).id
-        services.load_process_definitions(s)
-        services.approve_process(s, "CART-AUTO", 1, user_id=ids["quinn"],
+        processes.load_process_definitions(s)
+        processes.approve_process(s, "CART-AUTO", 1, user_id=ids["quinn"],
                                  signature=SignatureInput(PASSWORD, "approved"))
         coi_id = identity.enrol_patient(
             s, given_name="Grace", family_name="Hopper", date_of_birth=date(1968, 12, 9),

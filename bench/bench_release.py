@@ -16,6 +16,7 @@ import time
 from datetime import date, timedelta
 from typing import Any
 
+import processes.services as processes
 from bench.common import Result, postgres_available, scratch_database
 from gmp_mes import accounts
 from gmp_mes.audit import Actor
@@ -26,7 +27,7 @@ PASSWORD = "bench-password-123"
 
 
 def _value(param: Any) -> Any:
-    from batches.definitions import ParamType
+    from processes.definitions import ParamType
 
     if param.type == ParamType.BOOLEAN:
         return True if param.expected is None else param.expected
@@ -77,8 +78,8 @@ def _setup(app: Any, n: int) -> tuple[dict[str, int], list[str]]:
             ids[name] = accounts.create_user(
                 s, name, password=PASSWORD, roles=[role], site_code=site,
                 full_name=name.title()).id
-        services.load_process_definitions(s)
-        services.approve_process(s, "CART-AUTO", 1, user_id=ids["quinn"],
+        processes.load_process_definitions(s)
+        processes.approve_process(s, "CART-AUTO", 1, user_id=ids["quinn"],
                                  signature=SignatureInput(PASSWORD, "approved"))
     numbers = []
     for i in range(n):

@@ -11,7 +11,7 @@ from flask import Flask
 from flask_smorest import Api
 
 # The domains this one builds on (registered before it; gmp_mes.registry).
-REQUIRES: tuple[str, ...] = ("batches", "identity", "labels", "qc")
+REQUIRES: tuple[str, ...] = ("batches", "identity", "labels", "processes", "qc")
 
 
 def init_app(app: Flask, api: Api) -> None:

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 import batches.services as batches_services
 import identity.services as identity_services
 import labels.services as labels_services
+import processes.services as processes_services
 import qc.services as qc_services
 from gmp_mes import accounts
 from gmp_mes.audit import Actor
@@ -135,6 +136,7 @@ class Demo:
         self.summary = Summary()
         self.identity = identity_services
         self.batches = batches_services
+        self.processes = processes_services
         self.labels = labels_services
         self.qc = qc_services
 
@@ -192,15 +194,15 @@ class Demo:
             self.summary.users.append(username)
 
     def approve_process(self) -> None:
-        if not self.batches.list_processes(self.s):
-            self.batches.load_process_definitions(self.s)
-        versions = [p for p in self.batches.list_processes(self.s) if p.code == PROCESS]
+        if not self.processes.list_processes(self.s):
+            self.processes.load_process_definitions(self.s)
+        versions = [p for p in self.processes.list_processes(self.s) if p.code == PROCESS]
         if not versions:
             raise click.ClickException(f"process {PROCESS} is not loaded; run gmp-mes init")
         newest = max(versions, key=lambda p: p.version)
         if not newest.approved:
             with self.acting("qa") as qa:
-                self.batches.approve_process(
+                self.processes.approve_process(
                     self.s, newest.code, newest.version, user_id=qa.id,
                     signature=self.sig("approved", "master batch record reviewed"),
                 )

@@ -6,7 +6,7 @@ from flask import Flask
 from flask_smorest import Api
 
 # The domains this one builds on (registered before it; gmp_mes.registry).
-REQUIRES: tuple[str, ...] = ("labels",)
+REQUIRES: tuple[str, ...] = ("labels", "processes")
 
 
 def init_app(app: Flask, api: Api) -> None:

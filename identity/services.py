@@ -23,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 import labels.services as labels
+import processes.services as processes
 from gmp_mes import audit, registry
 from gmp_mes.accounts import Person
 from gmp_mes.alerts import AlertSpec, raise_alert
@@ -698,9 +699,7 @@ def record_collection(
                                           f"({patient.date_of_birth.isoformat()})")
     if din and session.scalar(select(Collection.id).where(Collection.din == din)):
         raise AlreadyExists(f"DIN {din} is already recorded")
-    from batches import services as batches  # lazily: batches imports identity
-
-    hold, warn_before = batches.starting_material_hold_time(session, process_code)
+    hold, warn_before = processes.starting_material_hold_time(session, process_code)
     collected_at = collected_at.astimezone(UTC)
     item = create_item(
         session, kind=ItemKind.STARTING_MATERIAL, coi_id=coi_id,

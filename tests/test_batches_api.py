@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+import processes.services as processes
 from gmp_mes.clock import clock, utcnow
 from tests.conftest import sig
 from tests.helpers import assert_problem
@@ -24,11 +25,10 @@ def step_body(plant: Plant, number: str, code: str, **values) -> dict:
 
 
 def test_processes_list_and_approval_by_qa_only(app, db, make_user, login) -> None:
-    from batches import services
 
     qa, op = make_user("quinn", "qa"), make_user("olga", "operator")
     with app.app_context(), db.transaction(actor=qa.actor) as s:
-        services.load_process_definitions(s)
+        processes.load_process_definitions(s)
     listed = login(op).get("/api/v1/processes")
     assert listed.status_code == 200
     assert [(p["code"], p["version"], p["approved"]) for p in listed.get_json()] == [
@@ -245,11 +245,10 @@ def test_batch_pages(plant: Plant, client) -> None:
 
 
 def test_process_page_and_approval_form(app, db, make_user, client) -> None:
-    from batches import services
 
     qa = make_user("quinn", "qa")
     with app.app_context(), db.transaction(actor=qa.actor) as s:
-        services.load_process_definitions(s)
+        processes.load_process_definitions(s)
     page_login(client, qa)
     html = client.get("/processes").get_data(as_text=True)
     assert "awaiting QA approval" in html and "Ph. Eur. 2.6.27" in html

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+import processes.services as processes
 from batches import services
 from batches.models import StepRecord
 from gmp_mes.clock import clock, utcnow
@@ -35,12 +36,12 @@ def test_definitions_load_unapproved_and_reload_is_idempotent(app, db, make_user
     qa = make_user("quinn", "qa")
     p = Plant(app, db, qa, qa, qa, qa)
     with p.tx(qa) as s:
-        lines = services.load_process_definitions(s)
+        lines = processes.load_process_definitions(s)
     assert any("CART-AUTO/v1: loaded" in line for line in lines)
     with p.tx(qa) as s:
-        lines = services.load_process_definitions(s)
+        lines = processes.load_process_definitions(s)
         assert lines == ["process CART-AUTO/v1: unchanged (awaiting QA approval)"]
-        assert [v.approved for v in services.list_processes(s)] == [False]
+        assert [v.approved for v in processes.list_processes(s)] == [False]
 
 
 @pytest.mark.requirement("EU GMP Chapter 4.3")
@@ -50,12 +51,12 @@ def test_changed_file_with_same_version_is_refused_naming_the_file(
     qa = make_user("quinn", "qa")
     p = Plant(app, db, qa, qa, qa, qa)
     with p.tx(qa) as s:
-        services.load_process_definitions(s)
+        processes.load_process_definitions(s)
     changed = tmp_path / "cart-auto-v1.toml"
     shutil.copy(CONFIG_DIR / "processes" / "cart-auto-v1.toml", changed)
     changed.write_text(changed.read_text().replace("min = 70.0", "min = 60.0"))
-    with pytest.raises(services.ProcessLoadError) as caught, p.tx(qa) as s:
-        services.load_process_definitions(s, [tmp_path])
+    with pytest.raises(processes.ProcessLoadError) as caught, p.tx(qa) as s:
+        processes.load_process_definitions(s, [tmp_path])
     assert str(changed) in caught.value.detail
     assert "new version number" in caught.value.detail
 
@@ -65,10 +66,10 @@ def test_bad_file_loads_nothing(app, db, make_user, tmp_path: Path) -> None:
     p = Plant(app, db, qa, qa, qa, qa)
     shutil.copy(CONFIG_DIR / "processes" / "cart-auto-v1.toml", tmp_path / "a.toml")
     (tmp_path / "b.toml").write_text('code = "X"\nversion = 1\n')
-    with pytest.raises(services.ProcessLoadError, match=r"b\.toml"), p.tx(qa) as s:
-        services.load_process_definitions(s, [tmp_path])
+    with pytest.raises(processes.ProcessLoadError, match=r"b\.toml"), p.tx(qa) as s:
+        processes.load_process_definitions(s, [tmp_path])
     with p.tx(qa) as s:
-        assert services.list_processes(s) == []
+        assert processes.list_processes(s) == []
 
 
 @pytest.mark.requirement("EU GMP Chapter 4.3")
@@ -81,7 +82,7 @@ def test_unapproved_version_cannot_start_a_batch(app, db, make_user, make_site) 
     p = Plant(app, db, op, op, make_user("quinn", "qa"), make_user("clara", "clinician",
                                                                    site=HOSPITAL))
     with p.tx(p.qa) as s:
-        services.load_process_definitions(s)
+        processes.load_process_definitions(s)
     item = p.starting_material()
     with pytest.raises(Conflict) as caught, p.tx() as s:
         services.start_batch(s, item_id=item, user_id=op.user_id)
@@ -93,12 +94,12 @@ def test_unapproved_version_cannot_start_a_batch(app, db, make_user, make_site) 
 
 def test_approval_is_signed_once_by_qa(plant: Plant) -> None:
     with plant.tx(plant.qa) as s:
-        version = services.list_processes(s)[0]
+        version = processes.list_processes(s)[0]
         assert version.approved
         assert version.approval.signature.meaning == "approved"
         assert version.approval.signature.printed_name == "Quinn"
     with pytest.raises(InvalidTransition), plant.tx(plant.qa) as s:
-        services.approve_process(s, "CART-AUTO", 1, user_id=plant.qa.user_id,
+        processes.approve_process(s, "CART-AUTO", 1, user_id=plant.qa.user_id,
                                  signature=sign(meaning="approved"))
 
 
@@ -419,14 +420,14 @@ def test_status_machine_final_states_never_change(plant: Plant) -> None:
 
 def test_starting_material_hold_time_interface(plant: Plant) -> None:
     with plant.tx() as s:
-        hold, warn = services.starting_material_hold_time(s)
+        hold, warn = processes.starting_material_hold_time(s)
         assert hold == timedelta(hours=48) and warn == ("PT24H", "PT4H")
-        assert services.starting_material_hold_time(s, "CART-AUTO") == (hold, warn)
+        assert processes.starting_material_hold_time(s, "CART-AUTO") == (hold, warn)
 
 
 def test_hold_time_before_anything_is_loaded_reads_the_files(app, db) -> None:
     with app.app_context(), db.transaction() as s:
-        assert services.starting_material_hold_time(s)[0] == timedelta(hours=48)
+        assert processes.starting_material_hold_time(s)[0] == timedelta(hours=48)
 
 
 def test_two_operators_recording_the_same_step_at_once(plant: Plant) -> None:

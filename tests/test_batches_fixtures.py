@@ -16,11 +16,12 @@ import pytest
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from batches.definitions import ParamType, Step
+import processes.services as processes
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
 from gmp_mes.db import Database
 from gmp_mes.signatures import SignatureInput
+from processes.definitions import ParamType, Step
 from tests.conftest import PASSWORD, Person
 
 PLANT, HOSPITAL, APHERESIS = "CLEAN1", "HOSP1", "APH1"
@@ -87,7 +88,7 @@ class Plant:
         with self.tx() as s:
             if batch_number:
                 return services.definition_of_batch(services.get_batch(s, batch_number))
-            return services.definition_of(services.list_processes(s)[0])
+            return processes.definition_of(processes.list_processes(s)[0])
 
     def starting_material(self, *, collected_hours_ago: float = 1.0,
                           received: bool = True) -> str:
@@ -176,7 +177,6 @@ class Plant:
 
 @pytest.fixture(name="plant")
 def plant_fixture(app: Flask, db: Database, make_user: Any, make_site: Any) -> Plant:
-    from batches import services
 
     make_site(APHERESIS, "collection")
     make_site(HOSPITAL, "treatment")
@@ -187,8 +187,8 @@ def plant_fixture(app: Flask, db: Database, make_user: Any, make_site: Any) -> P
     apheresis = make_user("april", "clinician", site=APHERESIS)
     p = Plant(app, db, operator, operator2, qa, clinician, apheresis)
     with p.tx(qa) as s:
-        services.load_process_definitions(s)
+        processes.load_process_definitions(s)
     with p.tx(qa) as s:
-        services.approve_process(s, "CART-AUTO", 1, user_id=qa.user_id,
+        processes.approve_process(s, "CART-AUTO", 1, user_id=qa.user_id,
                                  signature=sign(meaning="approved"))
     return p

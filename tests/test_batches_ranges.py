@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batches.definitions import inferred_curve, parse_definition
+import processes.services as processes
 from gmp_mes.errors import ValidationFailed
+from processes.definitions import inferred_curve, parse_definition
 from tests.test_batches_fixtures import (  # noqa: F401 - fixture
     APHERESIS,
     HOSPITAL,
@@ -94,7 +95,7 @@ def test_spec_example_gets_its_curve_and_keeps_its_digest() -> None:
     # The stored document keeps what the file says: no [curve] table, so the digest of
     # a definition loaded before this rule does not change.
     assert definition.raw["curve"] is None
-    from batches.definitions import from_canonical
+    from processes.definitions import from_canonical
 
     assert from_canonical(definition.raw).curve == definition.curve
 
@@ -108,7 +109,6 @@ def test_an_explicit_curve_wins_and_no_candidate_gives_none() -> None:
 
 @pytest.fixture
 def spec_plant(app: Any, db: Any, make_user: Any, make_site: Any, tmp_path: Path) -> Plant:
-    from batches import services
 
     make_site(APHERESIS, "collection")
     make_site(HOSPITAL, "treatment")
@@ -119,9 +119,9 @@ def spec_plant(app: Any, db: Any, make_user: Any, make_site: Any, tmp_path: Path
     plant = Plant(app, db, operator, make_user("oscar", "operator"), qa, clinician, apheresis)
     (tmp_path / "spec-example.toml").write_text(SPEC_EXAMPLE)
     with plant.tx(qa) as s:
-        services.load_process_definitions(s, [tmp_path])  # the SPEC example only
+        processes.load_process_definitions(s, [tmp_path])  # the SPEC example only
     with plant.tx(qa) as s:
-        services.approve_process(s, "CART-AUTO", 1, user_id=qa.user_id,
+        processes.approve_process(s, "CART-AUTO", 1, user_id=qa.user_id,
                                  signature=sign(meaning="approved"))
     return plant
 
@@ -198,8 +198,8 @@ def test_impossible_step_values_are_refused_with_field_errors(plant: Plant) -> N
 def test_out_of_range_step_values_never_reach_the_record(cells: float, pct: float) -> None:
     """Invariant (Hypothesis): a negative or absurd cell count and a percentage outside
     0-100 are refused by the value check, whatever the limits."""
-    from batches.definitions import Parameter, Step
     from batches.services import _check_values
+    from processes.definitions import Parameter, Step
 
     step = Step(code="expansion", name="x", index=0, repeatable=True, parameters=(
         Parameter(code="viable_cells", name="cells", unit="cells"),
@@ -211,7 +211,7 @@ def test_out_of_range_step_values_never_reach_the_record(cells: float, pct: floa
 
 
 def test_definition_limits_must_be_physically_possible() -> None:
-    from batches.definitions import ProcessDefinitionError
+    from processes.definitions import ProcessDefinitionError
 
     data = tomllib.loads(SPEC_EXAMPLE)
     data["steps"][1]["parameters"][1]["max"] = 120.0

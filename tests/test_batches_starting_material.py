@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+import processes.services as processes
 from gmp_mes.clock import clock, utcnow
 from gmp_mes.errors import Conflict, InvalidTransition
 from gmp_mes.settings import CONFIG_DIR
@@ -246,9 +247,9 @@ def test_a_declared_consuming_step_keeps_the_material_in_process_until_it(
         'code = "activation"\n', 'code = "activation"\nconsumes = "starting_material"\n', 1)
     (tmp_path / "late.toml").write_text(text)
     with plant.tx(plant.qa) as s:
-        services.load_process_definitions(s, [tmp_path])
+        processes.load_process_definitions(s, [tmp_path])
     with plant.tx(plant.qa) as s:
-        services.approve_process(s, "CART-LATE", 1, user_id=plant.qa.user_id,
+        processes.approve_process(s, "CART-LATE", 1, user_id=plant.qa.user_id,
                                  signature=sig_input("approved"))
     sm = plant.starting_material()
     with plant.tx() as s:
@@ -269,7 +270,7 @@ def sig_input(meaning: str) -> Any:
 
 
 def test_consumes_is_validated_and_leaves_the_shipped_digest_alone(tmp_path: Path) -> None:
-    from batches.definitions import ProcessDefinitionError, load_file
+    from processes.definitions import ProcessDefinitionError, load_file
 
     shipped = CONFIG_DIR / "processes" / "cart-auto-v1.toml"
     definition = load_file(shipped)

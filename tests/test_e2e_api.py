@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import processes.services as processes
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
 from tests.conftest import ApiClient, sig
@@ -66,7 +67,6 @@ def ok(response: Any, status: int = 201) -> Any:
 
 @pytest.fixture
 def people(app, db, make_site, make_user, login) -> dict[str, ApiClient]:
-    from batches import services as batches
 
     make_site(PLANT, "manufacturing")
     make_site(APHERESIS, "collection")
@@ -80,7 +80,7 @@ def people(app, db, make_site, make_user, login) -> dict[str, ApiClient]:
         "qa": make_user("quella", "qa"),
     }
     with app.app_context(), db.transaction(actor=Actor.system("init")) as s:
-        batches.load_process_definitions(s)  # what `gmp-mes init` does
+        processes.load_process_definitions(s)  # what `gmp-mes init` does
     clients = {role: login(person) for role, person in persons.items()}
     clients["verifier_person"] = persons["verifier"]  # type: ignore[assignment]
     return clients

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 
+import processes.services as processes
 from tests.test_batches_api import csrf_from, page_login
 
 
 def test_approval_page_shows_the_version_diff(app, db, make_user, client) -> None:
-    from batches import services
-    from batches.models import ProcessVersion
+    from processes.models import ProcessVersion
 
     qa = make_user("quinn", "qa")
     with app.app_context(), db.transaction(actor=qa.actor) as s:
-        services.load_process_definitions(s)
-        first = services.get_process_version(s, "CART-AUTO", 1)
+        processes.load_process_definitions(s)
+        first = processes.get_process_version(s, "CART-AUTO", 1)
         definition = json.loads(first.definition)
         definition["version"] = 2
         definition["name"] = definition["name"] + " (longer expansion)"

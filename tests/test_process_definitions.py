@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batches.definitions import (
+from gmp_mes.settings import CONFIG_DIR
+from processes.definitions import (
     ProcessDefinitionError,
     load_directories,
     load_file,
     parse_definition,
 )
-from gmp_mes.settings import CONFIG_DIR
 
 DEFAULT = CONFIG_DIR / "processes" / "cart-auto-v1.toml"
 

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from batches.definitions import QcSpec
 from gmp_mes.clock import clock, utcnow
 from gmp_mes.errors import (
     AlreadyExists,
@@ -21,6 +20,7 @@ from gmp_mes.errors import (
     SignatureRejected,
     ValidationFailed,
 )
+from processes.definitions import QcSpec
 from tests.helpers import audit_events, count
 from tests.test_qc_fixtures import (  # noqa: F401 - fixtures
     Lab,

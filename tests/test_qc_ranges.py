@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batches.definitions import QcSpec
 from gmp_mes.clock import utcnow
 from gmp_mes.errors import ValidationFailed
+from processes.definitions import QcSpec
 from tests.conftest import sig
 from tests.helpers import assert_problem, count
 from tests.test_pages_core import csrf_from, page_login

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import processes.services as processes
 from demo.seed import _step_values
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
@@ -46,7 +47,6 @@ def _received_bag(app: Any, db: Any, people: dict[str, Any], n: int) -> str:
 
 @pytest.fixture
 def people(app: Any, db: Any, make_site: Any, make_user: Any) -> dict[str, Any]:
-    from batches import services as batches
 
     make_site("APH1", "collection")
     make_site("CLEAN1", "manufacturing")
@@ -59,8 +59,8 @@ def people(app: Any, db: Any, make_site: Any, make_user: Any) -> dict[str, Any]:
         "qa": make_user("quentin", "qa"),
     }
     with app.app_context(), _as(db, found["qa"]) as s:
-        batches.load_process_definitions(s)
-        batches.approve_process(s, "CART-AUTO", 1, user_id=found["qa"].user_id,
+        processes.load_process_definitions(s)
+        processes.approve_process(s, "CART-AUTO", 1, user_id=found["qa"].user_id,
                                 signature=SignatureInput(password=found["qa"].password,
                                                          meaning="approved"))
     return found
