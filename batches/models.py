@@ -170,6 +170,8 @@ class StepRecord(Audited, Base):
         UniqueConstraint("batch_id", "step_code", "occurrence", "version",
                          name="uq_step_record_version"),
         Index("ix_step_record_batch", "batch_id", "step_index"),
+        # Which records of a page were corrected (batches.services._not_superseded).
+        Index("ix_step_record_supersedes", "supersedes_id"),
     )
     audit_entity = "step_record"
 

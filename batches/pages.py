@@ -119,12 +119,18 @@ def batch_page(batch_number: str) -> str:
     return _render_batch(batch_number)
 
 
+# Step records on one batch page (the newest; older ones on the next pages, issue 15).
+STEPS_PAGE = 50
+
+
 def _render_batch(batch_number: str, kept: dict[str, Any] | None = None) -> str:
     session = db_session()
-    data = record.executed_record(session, batch_number)
+    data = record.executed_record(session, batch_number, steps_limit=STEPS_PAGE,
+                                  steps_before=paging.cursor(request.args, "steps_before"))
     return render_template(
         "batches/batch.html", b=data, curve=Markup(export.curve_svg(data["expansion_curve"])),
         show=export.show_value, dt=_local_time(g.user.site.timezone), kept=kept,
+        steps_page=STEPS_PAGE,
     )
 
 
@@ -336,7 +342,7 @@ def dashboard_panel(session: Any, user: Any) -> tuple[str, Markup] | None:
         return ("Batches in process", Markup('<p class="hint">No batch in process.</p>'))
     rows = []
     for batch in active[:20]:
-        due = [s.step.name for s in services.step_states(session, batch) if s.allowed]
+        due = [step.name for step in services.next_steps(session, batch)]
         if batch.status == "awaiting_release":
             due = ["QA release"]
         rows.append(

@@ -47,6 +47,17 @@ class BatchQuerySchema(EdgeSchema):
     status = fields.String(load_default=None)
 
 
+class BatchRecordQuerySchema(StrictSchema):
+    """GET /batches/{batch_number}: the step history comes in pages (issue 15: a batch
+    with 1,000 step records must not answer with megabytes); the exports are complete."""
+
+    steps_limit = fields.Integer(load_default=500, validate=validate.Range(min=1, max=5000),
+                                 metadata={"description": "step records per page, newest"})
+    steps_before = fields.Integer(load_default=None, validate=validate.Range(min=1, max=2**62),
+                                  metadata={"description": "the steps_older cursor of the "
+                                                           "page before"})
+
+
 class StepBodySchema(StrictSchema):
     values = fields.Dict(keys=fields.String(), load_default=dict)
     signature = fields.Nested(SignatureSchema, required=True)
@@ -179,7 +190,11 @@ class BatchSchema(Schema):
     started_at = fields.String()
     completed_at = fields.String(allow_none=True)
     next_steps = fields.List(fields.String())
-    steps = fields.List(fields.Dict())
+    steps = fields.List(fields.Dict(), metadata={
+        "description": "every step; records and superseded hold one page of the step "
+                       "history (the newest steps_limit records)"})
+    steps_older = fields.Integer(allow_none=True, metadata={
+        "description": "pass as steps_before for the page of older records; null: none"})
     items = fields.List(fields.Dict())
     deviations = fields.List(fields.Dict())
     qc = fields.Raw(allow_none=True)

@@ -53,7 +53,7 @@ from batches.models import (
     StepRecord,
     record_key,
 )
-from gmp_mes import audit, signatures
+from gmp_mes import audit, paging, signatures
 from gmp_mes.audit import canonical_json
 from gmp_mes.clock import utcnow
 from gmp_mes.db import lock_rows
@@ -472,26 +472,112 @@ class StepState:
     records: list[StepRecord]
     superseded: list[StepRecord]
     allowed: bool
+    done: bool
 
-    @property
-    def done(self) -> bool:
-        return bool(self.records)
+
+def last_step_index(session: Session, batch: Batch) -> int:
+    """The process index of the furthest step recorded (-1: none), one indexed read
+    (ix_step_record_batch) whatever the number of records."""
+    found = session.scalar(
+        select(StepRecord.step_index).where(StepRecord.batch_id == batch.id)
+        .order_by(StepRecord.step_index.desc()).limit(1)
+    )
+    return -1 if found is None else found
+
+
+def recorded_steps(session: Session, batch: Batch, definition: ProcessDefinition) -> set[str]:
+    """The codes of the steps that have a record: one statement of one indexed EXISTS
+    per step of the process (uq_step_record_version), never a scan of the records."""
+    steps = list(definition.steps)
+    if not steps:
+        return set()
+    row = session.execute(select(*[
+        select(StepRecord.id).where(StepRecord.batch_id == batch.id,
+                                    StepRecord.step_code == step.code).exists()
+        for step in steps
+    ])).one()
+    return {step.code for step, present in zip(steps, row, strict=True) if present}
+
+
+def _last_occurrence(session: Session, batch: Batch, step_code: str) -> int:
+    found = session.scalar(
+        select(StepRecord.occurrence).where(StepRecord.batch_id == batch.id,
+                                            StepRecord.step_code == step_code)
+        .order_by(StepRecord.occurrence.desc()).limit(1)
+    )
+    return found or 0
 
 
 def step_states(session: Session, batch: Batch) -> list[StepState]:
+    """Every step of the process with all its records (the complete record)."""
     definition = definition_of_batch(batch)
     every = all_records(session, batch)
     current = {r.id for r in current_records(session, batch)}
-    allowed = set(_allowed_steps(definition, every)) if _recording_open(batch) else set()
+    return _states(batch, definition, every, current, {r.step_code for r in every},
+                   _last_index(every))
+
+
+def paged_step_states(session: Session, batch: Batch, *, limit: int,
+                      before: int | None = None) -> tuple[list[StepState], int | None]:
+    """Every step with only the ``limit`` newest records (by id, before record ``before``)
+    and the cursor of the older ones; ``done`` and ``allowed`` still hold for the whole
+    batch. Its cost does not grow with the batch's records (issue 15)."""
+    definition = definition_of_batch(batch)
+    every, older = step_history_page(session, batch, limit=limit, before=before)
+    return _states(batch, definition, every, _not_superseded(session, every),
+                   recorded_steps(session, batch, definition),
+                   last_step_index(session, batch)), older
+
+
+def _states(batch: Batch, definition: ProcessDefinition, every: list[StepRecord],
+            current: set[int], done: set[str], last: int) -> list[StepState]:
+    allowed = set(_allowed_after(definition, last)) if _recording_open(batch) else set()
+    by_step: dict[str, list[StepRecord]] = {}
+    for r in every:
+        by_step.setdefault(r.step_code, []).append(r)
     return [
         StepState(
             step=step,
-            records=[r for r in every if r.step_code == step.code and r.id in current],
-            superseded=[r for r in every if r.step_code == step.code and r.id not in current],
+            records=[r for r in by_step.get(step.code, []) if r.id in current],
+            superseded=[r for r in by_step.get(step.code, []) if r.id not in current],
             allowed=step.code in allowed,
+            done=step.code in done,
         )
         for step in definition.steps
     ]
+
+
+def step_history_page(session: Session, batch: Batch, *, limit: int,
+                      before: int | None = None) -> tuple[list[StepRecord], int | None]:
+    """The ``limit`` newest step records (every version) before record ``before``, in
+    process order, and the cursor of the older ones (None: no more). Keyset paging on
+    the record id (gmp_mes.paging.keyset_page), as the custody trail pages."""
+    rows, older = paging.keyset_page(
+        session, select(StepRecord).where(StepRecord.batch_id == batch.id), StepRecord.id,
+        limit=limit, before=before,
+    )
+    rows.sort(key=lambda r: (r.step_index, r.occurrence, r.version))
+    return rows, older
+
+
+def next_steps(session: Session, batch: Batch) -> list[Step]:
+    """The steps that may be recorded now (SPEC §3), in process order."""
+    if not _recording_open(batch):
+        return []
+    definition = definition_of_batch(batch)
+    return [step for code in _allowed_after(definition, last_step_index(session, batch))
+            if (step := definition.step(code)) is not None]
+
+
+def _not_superseded(session: Session, records: list[StepRecord]) -> set[int]:
+    """Ids of ``records`` that no correction superseded (ix_step_record_supersedes)."""
+    ids = [r.id for r in records]
+    if not ids:
+        return set()
+    superseded = set(session.scalars(
+        select(StepRecord.supersedes_id).where(StepRecord.supersedes_id.in_(ids))
+    ))
+    return {i for i in ids if i not in superseded}
 
 
 def _recording_open(batch: Batch) -> bool:
@@ -502,9 +588,9 @@ def _last_index(records: list[StepRecord]) -> int:
     return max((r.step_index for r in records), default=-1)
 
 
-def _allowed_steps(definition: ProcessDefinition, records: list[StepRecord]) -> list[str]:
-    """SPEC §3: steps in file order; a repeatable step again until the next one starts."""
-    last = _last_index(records)
+def _allowed_after(definition: ProcessDefinition, last: int) -> list[str]:
+    """SPEC §3: steps in file order; a repeatable step again until the next one starts
+    (``last``: the index of the furthest step recorded, -1 for none)."""
     allowed = []
     if last >= 0 and definition.steps[last].repeatable:
         allowed.append(definition.steps[last].code)
@@ -708,10 +794,11 @@ def record_step(
         raise InvalidTransition(
             f"batch {batch_number} is {batch.status}: no more steps can be recorded"
         )
-    records = current_records(session, batch)
-    allowed = _allowed_steps(definition, records)
+    # Only what the order rule needs, each an indexed read: recording stays as fast on
+    # the 1,000th record as on the first (issue 15).
+    allowed = _allowed_after(definition, last_step_index(session, batch))
     if step.code not in allowed:
-        done = {r.step_code for r in records}
+        done = recorded_steps(session, batch, definition)
         why = (f"step {step.code} is already recorded; a change is a correction"
                if step.code in done and not step.repeatable
                else f"step {step.code} is out of order")
@@ -720,7 +807,7 @@ def record_step(
             extra={"next_steps": allowed},
         )
     clean, results, bags = _check_values(step, values)
-    occurrence = 1 + max((r.occurrence for r in records if r.step_code == step.code), default=0)
+    occurrence = 1 + _last_occurrence(session, batch, step.code)
     identity = _identity()
     consumes = step.code == definition.consuming_step.code and occurrence == 1
     if consumes:
@@ -751,7 +838,7 @@ def record_step(
     outcome.deviations = _open_limit_deviations(session, batch, step, record, results, user)
     if step.index == len(definition.steps) - 1:
         batch.completed_at = now
-    _refresh_status(session, batch, records=[*records, record], definition=definition)
+    _refresh_status(session, batch, definition=definition)
     session.flush()
     return outcome
 
@@ -876,15 +963,18 @@ def correct_step(
         raise InvalidTransition(
             f"batch {batch_number} is {batch.status}: its record can no longer be corrected"
         )
-    mine = [r for r in current_records(session, batch) if r.step_code == step.code]
-    if not mine:
-        raise InvalidTransition(f"step {step.code} has no record to correct")
-    if occurrence is None:
-        original = max(mine, key=lambda r: r.occurrence)
-    else:
-        original = next((r for r in mine if r.occurrence == occurrence), None)
-        if original is None:
-            raise NotFound(f"step {step.code} has no record #{occurrence}")
+    # The current version of the record (the highest occurrence by default): one indexed
+    # read (uq_step_record_version), not every record of the batch.
+    mine = select(StepRecord).where(StepRecord.batch_id == batch.id,
+                                    StepRecord.step_code == step.code)
+    if occurrence is not None:
+        mine = mine.where(StepRecord.occurrence == occurrence)
+    original = session.scalar(
+        mine.order_by(StepRecord.occurrence.desc(), StepRecord.version.desc()).limit(1))
+    if original is None:
+        if occurrence is None or step.code not in recorded_steps(session, batch, definition):
+            raise InvalidTransition(f"step {step.code} has no record to correct")
+        raise NotFound(f"step {step.code} has no record #{occurrence}")
     clean, results, bags = _check_values(step, values)
     if step.creates and bags != original.values.get("bags", 1):
         raise InvalidTransition(
@@ -1063,9 +1153,17 @@ _TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
+def _holding_deviation(session: Session, batch: Batch) -> bool:
+    """SPEC §2: an open (unassessed) major or critical deviation holds the batch
+    (Deviation.holds_batch), one indexed read (ix_deviation_batch_status)."""
+    return session.scalar(select(select(Deviation.id).where(
+        Deviation.batch_id == batch.id, Deviation.status == DeviationStatus.OPEN.value,
+        Deviation.severity != DeviationSeverity.MINOR.value,
+    ).exists())) or False
+
+
 def _refresh_status(
-    session: Session, batch: Batch, *, records: list[StepRecord] | None = None,
-    definition: ProcessDefinition | None = None,
+    session: Session, batch: Batch, *, definition: ProcessDefinition | None = None,
 ) -> None:
     """Derive in_process / on_hold / awaiting_release from steps and deviations.
 
@@ -1075,11 +1173,10 @@ def _refresh_status(
     if batch.status not in (s.value for s in ACTIVE_BATCH_STATUSES):
         return
     definition = definition or definition_of_batch(batch)
-    records = records if records is not None else current_records(session, batch)
-    held = any(d.holds_batch for d in deviations_of(session, batch))
+    held = _holding_deviation(session, batch)
     if held:
         target = BatchStatus.ON_HOLD
-    elif steps_complete(definition, records):
+    elif len(recorded_steps(session, batch, definition)) == len(definition.steps):
         target = BatchStatus.AWAITING_RELEASE
     else:
         target = BatchStatus.IN_PROCESS
@@ -1120,7 +1217,7 @@ def release_blockers(session: Session, batch_number: str) -> list[tuple[str, str
     batch = get_batch(session, batch_number)
     definition = definition_of_batch(batch)
     blockers: list[tuple[str, str]] = []
-    done = {r.step_code for r in current_records(session, batch)}
+    done = recorded_steps(session, batch, definition)
     missing = [s.code for s in definition.steps if s.code not in done]
     if missing:
         blockers.append(("steps_incomplete", f"steps not recorded: {', '.join(missing)}"))
@@ -1167,8 +1264,16 @@ def qc_specs(session: Session, batch_number: str) -> list[QcSpec]:
 
 def final_product_item_ids(session: Session, batch_number: str) -> list[str]:
     batch = get_batch(session, batch_number)
+    # Only the records of the steps that create items (the fill), latest version of each.
+    creating = [s.code for s in definition_of_batch(batch).steps if s.creates]
+    latest: dict[tuple[str, int], StepRecord] = {}
+    for record in session.scalars(select(StepRecord).where(
+        StepRecord.batch_id == batch.id, StepRecord.step_code.in_(creating),
+        StepRecord.created_items.is_not(None),
+    ).order_by(StepRecord.step_index, StepRecord.occurrence, StepRecord.version)):
+        latest[(record.step_code, record.occurrence)] = record
     ids: list[str] = []
-    for record in current_records(session, batch):
+    for record in latest.values():
         ids.extend(record.item_ids)
     return ids
 
