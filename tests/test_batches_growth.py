@@ -183,6 +183,7 @@ def test_exports_stay_complete_and_their_statements_do_not_grow(plant: Plant) ->
 
     exported(small)  # warm caches
     data_10, at_10 = exported(small)
+    assert len(next(s for s in data_10["steps"] if s["code"] == "expansion")["records"]) == 10
     data_1000, at_1000 = exported(large)
     days = [r for s in data_1000["steps"] if s["code"] == "expansion" for r in s["records"]]
     assert [r["occurrence"] for r in days] == list(range(1, 1001))
