@@ -132,8 +132,14 @@ def test_correcting_a_step_costs_the_same_statements_at_10_and_1000_records(
 
 def test_batch_page_and_api_page_the_step_history_of_1000_records(
         plant: Plant, client, login) -> None:
+    from tests.test_batches_fixtures import sign
+
     number = _batch_with_expansion_days(plant, 1000)
-    total = 4 + 1000  # receipt, selection, activation, transduction, expansion days
+    with plant.tx() as s:  # day 1 corrected: its new version is the newest record
+        services.correct_step(
+            s, number, "expansion", occurrence=1, reason="typo", user_id=plant.operator.user_id,
+            values=good_values(plant.definition(number).step("expansion")), signature=sign())
+    total = 4 + 1000 + 1  # receipt ... transduction, expansion days, the correction
     browser = Browser(client, plant.operator)
     response = browser.get(f"/batches/{number}")
     assert response.status_code == 200
@@ -142,7 +148,8 @@ def test_batch_page_and_api_page_the_step_history_of_1000_records(
     assert len(response.get_data()) < 400_000  # 2.7 MB before paging
     older = re.search(r'href="(/batches/[^"]+steps_before=(\d+))#steps"', html)
     assert older and "Older records" in html
-    assert "Record #1000," in html and "Record #1," not in html
+    assert "Record #1000," in html and "Record #1, version 2" in html
+    assert "Record #2," not in html
     previous = browser.get(older.group(1).replace("&amp;", "&")).get_data(as_text=True)
     assert previous.count('<div class="step-record') == pages.STEPS_PAGE
     assert "Newest records" in previous and "Record #1000," not in previous
@@ -165,6 +172,11 @@ def test_batch_page_and_api_page_the_step_history_of_1000_records(
         if cursor is None:
             break
     assert len(seen) == len(set(seen)) == total
+    # The oldest page shows day 1's first version, marked as superseded.
+    last = browser.get(f"/batches/{number}?steps_before={min(seen) + 30}").get_data(
+        as_text=True)
+    assert "Record #1, version 1</strong> (superseded: the correction is on a newer page)" \
+        in last
     default = api.get(f"/api/v1/batches/{number}")
     assert sum(len(s["records"]) for s in default.get_json()["steps"]) == 500
     assert default.get_json()["steps_older"] is not None
