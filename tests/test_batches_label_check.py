@@ -7,6 +7,7 @@ record and signed with it."""
 from __future__ import annotations
 
 import html as html_
+import json
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from gmp_mes import signatures
 from gmp_mes.errors import DomainError
 from tests.conftest import sig
 from tests.helpers import assert_problem, count
+from tests.test_batches_export import pdf_text
 from tests.test_batches_fixtures import Plant, good_values, plant_fixture  # noqa: F401
 from tests.test_pages_core import csrf_from, page_login
 
@@ -124,6 +126,14 @@ def test_label_check_refused_until_every_bag_is_scanned_then_signed_with_the_sca
     step = next(st for st in shown["steps"] if st["code"] == "label_check")
     assert step["scans"] == "final_product" and step["bags"] == ids
     assert len(step["records"][0]["scans"]) == 3
+    # The exported record names every bag whose label was scanned.
+    exported = api.get(f"/api/v1/batches/{number}/record.json")
+    assert exported.status_code == 200
+    checked = next(st for st in json.loads(exported.data)["steps"]
+                   if st["code"] == "label_check")
+    assert sorted(x["item_id"] for x in checked["records"][0]["scans"]) == sorted(ids)
+    pdf = pdf_text(api.get(f"/api/v1/batches/{number}/record.pdf").data)
+    assert "labels scanned and matched" in pdf and all(i in pdf for i in ids)
 
 
 @pytest.mark.requirement("autologous rule")
