@@ -105,6 +105,7 @@ def record_step(body: dict[str, Any], batch_number: str, step_code: str) -> dict
     outcome = services.record_step(
         session, batch_number, step_code, values=body["values"], user_id=g.user.id,
         signature=body["signature"], verifier=body["verifier"], scan=body["scan"],
+        scans=body["scans"],
     )
     return _outcome(outcome, batch_number)
 

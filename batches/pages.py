@@ -77,6 +77,14 @@ def _form_values(batch_number: str, step_code: str) -> dict[str, Any]:
     return values
 
 
+def _scanned_lines(name: str) -> list[str] | None:
+    """A multi-scan field: a keyboard-wedge scanner ends each label with Enter, so the
+    field holds one label per line (blank lines left out); None when it is not sent."""
+    if name not in request.form:
+        return None
+    return [line.strip() for line in request.form[name].splitlines() if line.strip()]
+
+
 @bp.route("/batches")
 @roles_required(*RECORD_ROLES)
 def batch_list() -> str:
@@ -208,6 +216,7 @@ def record_step(batch_number: str, step_code: str) -> Response | tuple[str, int]
             session, batch_number, step_code, values=_form_values(batch_number, step_code),
             user_id=g.user.id, signature=_signature(Meaning.PERFORMED.value),
             verifier=_verifier(), scan=request.form.get("scan", "").strip() or None,
+            scans=_scanned_lines("scans"),
         )
     except DomainError as error:
         # The form comes back with what was typed and the message at its field, at the
@@ -217,6 +226,8 @@ def record_step(batch_number: str, step_code: str) -> Response | tuple[str, int]
     else:
         flash(f"step {step_code} recorded and signed"
               + ("; bag scanned: OK" if outcome.record.identity_scan else "")
+              + (f"; labels of {len(outcome.record.scans)} bags scanned: OK"
+                 if outcome.record.scans else "")
               + (f"; deviation {', '.join(d.number for d in outcome.deviations)} opened"
                  if outcome.deviations else "")
               + (f"; bags {', '.join(i.item_id for i in outcome.items)} created"

@@ -58,6 +58,7 @@ def record_dict(record: StepRecord, binds: bool | None = None) -> dict[str, Any]
         "supersedes_id": record.supersedes_id,
         "items": record.item_ids,
         "scan": record.scan,
+        "scans": record.scans,
         "signature": signature_dict(record.signature),
         "verifier_signature": signature_dict(record.verifier_signature),
     }
@@ -235,6 +236,10 @@ def executed_record(session: Session, batch_number: str, *, full: bool = True,
                 "consumes_starting_material": s.step.code == definition.consuming_step.code,
                 # Steps up to the one that consumes the starting material offer the bag scan.
                 "takes_scan": s.step.index <= definition.consuming_step.index,
+                # A label check (scans = "final_product"): the bags still to scan.
+                "scans": s.step.scans,
+                "bags": (services.final_product_item_ids(session, batch_number)
+                         if s.step.scans else []),
                 "done": s.done,
                 "allowed": s.allowed,
                 "parameters": [

@@ -6,6 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, post_load, validate
 
+from batches.definitions import MAX_BAGS
 from batches.models import DeviationSeverity
 from batches.services import DEFAULT_PROCESS, VerifierInput
 from gmp_mes.models import Meaning
@@ -70,6 +71,12 @@ class StepInSchema(StepBodySchema):
         metadata={"description": "a label scanned as the step's identity check (the bag at "
                                  "receipt): checked against the batch and recorded with the "
                                  "step; 409 coi_mismatch (or the scan's reason) otherwise"})
+    scans = fields.List(
+        fields.String(validate=validate.Length(min=1, max=2000)), load_default=None,
+        allow_none=True, validate=validate.Length(max=MAX_BAGS),
+        metadata={"description": "a label-check step (scans = \"final_product\"): the "
+                                 "scanned label of every bag the batch's fill created, each "
+                                 "checked like scan; 409 bags_not_scanned until all are in"})
 
 
 class CorrectionInSchema(StepBodySchema):
@@ -133,6 +140,9 @@ class StepRecordSchema(Schema):
     scan = fields.Dict(allow_none=True, metadata={
         "description": "the identity scan recorded with the step (item_id, kind, coi_id, "
                        "status, custody_event_id)"})
+    scans = fields.List(fields.Dict(), allow_none=True, metadata={
+        "description": "the label scans of a label-check step, one per bag (same fields "
+                       "as scan)"})
     signature = fields.Nested(SignatureOutSchema)
     verifier_signature = fields.Nested(SignatureOutSchema, allow_none=True)
 

@@ -741,6 +741,7 @@ def signed_content(
     key: str, values: dict[str, Any], performed_at: datetime, *,
     supersedes: str | None = None, reason: str | None = None,
     identity_scan: dict[str, Any] | None = None,
+    label_scans: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What the performer and the verifier sign (21 CFR 11.70: the signature is bound
     to this content by its digest, so a later change no longer matches)."""
@@ -750,6 +751,8 @@ def signed_content(
         content.update(supersedes=supersedes, reason=reason)
     if identity_scan is not None:
         content["identity_scan"] = identity_scan
+    if label_scans is not None:
+        content["label_scans"] = label_scans
     return content
 
 
@@ -760,7 +763,7 @@ def signature_binds(session: Session, record: StepRecord) -> bool:
         record.key, record.values, record.performed_at,
         supersedes=supersedes.key if supersedes else None,
         reason=record.correction_reason if supersedes else None,
-        identity_scan=record.scan,
+        identity_scan=record.scan, label_scans=record.scans,
     )
     signed = [record.signature] + ([record.verifier_signature]
                                    if record.verifier_signature else [])
@@ -777,8 +780,13 @@ def record_step(
     signature: SignatureInput,
     verifier: VerifierInput | None = None,
     scan: str | None = None,
+    scans: list[str] | None = None,
 ) -> StepOutcome:
     """Record one execution of a step, signed; out-of-limit values open deviations.
+
+    ``scans``: the labels scanned by a label-check step (``scans = "final_product"``),
+    one per bag: each checked like ``scan``, and the step refused (409
+    ``bags_not_scanned``) until every final-product bag of the batch is among them.
 
     ``scan``: a label scanned as the step's identity check (the bag at receipt), checked
     against the batch (its COI, its material) and recorded with the step, inside what is
@@ -813,10 +821,14 @@ def record_step(
     if consumes:
         # Row locks before the first audited write (the scan, the signatures).
         identity.get_item(session, batch.starting_item_id, for_update=True)
+    if scans is not None and step.scans is None:
+        raise field_error("scans", f"step {step.code} checks no labels: leave scans out")
     checked = _identity_scan(session, batch, step, user, scan) if scan is not None else None
+    labels = (_label_scans(session, batch, step, user, scans or [])
+              if step.scans is not None else None)
     now = utcnow()
     key = record_key(batch.batch_number, step.code, occurrence, 1)
-    content = signed_content(key, clean, now, identity_scan=checked)
+    content = signed_content(key, clean, now, identity_scan=checked, label_scans=labels)
     performed, verified = _sign_step(session, user, signature, verifier, step, key, content)
     record = StepRecord(
         batch_id=batch.id, batch_number=batch.batch_number, step_code=step.code,
@@ -825,6 +837,7 @@ def record_step(
         in_limits=all(r["in_limits"] for r in results), performed_at=now,
         recorded_by=user.id, signature=performed, verifier_signature=verified,
         identity_scan=canonical_json(checked) if checked is not None else None,
+        label_scans=canonical_json(labels) if labels is not None else None,
     )
     outcome = StepOutcome(record)
     if consumes:
@@ -843,15 +856,52 @@ def record_step(
     return outcome
 
 
+def _label_scans(
+    session: Session, batch: Batch, step: Step, user: User, payloads: list[str]
+) -> list[dict[str, Any]]:
+    """The label check (``scans = "final_product"``): every scan checked like the step's
+    ``scan`` (a refused one refuses the step with its code), each must be a different
+    final-product bag of this batch, and every such bag must be scanned."""
+    if not isinstance(payloads, list) or not all(isinstance(p, str) for p in payloads):
+        raise field_error("scans", "must be a list of scanned labels")
+    bags = final_product_item_ids(session, batch.batch_number)
+    checked: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for payload in payloads:
+        result = _identity_scan(session, batch, step, user, payload, field_name="scans")
+        item_id = result["item_id"]
+        if item_id not in bags:
+            raise conflict(
+                "label_mismatch",
+                f"step {step.code}: {item_id} is a {result['kind']}, not a final-product bag "
+                f"of batch {batch.batch_number}; scan the labels of its bags",
+                extra={"item_id": item_id}, errors={"scans": [
+                    f"{item_id} is not a bag of this batch"]},
+            )
+        if item_id in seen:
+            raise field_error("scans", f"bag {item_id} is scanned twice: scan each bag once")
+        seen.add(item_id)
+        checked.append(result)
+    missing = [item_id for item_id in bags if item_id not in seen]
+    if missing:
+        message = (f"scan the label of every bag: still to scan {', '.join(missing)}"
+                   if bags else "the batch has no final-product bags to check")
+        raise conflict("bags_not_scanned", f"step {step.code}: {message}",
+                       extra={"missing": missing}, errors={"scans": [message]})
+    return checked
+
+
 def _identity_scan(
-    session: Session, batch: Batch, step: Step, user: User, payload: str
+    session: Session, batch: Batch, step: Step, user: User, payload: str, *,
+    field_name: str = "scan",
 ) -> dict[str, Any]:
     """Check a scanned label against the batch as the scan station does (signature, not
     voided, COI, this batch's material, status), recording the scan; refuse the step when
     it is not OK. A refused scan is still recorded, in its own transaction."""
     identity = _identity()
     if not isinstance(payload, str) or not payload.strip():
-        raise field_error("scan", "scan the bag's label (or leave the field out)")
+        raise field_error(field_name, "scan the bag's label (or leave the field out)"
+                          if field_name == "scan" else "an empty scan: scan the bag's label")
     workstation = f"batch {batch.batch_number} step {step.code}"
     result = identity.scan(session, payload, user=user, site_code=user.site.code,
                            workstation=workstation, batch_number=batch.batch_number)
@@ -871,6 +921,8 @@ def _identity_scan(
             f"step {step.code}: the scanned label is refused for batch {batch.batch_number}: "
             + "; ".join(r["message"] for r in result.reasons),
             extra={"reasons": result.reasons}, follow_up=record_refused_scan,
+            errors=None if field_name == "scan" else {field_name: [
+                "; ".join(r["message"] for r in result.reasons)]},
         )
     assert result.item is not None
     return {"item_id": result.item.item_id, "kind": result.item.kind,
