@@ -1,7 +1,7 @@
 """batches: the label scans recorded with a label-check step (every bag of the fill)
 
-Revision ID: batches_0003
-Revises: batches_audit_trust
+Revision ID: batches_0004
+Revises: batches_0003
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "batches_0003"
-down_revision = "batches_audit_trust"
+revision = "batches_0004"
+down_revision = "batches_0003"
 branch_labels = None
 depends_on = None
 
