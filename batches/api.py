@@ -12,6 +12,7 @@ from batches.schemas import (
     AssessInSchema,
     BatchInSchema,
     BatchQuerySchema,
+    BatchRecordQuerySchema,
     BatchSchema,
     BatchSummarySchema,
     CloseInSchema,
@@ -53,11 +54,16 @@ def start_batch(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @blp.route("/batches/<batch_number>", methods=["GET"])
+@blp.arguments(BatchRecordQuerySchema, location="query")
 @blp.response(200, BatchSchema)
 @roles_required()
-def get_batch(batch_number: str) -> dict[str, Any]:
-    """The batch with steps, items, QC, deviations and release state."""
-    return record.executed_record(db_session(), batch_number, full=False)
+def get_batch(query: dict[str, Any], batch_number: str) -> dict[str, Any]:
+    """The batch with steps, items, QC, deviations and release state; the step history
+    in pages (the newest ``steps_limit`` records; ``steps_older`` is the cursor of older
+    ones)."""
+    return record.executed_record(db_session(), batch_number, full=False,
+                                  steps_limit=query["steps_limit"],
+                                  steps_before=query["steps_before"])
 
 
 @blp.route("/batches/<batch_number>/steps/<step_code>", methods=["POST"])
@@ -70,6 +76,7 @@ def record_step(body: dict[str, Any], batch_number: str, step_code: str) -> dict
     outcome = services.record_step(
         session, batch_number, step_code, values=body["values"], user_id=g.user.id,
         signature=body["signature"], verifier=body["verifier"], scan=body["scan"],
+        scans=body["scans"],
     )
     return _outcome(outcome, batch_number)
 

@@ -175,6 +175,9 @@ def _step_flowables(step: dict[str, Any], st: _Styles, width: float) -> list[Any
         header = f"{label}, version {rec['version']}, performed {_dt(rec['performed_at'])}"
         if rec["items"]:
             header += f"; items created: {', '.join(rec['items'])}"
+        if rec.get("scans"):  # a label check: every bag's label scanned and matched
+            header += ("; labels scanned and matched: "
+                       + ", ".join(f"{x['item_id']} (COI {x['coi_id']})" for x in rec["scans"]))
         block: list[Any] = [_p(header, st.body)]
         if heading is not None:  # keep the step title with its first record
             block.insert(0, heading)

@@ -116,6 +116,8 @@ class StepRecord(Audited, Base):
         UniqueConstraint("batch_id", "step_code", "occurrence", "version",
                          name="uq_step_record_version"),
         Index("ix_step_record_batch", "batch_id", "step_index"),
+        # Which records of a page were corrected (batches.services._not_superseded).
+        Index("ix_step_record_supersedes", "supersedes_id"),
     )
     audit_entity = "step_record"
 
@@ -135,6 +137,9 @@ class StepRecord(Audited, Base):
     # JSON: the label scanned as the step's identity check (item, COI, custody event),
     # verified against the batch before the step was signed; part of what is signed.
     identity_scan: Mapped[str | None] = mapped_column(Text)
+    # JSON list: the label of every bag scanned by a label-check step (``scans`` in the
+    # definition), each checked like identity_scan; part of what is signed.
+    label_scans: Mapped[str | None] = mapped_column(Text)
     performed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     recorded_by: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
     signature_id: Mapped[int] = mapped_column(ForeignKey("signature.id"))
@@ -160,6 +165,10 @@ class StepRecord(Audited, Base):
     @property
     def scan(self) -> dict[str, Any] | None:
         return json.loads(self.identity_scan) if self.identity_scan else None
+
+    @property
+    def scans(self) -> list[dict[str, Any]] | None:
+        return json.loads(self.label_scans) if self.label_scans else None
 
     @property
     def item_ids(self) -> list[str]:

@@ -77,6 +77,14 @@ def _form_values(batch_number: str, step_code: str) -> dict[str, Any]:
     return values
 
 
+def _scanned_lines(name: str) -> list[str] | None:
+    """A multi-scan field: a keyboard-wedge scanner ends each label with Enter, so the
+    field holds one label per line (blank lines left out); None when it is not sent."""
+    if name not in request.form:
+        return None
+    return [line.strip() for line in request.form[name].splitlines() if line.strip()]
+
+
 @bp.route("/batches")
 @roles_required(*RECORD_ROLES)
 def batch_list() -> str:
@@ -119,12 +127,18 @@ def batch_page(batch_number: str) -> str:
     return _render_batch(batch_number)
 
 
+# Step records on one batch page (the newest; older ones on the next pages, issue 15).
+STEPS_PAGE = 50
+
+
 def _render_batch(batch_number: str, kept: dict[str, Any] | None = None) -> str:
     session = db_session()
-    data = record.executed_record(session, batch_number)
+    data = record.executed_record(session, batch_number, steps_limit=STEPS_PAGE,
+                                  steps_before=paging.cursor(request.args, "steps_before"))
     return render_template(
         "batches/batch.html", b=data, curve=Markup(export.curve_svg(data["expansion_curve"])),
         show=export.show_value, dt=_local_time(g.user.site.timezone), kept=kept,
+        steps_page=STEPS_PAGE,
     )
 
 
@@ -202,6 +216,7 @@ def record_step(batch_number: str, step_code: str) -> Response | tuple[str, int]
             session, batch_number, step_code, values=_form_values(batch_number, step_code),
             user_id=g.user.id, signature=_signature(Meaning.PERFORMED.value),
             verifier=_verifier(), scan=request.form.get("scan", "").strip() or None,
+            scans=_scanned_lines("scans"),
         )
     except DomainError as error:
         # The form comes back with what was typed and the message at its field, at the
@@ -211,6 +226,8 @@ def record_step(batch_number: str, step_code: str) -> Response | tuple[str, int]
     else:
         flash(f"step {step_code} recorded and signed"
               + ("; bag scanned: OK" if outcome.record.identity_scan else "")
+              + (f"; labels of {len(outcome.record.scans)} bags scanned: OK"
+                 if outcome.record.scans else "")
               + (f"; deviation {', '.join(d.number for d in outcome.deviations)} opened"
                  if outcome.deviations else "")
               + (f"; bags {', '.join(i.item_id for i in outcome.items)} created"
@@ -311,7 +328,7 @@ def dashboard_panel(session: Any, user: Any) -> tuple[str, Markup] | None:
         return ("Batches in process", Markup('<p class="hint">No batch in process.</p>'))
     rows = []
     for batch in active[:20]:
-        due = [s.step.name for s in services.step_states(session, batch) if s.allowed]
+        due = [step.name for step in services.next_steps(session, batch)]
         if batch.status == "awaiting_release":
             due = ["QA release"]
         rows.append(

@@ -58,6 +58,7 @@ def record_dict(record: StepRecord, binds: bool | None = None) -> dict[str, Any]
         "supersedes_id": record.supersedes_id,
         "items": record.item_ids,
         "scan": record.scan,
+        "scans": record.scans,
         "signature": signature_dict(record.signature),
         "verifier_signature": signature_dict(record.verifier_signature),
     }
@@ -163,11 +164,24 @@ def expansion_curve(batch: Batch, records: list[StepRecord]) -> list[dict[str, A
     return points
 
 
-def executed_record(session: Session, batch_number: str, *, full: bool = True) -> dict[str, Any]:
-    """The executed batch record. ``full`` adds genealogy, custody trail and the curve."""
+def executed_record(session: Session, batch_number: str, *, full: bool = True,
+                    steps_limit: int | None = None,
+                    steps_before: int | None = None) -> dict[str, Any]:
+    """The executed batch record. ``full`` adds genealogy, custody trail and the curve.
+
+    ``steps_limit``: only the newest ``steps_limit`` step records (before record
+    ``steps_before``) are in ``steps``, ``steps_older`` is the cursor of the older ones
+    (issue 15: a batch with 1,000 records answers a page, not megabytes); ``done``,
+    ``allowed`` and ``next_steps`` still hold for the whole batch. Without it (the
+    exports: the record is complete) every record and version is there."""
     batch = services.get_batch(session, batch_number)
     definition = services.definition_of_batch(batch)
-    states = services.step_states(session, batch)
+    steps_older = None
+    if steps_limit is None:
+        states = services.step_states(session, batch)
+    else:
+        states, steps_older = services.paged_step_states(session, batch, limit=steps_limit,
+                                                         before=steps_before)
     current = [r for state in states for r in state.records]
     deviations = services.deviations_of(session, batch)
     starter = session.get(User, batch.started_by)
@@ -210,6 +224,10 @@ def executed_record(session: Session, batch_number: str, *, full: bool = True) -
                 "consumes_starting_material": s.step.code == definition.consuming_step.code,
                 # Steps up to the one that consumes the starting material offer the bag scan.
                 "takes_scan": s.step.index <= definition.consuming_step.index,
+                # A label check (scans = "final_product"): the bags still to scan.
+                "scans": s.step.scans,
+                "bags": (services.final_product_item_ids(session, batch_number)
+                         if s.step.scans else []),
                 "done": s.done,
                 "allowed": s.allowed,
                 "parameters": [
@@ -226,6 +244,7 @@ def executed_record(session: Session, batch_number: str, *, full: bool = True) -
             }
             for s in states
         ],
+        "steps_older": steps_older,
         "items": [_item_dict(item) for item in items],
         "deviations": [deviation_dict(d) for d in deviations],
         "qc_specs": [

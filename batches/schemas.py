@@ -10,6 +10,7 @@ from batches.models import DeviationSeverity
 from batches.services import VerifierInput
 from gmp_mes.models import Meaning
 from gmp_mes.schemas import EdgeSchema, SignatureOutSchema, SignatureSchema, StrictSchema, Text
+from processes.definitions import MAX_BAGS
 from processes.services import DEFAULT_PROCESS
 
 SEVERITIES = [s.value for s in DeviationSeverity]
@@ -44,6 +45,17 @@ class BatchQuerySchema(EdgeSchema):
     status = fields.String(load_default=None)
 
 
+class BatchRecordQuerySchema(StrictSchema):
+    """GET /batches/{batch_number}: the step history comes in pages (issue 15: a batch
+    with 1,000 step records must not answer with megabytes); the exports are complete."""
+
+    steps_limit = fields.Integer(load_default=500, validate=validate.Range(min=1, max=5000),
+                                 metadata={"description": "step records per page, newest"})
+    steps_before = fields.Integer(load_default=None, validate=validate.Range(min=1, max=2**62),
+                                  metadata={"description": "the steps_older cursor of the "
+                                                           "page before"})
+
+
 class StepBodySchema(StrictSchema):
     values = fields.Dict(keys=fields.String(), load_default=dict)
     signature = fields.Nested(SignatureSchema, required=True)
@@ -56,6 +68,12 @@ class StepInSchema(StepBodySchema):
         metadata={"description": "a label scanned as the step's identity check (the bag at "
                                  "receipt): checked against the batch and recorded with the "
                                  "step; 409 coi_mismatch (or the scan's reason) otherwise"})
+    scans = fields.List(
+        fields.String(validate=validate.Length(min=1, max=2000)), load_default=None,
+        allow_none=True, validate=validate.Length(max=MAX_BAGS),
+        metadata={"description": "a label-check step (scans = \"final_product\"): the "
+                                 "scanned label of every bag the batch's fill created, each "
+                                 "checked like scan; 409 bags_not_scanned until all are in"})
 
 
 class CorrectionInSchema(StepBodySchema):
@@ -100,6 +118,9 @@ class StepRecordSchema(Schema):
     scan = fields.Dict(allow_none=True, metadata={
         "description": "the identity scan recorded with the step (item_id, kind, coi_id, "
                        "status, custody_event_id)"})
+    scans = fields.List(fields.Dict(), allow_none=True, metadata={
+        "description": "the label scans of a label-check step, one per bag (same fields "
+                       "as scan)"})
     signature = fields.Nested(SignatureOutSchema)
     verifier_signature = fields.Nested(SignatureOutSchema, allow_none=True)
 
@@ -157,7 +178,11 @@ class BatchSchema(Schema):
     started_at = fields.String()
     completed_at = fields.String(allow_none=True)
     next_steps = fields.List(fields.String())
-    steps = fields.List(fields.Dict())
+    steps = fields.List(fields.Dict(), metadata={
+        "description": "every step; records and superseded hold one page of the step "
+                       "history (the newest steps_limit records)"})
+    steps_older = fields.Integer(allow_none=True, metadata={
+        "description": "pass as steps_before for the page of older records; null: none"})
     items = fields.List(fields.Dict())
     deviations = fields.List(fields.Dict())
     qc = fields.Raw(allow_none=True)

@@ -38,7 +38,7 @@ from batches.models import (
     StepRecord,
     record_key,
 )
-from gmp_mes import audit, signatures
+from gmp_mes import audit, paging, signatures
 from gmp_mes.audit import canonical_json
 from gmp_mes.clock import utcnow
 from gmp_mes.db import lock_rows
@@ -272,26 +272,112 @@ class StepState:
     records: list[StepRecord]
     superseded: list[StepRecord]
     allowed: bool
+    done: bool
 
-    @property
-    def done(self) -> bool:
-        return bool(self.records)
+
+def last_step_index(session: Session, batch: Batch) -> int:
+    """The process index of the furthest step recorded (-1: none), one indexed read
+    (ix_step_record_batch) whatever the number of records."""
+    found = session.scalar(
+        select(StepRecord.step_index).where(StepRecord.batch_id == batch.id)
+        .order_by(StepRecord.step_index.desc()).limit(1)
+    )
+    return -1 if found is None else found
+
+
+def recorded_steps(session: Session, batch: Batch, definition: ProcessDefinition) -> set[str]:
+    """The codes of the steps that have a record: one statement of one indexed EXISTS
+    per step of the process (uq_step_record_version), never a scan of the records."""
+    steps = list(definition.steps)
+    if not steps:
+        return set()
+    row = session.execute(select(*[
+        select(StepRecord.id).where(StepRecord.batch_id == batch.id,
+                                    StepRecord.step_code == step.code).exists()
+        for step in steps
+    ])).one()
+    return {step.code for step, present in zip(steps, row, strict=True) if present}
+
+
+def _last_occurrence(session: Session, batch: Batch, step_code: str) -> int:
+    found = session.scalar(
+        select(StepRecord.occurrence).where(StepRecord.batch_id == batch.id,
+                                            StepRecord.step_code == step_code)
+        .order_by(StepRecord.occurrence.desc()).limit(1)
+    )
+    return found or 0
 
 
 def step_states(session: Session, batch: Batch) -> list[StepState]:
+    """Every step of the process with all its records (the complete record)."""
     definition = definition_of_batch(batch)
     every = all_records(session, batch)
     current = {r.id for r in current_records(session, batch)}
-    allowed = set(_allowed_steps(definition, every)) if _recording_open(batch) else set()
+    return _states(batch, definition, every, current, {r.step_code for r in every},
+                   _last_index(every))
+
+
+def paged_step_states(session: Session, batch: Batch, *, limit: int,
+                      before: int | None = None) -> tuple[list[StepState], int | None]:
+    """Every step with only the ``limit`` newest records (by id, before record ``before``)
+    and the cursor of the older ones; ``done`` and ``allowed`` still hold for the whole
+    batch. Its cost does not grow with the batch's records (issue 15)."""
+    definition = definition_of_batch(batch)
+    every, older = step_history_page(session, batch, limit=limit, before=before)
+    return _states(batch, definition, every, _not_superseded(session, every),
+                   recorded_steps(session, batch, definition),
+                   last_step_index(session, batch)), older
+
+
+def _states(batch: Batch, definition: ProcessDefinition, every: list[StepRecord],
+            current: set[int], done: set[str], last: int) -> list[StepState]:
+    allowed = set(_allowed_after(definition, last)) if _recording_open(batch) else set()
+    by_step: dict[str, list[StepRecord]] = {}
+    for r in every:
+        by_step.setdefault(r.step_code, []).append(r)
     return [
         StepState(
             step=step,
-            records=[r for r in every if r.step_code == step.code and r.id in current],
-            superseded=[r for r in every if r.step_code == step.code and r.id not in current],
+            records=[r for r in by_step.get(step.code, []) if r.id in current],
+            superseded=[r for r in by_step.get(step.code, []) if r.id not in current],
             allowed=step.code in allowed,
+            done=step.code in done,
         )
         for step in definition.steps
     ]
+
+
+def step_history_page(session: Session, batch: Batch, *, limit: int,
+                      before: int | None = None) -> tuple[list[StepRecord], int | None]:
+    """The ``limit`` newest step records (every version) before record ``before``, in
+    process order, and the cursor of the older ones (None: no more). Keyset paging on
+    the record id (gmp_mes.paging.keyset_page), as the custody trail pages."""
+    rows, older = paging.keyset_page(
+        session, select(StepRecord).where(StepRecord.batch_id == batch.id), StepRecord.id,
+        limit=limit, before=before,
+    )
+    rows.sort(key=lambda r: (r.step_index, r.occurrence, r.version))
+    return rows, older
+
+
+def next_steps(session: Session, batch: Batch) -> list[Step]:
+    """The steps that may be recorded now (SPEC §3), in process order."""
+    if not _recording_open(batch):
+        return []
+    definition = definition_of_batch(batch)
+    return [step for code in _allowed_after(definition, last_step_index(session, batch))
+            if (step := definition.step(code)) is not None]
+
+
+def _not_superseded(session: Session, records: list[StepRecord]) -> set[int]:
+    """Ids of ``records`` that no correction superseded (ix_step_record_supersedes)."""
+    ids = [r.id for r in records]
+    if not ids:
+        return set()
+    superseded = set(session.scalars(
+        select(StepRecord.supersedes_id).where(StepRecord.supersedes_id.in_(ids))
+    ))
+    return {i for i in ids if i not in superseded}
 
 
 def _recording_open(batch: Batch) -> bool:
@@ -302,9 +388,9 @@ def _last_index(records: list[StepRecord]) -> int:
     return max((r.step_index for r in records), default=-1)
 
 
-def _allowed_steps(definition: ProcessDefinition, records: list[StepRecord]) -> list[str]:
-    """SPEC §3: steps in file order; a repeatable step again until the next one starts."""
-    last = _last_index(records)
+def _allowed_after(definition: ProcessDefinition, last: int) -> list[str]:
+    """SPEC §3: steps in file order; a repeatable step again until the next one starts
+    (``last``: the index of the furthest step recorded, -1 for none)."""
     allowed = []
     if last >= 0 and definition.steps[last].repeatable:
         allowed.append(definition.steps[last].code)
@@ -455,6 +541,7 @@ def signed_content(
     key: str, values: dict[str, Any], performed_at: datetime, *,
     supersedes: str | None = None, reason: str | None = None,
     identity_scan: dict[str, Any] | None = None,
+    label_scans: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What the performer and the verifier sign (21 CFR 11.70: the signature is bound
     to this content by its digest, so a later change no longer matches)."""
@@ -464,6 +551,8 @@ def signed_content(
         content.update(supersedes=supersedes, reason=reason)
     if identity_scan is not None:
         content["identity_scan"] = identity_scan
+    if label_scans is not None:
+        content["label_scans"] = label_scans
     return content
 
 
@@ -474,7 +563,7 @@ def signature_binds(session: Session, record: StepRecord) -> bool:
         record.key, record.values, record.performed_at,
         supersedes=supersedes.key if supersedes else None,
         reason=record.correction_reason if supersedes else None,
-        identity_scan=record.scan,
+        identity_scan=record.scan, label_scans=record.scans,
     )
     signed = [record.signature] + ([record.verifier_signature]
                                    if record.verifier_signature else [])
@@ -491,8 +580,13 @@ def record_step(
     signature: SignatureInput,
     verifier: VerifierInput | None = None,
     scan: str | None = None,
+    scans: list[str] | None = None,
 ) -> StepOutcome:
     """Record one execution of a step, signed; out-of-limit values open deviations.
+
+    ``scans``: the labels scanned by a label-check step (``scans = "final_product"``),
+    one per bag: each checked like ``scan``, and the step refused (409
+    ``bags_not_scanned``) until every final-product bag of the batch is among them.
 
     ``scan``: a label scanned as the step's identity check (the bag at receipt), checked
     against the batch (its COI, its material) and recorded with the step, inside what is
@@ -508,10 +602,11 @@ def record_step(
         raise InvalidTransition(
             f"batch {batch_number} is {batch.status}: no more steps can be recorded"
         )
-    records = current_records(session, batch)
-    allowed = _allowed_steps(definition, records)
+    # Only what the order rule needs, each an indexed read: recording stays as fast on
+    # the 1,000th record as on the first (issue 15).
+    allowed = _allowed_after(definition, last_step_index(session, batch))
     if step.code not in allowed:
-        done = {r.step_code for r in records}
+        done = recorded_steps(session, batch, definition)
         why = (f"step {step.code} is already recorded; a change is a correction"
                if step.code in done and not step.repeatable
                else f"step {step.code} is out of order")
@@ -520,15 +615,19 @@ def record_step(
             extra={"next_steps": allowed},
         )
     clean, results, bags = _check_values(step, values)
-    occurrence = 1 + max((r.occurrence for r in records if r.step_code == step.code), default=0)
+    occurrence = 1 + _last_occurrence(session, batch, step.code)
     consumes = step.code == definition.consuming_step.code and occurrence == 1
     if consumes:
         # Row locks before the first audited write (the scan, the signatures).
         identity.get_item(session, batch.starting_item_id, for_update=True)
+    if scans is not None and step.scans is None:
+        raise field_error("scans", f"step {step.code} checks no labels: leave scans out")
     checked = _identity_scan(session, batch, step, user, scan) if scan is not None else None
+    labels = (_label_scans(session, batch, step, user, scans or [])
+              if step.scans is not None else None)
     now = utcnow()
     key = record_key(batch.batch_number, step.code, occurrence, 1)
-    content = signed_content(key, clean, now, identity_scan=checked)
+    content = signed_content(key, clean, now, identity_scan=checked, label_scans=labels)
     performed, verified = _sign_step(session, user, signature, verifier, step, key, content)
     record = StepRecord(
         batch_id=batch.id, batch_number=batch.batch_number, step_code=step.code,
@@ -537,6 +636,7 @@ def record_step(
         in_limits=all(r["in_limits"] for r in results), performed_at=now,
         recorded_by=user.id, signature=performed, verifier_signature=verified,
         identity_scan=canonical_json(checked) if checked is not None else None,
+        label_scans=canonical_json(labels) if labels is not None else None,
     )
     outcome = StepOutcome(record)
     if consumes:
@@ -550,19 +650,56 @@ def record_step(
     outcome.deviations = _open_limit_deviations(session, batch, step, record, results, user)
     if step.index == len(definition.steps) - 1:
         batch.completed_at = now
-    _refresh_status(session, batch, records=[*records, record], definition=definition)
+    _refresh_status(session, batch, definition=definition)
     session.flush()
     return outcome
 
 
+def _label_scans(
+    session: Session, batch: Batch, step: Step, user: User, payloads: list[str]
+) -> list[dict[str, Any]]:
+    """The label check (``scans = "final_product"``): every scan checked like the step's
+    ``scan`` (a refused one refuses the step with its code), each must be a different
+    final-product bag of this batch, and every such bag must be scanned."""
+    if not isinstance(payloads, list) or not all(isinstance(p, str) for p in payloads):
+        raise field_error("scans", "must be a list of scanned labels")
+    bags = final_product_item_ids(session, batch.batch_number)
+    checked: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for payload in payloads:
+        result = _identity_scan(session, batch, step, user, payload, field_name="scans")
+        item_id = result["item_id"]
+        if item_id not in bags:
+            raise conflict(
+                "label_mismatch",
+                f"step {step.code}: {item_id} is a {result['kind']}, not a final-product bag "
+                f"of batch {batch.batch_number}; scan the labels of its bags",
+                extra={"item_id": item_id}, errors={"scans": [
+                    f"{item_id} is not a bag of this batch"]},
+            )
+        if item_id in seen:
+            raise field_error("scans", f"bag {item_id} is scanned twice: scan each bag once")
+        seen.add(item_id)
+        checked.append(result)
+    missing = [item_id for item_id in bags if item_id not in seen]
+    if missing:
+        message = (f"scan the label of every bag: still to scan {', '.join(missing)}"
+                   if bags else "the batch has no final-product bags to check")
+        raise conflict("bags_not_scanned", f"step {step.code}: {message}",
+                       extra={"missing": missing}, errors={"scans": [message]})
+    return checked
+
+
 def _identity_scan(
-    session: Session, batch: Batch, step: Step, user: User, payload: str
+    session: Session, batch: Batch, step: Step, user: User, payload: str, *,
+    field_name: str = "scan",
 ) -> dict[str, Any]:
     """Check a scanned label against the batch as the scan station does (signature, not
     voided, COI, this batch's material, status), recording the scan; refuse the step when
     it is not OK. A refused scan is still recorded, in its own transaction."""
     if not isinstance(payload, str) or not payload.strip():
-        raise field_error("scan", "scan the bag's label (or leave the field out)")
+        raise field_error(field_name, "scan the bag's label (or leave the field out)"
+                          if field_name == "scan" else "an empty scan: scan the bag's label")
     workstation = f"batch {batch.batch_number} step {step.code}"
     result = identity.scan(session, payload, user=user, site_code=user.site.code,
                            workstation=workstation, batch_number=batch.batch_number)
@@ -582,6 +719,8 @@ def _identity_scan(
             f"step {step.code}: the scanned label is refused for batch {batch.batch_number}: "
             + "; ".join(r["message"] for r in result.reasons),
             extra={"reasons": result.reasons}, follow_up=record_refused_scan,
+            errors=None if field_name == "scan" else {field_name: [
+                "; ".join(r["message"] for r in result.reasons)]},
         )
     assert result.item is not None
     return {"item_id": result.item.item_id, "kind": result.item.kind,
@@ -673,15 +812,18 @@ def correct_step(
         raise InvalidTransition(
             f"batch {batch_number} is {batch.status}: its record can no longer be corrected"
         )
-    mine = [r for r in current_records(session, batch) if r.step_code == step.code]
-    if not mine:
-        raise InvalidTransition(f"step {step.code} has no record to correct")
-    if occurrence is None:
-        original = max(mine, key=lambda r: r.occurrence)
-    else:
-        original = next((r for r in mine if r.occurrence == occurrence), None)
-        if original is None:
-            raise NotFound(f"step {step.code} has no record #{occurrence}")
+    # The current version of the record (the highest occurrence by default): one indexed
+    # read (uq_step_record_version), not every record of the batch.
+    mine = select(StepRecord).where(StepRecord.batch_id == batch.id,
+                                    StepRecord.step_code == step.code)
+    if occurrence is not None:
+        mine = mine.where(StepRecord.occurrence == occurrence)
+    original = session.scalar(
+        mine.order_by(StepRecord.occurrence.desc(), StepRecord.version.desc()).limit(1))
+    if original is None:
+        if occurrence is None or step.code not in recorded_steps(session, batch, definition):
+            raise InvalidTransition(f"step {step.code} has no record to correct")
+        raise NotFound(f"step {step.code} has no record #{occurrence}")
     clean, results, bags = _check_values(step, values)
     if step.creates and bags != original.values.get("bags", 1):
         raise InvalidTransition(
@@ -860,9 +1002,17 @@ _TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
+def _holding_deviation(session: Session, batch: Batch) -> bool:
+    """SPEC §2: an open (unassessed) major or critical deviation holds the batch
+    (Deviation.holds_batch), one indexed read (ix_deviation_batch_status)."""
+    return session.scalar(select(select(Deviation.id).where(
+        Deviation.batch_id == batch.id, Deviation.status == DeviationStatus.OPEN.value,
+        Deviation.severity != DeviationSeverity.MINOR.value,
+    ).exists())) or False
+
+
 def _refresh_status(
-    session: Session, batch: Batch, *, records: list[StepRecord] | None = None,
-    definition: ProcessDefinition | None = None,
+    session: Session, batch: Batch, *, definition: ProcessDefinition | None = None,
 ) -> None:
     """Derive in_process / on_hold / awaiting_release from steps and deviations.
 
@@ -872,11 +1022,10 @@ def _refresh_status(
     if batch.status not in (s.value for s in ACTIVE_BATCH_STATUSES):
         return
     definition = definition or definition_of_batch(batch)
-    records = records if records is not None else current_records(session, batch)
-    held = any(d.holds_batch for d in deviations_of(session, batch))
+    held = _holding_deviation(session, batch)
     if held:
         target = BatchStatus.ON_HOLD
-    elif steps_complete(definition, records):
+    elif len(recorded_steps(session, batch, definition)) == len(definition.steps):
         target = BatchStatus.AWAITING_RELEASE
     else:
         target = BatchStatus.IN_PROCESS
@@ -917,7 +1066,7 @@ def release_blockers(session: Session, batch_number: str) -> list[tuple[str, str
     batch = get_batch(session, batch_number)
     definition = definition_of_batch(batch)
     blockers: list[tuple[str, str]] = []
-    done = {r.step_code for r in current_records(session, batch)}
+    done = recorded_steps(session, batch, definition)
     missing = [s.code for s in definition.steps if s.code not in done]
     if missing:
         blockers.append(("steps_incomplete", f"steps not recorded: {', '.join(missing)}"))
@@ -963,8 +1112,16 @@ def qc_specs(session: Session, batch_number: str) -> list[QcSpec]:
 
 def final_product_item_ids(session: Session, batch_number: str) -> list[str]:
     batch = get_batch(session, batch_number)
+    # Only the records of the steps that create items (the fill), latest version of each.
+    creating = [s.code for s in definition_of_batch(batch).steps if s.creates]
+    latest: dict[tuple[str, int], StepRecord] = {}
+    for record in session.scalars(select(StepRecord).where(
+        StepRecord.batch_id == batch.id, StepRecord.step_code.in_(creating),
+        StepRecord.created_items.is_not(None),
+    ).order_by(StepRecord.step_index, StepRecord.occurrence, StepRecord.version)):
+        latest[(record.step_code, record.occurrence)] = record
     ids: list[str] = []
-    for record in current_records(session, batch):
+    for record in latest.values():
         ids.extend(record.item_ids)
     return ids
 

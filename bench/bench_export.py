@@ -30,7 +30,9 @@ from gmp_mes.signatures import SignatureInput
 PASSWORD = "bench-password-123"
 
 
-def _build_batch(app: Any, days: int) -> str:
+def _build_batch(app: Any, days: int, until: str | None = None) -> str:
+    """A batch recorded through every step (``days`` expansion records), or only up to
+    and including step ``until``."""
     from batches import services
     from identity import services as identity
     from processes.definitions import ParamType
@@ -89,6 +91,8 @@ def _build_batch(app: Any, days: int) -> str:
                 services.record_step(s, number, step.code, values=values, user_id=ids["olga"],
                                      signature=sig, verifier=verifier if step.critical else None)
                 clock.advance(timedelta(days=1) if step.repeatable else timedelta(hours=3))
+            if step.code == until:
+                break
         for deviation in services.deviations_of(s, services.get_batch(s, number)):
             services.assess_deviation(s, deviation.number, assessment="single low count",
                                       user_id=ids["quinn"],

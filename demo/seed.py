@@ -67,7 +67,8 @@ USERS: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
 
 
 def _step_values(day: int = 1) -> dict[str, dict[str, Any]]:
-    """In-limit values of CART-AUTO v1 (config/processes/cart-auto-v1.toml)."""
+    """In-limit values of CART-AUTO (config/processes/cart-auto-v*.toml; v1's fill also
+    asks labels_verified, left out where the version has no such parameter)."""
     return {
         "receipt": {"coi_verified": True, "temperature_c": 4.6, "volume_ml": 212.0,
                     "total_nucleated_cells": 1.18e10, "cd3_pct": 46.5},
@@ -81,6 +82,7 @@ def _step_values(day: int = 1) -> dict[str, dict[str, Any]]:
                     "car_expression_pct": 38.2},
         "fill": {"car_t_cells_per_bag": 1.1e8, "fill_volume_ml": 20.0, "dmso_pct": 10.0,
                  "labels_verified": True, "bags": 2},
+        "label_check": {},
         "cryopreservation": {"freeze_profile_ok": True, "end_temperature_c": -100.0,
                              "storage_temperature_c": -180.0},
     }
@@ -269,27 +271,33 @@ class Demo:
 
     def steps(self, batch_number: str, plan: list[str] | None) -> None:
         """Record the steps in file order (all of them when ``plan`` is None)."""
-        codes = plan or ["receipt", "selection", "activation", "transduction", "expansion",
-                         "expansion", "expansion", "harvest", "fill", "cryopreservation"]
-        day = 0
         batch = self.batches.get_batch(self.s, batch_number)
         definition = self.batches.definition_of_batch(batch)
+        codes = plan or [s.code for s in definition.steps
+                         for _ in range(3 if s.repeatable else 1)]
+        day = 0
         for code in codes:
             if code == "expansion":
                 day += 1
-            values = dict(_step_values(day)[code])
+            step = definition.step(code)
+            values = {k: v for k, v in _step_values(day)[code].items()
+                      if k == "bags" or step.parameter(k) is not None}
             if plan is not None and code == "expansion" and day == 2:
                 # Out of the culture-volume limit (minor): a deviation that does not hold.
                 values["culture_volume_ml"] = 1040.0
-            step = definition.step(code)
             # The receipt's identity check: the bag is scanned against the batch.
             scan = (self.labels.payload_for_item(self.s, batch.starting_item_id)
                     if code == "receipt" else None)
+            # The label check after the fill: the label of every bag is scanned.
+            scans = ([self.labels.payload_for_item(self.s, bag) for bag in
+                      self.batches.final_product_item_ids(self.s, batch_number)]
+                     if step.scans else None)
             with self.acting("operator") as operator:
                 outcome = self.batches.record_step(
                     self.s, batch_number, code, values=values, user_id=operator.id,
                     signature=self.sig("performed"),
                     verifier=self.verifier() if step.critical else None, scan=scan,
+                    scans=scans,
                 )
             for item in outcome.items:
                 self.print_label(item.item_id, "operator", "CR1-LABEL")

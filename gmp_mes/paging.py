@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from sqlalchemy import Select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 T = TypeVar("T")
 
@@ -45,3 +48,25 @@ def requested(args: Mapping[str, str], default_size: int = PAGE_SIZE) -> tuple[i
 def cut(rows: Sequence[T], number: int, size: int) -> tuple[list[T], Page]:
     """``rows`` fetched with ``limit=size + 1``: the rows to show and the page."""
     return list(rows[:size]), Page(number, size, len(rows) > size)
+
+
+# --- keyset paging of a trail (custody events, step records) --------------------------------
+
+def keyset_page(session: Session, statement: Select[Any], key: InstrumentedAttribute[int], *,
+                limit: int, before: int | None = None) -> tuple[list[Any], int | None]:
+    """The ``limit`` rows of ``statement`` with the highest ``key`` below ``before`` (the
+    newest when None), oldest first, and the cursor of the page before them (None: no
+    more). An index on the filter and ``key`` makes a page cost the same at 20 rows or
+    20,000 (issue 15); the cursor is the key of the oldest row shown."""
+    if before is not None:
+        statement = statement.where(key < before)
+    rows = list(session.scalars(statement.order_by(key.desc()).limit(limit + 1)))
+    older = getattr(rows[limit - 1], key.key) if len(rows) > limit else None
+    return list(reversed(rows[:limit])), older
+
+
+def cursor(args: Mapping[str, str], name: str) -> int | None:
+    """A keyset cursor from the query string (``custody_before``, ``steps_before``);
+    anything malformed is None (the newest page)."""
+    raw = str(args.get(name, "") or "").strip()
+    return int(raw) if raw.isdigit() and 0 < int(raw) < 2**62 else None

@@ -197,8 +197,7 @@ CUSTODY_PAGE = 100
 
 
 def _custody_before() -> int | None:
-    raw = (request.args.get("custody_before") or "").strip()
-    return int(raw) if raw.isdigit() and 0 < int(raw) < 2**62 else None
+    return paging.cursor(request.args, "custody_before")
 
 
 @bp.route("/items/<item_id>")

@@ -45,6 +45,9 @@ CREATES = ("final_product",)
 # What a step may consume (SPEC §2: the starting material is in_process for its batch from
 # batch start until the step that consumes it).
 CONSUMES = ("starting_material",)
+# What a step may have scanned, label by label, before it is signed: every item of that
+# kind the batch created (``scans = "final_product"``: the label check after the fill).
+SCANS = ("final_product",)
 
 
 class ProcessDefinitionError(Exception):
@@ -109,6 +112,7 @@ class Step:
     expiry_from: bool = False
     parameters: tuple[Parameter, ...] = ()
     consumes: str | None = None
+    scans: str | None = None
 
     def parameter(self, code: str) -> Parameter | None:
         return next((p for p in self.parameters if p.code == code), None)
@@ -236,7 +240,7 @@ _STORAGE = {"starting_material", "final_product"}
 _CURVE = {"step", "viable_cells", "viability"}
 _STEP = {
     "code", "name", "instructions", "repeatable", "critical", "creates", "expiry_from",
-    "parameters", "consumes",
+    "parameters", "consumes", "scans",
 }
 _PARAM = {"code", "name", "unit", "type", "min", "max", "expected", "required", "severity"}
 _QC = {
@@ -468,6 +472,17 @@ def _steps(c: _Checker, data: dict[str, Any]) -> list[Step]:
         if consumes is not None and consumes not in CONSUMES:
             c.fail(f"{prefix}.consumes", f"must be one of: {', '.join(CONSUMES)}")
             consumes = None
+        scans = c.text(table, "scans", f"{prefix}.scans", required=False)
+        if scans is not None and scans not in SCANS:
+            c.fail(f"{prefix}.scans", f"must be one of: {', '.join(SCANS)}")
+            scans = None
+        if scans is not None and creates is not None:
+            c.fail(f"{prefix}.scans", "the step that creates the bags cannot check their "
+                                      "labels: scan them in a step after it")
+            scans = None
+        if scans is not None and repeatable:
+            c.fail(f"{prefix}.scans", "a label check runs once: it cannot be repeatable")
+            scans = None
         params = _parameters(c, table, prefix)
         if creates is not None and any(p.code == "bags" for p in params):
             c.fail(f"{prefix}.parameters", "'bags' is reserved for the number of bags filled")
@@ -475,9 +490,14 @@ def _steps(c: _Checker, data: dict[str, Any]) -> list[Step]:
             steps.append(Step(code=code, name=name, index=len(steps),
                               instructions=instructions or "", repeatable=repeatable,
                               critical=critical, creates=creates, expiry_from=expiry_from,
-                              parameters=tuple(params), consumes=consumes))
+                              parameters=tuple(params), consumes=consumes, scans=scans))
     if sum(1 for s in steps if s.consumes) > 1:
         c.fail("steps", "only one step may consume the starting material")
+    creator = next((s for s in steps if s.creates is not None), None)
+    for step in steps:
+        if step.scans is not None and (creator is None or step.index < creator.index):
+            c.fail(f"steps[{step.index}] ({step.code}).scans",
+                   f"no step before it creates the {step.scans} whose labels it checks")
     return steps
 
 
@@ -600,6 +620,7 @@ def _canonical_raw(
                 "expiry_from": s.expiry_from,
                 # Written only when declared, so definitions without it keep their digest.
                 **({"consumes": s.consumes} if s.consumes else {}),
+                **({"scans": s.scans} if s.scans else {}),
                 "parameters": [
                     {"code": p.code, "name": p.name, "unit": p.unit, "type": p.type,
                      "min": p.min, "max": p.max, "expected": p.expected,

@@ -62,6 +62,25 @@ def test_release_when_every_condition_holds(lab: Lab, db) -> None:
     assert decision["release signature"]["username"] == lab.qa.username
 
 
+@pytest.mark.requirement("EU GMP Annex 16 §1.7")
+def test_a_batch_on_cart_auto_v2_walks_through_its_label_check_to_release(lab: Lab) -> None:
+    """v2 (issue 15): the label check after the fill is one more signed step; with every
+    bag scanned the batch reaches release like a v1 batch."""
+    lab.plant.approve(2)
+    number = lab.plant.start()
+    assert lab.plant.definition(number).version == 2
+    lab.plant.run_to(number, "fill", expansion_days=1)
+    lab.all_pass(number)
+    error = refusal(lab, number)
+    assert codes(error) == ["steps_incomplete"] and "label_check" in error.detail
+    lab.plant.record(number, "label_check", {})
+    lab.plant.record(number, "cryopreservation")
+    assert lab.status(number) == "awaiting_release"
+    assert lab.release(number) == "release"
+    assert lab.status(number) == "released"
+    assert set(lab.items(number).values()) == {"released"}
+
+
 def test_steps_incomplete_alone(lab: Lab, db) -> None:
     number = lab.plant.start()
     lab.plant.run_to(number, "fill", expansion_days=1)  # cryopreservation not recorded

@@ -19,8 +19,9 @@ from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
 from tests.browser.conftest import log_in, screenshot
 
+# CART-AUTO v2 (issue 15): the bag labels are checked after the fill created the bags.
 STEPS = ("receipt", "selection", "activation", "transduction", "expansion", "harvest", "fill",
-         "cryopreservation")
+         "label_check", "cryopreservation")
 
 
 def payload(app: Any, db: Any, item_id: str) -> str:
@@ -77,10 +78,14 @@ def flash_text(page: Any) -> str:
 
 
 def record_step(page: Any, code: str, values: dict[str, Any], password: str,
-                verifier: Any | None, scan: str | None = None) -> None:
+                verifier: Any | None, scan: str | None = None,
+                scans: list[str] | None = None) -> None:
     """Fill and sign a step form; with ``scan``, the bag's label is scanned last into the
-    form's scan field (the scanner's Enter submits the form)."""
+    form's scan field (the scanner's Enter submits the form); ``scans`` go one after the
+    other into a label check's multi-scan field (each Enter starts the next line)."""
     form = page.locator(f"section#{code} > form.step-form")
+    for label in scans or ():
+        scan_into(page, f"section#{code} > form.step-form textarea[name=scans]", label)
     for name, value in values.items():
         if name == "bags":
             form.locator("input[name=bags]").fill(str(value))
@@ -132,8 +137,12 @@ def test_full_batch_from_enrolment_to_bedside_through_the_pages(
     # QA approves the master batch record (signature with password re-entry).
     log_in(page, qa)
     page.goto("/processes")
-    page.get_by_label("Password (signature meaning: approved)").fill(qa.password)
-    page.get_by_role("button", name=re.compile("^Approve CART-AUTO")).click()
+    # Version 2 (the label check after the fill): the page shows what changed from v1.
+    newest = page.locator("section.card", has=page.get_by_role("button",
+                                                               name="Approve CART-AUTO v2"))
+    assert "Changes from version 1" in newest.locator(".version-diff").inner_text()
+    newest.get_by_label("Password (signature meaning: approved)").fill(qa.password)
+    newest.get_by_role("button", name="Approve CART-AUTO v2").click()
     assert page.locator(".badge.ok", has_text="approved").first.is_visible()
 
     # The clinician enrols the patient, then records the apheresis collection.
@@ -184,17 +193,30 @@ def test_full_batch_from_enrolment_to_bedside_through_the_pages(
 
     # Every step, in order, signed; critical steps verified by a second person. QA
     # Quentin verifies the transduction, so he may not release this batch later.
+    labels: list[str] = []
     for code in STEPS:
-        values = dict(_step_values(1)[code])
+        values = {k: v for k, v in _step_values(1)[code].items() if k != "labels_verified"}
         if code == "fill":
-            values["bags"] = 1
-        verifier = {"receipt": operator2, "transduction": qa, "fill": operator2}.get(code)
+            values["bags"] = 2
+        verifier = {"receipt": operator2, "transduction": qa, "fill": operator2,
+                    "label_check": operator2}.get(code)
         record_step(page, code, values, operator.password, verifier,
-                    scan=starting_label if code == "receipt" else None)
+                    scan=starting_label if code == "receipt" else None,
+                    scans=labels if code == "label_check" else None)
         if code == "receipt":  # the identity check by scanning the bag: OK
             assert page.locator("section#receipt .scan-verdict").inner_text() == "OK"
+        if code == "fill":  # the bags exist: their labels are printed and read back
+            bags = page.locator("section#fill a[href^='/items/ITM-']").all_inner_texts()
+            assert len(bags) == 2, bags
+            labels = [print_and_read_label(page, b) for b in bags]
+            page.goto(f"/batches/{batch_number}")
+            shown = page.locator("section#label_check .bags-to-scan").inner_text()
+            assert all(b in shown for b in bags), shown
+        if code == "label_check":
+            assert "labels of 2 bags scanned: OK" in flash_text(page)
+            assert page.locator("section#label_check .step-scans").is_visible()
     assert "awaiting release" in page.locator("h1 .badge").inner_text()  # words, not codes
-    bag = page.locator("section#fill a[href^='/items/ITM-']").first.inner_text()
+    bag = bags[0]
     screenshot(page, "batch-record")
     bag_label = print_and_read_label(page, bag)
 
