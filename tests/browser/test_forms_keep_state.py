@@ -110,3 +110,38 @@ def test_back_after_a_scan_does_not_post_again(page: Any, app: Any, db: Any,
     assert not resubmission
     assert count(db, "custody_event") == before + 1  # the scan was recorded once
     screenshot(page, "scan-after-back-and-reload")
+
+
+def test_back_after_bedside_verify_does_not_post_again(page: Any, app: Any, db: Any,
+                                                       people: dict[str, Any]) -> None:  # noqa: F811
+    from sqlalchemy import select
+
+    from identity.models import Item, Patient
+    from tests.browser.test_batch_path import verdict
+
+    bag = _received_bag(app, db, people, 4)  # at CLEAN1: not infusible at HOSP1
+    with app.app_context(), db.transaction() as s:
+        coi_id = s.scalar(select(Item.coi_id).where(Item.item_id == bag))
+        wristband = s.scalar(select(Patient.wristband_item_id).where(Patient.coi_id == coi_id))
+    log_in(page, people["clinician"])
+    page.goto("/")
+    page.goto("/bedside")
+    before = count(db, "bedside_verification")
+    scan_into(page, "#patient_payload", payload(app, db, wristband))
+    page.keyboard.type(payload(app, db, bag))
+    page.keyboard.press("Enter")
+    page.wait_for_load_state()
+    assert verdict(page).startswith("DO NOT INFUSE")
+    assert page.url.endswith("/bedside")  # the verdict is shown by a GET
+    assert count(db, "bedside_verification") == before + 1
+    resubmission: list[str] = []
+    page.on("dialog", lambda d: (resubmission.append(d.message), d.dismiss()))
+    page.go_back()
+    page.wait_for_load_state()
+    page.go_forward()
+    page.wait_for_load_state()
+    page.reload()
+    page.wait_for_load_state()
+    assert not resubmission
+    assert count(db, "bedside_verification") == before + 1  # the check was recorded once
+    screenshot(page, "bedside-after-back-and-reload")
