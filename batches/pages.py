@@ -30,6 +30,10 @@ RECORD_ROLES = ("operator", "qc", "qa", "admin")
 def _refused(error: DomainError) -> None:
     """Undo the failed unit of work, keep what must be kept (lockout count), say why."""
     undo_failed_form(error)
+    _say_refused(error)
+
+
+def _say_refused(error: DomainError) -> None:
     fields = "; ".join(f"{k}: {', '.join(v)}" for k, v in (error.errors or {}).items())
     flash(f"{error.detail}{' (' + fields + ')' if fields else ''}", "error")
 
@@ -157,12 +161,15 @@ def _field_of(key: str) -> str:
         return "password"
     if key.startswith("verifier"):
         return "verifier_password"
+    if key in ("assessment", "closure"):
+        return "text"  # the deviation forms' one text area
     return key
 
 
-def _kept_form(step_code: str, error: DomainError) -> dict[str, Any]:
-    """What a refused step form shows again: every value typed (never a password), the
-    message at the field that caused it, and a summary that says whose signature failed."""
+def _kept_form(form_key: str, error: DomainError, what: str = "The step") -> dict[str, Any]:
+    """What a refused form (step, correction, deviation) shows again: every value typed
+    (never a password), the message at the field that caused it, and a summary that says
+    whose signature failed. ``form_key`` names the one form of the page it belongs to."""
     errors: dict[str, list[str]] = {}
     for key, messages in (error.errors or {}).items():
         errors.setdefault(_field_of(key), []).extend(messages)
@@ -179,16 +186,24 @@ def _kept_form(step_code: str, error: DomainError) -> dict[str, Any]:
     elif error.code not in ("validation_error", "signature_rejected"):
         summary.insert(0, ("", error.detail))
     values = {k: v for k, v in request.form.items() if k not in SECRET_FIELDS}
-    return {"step": step_code, "values": values, "errors": errors, "summary": summary,
-            "title": _refusal_title(error, errors)}
+    return {"step": form_key, "values": values, "errors": errors, "summary": summary,
+            "title": _refusal_title(error, errors, what)}
 
 
-def _refusal_title(error: DomainError, errors: dict[str, list[str]]) -> str:
+def _refusal_title(error: DomainError, errors: dict[str, list[str]],
+                   what: str = "The step") -> str:
     if "verifier_password" in errors and "password" not in errors:
         return "The verifier's signature failed: nothing was recorded."
     if "password" in errors:
         return "Your signature (performer) failed: nothing was recorded."
-    return "The step was not recorded."
+    return f"{what} was not recorded."
+
+
+def _refused_form(batch_number: str, form_key: str, error: DomainError,
+                  what: str) -> tuple[str, int]:
+    """A refused form re-renders at once (no redirect), with what was typed."""
+    undo_failed_form(error)
+    return _render_batch(batch_number, _kept_form(form_key, error, what)), error.status
 
 
 def _local_time(zone: str) -> Any:
@@ -239,7 +254,7 @@ def record_step(batch_number: str, step_code: str) -> Response | tuple[str, int]
 
 @bp.route("/batches/<batch_number>/steps/<step_code>/corrections", methods=["POST"])
 @roles_required("operator")
-def correct_step(batch_number: str, step_code: str) -> Response:
+def correct_step(batch_number: str, step_code: str) -> Response | tuple[str, int]:
     session = db_session()
     occurrence = request.form.get("occurrence", "")
     try:
@@ -251,15 +266,15 @@ def correct_step(batch_number: str, step_code: str) -> Response:
             verifier=_verifier(),
         )
     except DomainError as error:
-        _refused(error)
-    else:
-        flash(f"step {step_code} corrected; the original stays in the record", "ok")
+        return _refused_form(batch_number, f"fix-{step_code}-{occurrence}", error,
+                             "The correction")
+    flash(f"step {step_code} corrected; the original stays in the record", "ok")
     return redirect(url_for("batches.batch_page", batch_number=batch_number) + f"#{step_code}")
 
 
 @bp.route("/batches/<batch_number>/deviations", methods=["POST"])
 @roles_required("operator", "qc", "qa")
-def open_deviation(batch_number: str) -> Response:
+def open_deviation(batch_number: str) -> Response | tuple[str, int]:
     try:
         deviation = services.open_deviation(
             db_session(), batch_number, severity=request.form.get("severity", ""),
@@ -267,15 +282,14 @@ def open_deviation(batch_number: str) -> Response:
             step_code=request.form.get("step_code") or None, user_id=g.user.id,
         )
     except DomainError as error:
-        _refused(error)
-    else:
-        flash(f"deviation {deviation.number} opened", "ok")
+        return _refused_form(batch_number, "dev-new", error, "The deviation")
+    flash(f"deviation {deviation.number} opened", "ok")
     return redirect(url_for("batches.batch_page", batch_number=batch_number) + "#deviations")
 
 
 @bp.route("/deviations/<ref>/<action>", methods=["POST"])
 @roles_required("qa")
-def decide_deviation(ref: str, action: str) -> Response:
+def decide_deviation(ref: str, action: str) -> Response | tuple[str, int]:
     session = db_session()
     batch_number = request.form.get("batch_number", "")
     try:
@@ -294,7 +308,12 @@ def decide_deviation(ref: str, action: str) -> Response:
             flash(f"unknown action {action}", "error")
             return redirect(url_for("batches.batch_list"))
     except DomainError as error:
-        _refused(error)
+        undo_failed_form(error)
+        if batch_number and services.find_batch_number(session, batch_number) == batch_number:
+            what = "The assessment" if action == "assess" else "The closure"
+            return _render_batch(batch_number, _kept_form(f"dev-{ref}", error, what)), \
+                error.status
+        _say_refused(error)
     else:
         batch_number = deviation.batch_number
         flash(f"deviation {deviation.number} {deviation.status}", "ok")

@@ -12,6 +12,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from gmp_mes import audit
 from gmp_mes.audit import format_time
 from gmp_mes.models import AuditEvent
 
@@ -105,3 +106,11 @@ def changes_of(record: dict[str, Any]) -> list[tuple[str, str | None, str]]:
         return [(k, _shown(old.get(k)), _shown(new.get(k))) for k in fields
                 if old.get(k) != new.get(k) or k in old]
     return [(k, None, _shown(v)) for k, v in new.items()]
+
+
+def record_export(session: Session, filters: dict[str, Any], *, fmt: str = "csv") -> None:
+    """An export of the trail is itself an auditable act (21 CFR 11.10(b), (e)): who
+    exported, when (the event's own time) and with which filters (all of them, none
+    left out; an empty dict is the whole trail)."""
+    audit.record(session, "audit.exported", "audit_trail", fmt,
+                 new={"format": fmt, "filters": dict(sorted(filters.items()))})

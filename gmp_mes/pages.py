@@ -25,17 +25,25 @@ from werkzeug.wrappers import Response
 
 from gmp_mes import accounts, audit, localtime, registry
 from gmp_mes.audit import Actor
-from gmp_mes.audit_queries import changes_of, has_newer, search_events, stream_events
+from gmp_mes.audit_queries import (
+    changes_of,
+    has_newer,
+    record_export,
+    search_events,
+    stream_events,
+)
 from gmp_mes.clock import utcnow
 from gmp_mes.edge import safe_next
 from gmp_mes.errors import DomainError, PasswordChangeRequired, RateLimited, ValidationFailed
 from gmp_mes.http import (
+    commit_unit_of_work,
     csrf_token,
     current_user,
     database,
     db_session,
     roles_required,
     undo_failed_form,
+    writes,
 )
 
 bp = Blueprint(
@@ -308,6 +316,7 @@ def _cell(value: Any) -> str:
 
 @bp.route("/audit.csv")
 @roles_required("qa", "admin")
+@writes
 def audit_csv() -> Response | tuple[str, int]:
     """The audit trail with the page's filters as CSV, streamed (every event, no page
     limit): local time with the zone for people, UTC for machines."""
@@ -315,6 +324,10 @@ def audit_csv() -> Response | tuple[str, int]:
     filters, errors = _audit_filters(request.args, tz)
     if errors:
         return "; ".join(f"{k}: {', '.join(v)}" for k, v in errors.items()), 422
+    # The export is recorded (who, when, which filters) and committed before the first
+    # row streams: no lock is held while the file is read, and no export goes unrecorded.
+    record_export(db_session(), filters)
+    commit_unit_of_work()
     db = database()
 
     def lines() -> Iterator[str]:

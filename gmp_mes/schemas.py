@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
@@ -18,16 +20,24 @@ def form_fields(form: Any) -> dict[str, str]:
             if key != "csrf_token" and value.strip()}
 
 
+# A number as a person types it: one decimal separator, comma (the site's locale) or point
+# (ISO 80000 allows both), an optional exponent; no grouping, no "nan", "inf" or "1_000"
+# (which float() alone would take).
+_FORM_NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?")
+
+
 def form_number(raw: str) -> float | str | None:
-    """A number typed in a form, a decimal comma accepted. Text that is not a number comes
-    back as typed, for the service to refuse with its own message; empty is None."""
+    """A number typed in a page form, the one parser of every form that takes a number
+    (step values, QC results, the collection volume, corrections): a decimal comma or
+    point. Text that is not a number comes back as typed, for the service or schema to
+    refuse with its own message; empty is None."""
     raw = raw.strip()
     if not raw:
         return None
-    try:
-        return float(raw.replace(",", "."))
-    except ValueError:
+    if not _FORM_NUMBER.fullmatch(raw):
         return raw
+    number = float(raw.replace(",", "."))
+    return number if math.isfinite(number) else raw
 
 
 def field_errors(exc: ValidationError) -> dict[str, list[str]]:

@@ -140,23 +140,37 @@ def _scan_shown(result: services.ScanResult) -> dict[str, Any]:
 
 @bp.route("/bedside", methods=["GET", "POST"])
 @roles_required("clinician")
-def bedside_page() -> str:
-    result = None
+def bedside_page() -> str | Response:
+    """Post/redirect/get, like the scan station: the POST records the verdict, the GET
+    that follows shows it (from the recorded verification named in the signed session
+    cookie), so Back or a reload never posts the check again."""
     form = request.form
+    if request.method == "POST":
+        if form.get("patient_payload") and form.get("product_payload"):
+            result = services.verify_bedside(db_session(), form["patient_payload"],
+                                             form["product_payload"], user=g.user,
+                                             site_code=_site_code())
+            if result.verification is not None:
+                cookie_session["bedside_verification"] = result.verification.id
+        return redirect(url_for("identity.bedside_page"))
     done = (request.args.get("administered") or "").strip().upper()
-    if request.method == "GET" and done:
+    if done:
         administration = services.administration_of(db_session(), done)
         if administration is not None:
             return render_template("identity/bedside.html", result=None, form={},
                                    meanings=[Meaning.ADMINISTERED.value], errors={},
                                    administered=administration)
-    if request.method == "POST" and form.get("patient_payload") and form.get("product_payload"):
-        result = services.verify_bedside(db_session(), form["patient_payload"],
-                                         form["product_payload"], user=g.user,
-                                         site_code=_site_code())
+    result = None
+    shown = cookie_session.pop("bedside_verification", None)
+    if isinstance(shown, int):
+        result = services.recorded_bedside(db_session(), shown, user=g.user,
+                                           site_code=_site_code())
+    kept = ({"patient_payload": result.verification.patient_payload,
+             "product_payload": result.verification.product_payload}
+            if result is not None and result.verification is not None else {})
     visible = bool(result and result.patient
                    and services.may_see_identity(db_session(), result.patient, g.user))
-    return render_template("identity/bedside.html", result=result, form=form,
+    return render_template("identity/bedside.html", result=result, form=kept,
                            meanings=[Meaning.ADMINISTERED.value], errors={}, administered=None,
                            identity_visible=visible)
 

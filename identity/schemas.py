@@ -8,7 +8,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
 from marshmallow.utils import get_value
 
-from gmp_mes.schemas import ScannedText, SignatureSchema, StrictSchema
+from gmp_mes.schemas import ScannedText, SignatureSchema, StrictSchema, form_number
 from identity.models import ItemKind, ItemStatus
 from identity.services import CUSTODY_ACTIONS
 
@@ -59,10 +59,12 @@ class CollectionFormSchema(CollectionInSchema):
 
     @pre_load
     def _decimal_comma(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        """A decimal comma (250,5) is accepted as in the batch and QC forms (issue 15)."""
+        """A decimal comma (250,5) or point, parsed as in the batch and QC forms by the
+        one helper (``gmp_mes.schemas.form_number``, issue 15)."""
         raw = data.get("volume_ml")
-        if isinstance(raw, str) and raw.count(",") == 1 and "." not in raw:
-            data = {**data, "volume_ml": raw.replace(",", ".")}
+        if isinstance(raw, str):
+            number = form_number(raw)
+            data = {**data, "volume_ml": raw if number is None else number}
         return data
 
 

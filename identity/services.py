@@ -1242,6 +1242,26 @@ def verify_bedside(
     return result
 
 
+def recorded_bedside(
+    session: Session, verification_id: int, *, user: Person, site_code: str | None,
+) -> BedsideResult | None:
+    """The verdict a bedside check recorded, for the page's GET after the POST (post/
+    redirect/get): match, reasons and warnings as recorded, the bag and patient as they
+    are now. Only the clinician who checked sees it; nothing is recorded again."""
+    verification = session.get(BedsideVerification, verification_id)
+    if (verification is None or verification.user_id != user.id
+            or verification.purpose != "verify"):
+        return None
+    now = _evaluate_bedside(session, verification.patient_payload,
+                            verification.product_payload, site_code)
+    now.match = verification.match
+    now.reasons = json.loads(verification.reasons)
+    now.warnings = json.loads(verification.warnings or "[]")
+    now.verification = verification
+    now.label_alerts = []
+    return now
+
+
 class BedsideRefused(DomainError):
     status, code, title = 409, "bedside_mismatch", "Do not infuse"
 

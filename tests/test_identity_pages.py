@@ -37,6 +37,12 @@ class Browser:
         return self.client.post(path, data={**data, "csrf_token": token},
                                 headers={"Accept": "text/html"})
 
+    def post_follow(self, path: str, data: dict):
+        """A form that answers post/redirect/get: the POST redirects, the GET shows."""
+        posted = self.post(path, data)
+        assert posted.status_code == 302, posted.get_data(as_text=True)[:300]
+        return self.get(posted.headers["Location"])
+
 
 def test_scan_page_ok_and_stop(world: World, client) -> None:
     patient = world.enrol()
@@ -71,9 +77,14 @@ def test_bedside_page_match_and_administer(world: World, client) -> None:
                      expires_at=utcnow() + timedelta(days=2))
     wristband, product = world.payload(patient["wristband_item_id"]), world.payload(bag)
     browser = Browser(client, world.clinician)
-    page = browser.post("/bedside", {"patient_payload": wristband, "product_payload": product})
-    html = page.get_data(as_text=True)
-    assert "MATCH" in html and 'name="password"' in html
+    posted = browser.post("/bedside", {"patient_payload": wristband, "product_payload": product})
+    assert posted.status_code == 302  # post/redirect/get: Back never re-posts the check
+    html = browser.get(posted.headers["Location"]).get_data(as_text=True)
+    assert "MATCH" in html and 'name="password"' in html and product in html
+    # The verdict is shown once; a reload (or Back) shows the empty form, records nothing.
+    checks = count(world.db, "bedside_verification")
+    reload = browser.get("/bedside").get_data(as_text=True)
+    assert "MATCH" not in reload and count(world.db, "bedside_verification") == checks
     wrong = browser.post("/bedside/administer", {
         "patient_payload": wristband, "product_payload": product, "password": "nope",
         "meaning": "administered"})
@@ -84,7 +95,8 @@ def test_bedside_page_match_and_administer(world: World, client) -> None:
     assert done.status_code == 302  # post/redirect/get (issue 15)
     shown = browser.get(done.headers["Location"])
     assert shown.status_code == 200 and "ADMINISTERED" in shown.get_data(as_text=True)
-    again = browser.post("/bedside", {"patient_payload": wristband, "product_payload": product})
+    again = browser.post_follow("/bedside", {"patient_payload": wristband,
+                                             "product_payload": product})
     html = again.get_data(as_text=True)
     assert "DO NOT INFUSE" in html and "already_administered" in html
     assert 'name="password"' not in html
@@ -94,7 +106,7 @@ def test_bedside_page_shows_every_reason(world: World, client) -> None:
     patient, other = world.enrol(), world.enrol()
     bag = world.item(other["coi_id"], status="quarantine")
     browser = Browser(client, world.clinician)
-    html = browser.post("/bedside", {
+    html = browser.post_follow("/bedside", {
         "patient_payload": world.payload(patient["wristband_item_id"]),
         "product_payload": world.payload(bag)}).get_data(as_text=True)
     for code in ("coi_mismatch", "status_not_infusible", "wrong_site"):
@@ -176,7 +188,7 @@ def test_item_page_custody_form(world: World, client) -> None:
         assert done.status_code == 302, done.get_data(as_text=True)[:300]
     trail = nurse.get(f"/items/{bag}").get_data(as_text=True)
     assert "ship" in trail and "receive" in trail and "thaw" in trail
-    html = nurse.post("/bedside", {
+    html = nurse.post_follow("/bedside", {
         "patient_payload": world.payload(patient["wristband_item_id"]),
         "product_payload": world.payload(bag)}).get_data(as_text=True)
     assert "MATCH" in html and "administer before" in html and "post-thaw" in html

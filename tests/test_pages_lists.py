@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 
 import pytest
@@ -158,6 +159,31 @@ def test_audit_csv_exports_every_matching_event_with_the_page_filters(
     assert row["hash"] == expected[-1]["hash"]
     only = browser.get("/audit.csv?entity_id=T0007").get_data(as_text=True)
     assert len(list(csv.DictReader(io.StringIO(only)))) == 1
+
+
+@pytest.mark.requirement("21 CFR 11.10(e)")
+def test_audit_csv_export_is_itself_recorded_with_its_filters(world: World, client) -> None:
+    _events(world, 3)
+    browser = Browser(client, world.qa)
+    before = audit_events(world.db, action="audit.exported")
+    response = browser.get("/audit.csv?entity_type=thing&since=2026-01-01T00:00")
+    assert response.status_code == 200
+    table = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert len(table) == 3  # the export event does not match its own filter
+    after = audit_events(world.db, action="audit.exported")
+    assert len(after) == len(before) + 1
+    event = json.loads(after[-1]["record"])
+    assert after[-1]["username"] == world.qa.username and event["entity_type"] == "audit_trail"
+    filters = event["new"]["filters"]
+    assert filters["entity_type"] == "thing" and filters["since"].endswith("Z")
+    # A refused filter exports nothing and records nothing.
+    assert browser.get("/audit.csv?since=yesterday").status_code == 422
+    assert len(audit_events(world.db, action="audit.exported")) == len(after)
+    # The whole trail, unfiltered, is recorded with empty filters and listed in the trail.
+    whole = browser.get("/audit.csv").get_data(as_text=True)
+    assert "audit.exported" in whole
+    last = json.loads(audit_events(world.db, action="audit.exported")[-1]["record"])
+    assert last["new"]["filters"] == {}
 
 
 def test_csv_cell_quotes_formulas(app) -> None:

@@ -117,8 +117,10 @@ def test_bedside_page_shows_the_conditional_release_warning(
     wristband, bag = _payloads(lab, number, first)
     page_login(client, lab.plant.clinician)
     html = client.get("/bedside").get_data(as_text=True)
-    page = client.post("/bedside", data={"csrf_token": csrf_from(html),
-                                         "patient_payload": wristband, "product_payload": bag})
+    posted = client.post("/bedside", data={"csrf_token": csrf_from(html),
+                                           "patient_payload": wristband, "product_payload": bag})
+    assert posted.status_code == 302  # post/redirect/get
+    page = client.get(posted.headers["Location"], headers={"Accept": "text/html"})
     text = page.get_data(as_text=True)
     assert page.status_code == 200 and "MATCH" in text and "DO NOT INFUSE" not in text
     warning = text[text.index('class="warning-box id-warning"'):]

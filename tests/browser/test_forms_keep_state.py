@@ -110,3 +110,102 @@ def test_back_after_a_scan_does_not_post_again(page: Any, app: Any, db: Any,
     assert not resubmission
     assert count(db, "custody_event") == before + 1  # the scan was recorded once
     screenshot(page, "scan-after-back-and-reload")
+
+
+def test_back_after_bedside_verify_does_not_post_again(page: Any, app: Any, db: Any,
+                                                       people: dict[str, Any]) -> None:  # noqa: F811
+    from sqlalchemy import select
+
+    from identity.models import Item, Patient
+    from tests.browser.test_batch_path import verdict
+
+    bag = _received_bag(app, db, people, 4)  # at CLEAN1: not infusible at HOSP1
+    with app.app_context(), db.transaction() as s:
+        coi_id = s.scalar(select(Item.coi_id).where(Item.item_id == bag))
+        wristband = s.scalar(select(Patient.wristband_item_id).where(Patient.coi_id == coi_id))
+    log_in(page, people["clinician"])
+    page.goto("/")
+    page.goto("/bedside")
+    before = count(db, "bedside_verification")
+    scan_into(page, "#patient_payload", payload(app, db, wristband))
+    page.keyboard.type(payload(app, db, bag))
+    page.keyboard.press("Enter")
+    page.wait_for_load_state()
+    assert verdict(page).startswith("DO NOT INFUSE")
+    assert page.url.endswith("/bedside")  # the verdict is shown by a GET
+    assert count(db, "bedside_verification") == before + 1
+    resubmission: list[str] = []
+    page.on("dialog", lambda d: (resubmission.append(d.message), d.dismiss()))
+    page.go_back()
+    page.wait_for_load_state()
+    page.go_forward()
+    page.wait_for_load_state()
+    page.reload()
+    page.wait_for_load_state()
+    assert not resubmission
+    assert count(db, "bedside_verification") == before + 1  # the check was recorded once
+    screenshot(page, "bedside-after-back-and-reload")
+
+
+def test_wrong_verifier_password_on_a_correction_keeps_every_value(
+        page: Any, app: Any, db: Any, people: dict[str, Any]) -> None:  # noqa: F811
+    bag = _received_bag(app, db, people, 5)
+    log_in(page, people["operator"])
+    page.goto("/batches")
+    scan_into(page, "input[name=item_id]", payload(app, db, bag))
+    page.wait_for_url("**/batches/CART-*")
+    form = page.locator("section#receipt > form.step-form")
+    values = _step_values(1)["receipt"]
+    for name, value in values.items():
+        field = form.locator(f"[name=v_{name}]")
+        if isinstance(value, bool):
+            field.select_option("yes" if value else "no")
+        else:
+            field.fill(str(value))
+    form.get_by_label("Your password").fill(people["operator"].password)
+    form.get_by_label("Second person (verifier) user name").fill(people["operator2"].username)
+    form.get_by_label("Verifier password").fill(people["operator2"].password)
+    with page.expect_navigation():
+        form.get_by_role("button", name="Sign and record").click()
+    assert "step receipt recorded and signed" in page.locator("p.flash").first.inner_text()
+    before = count(db, "audit_event")
+    section = page.locator("section#receipt")
+    section.locator("summary", has_text="Correct this record").click()
+    fix = section.locator("details form.step-form")
+    typed: dict[str, str] = {}
+    for name, value in values.items():
+        field = fix.locator(f"[name=v_{name}]")
+        if isinstance(value, bool):
+            typed[name] = "no" if value else "yes"
+            field.select_option(typed[name])
+        else:
+            typed[name] = f"{value}1" if isinstance(value, int | float) else f"{value} fixed"
+            field.fill(typed[name])
+    fix.get_by_label("Reason for the correction").fill("transcription error on the sheet")
+    fix.get_by_label("Your password").fill(people["operator"].password)
+    fix.get_by_label("Second person (verifier) user name").fill(people["operator2"].username)
+    fix.get_by_label("Verifier password").fill("not-the-verifiers-password")
+    with page.expect_navigation():
+        fix.get_by_role("button", name="Sign correction").click()
+    fix = page.locator("section#receipt details form.step-form")
+    summary = fix.locator(".error-summary")
+    assert "The verifier's signature failed" in summary.inner_text()
+    assert page.evaluate("document.activeElement.classList.contains('error-summary')")
+    assert "verifier's user name or password was not accepted" in fix.locator(
+        "fieldset.signature .field-error").inner_text()
+    for name, value in typed.items():
+        assert fix.locator(f"[name=v_{name}]").input_value() == value, name
+    assert fix.get_by_label("Reason for the correction").input_value() == \
+        "transcription error on the sheet"
+    assert fix.get_by_label("Second person (verifier) user name").input_value() == \
+        people["operator2"].username
+    assert fix.get_by_label("Your password").input_value() == ""
+    assert fix.get_by_label("Verifier password").input_value() == ""
+    assert "performer" not in summary.inner_text()
+    screenshot(page, "correction-form-verifier-refused")
+    fix.get_by_label("Your password").fill(people["operator"].password)
+    fix.get_by_label("Verifier password").fill(people["operator2"].password)
+    with page.expect_navigation():
+        fix.get_by_role("button", name="Sign correction").click()
+    assert "corrected" in page.locator("p.flash").first.inner_text()
+    assert count(db, "audit_event") > before
