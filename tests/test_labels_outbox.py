@@ -10,9 +10,8 @@ from datetime import timedelta
 
 import pytest
 
-from gmp_mes.clock import clock
 from gmp_mes.audit import Actor
-from gmp_mes.clock import utcnow
+from gmp_mes.clock import clock, utcnow
 from labels import services
 from tests.helpers import assert_problem, audit_events, count, trail_time
 from tests.test_labels_print import make_item, operator, patient  # noqa: F401
