@@ -59,6 +59,8 @@ class Settings:
     db_network_timeout: int = 35
     db_keepalives_idle: int = 15
     health_timeout: int = 2
+    # Seconds to connect to a label printer and to hand it a job (raw TCP, labels).
+    printer_timeout: int = 5
     # Behind a TLS-terminating proxy: Secure cookies, and how many proxies to trust
     # for X-Forwarded-For/-Proto/-Host (werkzeug ProxyFix); 0 trusts none.
     session_cookie_secure: bool = False
@@ -84,6 +86,7 @@ _INT_KEYS = {
     "clock_jump_minutes",
     "web_threads",
     "health_timeout",
+    "printer_timeout",
 }
 _ZERO_ALLOWED = {"password_max_age_days"}
 _RATE_KEYS = ("rate_limit_account", "rate_limit_client")

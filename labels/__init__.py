@@ -29,12 +29,13 @@ def _ensure_signing_key(app: Flask, session: Session) -> list[str]:
 
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands and jobs."""
-    from gmp_mes.registry import add_init_hook, add_nav
+    from gmp_mes.registry import add_init_hook, add_job, add_nav
     from labels import api as labels_api
     from labels import cli, pages, services
 
     services.set_default_key_path(app.config["GMP_SETTINGS"].signing_key)
     add_init_hook(app, _ensure_signing_key)
+    add_job(app, services.sweep_job)  # stale printer jobs left by a crash -> failed
     app.cli.add_command(cli.labels_group)
     api.register_blueprint(labels_api.blp)
     app.register_blueprint(pages.bp)

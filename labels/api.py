@@ -141,15 +141,32 @@ def replace_label(body: dict[str, Any], item_id: str, label_id: str) -> Response
 @blp.arguments(PrintToSchema)
 @blp.response(201, PrintedSchema)
 @blp.doc(responses={"409": {"description": "the printer did not take the label "
-                                           "(printer_unreachable): no print recorded"}})
+                                           "(printer_unreachable): no print recorded, the "
+                                           "job recorded as failed; another print of the item "
+                                           "is in flight (print_in_progress)"}})
 @roles_required("operator", "clinician")
 def print_to_printer(body: dict[str, Any], item_id: str) -> dict[str, Any]:
     """Send the item's label (ZPL) to a networked printer of the user's site over raw
     TCP; the print is recorded only when the printer took it."""
     printer = body.pop("printer")
-    printed = services.print_to_printer(db_session(), item_id, printer,
-                                        services.PrintRequest(format="zpl", **body), user=g.user)
+    printed = send_to_printer(item_id, printer, services.PrintRequest(format="zpl", **body))
     return {"label_ids": [label.label_id for label in printed.labels], "printer": printer}
+
+
+def send_to_printer(item_id: str, printer: str,
+                    request: services.PrintRequest) -> services.PrintedLabel:
+    """The outbox of a networked print (API and pages): transaction 1 records the job
+    ``pending`` and commits; the TCP send runs with no transaction open (a hanging
+    printer holds no lock); transaction 2 records the copies as printed, or the job as
+    failed (committed before the 409 ``printer_unreachable``)."""
+    job = services.queue_print_job(db_session(), item_id, printer, request, user=g.user)
+    commit_unit_of_work()
+    services.send_print_job(job)
+    printed = services.finish_print_job(db_session(), job, user_id=g.user.id)
+    if job.failure is not None:
+        commit_unit_of_work()  # the failure is on record before the refusal
+        raise services.print_refusal(job)
+    return printed
 
 
 @blp.route("/sites/<site_code>/labels", methods=["GET"])

@@ -143,3 +143,42 @@ class LabelPrinter(Audited, Base):
 
     def audit_key(self) -> str:
         return f"{self.site_code}/{self.name}"
+
+
+class PrintJobStatus(enum.StrEnum):
+    PENDING = "pending"
+    PRINTED = "printed"
+    FAILED = "failed"
+
+
+class LabelPrintJob(Audited, Base):
+    """The outbox of a label sent to a networked printer: recorded ``pending`` (its
+    serials reserved) and committed before the TCP send, then ``printed`` (the
+    ``label_print`` copies are recorded with it) or ``failed`` with the reason. A failed
+    job's serials are never used again and never count as printed copies."""
+
+    __tablename__ = "label_print_job"
+    __table_args__ = (
+        CheckConstraint(check_in("status", PrintJobStatus), name="status"),
+        CheckConstraint("copies BETWEEN 1 AND 100", name="copies"),
+        Index("ix_label_print_job_item_id_status", "item_id", "status"),
+    )
+    audit_entity = "label_print_job"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(16), unique=True)
+    item_id: Mapped[str] = mapped_column(String(12), ForeignKey("item.item_id"))
+    printer: Mapped[str] = mapped_column(String(60))
+    address: Mapped[str] = mapped_column(String(262))  # host:port as sent to
+    status: Mapped[str] = mapped_column(String(12))
+    first_serial: Mapped[int] = mapped_column(Integer)
+    copies: Mapped[int] = mapped_column(Integer)
+    reprint: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failure: Mapped[str | None] = mapped_column(Text)
+
+    def audit_key(self) -> str:
+        return self.job_id

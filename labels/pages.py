@@ -28,6 +28,7 @@ from gmp_mes.http import (
 )
 from gmp_mes.schemas import form_fields
 from labels import render, services
+from labels.api import send_to_printer
 from labels.schemas import LabelQuerySchema, ReplaceSchema, SheetQuerySchema, VoidSchema
 
 bp = Blueprint("labels_pages", __name__, template_folder="templates")
@@ -104,12 +105,11 @@ def send_label(item_id: str) -> Response:
     reprint = "reprint" in form
     try:
         copies = int(form.get("copies") or 1)
-        printed = services.print_to_printer(
-            db_session(), item_id, form.get("printer", ""),
+        printed = send_to_printer(
+            item_id, form.get("printer", ""),
             services.PrintRequest(format="zpl", workstation=form.get("workstation") or None,
                                   copies=copies, reprint=reprint,
-                                  reason=form.get("reason") or None),
-            user=g.user)
+                                  reason=form.get("reason") or None))
     except ValueError:
         return _problem(item_id, "label not printed: copies must be a whole number")
     except DomainError as exc:

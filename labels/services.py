@@ -29,7 +29,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,15 @@ from gmp_mes.clock import utcnow
 from gmp_mes.errors import DomainError, Forbidden, NotFound, conflict, field_error
 from gmp_mes.models import User
 from labels import keys, render
-from labels.models import LabelFormat, LabelPrint, LabelPrinter, LabelStock, LabelVoid
+from labels.models import (
+    LabelFormat,
+    LabelPrint,
+    LabelPrinter,
+    LabelPrintJob,
+    LabelStock,
+    LabelVoid,
+    PrintJobStatus,
+)
 from labels.payload import (
     InvalidLabel,
     LabelPayload,
@@ -375,7 +383,13 @@ def _next_serial(session: Session, item_id: str) -> int:
     last = session.execute(
         select(func.max(LabelPrint.serial)).where(LabelPrint.item_id == item_id)
     ).scalar()
-    return (last or 0) + 1
+    # Serials reserved by printer jobs (pending, printed or failed) are never given
+    # again: a failed job's label may exist on paper, it must stay an unknown copy.
+    reserved = session.execute(
+        select(func.max(LabelPrintJob.first_serial + LabelPrintJob.copies - 1))
+        .where(LabelPrintJob.item_id == item_id)
+    ).scalar()
+    return max(last or 0, reserved or 0) + 1
 
 
 def _prepare(
@@ -385,14 +399,29 @@ def _prepare(
     user_id: int,
     *,
     replaces: str | None = None,
+    record: bool = True,
 ) -> tuple[list[LabelPrint], list[render.LabelView]]:
     """Check the rules for one item, record one row per printed copy (each with its
-    own serial), return the records and their views."""
+    own serial), return the records and their views. With ``record=False`` (a printer
+    job) the rows are built but not added: they are recorded when the printer took them."""
     from identity import services as identity
 
     # Lock the item: two workstations printing the "first" label at once must not
     # both produce originals, nor two copies get one serial.
     item_id = identity.get_item(session, item_id, for_update=True).item_id  # canonical id
+    _fail_stale_jobs(session, item_id)
+    pending = session.scalar(select(LabelPrintJob).where(
+        LabelPrintJob.item_id == item_id,
+        LabelPrintJob.status == PrintJobStatus.PENDING).limit(1))
+    if pending is not None:
+        # One print of an item in flight at a time: whether it becomes the original is
+        # known only when the printer answers.
+        raise conflict(
+            "already_printed" if not request.reprint and not pending.reprint
+            else "print_in_progress",
+            f"{item_id} is being printed on printer {pending.printer} (job {pending.job_id}); "
+            "wait for it to finish, then print again as a reprint with a reason if needed",
+        )
     data = identity.label_data(session, item_id)
     ring = keyring()
     fields = (data["kind_code"], data["item_id"], data["coi_id"], data["expires_at"])
@@ -437,13 +466,19 @@ def _prepare(
             content_digest=content_digest,
             replaces=replaces,
         )
-        session.add(label)
+        if record:
+            session.add(label)
         labels.append(label)
         views.append(view)
-    # A 6-field label of the same content signed with the current key has this digest.
-    legacy_digest = payload_digest(sign(ring.private_key, *fields))
-    _supersede(session, item_id, content_digest, legacy_digest, labels[0].label_id, user_id)
+    if record:
+        _supersede(session, item_id, content_digest, _legacy_digest(fields),
+                   labels[0].label_id, user_id)
     return labels, views
+
+
+def _legacy_digest(fields: tuple[Any, ...]) -> str:
+    """A 6-field label of the same content signed with the current key has this digest."""
+    return payload_digest(sign(keyring().private_key, *fields))
 
 
 def _supersede(
@@ -680,50 +715,196 @@ def add_printer(session: Session, site_code: str, *, name: str, host: str, port:
     return printer
 
 
+def printer_timeout() -> float:
+    """Seconds to connect to a printer and to hand it a job (``printer_timeout``)."""
+    if has_app_context():
+        return float(current_app.config["GMP_SETTINGS"].printer_timeout)
+    return PRINTER_TIMEOUT
+
+
+def stale_after(timeout: float | None = None) -> timedelta:
+    """A pending job older than this was left by a crash: no send lasts so long."""
+    timeout = printer_timeout() if timeout is None else timeout
+    return timedelta(seconds=max(60.0, 6 * timeout))
+
+
+class PrinterDidNotTakeIt(OSError):
+    """The printer did not confirm the job (no clean close within the timeout)."""
+
+
 def send_zpl(host: str, port: int, data: bytes, *, timeout: float = PRINTER_TIMEOUT) -> None:
     """Hand ZPL to a printer over raw TCP (Zebra port 9100): connect, send everything,
-    close our side and wait for the printer to close its side. OSError if refused."""
+    close our side and wait for the printer to close its side. The job counts as taken
+    only after that clean close; OSError otherwise (refused, timed out, reset)."""
     import socket
 
     with socket.create_connection((host, port), timeout=timeout) as connection:
         connection.sendall(data)  # raises if the printer refuses or drops the job
         connection.shutdown(socket.SHUT_WR)
-        # Every byte is with the printer now. Most printers close when the job has been
-        # read; one that keeps the socket open has the job all the same, so the wait for
-        # its close is best effort: a label it took must be recorded, never reprinted
-        # as an "original" because the close came late.
-        connection.settimeout(min(timeout, 2.0))
         try:
             while connection.recv(4096):
                 continue
-        except OSError as exc:
-            log.info("printer %s:%s did not close after the job (%s); the job was sent",
-                     host, port, exc)
+        except TimeoutError:
+            raise PrinterDidNotTakeIt(
+                f"the printer did not close the connection within {timeout:g} s after the "
+                "job: it may not have printed it") from None
 
 
-def print_to_printer(
-    session: Session, item_id: str, printer_name: str, request: PrintRequest, *, user: Person
-) -> PrintedLabel:
-    """Print the item's label (ZPL) on a printer of the user's site. The copies are
-    recorded in this transaction, which commits only if the printer took the label:
-    a refused or unreachable printer leaves no print on record (409 printer_unreachable)."""
+@dataclass
+class PrintJob:
+    """A printer job recorded ``pending`` (committed) and what to send, outside any
+    transaction, by ``send_print_job``."""
+
+    job_id: str
+    printer: str
+    host: str
+    port: int
+    labels: list[LabelPrint]
+    views: list[render.LabelView]
+    request: PrintRequest
+    legacy_digest: str
+    failure: str | None = None
+
+    def render(self) -> bytes:
+        return _render(self.views, self.request)
+
+
+def _printer_of(session: Session, user: Person, printer_name: str) -> LabelPrinter:
     site = user.site.code if user.site is not None else None
     printer = session.scalar(select(LabelPrinter).where(
         LabelPrinter.site_code == site, LabelPrinter.name == (printer_name or "").strip(),
         LabelPrinter.active.is_(True)))
     if printer is None:
         raise field_error("printer", f"no printer {printer_name!r} at site {site}")
-    request = PrintRequest(**{**request.__dict__, "format": "zpl", "dpi": printer.dpi})
-    printed = print_label(session, item_id, request, user_id=user.id)
+    return printer
+
+
+def queue_print_job(
+    session: Session, item_id: str, printer_name: str, request: PrintRequest, *, user: Person
+) -> PrintJob:
+    """Transaction 1 of a networked print (the outbox): every print-control rule as for
+    any print (the item row locked, serials allocated), then a ``pending`` job that
+    reserves the serials. The caller commits before ``send_print_job``; no copy counts
+    as printed until ``finish_print_job`` records the printer's answer."""
+    from identity import services as identity
+
+    printer = _printer_of(session, user, printer_name)
+    request = _validate_request(
+        PrintRequest(**{**request.__dict__, "format": "zpl", "dpi": printer.dpi}))
+    with audit.reason(session, request.reason):
+        labels, views = _prepare(session, item_id, request, user.id, record=False)
+        job = LabelPrintJob(
+            job_id="JOB-" + new_label_id()[4:],
+            item_id=labels[0].item_id,
+            printer=printer.name,
+            address=f"{printer.host}:{printer.port}",
+            status=PrintJobStatus.PENDING,
+            first_serial=labels[0].serial,
+            copies=len(labels),
+            reprint=request.reprint,
+            reason=request.reason,
+            requested_by=user.id,
+            requested_at=labels[0].printed_at,
+        )
+        session.add(job)
+        session.flush()
+    data = identity.label_data(session, job.item_id)
+    legacy = _legacy_digest((data["kind_code"], data["item_id"], data["coi_id"],
+                             data["expires_at"]))
+    return PrintJob(job.job_id, printer.name, printer.host, printer.port, labels, views,
+                    request, legacy)
+
+
+def send_print_job(job: PrintJob, *, timeout: float | None = None) -> PrintJob:
+    """Render and send the job: never inside a transaction (a hanging printer must not
+    hold the write lock). Sets ``job.failure`` when the printer did not take it."""
+    timeout = printer_timeout() if timeout is None else timeout
     try:
-        send_zpl(printer.host, printer.port, printed.content)
+        send_zpl(job.host, job.port, job.render(), timeout=timeout)
     except OSError as exc:
-        raise conflict(
-            "printer_unreachable",
-            f"printer {printer.name} ({printer.host}:{printer.port}) did not take the label "
-            f"({exc.strerror or type(exc).__name__}); no print was recorded",
-        ) from None
-    return printed
+        reason = str(exc) if isinstance(exc, PrinterDidNotTakeIt) else (
+            exc.strerror or str(exc) or type(exc).__name__)
+        job.failure = f"printer {job.printer} ({job.host}:{job.port}) did not take the " \
+                      f"label ({reason})"
+    return job
+
+
+def finish_print_job(session: Session, job: PrintJob, *, user_id: int) -> PrintedLabel:
+    """Transaction 2: the printer took the job -> its copies are recorded (audited) and
+    the job ``printed``; otherwise the job ``failed`` with the reason, nothing counts
+    as printed. The caller commits, then raises ``print_refusal(job)`` on a failure."""
+    from identity import services as identity
+
+    identity.get_item(session, job.labels[0].item_id, for_update=True)  # lock order: item
+    row = session.scalar(select(LabelPrintJob).where(LabelPrintJob.job_id == job.job_id)
+                         .with_for_update())
+    if row is None or row.status != PrintJobStatus.PENDING:
+        # Swept as stale while the send ran (the process stalled): it stays failed.
+        job.failure = job.failure or (
+            f"job {job.job_id} was closed as failed before the printer answered; a label "
+            "it printed is not on record and will not verify: destroy it")
+        return _printed(job.labels, job.views, job.request)
+    now = utcnow()
+    if job.failure is not None:
+        with audit.reason(session, job.failure):
+            row.status, row.failure, row.finished_at = PrintJobStatus.FAILED, job.failure, now
+            session.flush()
+        return _printed(job.labels, job.views, job.request)
+    with audit.reason(session, job.request.reason):
+        for label in job.labels:
+            label.printed_at = now
+            session.add(label)
+        first = job.labels[0]
+        _supersede(session, first.item_id, first.content_digest, job.legacy_digest,
+                   first.label_id, user_id)
+        row.status, row.finished_at = PrintJobStatus.PRINTED, now
+        session.flush()
+    return _printed(job.labels, job.views, job.request)
+
+
+def print_refusal(job: PrintJob) -> DomainError:
+    """409 ``printer_unreachable`` for a job the printer did not take (already recorded
+    as failed)."""
+    return conflict("printer_unreachable", f"{job.failure}; no print was recorded")
+
+
+def _fail_stale_jobs(session: Session, item_id: str | None = None) -> list[str]:
+    """Pending jobs older than ``stale_after()`` were left by a crash between the two
+    transactions: mark them failed (audited); their serials stay unused."""
+    now = utcnow()
+    query = select(LabelPrintJob).where(
+        LabelPrintJob.status == PrintJobStatus.PENDING,
+        LabelPrintJob.requested_at < now - stale_after())
+    if item_id is not None:
+        query = query.where(LabelPrintJob.item_id == item_id)
+    failed = []
+    for job in session.scalars(query.order_by(LabelPrintJob.id).with_for_update()):
+        with audit.reason(session, "stale print job: no answer from the printer was recorded"):
+            job.status, job.finished_at = PrintJobStatus.FAILED, now
+            job.failure = ("no answer from the printer was recorded (the application "
+                           "stopped during the send); a label it printed will not verify")
+        failed.append(job.job_id)
+    session.flush()
+    return failed
+
+
+def sweep_print_jobs(session: Session) -> list[str]:
+    """Scheduler sweep: every stale pending job marked failed (audited)."""
+    return _fail_stale_jobs(session)
+
+
+def sweep_job(app: Any) -> list[str]:
+    """Scheduler job (``gmp_mes.app.add_job``): stale printer jobs, in their own
+    transaction."""
+    with app.app_context(), app.extensions["gmp_mes.db"].transaction(
+            actor=audit.Actor.system("labels")) as session:
+        return [f"print job {j} failed (stale)" for j in sweep_print_jobs(session)]
+
+
+def print_jobs_of_item(session: Session, item_id: str) -> list[LabelPrintJob]:
+    """The item's printer jobs, newest first (pending and failed ones stay visible)."""
+    return list(session.scalars(select(LabelPrintJob).where(
+        LabelPrintJob.item_id == _canonical(item_id)).order_by(LabelPrintJob.id.desc())))
 
 
 # --- void and replace --------------------------------------------------------------------

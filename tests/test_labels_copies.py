@@ -565,7 +565,8 @@ def test_labels_0002_keeps_labels_printed_before_valid(ward) -> None:
             },
         )
     _migrate(db, "heads")
-    assert {"labels_0002", "labels_pages"} & current_heads(db.engine)  # the labels head
+    labels_heads = {h for h in current_heads(db.engine) if h.startswith("labels_")}
+    assert labels_heads and labels_heads != {"labels_0001"}  # the labels branch moved on
     with world.app.app_context(), db.transaction(actor=Actor.system("test")) as s:
         assert services.check_payload(s, legacy).ok
         (record,) = services.labels_of_item(s, ward["bag"])

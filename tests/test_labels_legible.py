@@ -262,45 +262,9 @@ def test_item_page_sends_to_the_site_printer_then_redirects(
     listener.thread.join(timeout=10)
     assert listener.jobs and listener.jobs[0].startswith(b"^XA")
     after = browser.get(f"/items/{item_id}").get_data(as_text=True)
-    assert "Label sent to printer bench: copy 1 recorded." in after
+    # Copy 1 was the refused job's serial: never given again (it may exist on paper).
+    assert "Label sent to printer bench: copy 2 recorded." in after
     assert count(db, "label_print") == 1
-
-
-def test_a_printer_that_keeps_the_socket_open_still_gets_the_print_recorded(
-        db, operator, make_item, make_user, login) -> None:
-    """Some printers never close the raw socket: every byte was sent, so the label is
-    with the printer and must be on record (or the next print would be a second
-    "original")."""
-    server = socket.create_server(("127.0.0.1", 0))
-    received: list[bytes] = []
-    release = threading.Event()
-
-    def serve() -> None:
-        connection, _ = server.accept()
-        chunks = []
-        while data := connection.recv(65536):
-            chunks.append(data)
-        received.append(b"".join(chunks))
-        release.wait(10)  # keeps its side open
-        connection.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        admin = login(make_user("adam", "admin"))
-        admin.post("/api/v1/sites/CLEAN1/labels/printers",
-                   json={"name": "sticky", "host": "127.0.0.1",
-                         "port": server.getsockname()[1]})
-        item_id = make_item()
-        response = operator.post(f"/api/v1/items/{item_id}/label/print",
-                                 json={"printer": "sticky"})
-        assert response.status_code == 201, response.get_json()
-        assert received and received[0].rstrip().endswith(b"^XZ")
-        assert count(db, "label_print") == 1
-    finally:
-        release.set()
-        thread.join(timeout=5)
-        server.close()
 
 
 def test_admin_sets_stock_and_printers_on_the_setup_page(app, client, db, make_user,
