@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from gmp_mes import audit
+from gmp_mes.alerts import AlertSpec, raise_alert
 from gmp_mes.clock import utcnow
 from gmp_mes.errors import (
     AccountInactive,
@@ -276,8 +277,6 @@ def record_failure(
 
 
 def _lockout_alert(session: Session, user: User, client: str | None) -> None:
-    from gmp_mes.alerts import AlertSpec, raise_alert
-
     locked = audit.format_time(user.locked_at) if user.locked_at else ""
     raise_alert(session, AlertSpec(
         cause=f"account_locked:{user.username}:{locked}",
@@ -292,8 +291,6 @@ def _lockout_alert(session: Session, user: User, client: str | None) -> None:
 
 def _burst_alert(session: Session, scope: str, name: str, client: str | None) -> None:
     """One alert per used-up window: a burst of failed passwords."""
-    from gmp_mes.alerts import AlertSpec, raise_alert
-
     window = int(utcnow().timestamp()) // 60
     subject = name if scope == "account" else (client or "unknown")
     what = f"for the user name {name!r}" if scope == "account" else f"from client {subject}"

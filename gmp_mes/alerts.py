@@ -35,7 +35,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from gmp_mes import audit
+from gmp_mes import audit, registry
 from gmp_mes.audit import Audited, Entry
 from gmp_mes.clock import utcnow
 from gmp_mes.db import Base, UTCDateTime, check_in
@@ -451,3 +451,22 @@ def countdown(due_at: datetime | None, now: datetime | None = None) -> str:
     if minutes:
         return f"{mins} min"
     return f"{int(left.total_seconds())} s"
+
+
+def _clock_went_backwards(session: Session, seq: int, last_at: str, now_text: str) -> None:
+    """The audit trail refused a write: the clock reads earlier than its last event."""
+    raise_alert(session, AlertSpec(
+        cause=f"clock_went_backwards:{seq}",
+        kind="clock_went_backwards",
+        severity=Severity.CRITICAL.value,
+        subject_type="system",
+        subject_id="clock",
+        roles=("admin", "qa"),
+        message=(f"system clock went backwards: it reads {now_text}, the last audit event "
+                 f"({seq}) is at {last_at}; GMP writes are refused until it is corrected"),
+    ))
+
+
+# Registered on import: every application loads this module (its pages, API and the
+# accounts' alerts), so the alert is raised wherever audit can refuse a write.
+registry.clock_went_backwards.provide("gmp_mes.alerts", _clock_went_backwards)

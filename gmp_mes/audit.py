@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection, event, inspect, select, text
 from sqlalchemy.orm import Session, object_session
 
+from gmp_mes import registry
 from gmp_mes.clock import utcnow
 from gmp_mes.db import Base
 from gmp_mes.errors import DomainError
@@ -329,19 +330,9 @@ def _parse_time(text_: str) -> datetime:
 
 def _clock_alert(seq: int, last_at: str, now_text: str) -> Callable[[Session], None]:
     def follow_up(session: Session) -> None:
-        from gmp_mes import alerts  # alerts builds on this module
-
         session.info[CLOCK_CLAMP] = True
-        alerts.raise_alert(session, alerts.AlertSpec(
-            cause=f"clock_went_backwards:{seq}",
-            kind="clock_went_backwards",
-            severity=alerts.Severity.CRITICAL.value,
-            subject_type="system",
-            subject_id="clock",
-            roles=("admin", "qa"),
-            message=(f"system clock went backwards: it reads {now_text}, the last audit event "
-                     f"({seq}) is at {last_at}; GMP writes are refused until it is corrected"),
-        ))
+        for raise_alert in registry.clock_went_backwards.providers():
+            raise_alert(session, seq, last_at, now_text)
 
     return follow_up
 

@@ -38,7 +38,7 @@ from sqlalchemy import Integer, String, insert, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from gmp_mes import audit
+from gmp_mes import alerts, audit
 from gmp_mes.audit import GENESIS_HASH, Anchor, format_time
 from gmp_mes.clock import utcnow
 from gmp_mes.db import Base
@@ -169,8 +169,6 @@ def _refuse_broken_segment(connection: Connection, previous: Checkpoint | None) 
     detail = f"no checkpoint signed: {problem}"
 
     def follow_up(session: Session) -> None:
-        from gmp_mes import alerts
-
         session.info[audit.CLOCK_CLAMP] = True  # the alert must be kept whatever the clock
         alerts.raise_alert(session, alerts.AlertSpec(
             cause=f"audit_trail_broken:{previous.number if previous else 0}",

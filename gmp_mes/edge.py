@@ -35,6 +35,8 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, g, request
 from werkzeug.routing import IntegerConverter
 
+from gmp_mes.errors import BadRequest
+
 MAX_JSON_DEPTH = 32
 MAX_JSON_DIGITS = 40
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -137,8 +139,6 @@ def _check_json_body() -> None:
     try:
         load_json(data)
     except InputRefused as exc:
-        from gmp_mes.errors import BadRequest
-
         raise BadRequest(f"the request body was refused: {exc}") from None
 
 
@@ -156,8 +156,6 @@ class Int64Converter(IntegerConverter):
 def _check_query() -> None:
     """No control characters in query arguments (never legitimate in a URL). Form fields
     are checked by their page's schema (``EdgeSchema``), which names the field."""
-    from gmp_mes.errors import BadRequest
-
     try:
         for key, value in request.args.items(multi=True):
             check_text(key, multiline=False)

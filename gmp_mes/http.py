@@ -7,29 +7,42 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import datetime, timedelta
+from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Flask, Response, current_app, g, jsonify, redirect, request, session, url_for
-from sqlalchemy import Connection
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from gmp_mes import accounts
-from gmp_mes.accounts import Principal
+from gmp_mes import edge, idempotency, signatures
 from gmp_mes.audit import Actor
-from gmp_mes.clock import utcnow
-from gmp_mes.db import Database, is_retryable
+from gmp_mes.context import PROBLEM_JSON as PROBLEM_JSON  # re-exported: the edge's media type
+from gmp_mes.context import (
+    SAFE_METHODS,
+    _lookup_connection,
+    current_user,
+    database,
+    db_session,
+    problem,
+)
+from gmp_mes.db import is_retryable
 from gmp_mes.errors import DomainError, Forbidden, Unauthenticated
+from gmp_mes.models import Role
 
 log = logging.getLogger("gmp_mes")
 F = TypeVar("F", bound=Callable[..., Any])
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PROBLEM_JSON = "application/problem+json"
 
 
 class GmpFlask(Flask):
@@ -41,19 +54,17 @@ class GmpFlask(Flask):
     failure is answered 503 ``concurrent_update`` (:func:`handle_database_error`)."""
 
     def dispatch_request(self) -> Any:  # type: ignore[override]
-        from gmp_mes import idempotency
-
         try:
-            return self._dispatch_once(idempotency)
+            return self._dispatch_once()
         except DBAPIError as error:
             if not is_retryable(error):
                 raise
             log.warning("concurrent update (%s), running the request once more", error.orig)
             _rollback()
             idempotency.forget_claim()
-            return self._dispatch_once(idempotency)
+            return self._dispatch_once()
 
-    def _dispatch_once(self, idempotency: Any) -> Any:
+    def _dispatch_once(self) -> Any:
         _precheck_signers()
         replay = idempotency.claim()
         if replay is not None:
@@ -93,8 +104,6 @@ def _precheck_signers() -> None:
     """Check the signers' passwords before the write transaction begins (issue 13):
     Argon2 must not run under the SQLite writer lock or PostgreSQL row locks. ``sign``
     uses the verdicts (:func:`gmp_mes.signatures.precheck`)."""
-    from gmp_mes import signatures
-
     user = g.get("user")
     if request.method in SAFE_METHODS or user is None:
         return
@@ -123,24 +132,6 @@ def commit_unit_of_work() -> None:
             s.close()
 
 
-def database(app: Flask | None = None) -> Database:
-    return (app or current_app).extensions["gmp_mes.db"]
-
-
-def db_session() -> Session:
-    """The request's session; writers (and GETs marked ``writes``) lock early on SQLite."""
-    if "db_session" not in g:
-        write = request.method not in SAFE_METHODS or g.get("writes", False)
-        s = database().session(write=write)
-        user = g.get("user")
-        s.info["actor"] = (
-            Actor(user.username, user.id, user.full_name) if user is not None else None
-        )
-        s.info["client"] = request.remote_addr  # failed-password rate limits per client
-        g.db_session = s
-    return g.db_session
-
-
 def writes(view: F) -> F:
     """Mark a GET view that records something (a label print) as a writer."""
 
@@ -160,66 +151,6 @@ def _close_session(_exc: BaseException | None) -> None:
 
 
 # --- authentication -------------------------------------------------------------------
-
-
-def current_user() -> Principal | None:
-    if "user" in g:
-        return g.user
-    g.user = _load_user()
-    return g.user
-
-
-def _load_user() -> Principal | None:
-    """The caller, looked up with one Core query (see :func:`_lookup_connection`).
-
-    The Principal is an immutable snapshot for authorisation that also survives the
-    rollback of a failed request (error pages still show who is logged in). Nothing is
-    cached across requests: deactivation, lockout and token expiry act at once.
-    """
-    header = request.headers.get("Authorization", "")
-    bearer = header.lower().startswith("bearer ")
-    if bearer:
-        with _lookup_connection() as c:
-            user = accounts.principal_for_token(c, header[7:].strip())
-    elif "sid" in session and not request.path.startswith("/api/"):
-        user = _session_user()
-    else:
-        return None
-    if user is not None and "db_session" in g:
-        g.db_session.info["actor"] = Actor(user.username, user.id, user.full_name)
-    return user
-
-
-@contextmanager
-def _lookup_connection() -> Iterator[Connection]:
-    """Where the caller is looked up. On PostgreSQL, the request's own transaction: no
-    second pool checkout, ping, BEGIN and ROLLBACK. On SQLite, a short read connection
-    of its own, so that the write lock (BEGIN IMMEDIATE) is held only for the work."""
-    db = database()
-    if db.dialect == "postgresql":
-        yield db_session().connection()
-        return
-    with db.single_read() as connection:
-        yield connection
-
-
-def _session_user() -> Principal | None:
-    """The user of the cookie's server-side session (revocable, with an absolute
-    lifetime), while the cookie's own idle timeout has not run out (Annex 11 §12)."""
-    settings = current_app.config["GMP_SETTINGS"]
-    seen = session.get("seen")
-    if seen is None or utcnow() - datetime.fromisoformat(seen) > timedelta(
-        minutes=settings.session_ttl_minutes
-    ):
-        session.clear()
-        return None
-    with _lookup_connection() as c:
-        user = accounts.principal_for_session(c, str(session["sid"]))
-    if user is None:
-        session.clear()
-        return None
-    session["seen"] = utcnow().isoformat()
-    return user
 
 
 def login_required(view: F) -> F:
@@ -264,8 +195,6 @@ def _enforce_declared_roles() -> Response | None:
 
 def roles_except(*excluded: str) -> Callable[[F], F]:
     """Any authenticated user holding at least one role other than ``excluded``."""
-    from gmp_mes.models import Role
-
     return roles_required(*(r.value for r in Role if r.value not in excluded))
 
 
@@ -294,36 +223,6 @@ def _snake(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def problem(
-    status: int,
-    code: str,
-    title: str,
-    detail: str,
-    *,
-    errors: dict[str, list[str]] | None = None,
-    extra: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    body: dict[str, Any] = {
-        "type": f"https://gmp-mes.org/problems/{code.replace('_', '-')}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    if errors is not None:
-        body["errors"] = errors
-    body.update(extra or {})
-    response = jsonify(body)
-    response.status_code = status
-    response.content_type = PROBLEM_JSON
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    if status == 401:
-        response.headers.setdefault("WWW-Authenticate", 'Bearer realm="gmp-mes"')
-    return response
-
-
 def _rollback() -> None:
     s: Session | None = g.pop("db_session", None)
     if s is not None:
@@ -341,8 +240,6 @@ def undo_failed_form(error: DomainError) -> None:
 def run_follow_up(error: DomainError, answer: Response | None = None) -> None:
     """The follow-up of a refusal, in its own transaction; with it, the refusal's
     ``answer`` for the request's ``Idempotency-Key`` (when one was claimed)."""
-    from gmp_mes import idempotency
-
     keep = idempotency.keeper(answer) if answer is not None else None
     if error.follow_up is None and keep is None:
         return
@@ -495,8 +392,6 @@ def _wants_html() -> bool:
 
 
 def _html_error(status: int, title: str, detail: str) -> Response:
-    from flask import render_template
-
     return Response(
         render_template("error.html", status=status, title=title, detail=detail),
         status=status,
@@ -506,8 +401,6 @@ def _html_error(status: int, title: str, detail: str) -> Response:
 
 def install(app: Flask) -> None:
     """Wire the edge into an application."""
-    from gmp_mes import edge
-
     app.before_request(edge.assign_request_id)
     app.before_request(_check_csrf)
     app.before_request(_enforce_declared_roles)

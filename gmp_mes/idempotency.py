@@ -39,6 +39,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from gmp_mes.clock import utcnow
+from gmp_mes.context import current_user, db_session, problem
 from gmp_mes.models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
@@ -97,8 +98,6 @@ def claim() -> Response | None:
     """Before the view: claim the request's key, or answer with what is stored for it.
 
     Returns None when the view is to run (no key, or the key is new and now claimed)."""
-    from gmp_mes.http import current_user, db_session, problem
-
     if not _applies() or HEADER not in request.headers:
         return None
     user = current_user()
@@ -163,8 +162,6 @@ def answer_holds_a_secret() -> None:
 
 
 def _not_kept() -> Response:
-    from gmp_mes.http import problem
-
     return problem(409, "idempotency_answer_not_kept", "Conflict",
                    "the first request with this key was carried out, and its answer held a "
                    "secret shown once, which is never stored; it is not carried out again")

@@ -23,6 +23,7 @@ from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
+from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
 
 _INCR = text(
@@ -155,8 +156,6 @@ DEFAULT = Limits.of("3 per 5 minutes", "30 per 5 minutes")
 def job(app: Any) -> list[str]:
     """Scheduler job: drop the counters of ended windows (in a transaction of its own,
     which never waits for a lock)."""
-    from gmp_mes.audit import Actor
-
     with app.extensions["gmp_mes.db"].transaction(actor=Actor.system("scheduler")) as s:
         DatabaseStorage(s.connection()).purge_expired()
     return []

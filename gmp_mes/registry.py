@@ -216,3 +216,9 @@ release_warnings: Seam[Callable[[Session, str], list[Reason]]] = Seam(
 batch_record_sections: Seam[Callable[[Session, str], list[RecordSection]]] = Seam(
     "batch_record_sections", "Sections of the executed batch record (batch number) that "
     "other domains keep: QC results and the release decision (qc answers).")
+
+clock_went_backwards: Seam[Callable[[Session, int, str, str], None]] = Seam(
+    "clock_went_backwards", "Raise the critical alert when the system clock reads earlier "
+    "than the last audit event (last event's seq, its time, the clock's reading): audit "
+    "refuses the write and asks, alerts answers (registered when gmp_mes.alerts loads; "
+    "models and every writer load it).")

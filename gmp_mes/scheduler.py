@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from gmp_mes import registry
 from gmp_mes.audit import Actor
+from gmp_mes.db import is_retryable
 from gmp_mes.errors import DomainError
 from gmp_mes.notify import Notifier
 
@@ -53,8 +54,6 @@ def run_jobs(app: Flask, still_leader: Callable[[], bool] | None = None) -> RunR
     """Run every registered job once, each in its own transaction; one failing job
     neither stops the others nor undoes what they committed. With ``still_leader``, the
     round stops as soon as this process may no longer lead (its lease lapsed)."""
-    from gmp_mes.db import is_retryable
-
     result = RunResult()
     for job in registry.of(app).jobs:
         if still_leader is not None and not still_leader():
