@@ -19,6 +19,7 @@ from batches.schemas import (
     CorrectionInSchema,
     DeviationInSchema,
     DeviationSchema,
+    RecordItemSchema,
     StepInSchema,
     StepOutcomeSchema,
 )
@@ -101,7 +102,7 @@ def _outcome(outcome: services.StepOutcome, batch_number: str) -> dict[str, Any]
     return {
         "record": outcome.record,
         "deviations": outcome.deviations,
-        "items": [record._item_dict(item) for item in outcome.items],
+        "items": RecordItemSchema(many=True).dump(outcome.items),
         "batch_status": batch.status,
     }
 
