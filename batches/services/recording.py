@@ -59,7 +59,6 @@ class StepOutcome:
     items: list[Item] = field(default_factory=list)
 
 
-
 def _sign_step(
     session: Session,
     user: User,
@@ -121,7 +120,6 @@ def signature_binds(session: Session, record: StepRecord) -> bool:
     signed = [record.signature] + ([record.verifier_signature]
                                    if record.verifier_signature else [])
     return all(signatures.still_binds(sig, content) for sig in signed)
-
 
 
 def record_step(
@@ -301,7 +299,6 @@ def _fill(
         )
         for n in range(1, bags + 1)
     ]
-
 
 
 def _open_limit_deviations(
