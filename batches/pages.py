@@ -1,4 +1,4 @@
-"""Pages of the batches domain: batch list, executed batch record, processes.
+"""Pages of the batches domain: batch list, executed batch record, deviations.
 
 Views only parse forms, call services and render; every rule lives in
 ``batches.services``. A refused action (wrong password, out-of-order step,
@@ -13,11 +13,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from batches import export, record, services
 from batches.models import ACTIVE_BATCH_STATUSES, BatchStatus
 from gmp_mes import paging
+from gmp_mes.accounts import Person
 from gmp_mes.errors import DomainError
 from gmp_mes.http import db_session, roles_required, undo_failed_form
 from gmp_mes.models import Meaning
@@ -104,7 +106,7 @@ def batch_list() -> str:
                            statuses=[s.value for s in BatchStatus])
 
 
-def search_target(session: Any, user: Any, text: str) -> str | None:
+def search_target(session: Session, user: Person, text: str) -> str | None:
     """The header search box (gmp_mes.pages.add_search): a batch number."""
     if not user.has_role(*RECORD_ROLES):
         return None
@@ -340,7 +342,7 @@ def download_record(batch_number: str, fmt: str) -> Response:
     return response
 
 
-def dashboard_panel(session: Any, user: Any) -> tuple[str, Markup] | None:
+def dashboard_panel(session: Session, user: Person) -> tuple[str, Markup] | None:
     """Batches in process with the step due next; QA sees what holds or awaits release."""
     if not user.has_role("operator", "qa"):
         return None
