@@ -147,11 +147,11 @@ def bedside_page() -> str | Response:
     form = request.form
     if request.method == "POST":
         if form.get("patient_payload") and form.get("product_payload"):
-            result = services.verify_bedside(db_session(), form["patient_payload"],
+            verdict = services.verify_bedside(db_session(), form["patient_payload"],
                                              form["product_payload"], user=g.user,
                                              site_code=_site_code())
-            if result.verification is not None:
-                cookie_session["bedside_verification"] = result.verification.id
+            if verdict.verification is not None:
+                cookie_session["bedside_verification"] = verdict.verification.id
         return redirect(url_for("identity.bedside_page"))
     done = (request.args.get("administered") or "").strip().upper()
     if done:
@@ -160,7 +160,7 @@ def bedside_page() -> str | Response:
             return render_template("identity/bedside.html", result=None, form={},
                                    meanings=[Meaning.ADMINISTERED.value], errors={},
                                    administered=administration)
-    result = None
+    result: services.BedsideResult | None = None
     shown = cookie_session.pop("bedside_verification", None)
     if isinstance(shown, int):
         result = services.recorded_bedside(db_session(), shown, user=g.user,

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from flask import current_app, has_app_context
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 import labels.services as labels
@@ -105,13 +105,14 @@ def _custody(
         "detail": json.dumps(detail, sort_keys=True) if detail is not None else None,
     }
     session.flush()  # a new item must be in the database before its first event
-    event_id = session.connection().execute(_INSERT_CUSTODY, values).scalar_one()
+    event_id: int = session.connection().execute(_INSERT_CUSTODY, values).scalar_one()
     audit.record(session, "create", CustodyEvent.audit_entity, str(event_id),
                  new={"id": event_id, **values})
     return CustodyEvent(id=event_id, **values)  # transient: the row as written
 
 
-_INSERT_CUSTODY = CustodyEvent.__table__.insert().returning(CustodyEvent.__table__.c.id)
+_CUSTODY_TABLE = cast(Table, CustodyEvent.__table__)
+_INSERT_CUSTODY = _CUSTODY_TABLE.insert().returning(_CUSTODY_TABLE.c.id)
 
 
 _ITEM_ROW = select(Item.__table__).where(Item.__table__.c.item_id == bindparam("item_id"))

@@ -4,9 +4,9 @@ what a label of an item shows (:func:`label_data`)."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -31,14 +31,14 @@ def _next_coi(session: Session, facility_id: str, year: int) -> str:
     enrolments serialise on the counter row (on both databases), never sharing a number."""
     prefix = f"{facility_id}{year % 100:02d}"
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    table = CoiCounter.__table__
+    table = cast(Table, CoiCounter.__table__)
     statement = (
         insert(table).values(prefix=prefix, last_value=1)
         .on_conflict_do_update(index_elements=["prefix"],
                                set_={"last_value": table.c.last_value + 1})
         .returning(table.c.last_value)
     )
-    value = session.execute(statement).scalar_one()
+    value: int = session.execute(statement).scalar_one()
     if value > coi.SEQUENCE_MAX:
         raise conflict("coi_exhausted", f"all COI IDs of {prefix} are used")
     return coi.make_coi(facility_id, year, value)

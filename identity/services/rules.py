@@ -18,7 +18,7 @@ KIND_CODES: dict[str, str] = {
     ItemKind.RETENTION_SAMPLE: "RS",
     ItemKind.WRISTBAND: "WB",
 }
-CODE_KINDS: dict[str, str] = {code: kind.value for kind, code in KIND_CODES.items()}
+CODE_KINDS: dict[str, str] = {code: str(kind) for kind, code in KIND_CODES.items()}
 
 S = ItemStatus
 FINAL_STATUSES = frozenset({S.REJECTED, S.ADMINISTERED, S.EXPIRED, S.DESTROYED, S.CONSUMED})

@@ -75,7 +75,7 @@ def scan(
             _forged_alert(session, text, r["code"], r["message"], site_code, workstation,
                           payload.subject_id if payload is not None else "unknown")
     ok = not reasons
-    detail = {"reasons": reasons}
+    detail: dict[str, object] = {"reasons": reasons}
     if batch_number:
         detail["batch_number"] = batch_number
     event_id = None

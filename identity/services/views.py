@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, exists, false, func, or_, select, true
 from sqlalchemy.orm import Session
 
 import labels.services as labels
 from gmp_mes import paging, registry
+from gmp_mes.accounts import Person
+from gmp_mes.registry import BatchBrief
 from identity import coi
 from identity.models import Collection, CustodyEvent, Item, ItemKind, ItemStatus, Patient
 from identity.services._common import _bedside_warnings
@@ -82,7 +84,7 @@ def initials(patient: Patient) -> str:
     return f"{patient.given_name[:1]}.{patient.family_name[:1]}.".upper()
 
 
-def may_see_identity(session: Session, patient: Patient, viewer: Any) -> bool:
+def may_see_identity(session: Session, patient: Patient, viewer: Person | None) -> bool:
     """True when ``viewer`` (a user; None: the system itself) may read the identity."""
     if viewer is None or IDENTITY_ROLES.intersection(viewer.roles):
         return True
@@ -95,35 +97,62 @@ def may_see_identity(session: Session, patient: Patient, viewer: Any) -> bool:
     ) is not None
 
 
-def patient_view(session: Session, coi_id: str, viewer: Any = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PatientView:
+    """A patient with items (the wristband included), collections and batches. The four
+    identity fields are None when the viewer may not see them (``identity_visible``);
+    the output schema then leaves them out."""
+
+    id: int
+    coi_id: str
+    treatment_site: str
+    wristband_item_id: str | None
+    enrolled_at: datetime
+    enrolled_by: int | None
+    identity_visible: bool
+    initials: str
+    coi_label: str
+    coi_check: str
+    items: list[Item]
+    collections: list[Collection]
+    batches: list[BatchBrief]
+    patient: Patient | None = None  # only when the identity is visible
+    given_name: str | None = None
+    family_name: str | None = None
+    date_of_birth: date | None = None
+    mrn: str | None = None
+
+
+def patient_view(session: Session, coi_id: str, viewer: Person | None = None) -> PatientView:
     """A patient with items (the wristband included), collections and batches. With
     ``viewer``, name, date of birth and MRN only when that user may see them
     (:func:`may_see_identity`); ``initials`` always, ``identity_visible`` says which."""
     patient = get_patient(session, coi_id)
     visible = may_see_identity(session, patient, viewer)
-    data = {c.key: getattr(patient, c.key) for c in Patient.__mapper__.column_attrs
-            if visible or c.key not in IDENTITY_FIELDS}
     label, check = coi.format_for_label(patient.coi_id)
-    collections = collections_of(session, patient.coi_id)
-    data.update(
-        patient=patient if visible else None,
+    return PatientView(
+        id=patient.id, coi_id=patient.coi_id, treatment_site=patient.treatment_site,
+        wristband_item_id=patient.wristband_item_id, enrolled_at=patient.enrolled_at,
+        enrolled_by=patient.enrolled_by,
         identity_visible=visible,
         initials=initials(patient),
         coi_label=label,
         coi_check=check,
         items=items_of_coi(session, patient.coi_id),
-        collections=collections,
+        collections=collections_of(session, patient.coi_id),
         batches=[brief for source in registry.patient_batches.providers()
                  for brief in source(session, patient.coi_id)],
+        patient=patient if visible else None,
+        given_name=patient.given_name if visible else None,
+        family_name=patient.family_name if visible else None,
+        date_of_birth=patient.date_of_birth if visible else None,
+        mrn=patient.mrn if visible else None,
     )
-    return data
 
 
-def _identity_visible_clause(viewer: Any) -> Any:
+def _identity_visible_clause(viewer: Person | None) -> ColumnElement[bool]:
     """SQL form of :func:`may_see_identity` for a list: the patient's treatment site or
     a collection site of theirs is the viewer's, or the viewer is QA or admin."""
-    from sqlalchemy import exists, true
-
     if viewer is None or IDENTITY_ROLES.intersection(viewer.roles):
         return true()
     site = viewer.site.code if viewer.site is not None else None
@@ -147,13 +176,11 @@ class PatientRow:
     mrn: str | None = None
 
 
-def search_patients(session: Session, text: str | None, viewer: Any, *, limit: int = 50,
+def search_patients(session: Session, text: str | None, viewer: Person | None, *, limit: int = 50,
                     offset: int = 0) -> list[PatientRow]:
     """Patients newest first, found by COI (any patient: the COI is not identifying), or
     by name or MRN among the patients whose identity ``viewer`` may see (GDPR Art.
     5(1)(c), SPEC §7): a search by name never tells who else is enrolled."""
-    from sqlalchemy import false, or_
-
     visible = _identity_visible_clause(viewer)
     statement = select(Patient, visible.label("visible"))
     words = [w for w in (text or "").strip().split() if w][:6]
@@ -162,12 +189,13 @@ def search_patients(session: Session, text: str | None, viewer: Any, *, limit: i
         coi_like = compact.replace("*", "").isalnum()  # a COI's check may be '*'
         by_coi = Patient.coi_id.startswith(compact, autoescape=True) if coi_like else false()
         by_mrn = func.lower(Patient.mrn) == " ".join(words).lower()
-        by_name = None
+        by_name: ColumnElement[bool] | None = None
         for word in words:
             term = word.lower()
             one = or_(func.lower(Patient.given_name).contains(term, autoescape=True),
                       func.lower(Patient.family_name).contains(term, autoescape=True))
             by_name = one if by_name is None else by_name & one
+        assert by_name is not None  # words is not empty
         statement = statement.where(or_(by_coi, visible & or_(by_mrn, by_name)))
     statement = statement.order_by(Patient.enrolled_at.desc(), Patient.id.desc())
     rows = []
