@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from gmp_mes.accounts import Person
 from gmp_mes.clock import utcnow
 from gmp_mes.durations import parse_duration
 from identity.models import Item, ItemKind, ItemStatus
@@ -135,16 +136,26 @@ def effective_deadline(item: Item) -> datetime | None:
 
 
 # Statuses of containers that still need someone to act on them at a site.
-TO_HANDLE = ("quarantine", "available", "released", "conditionally_released", "shipped",
-             "received", "thawed", "blocked")
+TO_HANDLE = (S.QUARANTINE, S.AVAILABLE, S.RELEASED, S.CONDITIONALLY_RELEASED, S.SHIPPED,
+             S.RECEIVED, S.THAWED, S.BLOCKED)
 
 
-CAUSE_GONE_STATUSES = frozenset({"consumed", "administered", "destroyed"})
+# Once an item is in one of these, its expiry and hold-time alerts have no cause left.
+CAUSE_GONE_STATUSES = frozenset({S.CONSUMED, S.ADMINISTERED, S.DESTROYED})
 
 
 CUSTODY_ACTIONS = ("handover", "move", "ship", "receive", "thaw")
 # The roles that handle containers; an account holding only ``admin`` never records custody.
 CUSTODY_ROLES = ("operator", "qc", "qa", "clinician")
+
+
+def custody_actions_for(item: ItemFacts, user: Person | None) -> tuple[str, ...]:
+    """The custody actions ``user`` may ask for ``item`` (the item page offers these):
+    none for an item in a final status or for an account that handles no container;
+    where and by whom each one is recorded is checked by ``record_custody``."""
+    if item.status in FINAL_STATUSES or user is None or not user.has_role(*CUSTODY_ROLES):
+        return ()
+    return CUSTODY_ACTIONS
 
 
 # HL7 FHIR R5 value sets (fhir.resources does not enforce them).
