@@ -74,7 +74,7 @@ def record_collection(body: dict[str, Any]) -> dict[str, Any]:
 @blp.arguments(ItemQuerySchema, location="query")
 @blp.response(200, ItemSchema)
 @roles_required()
-def get_item(query: dict[str, Any], item_id: str) -> dict[str, Any]:
+def get_item(query: dict[str, Any], item_id: str) -> services.ItemView:
     """An item with genealogy (both ways), labels and its custody trail in pages (the
     newest ``custody_limit`` events; ``custody_older`` is the cursor of older ones)."""
     return services.item_view(db_session(), item_id, custody_limit=query["custody_limit"],

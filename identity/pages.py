@@ -220,10 +220,10 @@ def item_page(item_id: str) -> str:
     session = db_session()
     view = services.item_view(session, item_id, custody_limit=CUSTODY_PAGE,
                               custody_before=_custody_before())
-    return render_template("identity/item.html", view=view, item=view["item"],
+    return render_template("identity/item.html", view=view, item=view.item,
                            sites=_sites(session), custody_form={}, custody_errors={},
                            custody_error=None,
-                           custody_actions=services.custody_actions_for(view["item"], g.user))
+                           custody_actions=services.custody_actions_for(view.item, g.user))
 
 
 @bp.route("/items/<item_id>/custody", methods=["POST"])
@@ -241,10 +241,10 @@ def item_custody(item_id: str) -> Response | tuple[str, int]:
     except DomainError as exc:
         _failed(exc)
         view = services.item_view(db_session(), item_id, custody_limit=CUSTODY_PAGE)
-        page = render_template("identity/item.html", view=view, item=view["item"],
+        page = render_template("identity/item.html", view=view, item=view.item,
                                sites=_sites(db_session()), custody_form=form,
                                custody_errors=exc.errors or {}, custody_error=exc.detail,
-                               custody_actions=services.custody_actions_for(view["item"],
+                               custody_actions=services.custody_actions_for(view.item,
                                                                             g.user))
         return page, exc.status
     flash(f"{form.get('action')} recorded", "ok")

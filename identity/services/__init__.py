@@ -103,6 +103,7 @@ from identity.services.scans import (
 from identity.services.views import (
     IDENTITY_FIELDS,
     IDENTITY_ROLES,
+    ItemView,
     PatientRow,
     PatientView,
     custody_page,
@@ -145,6 +146,7 @@ __all__ = [
     "ItemFacts",
     "ItemKind",
     "ItemStatus",
+    "ItemView",
     "PatientRow",
     "PatientView",
     "ScanResult",

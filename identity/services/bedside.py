@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,7 +14,7 @@ from gmp_mes.accounts import Person
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
 from gmp_mes.db import lock_rows
-from gmp_mes.errors import DomainError
+from gmp_mes.errors import DomainError, FollowUp
 from gmp_mes.models import Meaning, User
 from gmp_mes.signatures import SignatureInput, sign
 from identity.models import (
@@ -256,7 +255,7 @@ def administer(
 def _verdict_follow_up(
     result: BedsideResult, patient_raw: str, product_raw: str, user: Person,
     site_code: str | None,
-) -> Any:
+) -> FollowUp:
     """A refused administration still records its verdict, in its own transaction."""
     item_id = result.item.item_id if result.item else None
     patient_coi = result.patient.coi_id if result.patient else None

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -13,7 +11,7 @@ from gmp_mes.accounts import Person
 from gmp_mes.alerts import AlertSpec, raise_alert
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
-from gmp_mes.errors import Expired, Forbidden, InvalidTransition, conflict, field_error
+from gmp_mes.errors import Expired, FollowUp, Forbidden, InvalidTransition, conflict, field_error
 from gmp_mes.models import User
 from identity.models import CustodyEvent, Item, ItemStatus
 from identity.services._common import _custody, _site
@@ -37,7 +35,7 @@ def _site_refused(detail: str) -> Forbidden:
     return error
 
 
-def _wrong_destination_follow_up(item: Item, at: str, expected: str, user: Person) -> Any:
+def _wrong_destination_follow_up(item: Item, at: str, expected: str, user: Person) -> FollowUp:
     """A bag arriving where it was not sent is a chain-of-custody event QA must know of,
     even though the receipt itself is refused: the alert is raised in its own transaction."""
     item_id, coi_id = item.item_id, item.coi_id

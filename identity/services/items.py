@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -232,11 +231,11 @@ def custody_trail(session: Session, item_id: str) -> list[CustodyEvent]:
     ))
 
 
-def labels_of(session: Session, item_id: str) -> list[Any]:
+def labels_of(session: Session, item_id: str) -> list[labels.LabelRecord]:
     return list(labels.labels_of_item(session, item_id))
 
 
-def count_items(session: Session, **filters: Any) -> int:
+def count_items(session: Session, **filters: object) -> int:
     statement = select(func.count()).select_from(Item)
     for key, value in filters.items():
         statement = statement.where(getattr(Item, key) == value)

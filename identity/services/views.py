@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
 
 from sqlalchemy import ColumnElement, exists, false, func, or_, select, true
 from sqlalchemy.orm import Session
@@ -15,7 +14,15 @@ from gmp_mes import paging, registry
 from gmp_mes.accounts import Person
 from gmp_mes.registry import BatchBrief
 from identity import coi
-from identity.models import Collection, CustodyEvent, Item, ItemKind, ItemStatus, Patient
+from identity.models import (
+    Administration,
+    Collection,
+    CustodyEvent,
+    Item,
+    ItemKind,
+    ItemStatus,
+    Patient,
+)
 from identity.services._common import _bedside_warnings
 from identity.services.bedside import administration_of
 from identity.services.items import (
@@ -30,6 +37,7 @@ from identity.services.lookup import get_item, get_patient
 from identity.services.patients import collections_of
 from identity.services.rules import post_thaw_deadline
 from identity.services.scans import resolve_item_ref
+from labels.services import LabelRecord
 
 S = ItemStatus
 
@@ -43,34 +51,70 @@ def custody_page(session: Session, item_id: str, *, limit: int,
         CustodyEvent.item_id == item_id), CustodyEvent.id, limit=limit, before=before)
 
 
+@dataclass(frozen=True)
+class ItemView:
+    """An item with genealogy both ways, custody trail (or one page of it) and labels: the
+    item's columns as they are, and what the API and the item page show around them."""
+
+    item: Item
+    item_id: str
+    kind: str
+    status: str
+    coi_id: str
+    batch_number: str | None
+    description: str | None
+    site_code: str
+    location: str | None
+    custodian: int | None
+    ship_to: str | None
+    expires_at: datetime | None
+    expiry_warnings: str | None
+    post_thaw_window: str | None
+    thawed_at: datetime | None
+    created_at: datetime
+    parents: list[str]
+    children: list[str]
+    ancestors: list[str]
+    descendants: list[str]
+    labels: list[LabelRecord]
+    administration: Administration | None
+    post_thaw_deadline: datetime | None
+    release_warnings: list[dict[str, str]]
+    custody: list[CustodyEvent]
+    custody_older: int | None  # the cursor of the page before (None: no more)
+
+
 def item_view(session: Session, item_id: str, *, custody_limit: int | None = None,
-              custody_before: int | None = None) -> dict[str, Any]:
+              custody_before: int | None = None) -> ItemView:
     """An item with genealogy both ways, custody trail and labels. With
     ``custody_limit``, one page of the custody trail (the newest, or the one before
     ``custody_before``) and ``custody_older``, the cursor of the page before it."""
     item = get_item(session, item_id)
     tree = genealogy(session, item.item_id)
-    data = {c.key: getattr(item, c.key) for c in Item.__mapper__.column_attrs}
-    data.update(
-        item=item,
+    older: int | None = None
+    if custody_limit is None:
+        events = custody_trail(session, item.item_id)
+    else:
+        events, older = custody_page(session, item.item_id, limit=custody_limit,
+                                     before=custody_before)
+    return ItemView(
+        item=item, item_id=item.item_id, kind=item.kind, status=item.status,
+        coi_id=item.coi_id, batch_number=item.batch_number, description=item.description,
+        site_code=item.site_code, location=item.location, custodian=item.custodian,
+        ship_to=item.ship_to, expires_at=item.expires_at,
+        expiry_warnings=item.expiry_warnings, post_thaw_window=item.post_thaw_window,
+        thawed_at=item.thawed_at, created_at=item.created_at,
         parents=parents_of(session, item.item_id),
         children=children_of(session, item.item_id),
         ancestors=tree["ancestors"],
         descendants=tree["descendants"],
         labels=labels_of(session, item.item_id),
-        expiry_warnings=item.expiry_warnings,
         administration=administration_of(session, item.item_id),
         post_thaw_deadline=post_thaw_deadline(item),
         release_warnings=_bedside_warnings(session, item)
         if item.kind == ItemKind.FINAL_PRODUCT else [],
+        custody=events, custody_older=older,
     )
-    if custody_limit is None:
-        data.update(custody=custody_trail(session, item.item_id), custody_older=None)
-    else:
-        events, older = custody_page(session, item.item_id, limit=custody_limit,
-                                     before=custody_before)
-        data.update(custody=events, custody_older=older)
-    return data
 
 
 # Who may read a patient's name, date of birth and MRN (GDPR Art. 5(1)(c) data
