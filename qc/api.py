@@ -11,6 +11,7 @@ import identity.services as identity
 from batches import services as batches
 from gmp_mes.http import db_session, roles_required
 from qc import services
+from qc.models import QcResult
 from qc.schemas import (
     DecisionSchema,
     InvalidateInSchema,
@@ -29,7 +30,7 @@ blp = Blueprint("qc_api", __name__, url_prefix="/api/v1",
 
 def _result(result_id: int) -> dict[str, Any]:
     session = db_session()
-    result = session.get(services.QcResult, result_id)
+    result = session.get(QcResult, result_id)
     assert result is not None
     row = next(r for t in services.qc_overview(session, result.batch_number)
                for r in t["results"] if r["id"] == result_id)

@@ -365,10 +365,11 @@ def test_twenty_concurrent_releases_give_exactly_one(lab: Lab, db) -> None:
 
 def test_a_corrected_result_failing_after_conditional_release_also_blocks(lab: Lab) -> None:
     from qc import services
+    from qc.services._common import _states
 
     number = lab.ready(skip=("sterility",))
     with lab.tx() as s:
-        endotoxin = services._states(s, number)["endotoxin"].current.id
+        endotoxin = _states(s, number)["endotoxin"].current.id
     lab.release(number, conditional=True, justification="clinical urgency")
     lab.result(number, "endotoxin", fields={"value": 9.0}, corrects=endotoxin,
                reason="dilution factor not applied")

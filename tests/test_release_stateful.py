@@ -42,10 +42,10 @@ class ReleaseMachine(RuleBasedStateMachine):
         return True
 
     def current(self, test: str) -> int | None:
-        from qc import services
+        from qc.services._common import _states
 
         with self.lab.tx() as s:
-            state = services._states(s, self.number).get(test)
+            state = _states(s, self.number).get(test)
             head = state.current if state else None
             return head.id if head else None
 

@@ -1,0 +1,70 @@
+"""Rules of QC testing and QA release (SPEC §2, §5; issue 6), one module per room.
+
+Services take a session, enforce every rule, flush and never commit. Every change
+of a batch's QC record or release state first locks the batch row through
+``batches.services.get_batch(..., for_update=True)`` (SELECT ... FOR UPDATE on
+PostgreSQL; on SQLite the write transaction already holds the database lock from
+BEGIN IMMEDIATE), so a result, a release and a rejection of one batch are
+serialised and two QA users can never both release it.
+
+Other domains are reached only through their ``services`` packages (batches and identity
+are below qc); the layers above reach qc only through the names re-exported here.
+
+- ``results``: record, correct, review, invalidate a result version
+- ``overview``: a batch's tests with status, due time and result versions
+- ``release``: the release conditions, release, final release, rejection
+- ``conditional``: a result arriving after a conditional release
+- ``reads``: decisions, the release queue, the QC work list
+- ``seams``: what qc answers through ``gmp_mes.registry`` (bedside, batch record)
+"""
+
+from __future__ import annotations
+
+from qc.services._common import (
+    CONDITIONAL_RELEASE_GIVEN,
+    FINAL_RELEASE_DUE,
+    FINAL_RELEASE_GIVEN,
+    INVALID_OUTCOME,
+    POSITIVE_AFTER_RELEASE,
+    QC_OPEN_STATUSES,
+    RELEASE_GIVEN,
+)
+from qc.services.overview import qc_overview, result_dict
+from qc.services.reads import (
+    QUEUE_STATUSES,
+    decision_dict,
+    decisions_of,
+    pending_qc,
+    release_decision,
+    release_queue,
+)
+from qc.services.release import ReleaseRefused, reject_batch, release_batch, release_problems
+from qc.services.results import invalidate_result, record_result, review_result
+from qc.services.seams import batch_record_sections, release_warnings
+
+__all__ = [
+    "CONDITIONAL_RELEASE_GIVEN",
+    "FINAL_RELEASE_DUE",
+    "FINAL_RELEASE_GIVEN",
+    "INVALID_OUTCOME",
+    "POSITIVE_AFTER_RELEASE",
+    "QC_OPEN_STATUSES",
+    "QUEUE_STATUSES",
+    "RELEASE_GIVEN",
+    "ReleaseRefused",
+    "batch_record_sections",
+    "decision_dict",
+    "decisions_of",
+    "invalidate_result",
+    "pending_qc",
+    "qc_overview",
+    "record_result",
+    "reject_batch",
+    "release_batch",
+    "release_decision",
+    "release_problems",
+    "release_queue",
+    "release_warnings",
+    "result_dict",
+    "review_result",
+]
