@@ -54,9 +54,10 @@ def test_release_when_every_condition_holds(lab: Lab, db) -> None:
     assert lab.status(number) == "released"
     assert list(lab.items(number).values()) == ["released", "released"]
     from qc import services
+    from qc.schemas import record_release
 
     with lab.tx() as s:
-        decision = services.release_decision(s, number)
+        decision = record_release(services.release_decision(s, number))
     assert decision["status"] == "released" and decision["conditional"] is False
     assert decision["release signature"]["meaning"] == "released"
     assert decision["release signature"]["username"] == lab.qa.username
@@ -225,9 +226,10 @@ def test_conditional_release_needs_justification_and_a_release_before_result_tes
     assert lab.status(number) == "conditionally_released"
     assert set(lab.items(number).values()) == {"conditionally_released"}
     from qc import services
+    from qc.schemas import record_release
 
     with lab.tx() as s:
-        state = services.release_decision(s, number)
+        state = record_release(services.release_decision(s, number))
     assert state["conditional"] is True
     assert state["conditional_release pending tests"] == "sterility"
     assert "relapsing" in state["conditional_release justification"]

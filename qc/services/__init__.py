@@ -15,6 +15,7 @@ are below qc); the layers above reach qc only through the names re-exported here
 - ``release``: the release conditions, release, final release, rejection
 - ``conditional``: a result arriving after a conditional release
 - ``reads``: decisions, the release queue, the QC work list
+- ``states``: the release state rules (which status allows what)
 - ``seams``: what qc answers through ``gmp_mes.registry`` (bedside, batch record)
 """
 
@@ -26,13 +27,22 @@ from qc.services._common import (
     FINAL_RELEASE_GIVEN,
     INVALID_OUTCOME,
     POSITIVE_AFTER_RELEASE,
-    QC_OPEN_STATUSES,
     RELEASE_GIVEN,
 )
-from qc.services.overview import qc_overview, result_dict
+from qc.services.overview import (
+    ResultVersion,
+    TestRow,
+    TestStatus,
+    qc_overview,
+    result_version,
+    result_view,
+)
 from qc.services.reads import (
-    QUEUE_STATUSES,
-    decision_dict,
+    DecisionOutcome,
+    Problem,
+    QueueEntry,
+    ReleaseState,
+    decision_outcome,
     decisions_of,
     pending_qc,
     release_decision,
@@ -41,6 +51,15 @@ from qc.services.reads import (
 from qc.services.release import ReleaseRefused, reject_batch, release_batch, release_problems
 from qc.services.results import invalidate_result, record_result, review_result
 from qc.services.seams import batch_record_sections, release_warnings
+from qc.services.states import (
+    QC_OPEN_STATUSES,
+    QUEUE_STATUSES,
+    ReleaseAction,
+    awaits_final_release,
+    decided,
+    may_reject,
+    qc_open,
+)
 
 __all__ = [
     "CONDITIONAL_RELEASE_GIVEN",
@@ -51,12 +70,24 @@ __all__ = [
     "QC_OPEN_STATUSES",
     "QUEUE_STATUSES",
     "RELEASE_GIVEN",
+    "DecisionOutcome",
+    "Problem",
+    "QueueEntry",
+    "ReleaseAction",
     "ReleaseRefused",
+    "ReleaseState",
+    "ResultVersion",
+    "TestRow",
+    "TestStatus",
+    "awaits_final_release",
     "batch_record_sections",
-    "decision_dict",
+    "decided",
+    "decision_outcome",
     "decisions_of",
     "invalidate_result",
+    "may_reject",
     "pending_qc",
+    "qc_open",
     "qc_overview",
     "record_result",
     "reject_batch",
@@ -65,6 +96,7 @@ __all__ = [
     "release_problems",
     "release_queue",
     "release_warnings",
-    "result_dict",
+    "result_version",
+    "result_view",
     "review_result",
 ]

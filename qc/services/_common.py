@@ -4,27 +4,27 @@ spec lookups, a batch's result states, the decisions, the treating site."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import identity.services as identity
 from batches import services as batches
-from gmp_mes.audit import format_time
 from gmp_mes.errors import (
     NotFound,
     conflict,
     field_error,
 )
-from gmp_mes.models import Signature, Site, User
+from gmp_mes.models import Site, User
 from qc.models import QcInvalidation, QcResult, QcReview, ReleaseDecision
+from qc.services.states import qc_open
+
+if TYPE_CHECKING:
+    from batches.models import Batch
+
 
 INVALID_OUTCOME = batches.INVALID_OUTCOME
-# Batches whose QC record is open: results may be entered.
-QC_OPEN_STATUSES = ("in_process", "on_hold", "awaiting_release", "conditionally_released")
-# Item statuses a release moves to released / conditionally released.
-RELEASABLE_ITEM = "quarantine"
 POSITIVE_AFTER_RELEASE = "qc_positive_after_release"
 FINAL_RELEASE_DUE = "final_release_due"
 FINAL_RELEASE_GIVEN = "final_release_given"
@@ -111,9 +111,9 @@ def _head(session: Session, result_id: int) -> QcResult:
     return result
 
 
-def _lock_open_batch(session: Session, batch_number: str) -> Any:
+def _lock_open_batch(session: Session, batch_number: str) -> Batch:
     batch = batches.get_batch(session, batch_number, for_update=True)
-    if batch.status not in QC_OPEN_STATUSES:
+    if not qc_open(batch.status):
         raise conflict(
             "qc_closed",
             f"batch {batch_number} is {batch.status}: its QC record is closed",
@@ -138,18 +138,3 @@ def _treating_site(session: Session, coi_id: str) -> str | None:
 def _is_treatment(session: Session, site_code: str) -> bool:
     site = session.scalar(select(Site).where(Site.code == site_code))
     return site is not None and site.kind == "treatment"
-
-
-
-def _signature(signature: Signature | None) -> dict[str, Any] | None:
-    if signature is None:
-        return None
-    return {
-        "printed_name": signature.printed_name,
-        "username": signature.username,
-        "meaning": signature.meaning,
-        "reason": signature.reason,
-        "signed_at": format_time(signature.signed_at),
-        "content_digest": signature.content_digest,
-        "manifestation": signature.manifestation(),
-    }

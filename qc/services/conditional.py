@@ -4,7 +4,6 @@ failure, QA told the final release is due once every pending test passed."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -22,7 +21,7 @@ from qc.services._common import (
     _decision,
     _is_treatment,
 )
-from qc.services.overview import qc_overview
+from qc.services.overview import TestRow, qc_overview
 
 
 def _follow_up_conditional(session: Session, batch_number: str) -> None:
@@ -37,19 +36,19 @@ def _follow_up_conditional(session: Session, batch_number: str) -> None:
     overview = qc_overview(session, batch_number)
     # Any failure counts, not only of the tests left pending: a correction may turn a
     # passed result into a failed one while the product is already at the hospital.
-    failed = [row for row in overview if row["failed"]]
+    failed = [row for row in overview if row.failed]
     if failed:
         _fail_after_release(session, batch_number, failed)
-    elif all(row["passed"] for row in overview):
+    elif all(row.passed for row in overview):
         pending = set(conditional.pending_tests)
         _final_release_due(session, batch_number,
-                           [r for r in overview if r["test"] in pending])
+                           [r for r in overview if r.test in pending])
 
 
-def _final_release_due(session: Session, batch_number: str, rows: list[dict[str, Any]]) -> None:
+def _final_release_due(session: Session, batch_number: str, rows: list[TestRow]) -> None:
     """One alert to QA (every site): the batch waits for its final release."""
     batch = batches.get_batch(session, batch_number)
-    passed = ", ".join(f"{r['test']} (result {r['current_result_id']})" for r in rows)
+    passed = ", ".join(f"{r.test} (result {r.current_result_id})" for r in rows)
     raise_alert(session, AlertSpec(
         cause=f"{FINAL_RELEASE_DUE}:{batch_number}", kind=FINAL_RELEASE_DUE,
         severity="warning", subject_type="batch", subject_id=batch_number,
@@ -61,10 +60,10 @@ def _final_release_due(session: Session, batch_number: str, rows: list[dict[str,
 
 
 
-def _fail_after_release(session: Session, batch_number: str, rows: list[dict[str, Any]]) -> None:
+def _fail_after_release(session: Session, batch_number: str, rows: list[TestRow]) -> None:
     batch = batches.get_batch(session, batch_number)
-    what = ", ".join(f"{r['test']} failed (result {r['current_result_id']}, specification "
-                     f"{r['specification']})" for r in rows)
+    what = ", ".join(f"{r.test} failed (result {r.current_result_id}, specification "
+                     f"{r.specification})" for r in rows)
     blocked, administered, sites = [], [], set()
     try:
         treatment_site = identity.get_patient(session, batch.coi_id).treatment_site

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,14 +26,23 @@ from qc.services._common import (
     CONDITIONAL_RELEASE_GIVEN,
     FINAL_RELEASE_DUE,
     FINAL_RELEASE_GIVEN,
-    RELEASABLE_ITEM,
     RELEASE_GIVEN,
     _decision,
     _states,
     _treating_site,
     _user,
 )
-from qc.services.overview import qc_overview
+from qc.services.overview import TestRow, qc_overview
+from qc.services.states import (
+    CONDITIONALLY_RELEASED,
+    RELEASABLE_ITEM,
+    awaits_final_release,
+    decided,
+    may_reject,
+)
+
+if TYPE_CHECKING:
+    from batches.models import Batch
 
 
 def _qc_people(session: Session, batch_number: str) -> set[int]:
@@ -49,22 +58,22 @@ def _qc_people(session: Session, batch_number: str) -> set[int]:
 
 
 def _qc_problems(
-    overview: list[dict[str, Any]], *, conditional: bool
+    overview: list[TestRow], *, conditional: bool
 ) -> tuple[list[tuple[str, str]], list[str]]:
     """QC conditions of SPEC §5.2: problems, and the tests a conditional release may leave
     pending (release_before_result)."""
     incomplete, failed, pending_allowed = [], [], []
     for row in overview:
-        if row["failed"]:
-            failed.append(f"{row['test']} failed (specification {row['specification']})")
-        elif row["pending"]:
-            if row["release_before_result"] and conditional:
-                pending_allowed.append(row["test"])
-            elif row["release_before_result"]:
-                incomplete.append(f"{row['test']} has no result (a conditional release with "
+        if row.failed:
+            failed.append(f"{row.test} failed (specification {row.specification})")
+        elif row.pending:
+            if row.release_before_result and conditional:
+                pending_allowed.append(row.test)
+            elif row.release_before_result:
+                incomplete.append(f"{row.test} has no result (a conditional release with "
                                   "a written justification may leave it pending)")
             else:
-                incomplete.append(f"{row['test']} has no result")
+                incomplete.append(f"{row.test} has no result")
     problems = []
     if incomplete:
         problems.append(("qc_incomplete", "QC incomplete: " + "; ".join(incomplete)))
@@ -82,7 +91,7 @@ def _order(problems: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def release_problems(
     session: Session, batch_number: str, *, conditional: bool = False,
-    overview: list[dict[str, Any]] | None = None,
+    overview: list[TestRow] | None = None,
     blockers: list[tuple[str, str]] | None = None,
 ) -> list[tuple[str, str]]:
     """Every unmet release condition of SPEC §5 (1, 2, 3 and 5), as (code, message)."""
@@ -122,9 +131,9 @@ def release_batch(
     On a conditionally released batch a release without ``conditional`` is the final
     release: it needs every pending result passed and its own QA signature."""
     batch = batches.get_batch(session, batch_number, for_update=True)
-    if batch.status == "conditionally_released" and not conditional:
+    if awaits_final_release(batch.status) and not conditional:
         return _final_release(session, batch, user_id=user_id, signature=signature)
-    if batch.status in ("released", "conditionally_released", "rejected"):
+    if decided(batch.status):
         raise InvalidTransition(f"batch {batch_number} is already {batch.status}")
     user = _user(session, user_id)
     _independent(session, user, batch_number)
@@ -141,12 +150,12 @@ def release_batch(
         raise field_error("conditional", "every QC test has a passing result: release the "
                                          "batch without conditions")
     kind = DecisionKind.CONDITIONAL_RELEASE if conditional else DecisionKind.RELEASE
-    status = "conditionally_released" if conditional else "released"
+    status = CONDITIONALLY_RELEASED if conditional else "released"
     item_ids = [i for i in batches.final_product_item_ids(session, batch_number)
                 if identity.get_item(session, i).status == RELEASABLE_ITEM]
     content = {"batch_number": batch_number, "coi_id": batch.coi_id, "decision": kind.value,
                "items": item_ids, "pending_tests": pending, "justification": justification,
-               "qc": [(r["test"], r["current_result_id"]) for r in overview]}
+               "qc": [(r.test, r.current_result_id) for r in overview]}
     signed = sign(session, user, signature, entity_type="batch", entity_id=batch_number,
                   content=content, meanings={Meaning.RELEASED.value})
     why = (f"conditional release, pending {', '.join(pending)}: {justification}"
@@ -192,7 +201,7 @@ def _independent(session: Session, user: User, batch_number: str) -> None:
 
 
 def _final_release(
-    session: Session, batch: Any, *, user_id: int, signature: SignatureInput
+    session: Session, batch: Batch, *, user_id: int, signature: SignatureInput
 ) -> ReleaseDecision:
     """SPEC §5: the final release of a conditionally released batch, signed by an
     independent QA user once every pending result has passed (EU GMP Annex 16 §1.7:
@@ -208,9 +217,9 @@ def _final_release(
     _independent(session, user, number)
     overview = qc_overview(session, number)
     problems = [*batches.release_blockers(session, number)]
-    failed = [f"{r['test']} failed (specification {r['specification']})"
-              for r in overview if r["failed"]]
-    pending = [r["test"] for r in overview if r["pending"]]
+    failed = [f"{r.test} failed (specification {r.specification})"
+              for r in overview if r.failed]
+    pending = [r.test for r in overview if r.pending]
     if pending:
         problems.append(("qc_incomplete", "the final release waits for every pending result: "
                          + ", ".join(f"{t} has no result" for t in pending)))
@@ -219,14 +228,14 @@ def _final_release(
     if problems:
         raise _refuse(number, _order(problems))
     item_ids = [i for i in batches.final_product_item_ids(session, number)
-                if identity.get_item(session, i).status == "conditionally_released"]
-    passed = [r for r in overview if r["test"] in set(conditional.pending_tests)]
+                if identity.get_item(session, i).status == CONDITIONALLY_RELEASED]
+    passed = [r for r in overview if r.test in set(conditional.pending_tests)]
     why = "final release: pending QC passed: " + ", ".join(
-        f"{r['test']} (result {r['current_result_id']})" for r in passed)
+        f"{r.test} (result {r.current_result_id})" for r in passed)
     content = {"batch_number": number, "coi_id": batch.coi_id,
                "decision": DecisionKind.FINAL_RELEASE.value,
                "conditional_release": conditional.id, "items": item_ids,
-               "qc": [(r["test"], r["current_result_id"]) for r in overview]}
+               "qc": [(r.test, r.current_result_id) for r in overview]}
     # 21 CFR 11.70: the signature binds the decision, the items and the results it rests on.
     signed = sign(session, user, signature, entity_type="batch", entity_id=number,
                   content=content, meanings={Meaning.RELEASED.value})
@@ -275,7 +284,7 @@ def reject_batch(
     if not reason:
         raise field_error("reason", "say why the batch is rejected")
     batch = batches.get_batch(session, batch_number, for_update=True)
-    if batch.status in ("released", "rejected"):
+    if not may_reject(batch.status):
         raise InvalidTransition(f"batch {batch_number} is already {batch.status}")
     user = _user(session, user_id)
     rejected, blocked, untouched = [], [], []

@@ -32,6 +32,7 @@ from qc.services._common import (
     _user,
 )
 from qc.services.conditional import _follow_up_conditional
+from qc.services.states import awaits_final_release
 
 
 def _evaluate(
@@ -167,7 +168,7 @@ def record_result(
     with audit.reason(session, result.correction_reason):
         session.add(result)
         session.flush()
-    if batch.status == "conditionally_released":
+    if awaits_final_release(batch.status):
         _follow_up_conditional(session, batch_number)
     return result
 

@@ -11,11 +11,13 @@ from gmp_mes.errors import (
 )
 from gmp_mes.registry import RecordSection
 from qc.models import DecisionKind
+from qc.schemas import record_qc, record_release
 from qc.services._common import (
     _decision,
 )
 from qc.services.overview import qc_overview
 from qc.services.reads import release_decision
+from qc.services.states import awaits_final_release
 
 
 def release_warnings(session: Session, batch_number: str) -> list[dict[str, str]]:
@@ -25,10 +27,10 @@ def release_warnings(session: Session, batch_number: str) -> list[dict[str, str]
         batch = batches.get_batch(session, batch_number)
     except NotFound:
         return []
-    if batch.status != "conditionally_released":
+    if not awaits_final_release(batch.status):
         return []
     conditional = _decision(session, batch_number, DecisionKind.CONDITIONAL_RELEASE)
-    pending = [r["test"] for r in qc_overview(session, batch_number) if r["pending"]]
+    pending = [r.test for r in qc_overview(session, batch_number) if r.pending]
     if pending:
         message = (f"CONDITIONAL RELEASE: {', '.join(pending)} result pending for batch "
                    f"{batch_number}; QA released it before the result")
@@ -45,5 +47,5 @@ def release_warnings(session: Session, batch_number: str) -> list[dict[str, str]
 
 def batch_record_sections(session: Session, batch_number: str) -> list[RecordSection]:
     """What qc writes into the executed batch record (registry.batch_record_sections)."""
-    return [RecordSection("qc", qc_overview(session, batch_number)),
-            RecordSection("release", release_decision(session, batch_number))]
+    return [RecordSection("qc", record_qc(qc_overview(session, batch_number))),
+            RecordSection("release", record_release(release_decision(session, batch_number)))]
