@@ -30,7 +30,7 @@ blp = Blueprint("qc_api", __name__, url_prefix="/api/v1",
 @blp.arguments(QcResultInSchema)
 @blp.response(201, QcResultSchema)
 @roles_required("qc")
-def record_result(body: dict[str, Any], batch_number: str) -> services.ResultVersion:
+def record_result(body: dict[str, Any], batch_number: str) -> services.ResultAnswer:
     """Record a QC result (or, with `corrects` and `reason`, a correction: a new version).
 
     `passed` is computed against the batch's release specification, never entered.
@@ -51,7 +51,7 @@ def record_result(body: dict[str, Any], batch_number: str) -> services.ResultVer
 @roles_required("qc", "qa")
 def review_result(
     body: dict[str, Any], batch_number: str, result_id: int
-) -> services.ResultVersion:
+) -> services.ResultAnswer:
     """Second-person review (signature meaning `reviewed`), never by the analyst."""
     services.review_result(db_session(), result_id, user_id=g.user.id,
                            signature=body["signature"], batch_number=batch_number)
@@ -64,7 +64,7 @@ def review_result(
 @roles_required("qc")
 def invalidate_result(
     body: dict[str, Any], batch_number: str, result_id: int
-) -> services.ResultVersion:
+) -> services.ResultAnswer:
     """Declare a result invalid (assay failure) with a reason; the test may be retested."""
     services.invalidate_result(db_session(), result_id, user_id=g.user.id,
                                signature=body["signature"], reason=body["reason"],

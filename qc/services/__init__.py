@@ -30,6 +30,7 @@ from qc.services._common import (
     RELEASE_GIVEN,
 )
 from qc.services.overview import (
+    ResultAnswer,
     ResultVersion,
     TestRow,
     TestStatus,
@@ -76,6 +77,7 @@ __all__ = [
     "ReleaseAction",
     "ReleaseRefused",
     "ReleaseState",
+    "ResultAnswer",
     "ResultVersion",
     "TestRow",
     "TestStatus",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Literal
 
@@ -65,8 +65,13 @@ class ResultVersion:
     invalidation_signature: Signature | None
     signature: Signature
     review_signature: Signature | None
-    # Set when the API answers for one result (``result_view``), never in the record.
-    batch_status: str | None = None
+
+
+@dataclass(frozen=True)
+class ResultAnswer(ResultVersion):
+    """One result version as the API answers a write on it: with its batch's status."""
+
+    batch_status: str
 
 
 def result_version(result: QcResult, state: _TestState | None = None) -> ResultVersion:
@@ -128,12 +133,13 @@ class TestRow:
     results: list[ResultVersion] = field(default_factory=list)
 
 
-def result_view(session: Session, result_id: int) -> ResultVersion:
+def result_view(session: Session, result_id: int) -> ResultAnswer:
     """One result version as the API answers it, with its batch's status now."""
     result = _head(session, result_id)
     state = _states(session, result.batch_number)[result.test]
     version = result_version(result, state)
-    return replace(version, batch_status=batches.get_batch(session, result.batch_number).status)
+    return ResultAnswer(**{f.name: getattr(version, f.name) for f in fields(version)},
+                        batch_status=batches.get_batch(session, result.batch_number).status)
 
 
 def qc_overview(session: Session, batch_number: str) -> list[TestRow]:
