@@ -450,3 +450,29 @@ def test_rejecting_a_batch_before_its_consuming_step_rejects_the_starting_materi
     with lab.tx() as s:
         item = identity.get_item(s, material)
         assert (item.status, item.batch_number) == ("rejected", number)
+
+
+def test_the_batch_record_sections_keep_their_json_form(lab: Lab) -> None:
+    """Issue 16: qc's services return typed results; the executed batch record still gets
+    plain JSON with the record's own time format (``format_time``) and labelled lines."""
+    import json
+
+    from gmp_mes.audit import format_time
+    from qc import services
+
+    number = lab.ready(skip=("sterility",))
+    lab.release(number, conditional=True, justification="urgent")
+    with lab.tx() as s:
+        sections = {x.key: x.data for x in services.batch_record_sections(s, number)}
+        rows = {r.test: r for r in services.qc_overview(s, number)}
+        signed_at = format_time(rows["endotoxin"].results[0].signature.signed_at)
+        due_at = format_time(rows["sterility"].due_at)
+    json.dumps(sections)  # JSON-ready, no model objects left
+    qc = {row["test"]: row for row in sections["qc"]}
+    assert qc["endotoxin"]["results"][0]["signature"]["signed_at"] == signed_at
+    assert "batch_status" not in qc["endotoxin"]["results"][0]
+    assert qc["sterility"]["due_at"] == due_at and qc["sterility"]["status"] == "pending"
+    release = sections["release"]
+    assert release["status"] == "conditionally_released" and release["conditional"] is True
+    assert release["conditional_release signature"]["meaning"] == "released"
+    assert release["conditional_release signature"]["signed_at"].endswith("Z")
