@@ -7,7 +7,6 @@ from typing import Any
 from flask import g
 from flask_smorest import Blueprint
 
-import identity.services as identity
 from batches import services as batches
 from gmp_mes.http import db_session, roles_required
 from qc import services
@@ -27,32 +26,11 @@ blp = Blueprint("qc_api", __name__, url_prefix="/api/v1",
                 description="QC results, QC overview, QA release, conditional release, reject")
 
 
-def _result(result_id: int) -> dict[str, Any]:
-    session = db_session()
-    result = session.get(services.QcResult, result_id)
-    assert result is not None
-    row = next(r for t in services.qc_overview(session, result.batch_number)
-               for r in t["results"] if r["id"] == result_id)
-    row["batch_status"] = batches.get_batch(session, result.batch_number).status
-    return row
-
-
-def _decision(decision: Any) -> dict[str, Any]:
-    session = db_session()
-    row = services.decision_dict(decision)
-    row["batch_status"] = batches.get_batch(session, decision.batch_number).status
-    row["item_statuses"] = {
-        item_id: identity.get_item(session, item_id).status
-        for item_id in batches.final_product_item_ids(session, decision.batch_number)
-    }
-    return row
-
-
 @blp.route("/batches/<batch_number>/qc-results", methods=["POST"])
 @blp.arguments(QcResultInSchema)
 @blp.response(201, QcResultSchema)
 @roles_required("qc")
-def record_result(body: dict[str, Any], batch_number: str) -> dict[str, Any]:
+def record_result(body: dict[str, Any], batch_number: str) -> services.ResultAnswer:
     """Record a QC result (or, with `corrects` and `reason`, a correction: a new version).
 
     `passed` is computed against the batch's release specification, never entered.
@@ -64,36 +42,40 @@ def record_result(body: dict[str, Any], batch_number: str) -> dict[str, Any]:
         sample_item_id=body["sample_item_id"], corrects=body["corrects"],
         reason=body["reason"], user_id=g.user.id, signature=body["signature"],
     )
-    return _result(result.id)
+    return services.result_view(db_session(), result.id)
 
 
 @blp.route("/batches/<batch_number>/qc-results/<int:result_id>/review", methods=["POST"])
 @blp.arguments(ReviewInSchema)
 @blp.response(201, QcResultSchema)
 @roles_required("qc", "qa")
-def review_result(body: dict[str, Any], batch_number: str, result_id: int) -> dict[str, Any]:
+def review_result(
+    body: dict[str, Any], batch_number: str, result_id: int
+) -> services.ResultAnswer:
     """Second-person review (signature meaning `reviewed`), never by the analyst."""
     services.review_result(db_session(), result_id, user_id=g.user.id,
                            signature=body["signature"], batch_number=batch_number)
-    return _result(result_id)
+    return services.result_view(db_session(), result_id)
 
 
 @blp.route("/batches/<batch_number>/qc-results/<int:result_id>/invalidate", methods=["POST"])
 @blp.arguments(InvalidateInSchema)
 @blp.response(201, QcResultSchema)
 @roles_required("qc")
-def invalidate_result(body: dict[str, Any], batch_number: str, result_id: int) -> dict[str, Any]:
+def invalidate_result(
+    body: dict[str, Any], batch_number: str, result_id: int
+) -> services.ResultAnswer:
     """Declare a result invalid (assay failure) with a reason; the test may be retested."""
     services.invalidate_result(db_session(), result_id, user_id=g.user.id,
                                signature=body["signature"], reason=body["reason"],
                                batch_number=batch_number)
-    return _result(result_id)
+    return services.result_view(db_session(), result_id)
 
 
 @blp.route("/batches/<batch_number>/qc", methods=["GET"])
 @blp.response(200, QcOverviewSchema)
 @roles_required()
-def qc_overview(batch_number: str) -> dict[str, Any]:
+def qc_overview(batch_number: str) -> dict[str, object]:
     """Per test: required, pending, passed, failed, due time, results with signatures."""
     session = db_session()
     batch = batches.get_batch(session, batch_number)
@@ -105,7 +87,7 @@ def qc_overview(batch_number: str) -> dict[str, Any]:
 @blp.arguments(ReleaseInSchema)
 @blp.response(201, DecisionSchema)
 @roles_required("qa")
-def release(body: dict[str, Any], batch_number: str) -> dict[str, Any]:
+def release(body: dict[str, Any], batch_number: str) -> services.DecisionOutcome:
     """QA release (SPEC §5), signature meaning `released`.
 
     With `conditional: {"justification"}` tests marked release_before_result may be
@@ -121,23 +103,23 @@ def release(body: dict[str, Any], batch_number: str) -> dict[str, Any]:
         conditional=conditional is not None,
         justification=conditional["justification"] if conditional else None,
     )
-    return _decision(decision)
+    return services.decision_outcome(db_session(), decision)
 
 
 @blp.route("/batches/<batch_number>/reject", methods=["POST"])
 @blp.arguments(RejectInSchema)
 @blp.response(201, DecisionSchema)
 @roles_required("qa")
-def reject(body: dict[str, Any], batch_number: str) -> dict[str, Any]:
+def reject(body: dict[str, Any], batch_number: str) -> services.DecisionOutcome:
     """QA rejection with a reason (signature meaning `rejected`): items become rejected."""
     decision = services.reject_batch(db_session(), batch_number, user_id=g.user.id,
                                      signature=body["signature"], reason=body["reason"])
-    return _decision(decision)
+    return services.decision_outcome(db_session(), decision)
 
 
 @blp.route("/qa/release-queue", methods=["GET"])
 @blp.response(200, QueueEntrySchema(many=True))
 @roles_required("qa")
-def release_queue() -> list[dict[str, Any]]:
+def release_queue() -> list[services.QueueEntry]:
     """Batches awaiting release, on hold, or conditionally released, with what is missing."""
     return services.release_queue(db_session())

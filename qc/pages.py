@@ -10,10 +10,12 @@ from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from batches import services as batches
 from gmp_mes import paging
+from gmp_mes.accounts import Person
 from gmp_mes.errors import DomainError, field_error
 from gmp_mes.http import db_session, roles_required, undo_failed_form
 from gmp_mes.schemas import form_number
@@ -81,6 +83,7 @@ def entry_page(batch_number: str) -> tuple[str, int] | str | Response:
     batch = batches.get_batch(session, batch_number)
     return render_template("qc/entry.html", batch=batch,
                            tests=services.qc_overview(session, batch_number),
+                           can_enter=services.qc_open(batch.status),
                            errors=errors, form=form), status
 
 
@@ -166,7 +169,7 @@ def _table(head: list[str], rows: list[list[Any]]) -> Markup:
                   + "</tr>" + cells + "</table>")
 
 
-def qc_panel(session: Any, user: Any) -> tuple[str, Markup] | None:
+def qc_panel(session: Session, user: Person) -> tuple[str, Markup] | None:
     """Dashboard: batches with QC results still to enter (overdue first)."""
     if not user.has_role("qc"):
         return None
@@ -174,7 +177,7 @@ def qc_panel(session: Any, user: Any) -> tuple[str, Markup] | None:
     for batch, open_ in services.pending_qc(session)[:20]:
         link = url_for("qc.entry_page", batch_number=batch.batch_number)
         tests = ", ".join(
-            f"{escape(r['test'])}{' (OVERDUE)' if r['overdue'] else ''}" for r in open_)
+            f"{escape(r.test)}{' (OVERDUE)' if r.overdue else ''}" for r in open_)
         rows.append([f'<a href="{link}">{escape(batch.batch_number)}</a>',
                      escape(batch.status), tests])
     if not rows:
@@ -182,17 +185,17 @@ def qc_panel(session: Any, user: Any) -> tuple[str, Markup] | None:
     return ("QC pending", _table(["Batch", "Status", "Tests open"], rows))
 
 
-def release_panel(session: Any, user: Any) -> tuple[str, Markup] | None:
+def release_panel(session: Session, user: Person) -> tuple[str, Markup] | None:
     """Dashboard: batches awaiting QA release, with what is missing."""
     if not user.has_role("qa"):
         return None
     rows = []
     for entry in services.release_queue(session, limit=20):
-        missing = "; ".join(escape(p["code"]) for p in entry["problems"]) or (
-            "final release due" if entry["final_release_due"] else "ready")
-        link = url_for("qc.release_page") + f"#b-{entry['batch_number']}"
-        rows.append([f'<a href="{link}">{escape(entry["batch_number"])}</a>',
-                     escape(entry["status"]), missing])
+        missing = "; ".join(escape(p.code) for p in entry.problems) or (
+            "final release due" if entry.final_release_due else "ready")
+        link = url_for("qc.release_page") + f"#b-{entry.batch_number}"
+        rows.append([f'<a href="{link}">{escape(entry.batch_number)}</a>',
+                     escape(entry.status), missing])
     if not rows:
         return ("Batches awaiting release",
                 Markup('<p class="hint">No batch awaits release.</p>'))

@@ -1,14 +1,20 @@
-"""Marshmallow schemas of the qc API: strict input, declared output."""
+"""Marshmallow schemas of the qc API: strict input, declared output (they dump the
+services' typed results: ``TestRow``, ``ResultVersion``, ``DecisionOutcome``,
+``QueueEntry``); and the qc sections of the executed batch record."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marshmallow import Schema, fields, validate
 
+from gmp_mes.models import Signature
 from gmp_mes.schemas import SignatureOutSchema, SignatureSchema, StrictSchema
 
-__all__ = ["SignatureOutSchema"]
+if TYPE_CHECKING:
+    from qc.services.overview import TestRow
+    from qc.services.reads import ReleaseState
+
 
 
 class JsonNumber(fields.Float):
@@ -67,16 +73,6 @@ class RejectInSchema(StrictSchema):
     signature = fields.Nested(SignatureSchema, required=True)
 
 
-class SignatureDictSchema(Schema):
-    printed_name = fields.String()
-    username = fields.String()
-    meaning = fields.String()
-    reason = fields.String(allow_none=True)
-    signed_at = fields.String()
-    content_digest = fields.String()
-    manifestation = fields.String()
-
-
 class QcResultSchema(Schema):
     id = fields.Integer()
     batch_number = fields.String()
@@ -84,21 +80,21 @@ class QcResultSchema(Schema):
     version = fields.Integer()
     supersedes_id = fields.Integer(allow_none=True)
     correction_reason = fields.String(allow_none=True)
-    value = fields.Float(allow_none=True)
+    value: fields.Field = fields.Float(allow_none=True)
     outcome = fields.String(allow_none=True)
     unit = fields.String(allow_none=True)
     method = fields.String(allow_none=True)
     specification = fields.String()
     passed = fields.Boolean()
     sample_item_id = fields.String(allow_none=True)
-    recorded_at = fields.String()
+    recorded_at = fields.DateTime()
     current = fields.Boolean()
     superseded = fields.Boolean()
     invalid = fields.Boolean()
     invalid_reason = fields.String(allow_none=True)
-    invalidation_signature = fields.Nested(SignatureDictSchema, allow_none=True)
-    signature = fields.Nested(SignatureDictSchema)
-    review_signature = fields.Nested(SignatureDictSchema, allow_none=True)
+    invalidation_signature = fields.Nested(SignatureOutSchema, allow_none=True)
+    signature = fields.Nested(SignatureOutSchema)
+    review_signature = fields.Nested(SignatureOutSchema, allow_none=True)
     batch_status = fields.String()
 
 
@@ -107,8 +103,8 @@ class QcTestSchema(Schema):
     method = fields.String(allow_none=True)
     unit = fields.String(allow_none=True)
     specification = fields.String()
-    min = fields.Float(allow_none=True)
-    max = fields.Float(allow_none=True)
+    min: fields.Field = fields.Float(allow_none=True)
+    max: fields.Field = fields.Float(allow_none=True)
     accept = fields.String(allow_none=True)
     outcomes = fields.List(fields.String(), metadata={
         "description": "qualitative tests: the only outcomes accepted"})
@@ -120,7 +116,7 @@ class QcTestSchema(Schema):
     passed = fields.Boolean()
     failed = fields.Boolean()
     invalid = fields.Integer()
-    due_at = fields.String(allow_none=True)
+    due_at = fields.DateTime(allow_none=True)
     overdue = fields.Boolean()
     current_result_id = fields.Integer(allow_none=True)
     results = fields.List(fields.Nested(QcResultSchema))
@@ -142,14 +138,14 @@ class DecisionSchema(Schema):
     batch_number = fields.String()
     kind = fields.String()
     conditional = fields.Boolean()
-    decided_at = fields.String()
+    decided_at = fields.DateTime()
     justification = fields.String(allow_none=True)
     reason = fields.String(allow_none=True)
     pending_tests = fields.List(fields.String())
     items = fields.List(fields.String())
     administered_items = fields.List(fields.String())
     alert_id = fields.Integer(allow_none=True)
-    signature = fields.Nested(SignatureDictSchema, allow_none=True)
+    signature = fields.Nested(SignatureOutSchema, allow_none=True)
     batch_status = fields.String()
     item_statuses = fields.Dict(keys=fields.String(), values=fields.String())
 
@@ -169,3 +165,52 @@ class QueueEntrySchema(Schema):
                                  "final release"})
     problems = fields.List(fields.Nested(ProblemItemSchema))
     qc = fields.List(fields.Nested(QcTestSchema))
+
+
+# --- the batch record (registry.batch_record_sections) ---------------------------------
+# The executed batch record keeps the form it had before typed results (issue 16): times
+# as ``gmp_mes.audit.format_time`` writes them and numbers as the spec gives them. The
+# same schemas as the API, with only those fields overridden.
+
+RECORD_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # gmp_mes.audit.format_time (values are UTC)
+
+
+class RecordSignatureSchema(SignatureOutSchema):
+    signed_at = fields.DateTime(format=RECORD_TIME)
+
+
+class RecordResultSchema(QcResultSchema):
+    class Meta:
+        exclude = ("batch_status",)
+
+    value = fields.Raw(allow_none=True)
+    recorded_at = fields.DateTime(format=RECORD_TIME)
+    invalidation_signature = fields.Nested(RecordSignatureSchema, allow_none=True)
+    signature = fields.Nested(RecordSignatureSchema)
+    review_signature = fields.Nested(RecordSignatureSchema, allow_none=True)
+
+
+class RecordTestSchema(QcTestSchema):
+    min = fields.Raw(allow_none=True)
+    max = fields.Raw(allow_none=True)
+    due_at = fields.DateTime(format=RECORD_TIME, allow_none=True)
+    results = fields.List(fields.Nested(RecordResultSchema))
+
+
+def record_signature(signature: Signature) -> dict[str, object]:
+    dumped: dict[str, object] = RecordSignatureSchema().dump(signature)
+    return dumped
+
+
+def record_qc(rows: list[TestRow]) -> list[dict[str, object]]:
+    """The "qc" section of the batch record: the overview as JSON."""
+    dumped: list[dict[str, object]] = RecordTestSchema(many=True).dump(rows)
+    return dumped
+
+
+def record_release(state: ReleaseState | None) -> dict[str, object] | None:
+    """The "release" section: the release state's labelled lines, signatures as JSON."""
+    if state is None:
+        return None
+    return {label: record_signature(value) if isinstance(value, Signature) else value
+            for label, value in state.entries().items()}

@@ -12,15 +12,11 @@ from flask import Flask
 from sqlalchemy.orm import Session
 
 from gmp_mes.alerts import AlertKind, AlertSpec, Severity, raise_alert
-from gmp_mes.audit import Actor
+from gmp_mes.audit import Actor, format_time
 from gmp_mes.clock import utcnow
 from qc import services
 
 ACTOR = Actor.system("qc-sweep")
-
-
-def _time(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def overdue_specs(session: Session, now: datetime | None = None) -> list[AlertSpec]:
@@ -28,19 +24,19 @@ def overdue_specs(session: Session, now: datetime | None = None) -> list[AlertSp
     specs = []
     for batch, open_tests in services.pending_qc(session):
         for row in open_tests:
-            due_at = _time(row["due_at"])
+            due_at = row.due_at
             if due_at is None or due_at > now:
                 continue
             specs.append(AlertSpec(
-                cause=f"qc_overdue:{batch.batch_number}:{row['test']}",
+                cause=f"qc_overdue:{batch.batch_number}:{row.test}",
                 kind=AlertKind.QC_OVERDUE.value,
                 # Overdue after a conditional release: the product may be infused already.
-                severity=(Severity.CRITICAL if batch.status == "conditionally_released"
+                severity=(Severity.CRITICAL if services.awaits_final_release(batch.status)
                           else Severity.MAJOR).value,
                 subject_type="batch",
                 subject_id=batch.batch_number,
-                message=f"QC {row['test']} of batch {batch.batch_number} was due "
-                        f"{row['due_at']} and has no valid result",
+                message=f"QC {row.test} of batch {batch.batch_number} was due "
+                        f"{format_time(due_at)} and has no valid result",
                 roles=("qc", "qa"),
                 site_code=batch.site_code,
                 due_at=due_at,

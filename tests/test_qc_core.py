@@ -37,7 +37,7 @@ NUMERIC = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False)
 @given(value=NUMERIC, low=st.one_of(st.none(), NUMERIC), high=st.one_of(st.none(), NUMERIC))
 def test_passed_is_computed_from_the_limits(value: float, low: Any, high: Any) -> None:
     """Invariant: a quantitative result passes exactly when min <= value <= max."""
-    from qc.services import _evaluate
+    from qc.services.results import _evaluate
 
     if low is None and high is None:
         high = 0.0
@@ -56,7 +56,7 @@ def test_qualitative_outcome_is_a_choice_and_passes_only_on_the_accept_value(
 ) -> None:
     """Issue 13: choices, not free text; anything but the accept value, its opposite or
     `invalid` is a 422 field error, never a signed failure."""
-    from qc.services import _evaluate
+    from qc.services.results import _evaluate
 
     spec = QcSpec(test="sterility", accept="negative")
     normal = " ".join(outcome.split()).lower()
@@ -70,7 +70,7 @@ def test_qualitative_outcome_is_a_choice_and_passes_only_on_the_accept_value(
 
 
 def test_result_fields_are_checked_against_the_spec() -> None:
-    from qc.services import _evaluate
+    from qc.services.results import _evaluate
 
     quantitative = QcSpec(test="endotoxin", unit="EU/mL", max=5.0)
     qualitative = QcSpec(test="sterility", accept="negative")
@@ -153,7 +153,7 @@ def test_sample_item_must_be_a_qc_sample_of_the_same_coi(lab: Lab) -> None:
 
 @pytest.mark.requirement("21 CFR 11.10(e)")
 def test_results_are_never_edited_corrections_are_versions(lab: Lab, db) -> None:
-    from qc import services
+    from qc.services._common import _head
 
     number = lab.made()
     first, _ = lab.result(number, "viability", fields={"value": 79.0})
@@ -182,7 +182,7 @@ def test_results_are_never_edited_corrections_are_versions(lab: Lab, db) -> None
         with pytest.raises(DBAPIError), db.engine.begin() as c:
             c.execute(text(statement))
     with lab.tx() as s:
-        assert services._head(s, first).value == 79.0
+        assert _head(s, first).value == 79.0
 
 
 def test_invalid_result_reopens_the_test_for_a_retest(lab: Lab) -> None:
@@ -280,13 +280,14 @@ def test_stored_pass_matches_the_spec_for_random_values(lab: Lab, value: float) 
     """Random endotoxin values through the service: `passed` == value <= max, always."""
     from batches import services as batches
     from qc import services
+    from qc.services._common import _states
 
     if not hasattr(lab, "_number"):
         lab._number = lab.made()  # type: ignore[attr-defined]
     number = lab._number  # type: ignore[attr-defined]
     spec = lab.spec(number, "endotoxin")
     with lab.tx() as s:
-        current = services._states(s, number).get("endotoxin")
+        current = _states(s, number).get("endotoxin")
         head = current.current if current else None
         result = services.record_result(
             s, number, test="endotoxin", value=value, user_id=lab.analyst.user_id,
@@ -299,7 +300,7 @@ def test_stored_pass_matches_the_spec_for_random_values(lab: Lab, value: float) 
 def test_passing_helper_is_inside_every_spec(lab: Lab) -> None:
     """The fixtures' passing()/failing() really pass and fail (so other tests mean what
     they say)."""
-    from qc.services import _evaluate
+    from qc.services.results import _evaluate
 
     number = lab.made()
     for spec in lab.specs(number):

@@ -111,9 +111,10 @@ class Lab:
 
     def overview(self, number: str) -> dict[str, dict[str, Any]]:
         from qc import services
+        from qc.schemas import record_qc
 
-        with self.tx() as s:
-            return {row["test"]: row for row in services.qc_overview(s, number)}
+        with self.tx() as s:  # as the batch record shows it (JSON)
+            return {row["test"]: row for row in record_qc(services.qc_overview(s, number))}
 
     def items(self, number: str) -> dict[str, str]:
         from batches import services as batches

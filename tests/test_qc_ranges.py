@@ -94,7 +94,7 @@ OUT_OF_RANGE = st.one_of(
 def test_out_of_range_numbers_are_refused_before_the_limits(value: float, unit: str) -> None:
     """Invariant (Hypothesis): a negative, non-finite or absurd value never gets a
     computed pass or fail, whatever the specification's limits."""
-    from qc.services import _evaluate
+    from qc.services.results import _evaluate
 
     spec = QcSpec(test="x", unit=unit, max=5.0)
     with pytest.raises(ValidationFailed) as caught:
@@ -104,7 +104,7 @@ def test_out_of_range_numbers_are_refused_before_the_limits(value: float, unit: 
 
 @given(value=st.floats(min_value=100.0, exclude_min=True, allow_nan=False))
 def test_percentages_above_100_are_refused(value: float) -> None:
-    from qc.services import _evaluate
+    from qc.services.results import _evaluate
 
     with pytest.raises(ValidationFailed):
         _evaluate(QcSpec(test="viability", unit="%", min=80.0), value=value, outcome=None,

@@ -54,9 +54,10 @@ def test_release_when_every_condition_holds(lab: Lab, db) -> None:
     assert lab.status(number) == "released"
     assert list(lab.items(number).values()) == ["released", "released"]
     from qc import services
+    from qc.schemas import record_release
 
     with lab.tx() as s:
-        decision = services.release_decision(s, number)
+        decision = record_release(services.release_decision(s, number))
     assert decision["status"] == "released" and decision["conditional"] is False
     assert decision["release signature"]["meaning"] == "released"
     assert decision["release signature"]["username"] == lab.qa.username
@@ -225,9 +226,10 @@ def test_conditional_release_needs_justification_and_a_release_before_result_tes
     assert lab.status(number) == "conditionally_released"
     assert set(lab.items(number).values()) == {"conditionally_released"}
     from qc import services
+    from qc.schemas import record_release
 
     with lab.tx() as s:
-        state = services.release_decision(s, number)
+        state = record_release(services.release_decision(s, number))
     assert state["conditional"] is True
     assert state["conditional_release pending tests"] == "sterility"
     assert "relapsing" in state["conditional_release justification"]
@@ -365,10 +367,11 @@ def test_twenty_concurrent_releases_give_exactly_one(lab: Lab, db) -> None:
 
 def test_a_corrected_result_failing_after_conditional_release_also_blocks(lab: Lab) -> None:
     from qc import services
+    from qc.services._common import _states
 
     number = lab.ready(skip=("sterility",))
     with lab.tx() as s:
-        endotoxin = services._states(s, number)["endotoxin"].current.id
+        endotoxin = _states(s, number)["endotoxin"].current.id
     lab.release(number, conditional=True, justification="clinical urgency")
     lab.result(number, "endotoxin", fields={"value": 9.0}, corrects=endotoxin,
                reason="dilution factor not applied")
@@ -447,3 +450,29 @@ def test_rejecting_a_batch_before_its_consuming_step_rejects_the_starting_materi
     with lab.tx() as s:
         item = identity.get_item(s, material)
         assert (item.status, item.batch_number) == ("rejected", number)
+
+
+def test_the_batch_record_sections_keep_their_json_form(lab: Lab) -> None:
+    """Issue 16: qc's services return typed results; the executed batch record still gets
+    plain JSON with the record's own time format (``format_time``) and labelled lines."""
+    import json
+
+    from gmp_mes.audit import format_time
+    from qc import services
+
+    number = lab.ready(skip=("sterility",))
+    lab.release(number, conditional=True, justification="urgent")
+    with lab.tx() as s:
+        sections = {x.key: x.data for x in services.batch_record_sections(s, number)}
+        rows = {r.test: r for r in services.qc_overview(s, number)}
+        signed_at = format_time(rows["endotoxin"].results[0].signature.signed_at)
+        due_at = format_time(rows["sterility"].due_at)
+    json.dumps(sections)  # JSON-ready, no model objects left
+    qc = {row["test"]: row for row in sections["qc"]}
+    assert qc["endotoxin"]["results"][0]["signature"]["signed_at"] == signed_at
+    assert "batch_status" not in qc["endotoxin"]["results"][0]
+    assert qc["sterility"]["due_at"] == due_at and qc["sterility"]["status"] == "pending"
+    release = sections["release"]
+    assert release["status"] == "conditionally_released" and release["conditional"] is True
+    assert release["conditional_release signature"]["meaning"] == "released"
+    assert release["conditional_release signature"]["signed_at"].endswith("Z")

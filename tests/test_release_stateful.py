@@ -42,10 +42,10 @@ class ReleaseMachine(RuleBasedStateMachine):
         return True
 
     def current(self, test: str) -> int | None:
-        from qc import services
+        from qc.services._common import _states
 
         with self.lab.tx() as s:
-            state = services._states(s, self.number).get(test)
+            state = _states(s, self.number).get(test)
             head = state.current if state else None
             return head.id if head else None
 
@@ -150,14 +150,14 @@ class ReleaseMachine(RuleBasedStateMachine):
         assert len(kinds) == len(set(kinds))  # every decision at most once
         assert not ({"release", "conditional_release"} <= set(kinds))
         if status == "released":
-            assert all(row["passed"] for row in overview), overview
+            assert all(row.passed for row in overview), overview
             assert not failed_after
             # A conditional release becomes final only by QA's signed final release.
             assert "conditional_release" not in kinds or "final_release" in kinds, kinds
         if "final_release" in kinds:
             assert status == "released" and "conditional_release" in kinds, (status, kinds)
         if status == "conditionally_released" and not failed_after:
-            assert not any(row["failed"] for row in overview)
+            assert not any(row.failed for row in overview)
         if status not in ("released", "conditionally_released"):
             assert not (set(items.values()) & INFUSIBLE), (status, items)
         if failed_after:
