@@ -54,7 +54,16 @@ def _edge_validator(check: Any, **kwargs: Any) -> Any:
         except InputRefused as exc:
             raise ValidationError(str(exc)) from None
 
+    validator.edge_limit = True  # type: ignore[attr-defined]
     return validator
+
+
+def _with_edge_limit(field: fields.Field, validator: Any) -> None:
+    """Put the edge's check first, once. The list is replaced, never changed in place:
+    marshmallow copies a declared field shallowly for every schema instance, so an
+    in-place insert would add one more check (and one more message) per instance."""
+    if not any(getattr(v, "edge_limit", False) for v in field.validators):
+        field.validators = [validator, *field.validators]
 
 
 class Text(fields.String):
@@ -64,7 +73,7 @@ class Text(fields.String):
     def __init__(self, *args: Any, multiline: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.multiline = multiline
-        self.validators.insert(0, _edge_validator(check_text, multiline=multiline))
+        _with_edge_limit(self, _edge_validator(check_text, multiline=multiline))
 
 
 class ScannedText(fields.String):
@@ -76,15 +85,12 @@ class ScannedText(fields.String):
 def _add_edge_limits(field: fields.Field) -> None:
     """The edge's limits (gmp_mes.edge) on every input field: text without control
     characters, integers within 64 bits, dates within years 1900-2999."""
-    if getattr(field, "_edge_limited", False):
-        return
-    field._edge_limited = True  # type: ignore[attr-defined]
     if isinstance(field, fields.String) and not isinstance(field, Text | ScannedText):
-        field.validators.insert(0, _edge_validator(check_text))
+        _with_edge_limit(field, _edge_validator(check_text))
     elif isinstance(field, fields.Integer):
-        field.validators.insert(0, _edge_validator(check_integer))
+        _with_edge_limit(field, _edge_validator(check_integer))
     elif isinstance(field, fields.Date | fields.DateTime):
-        field.validators.insert(0, _edge_validator(check_moment))
+        _with_edge_limit(field, _edge_validator(check_moment))
     for inner in (getattr(field, "inner", None), getattr(field, "key_field", None),
                   getattr(field, "value_field", None)):
         if isinstance(inner, fields.Field):

@@ -278,3 +278,24 @@ def test_no_benchmark_route_ships_in_the_application(app) -> None:
     root = Path(__file__).resolve().parent.parent
     assert not (root / "identity" / "bench_reference.py").exists()
     assert (root / "bench" / "reference_route.py").exists()
+
+
+def test_an_edge_refusal_says_it_once_however_many_schemas_were_built() -> None:
+    """Regression: the edge's check was inserted into a field's validator list shared by
+    every schema instance (marshmallow copies declared fields shallowly), so each new
+    instance added the same message again to a 422."""
+    from marshmallow import ValidationError as SchemaError
+    from marshmallow import fields as mfields
+
+    from gmp_mes.schemas import StrictSchema
+
+    class Probe(StrictSchema):
+        count = mfields.Integer(strict=True)
+        names = mfields.List(mfields.String())
+
+    for _ in range(3):
+        with pytest.raises(SchemaError) as refused:
+            Probe().load({"count": 2**70, "names": ["a\x00b"]})
+    assert refused.value.messages["count"] == [
+        "number out of range (a signed 64-bit integer at most)"]
+    assert len(refused.value.messages["names"][0]) == 1
