@@ -8,6 +8,7 @@ from flask import Response, g
 from flask_smorest import Blueprint
 
 from batches import export, record, services
+from batches.models import Batch, Deviation
 from batches.schemas import (
     AssessInSchema,
     BatchInSchema,
@@ -19,6 +20,7 @@ from batches.schemas import (
     CorrectionInSchema,
     DeviationInSchema,
     DeviationSchema,
+    RecordItemSchema,
     StepInSchema,
     StepOutcomeSchema,
 )
@@ -33,7 +35,7 @@ blp = Blueprint("batches_api", __name__, url_prefix="/api/v1",
 @blp.arguments(BatchQuerySchema, location="query")
 @blp.response(200, BatchSummarySchema(many=True))
 @roles_required()
-def list_batches(query: dict[str, Any]) -> list[Any]:
+def list_batches(query: dict[str, Any]) -> list[Batch]:
     """Batches, newest first; `status` filters (comma-separated)."""
     statuses = tuple(s for s in (query["status"] or "").split(",") if s)
     return services.list_batches(db_session(), statuses=statuses)
@@ -101,7 +103,7 @@ def _outcome(outcome: services.StepOutcome, batch_number: str) -> dict[str, Any]
     return {
         "record": outcome.record,
         "deviations": outcome.deviations,
-        "items": [record._item_dict(item) for item in outcome.items],
+        "items": RecordItemSchema(many=True).dump(outcome.items),
         "batch_status": batch.status,
     }
 
@@ -110,7 +112,7 @@ def _outcome(outcome: services.StepOutcome, batch_number: str) -> dict[str, Any]
 @blp.arguments(DeviationInSchema)
 @blp.response(201, DeviationSchema)
 @roles_required("operator", "qc", "qa")
-def open_deviation(body: dict[str, Any], batch_number: str) -> Any:
+def open_deviation(body: dict[str, Any], batch_number: str) -> Deviation:
     """Report a deviation; a major or critical one puts the batch on hold."""
     return services.open_deviation(
         db_session(), batch_number, severity=body["severity"],
@@ -121,7 +123,7 @@ def open_deviation(body: dict[str, Any], batch_number: str) -> Any:
 @blp.route("/deviations/<ref>", methods=["GET"])
 @blp.response(200, DeviationSchema)
 @roles_required()
-def get_deviation(ref: str) -> Any:
+def get_deviation(ref: str) -> Deviation:
     """A deviation by number (e.g. CART-26-0001-D01) or id."""
     return services.get_deviation(db_session(), ref)
 
@@ -130,7 +132,7 @@ def get_deviation(ref: str) -> Any:
 @blp.arguments(AssessInSchema)
 @blp.response(200, DeviationSchema)
 @roles_required("qa")
-def assess_deviation(body: dict[str, Any], ref: str) -> Any:
+def assess_deviation(body: dict[str, Any], ref: str) -> Deviation:
     """QA's signed impact assessment (may reclassify the severity)."""
     return services.assess_deviation(
         db_session(), ref, assessment=body["assessment"], severity=body["severity"],
@@ -142,7 +144,7 @@ def assess_deviation(body: dict[str, Any], ref: str) -> Any:
 @blp.arguments(CloseInSchema)
 @blp.response(200, DeviationSchema)
 @roles_required("qa")
-def close_deviation(body: dict[str, Any], ref: str) -> Any:
+def close_deviation(body: dict[str, Any], ref: str) -> Deviation:
     """QA closes an assessed deviation with a signed conclusion."""
     return services.close_deviation(
         db_session(), ref, closure=body["closure"], user_id=g.user.id,

@@ -1,4 +1,4 @@
-"""Pages of the batches domain: batch list, executed batch record, processes.
+"""Pages of the batches domain: batch list, executed batch record, deviations.
 
 Views only parse forms, call services and render; every rule lives in
 ``batches.services``. A refused action (wrong password, out-of-order step,
@@ -11,11 +11,15 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
 
 from batches import export, record, services
+from batches.models import ACTIVE_BATCH_STATUSES, BatchStatus
 from gmp_mes import paging
+from gmp_mes.accounts import Person
 from gmp_mes.errors import DomainError
 from gmp_mes.http import db_session, roles_required, undo_failed_form
 from gmp_mes.models import Meaning
@@ -70,8 +74,8 @@ def _form_values(batch_number: str, step_code: str) -> dict[str, Any]:
         elif param.numeric:
             number = form_number(raw)
             integral = isinstance(number, float) and number.is_integer()
-            values[param.code] = (int(number) if param.type == ParamType.INTEGER and integral
-                                  else number)
+            values[param.code] = (int(number) if param.type == ParamType.INTEGER
+                                  and isinstance(number, float) and integral else number)
         else:
             values[param.code] = raw
     if step.creates:
@@ -98,10 +102,11 @@ def batch_list() -> str:
     batches, page = paging.cut(services.list_batches(
         session, statuses=(status,) if status else (), limit=size + 1,
         offset=(number - 1) * size), number, size)
-    return render_template("batches/list.html", batches=batches, status=status, page=page)
+    return render_template("batches/list.html", batches=batches, status=status, page=page,
+                           statuses=[s.value for s in BatchStatus])
 
 
-def search_target(session: Any, user: Any, text: str) -> str | None:
+def search_target(session: Session, user: Person, text: str) -> str | None:
     """The header search box (gmp_mes.pages.add_search): a batch number."""
     if not user.has_role(*RECORD_ROLES):
         return None
@@ -142,7 +147,8 @@ def _render_batch(batch_number: str, kept: dict[str, Any] | None = None) -> str:
     return render_template(
         "batches/batch.html", b=data, curve=Markup(export.curve_svg(data["expansion_curve"])),
         show=export.show_value, dt=_local_time(g.user.site.timezone), kept=kept,
-        steps_page=STEPS_PAGE,
+        steps_page=STEPS_PAGE, actions=services.allowed_actions(data["status"]),
+        deviation_action=services.deviation_action,
     )
 
 
@@ -336,19 +342,19 @@ def download_record(batch_number: str, fmt: str) -> Response:
     return response
 
 
-def dashboard_panel(session: Any, user: Any) -> tuple[str, Markup] | None:
+def dashboard_panel(session: Session, user: Person) -> tuple[str, Markup] | None:
     """Batches in process with the step due next; QA sees what holds or awaits release."""
     if not user.has_role("operator", "qa"):
         return None
     active = services.list_batches(
-        session, statuses=("in_process", "on_hold", "awaiting_release")
+        session, statuses=tuple(s.value for s in ACTIVE_BATCH_STATUSES)
     )
     if not active:
         return ("Batches in process", Markup('<p class="hint">No batch in process.</p>'))
     rows = []
     for batch in active[:20]:
         due = [step.name for step in services.next_steps(session, batch)]
-        if batch.status == "awaiting_release":
+        if services.Action.RELEASE in services.allowed_actions(batch.status):
             due = ["QA release"]
         rows.append(
             f'<tr><td><a href="{url_for("batches.batch_page", batch_number=batch.batch_number)}">'

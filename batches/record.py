@@ -16,7 +16,13 @@ from sqlalchemy.orm import Session
 
 import identity.services as identity
 from batches import services
-from batches.models import Batch, Deviation, StepRecord
+from batches.models import Batch, StepRecord
+from batches.schemas import (
+    RecordDeviationSchema,
+    RecordItemSchema,
+    RecordSignatureSchema,
+    RecordStepSchema,
+)
 from gmp_mes import audit, registry
 from gmp_mes.audit import format_time
 from gmp_mes.clock import utcnow
@@ -28,79 +34,18 @@ def _time(value: datetime | None) -> str | None:
     return None if value is None else format_time(value)
 
 
+_SIGNATURE = RecordSignatureSchema()
+_DEVIATIONS = RecordDeviationSchema(many=True)
+_ITEM = RecordItemSchema()
+_ITEMS = RecordItemSchema(many=True)
+
+
 def signature_dict(signature: Signature | None) -> dict[str, Any] | None:
-    if signature is None:
-        return None
-    return {
-        "printed_name": signature.printed_name,
-        "username": signature.username,
-        "meaning": signature.meaning,
-        "reason": signature.reason,
-        "signed_at": _time(signature.signed_at),
-        "content_digest": signature.content_digest,
-        "manifestation": signature.manifestation(),
-    }
+    """A signature as the record shows it (``gmp_mes.schemas.SignatureOutSchema``)."""
+    return None if signature is None else _SIGNATURE.dump(signature)
 
 
-def record_dict(record: StepRecord, binds: bool | None = None) -> dict[str, Any]:
-    return {
-        "signature_binds": binds,
-        "id": record.id,
-        "key": record.key,
-        "step_code": record.step_code,
-        "occurrence": record.occurrence,
-        "version": record.version,
-        "values": record.values,
-        "results": record.results,
-        "in_limits": record.in_limits,
-        "performed_at": _time(record.performed_at),
-        "correction_reason": record.correction_reason,
-        "supersedes_id": record.supersedes_id,
-        "items": record.item_ids,
-        "scan": record.scan,
-        "scans": record.scans,
-        "signature": signature_dict(record.signature),
-        "verifier_signature": signature_dict(record.verifier_signature),
-    }
-
-
-def deviation_dict(deviation: Deviation) -> dict[str, Any]:
-    return {
-        "id": deviation.id,
-        "number": deviation.number,
-        "batch_number": deviation.batch_number,
-        "kind": deviation.kind,
-        "severity": deviation.severity,
-        "status": deviation.status,
-        "description": deviation.description,
-        "step_code": deviation.step_code,
-        "parameter": deviation.parameter,
-        "opened_at": _time(deviation.opened_at),
-        "assessment": deviation.assessment,
-        "assessed_at": _time(deviation.assessed_at),
-        "assessment_signature": signature_dict(deviation.assessment_signature),
-        "closure": deviation.closure,
-        "closed_at": _time(deviation.closed_at),
-        "closure_signature": signature_dict(deviation.closure_signature),
-        "blocks_release": deviation.blocks_release,
-    }
-
-
-def _item_dict(item: Any) -> dict[str, Any]:
-    return {
-        "item_id": item.item_id,
-        "kind": item.kind,
-        "status": item.status,
-        "coi_id": item.coi_id,
-        "batch_number": getattr(item, "batch_number", None),
-        "description": getattr(item, "description", None),
-        "expires_at": _time(item.expires_at),
-        "location": getattr(item, "location", None),
-        "site_code": getattr(item, "site_code", None),
-    }
-
-
-def _genealogy(session: Session, batch: Batch, identity: Any) -> list[dict[str, Any]]:
+def _genealogy(session: Session, batch: Batch) -> list[dict[str, Any]]:
     """Starting material and every item of the batch, each with its parents."""
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -110,29 +55,28 @@ def _genealogy(session: Session, batch: Batch, identity: Any) -> list[dict[str, 
         if item.item_id in seen:
             continue
         seen.add(item.item_id)
-        row = _item_dict(item)
+        row = _ITEM.dump(item)
         row["parents"] = identity.parents_of(session, item.item_id)
         rows.append(row)
     return rows
 
 
-def _custody(session: Session, genealogy: list[dict[str, Any]], identity: Any) -> list[dict]:
-    trail_of = identity.custody_trail
+def _custody(session: Session, genealogy: list[dict[str, Any]]) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     for row in genealogy:
-        for event in trail_of(session, row["item_id"]):
+        for event in identity.custody_trail(session, row["item_id"]):
             events.append({
                 "item_id": row["item_id"],
                 "action": event.action,
                 "at": _time(event.occurred_at),
-                "site_code": getattr(event, "site_code", None),
-                "location": getattr(event, "location", None),
-                "by": getattr(event, "username", None),
+                "site_code": event.site_code,
+                "location": event.location,
+                "by": event.username,
             })
     return sorted(events, key=lambda e: e["at"] or "")
 
 
-def _patient(session: Session, coi_id: str, identity: Any) -> dict[str, Any] | None:
+def _patient(session: Session, coi_id: str) -> dict[str, Any] | None:
     """Pseudonymised on the batch record: initials and date of birth with the COI
     (GDPR data minimisation; the COI links to the patient where that is allowed)."""
     try:
@@ -183,6 +127,8 @@ def executed_record(session: Session, batch_number: str, *, full: bool = True,
         states, steps_older = services.paged_step_states(session, batch, limit=steps_limit,
                                                          before=steps_before)
     current = [r for state in states for r in state.records]
+    steps_schema = RecordStepSchema(
+        lambda r: services.signature_binds(session, r), many=True)
     deviations = services.deviations_of(session, batch)
     starter = session.get(User, batch.started_by)
     approval = batch.process.approval
@@ -237,16 +183,14 @@ def executed_record(session: Session, batch_number: str, *, full: bool = True,
                      "severity": p.severity}
                     for p in s.step.parameters
                 ],
-                "records": [record_dict(r, services.signature_binds(session, r))
-                            for r in s.records],
-                "superseded": [record_dict(r, services.signature_binds(session, r))
-                               for r in s.superseded],
+                "records": steps_schema.dump(s.records),
+                "superseded": steps_schema.dump(s.superseded),
             }
             for s in states
         ],
         "steps_older": steps_older,
-        "items": [_item_dict(item) for item in items],
-        "deviations": [deviation_dict(d) for d in deviations],
+        "items": _ITEMS.dump(items),
+        "deviations": _DEVIATIONS.dump(deviations),
         "qc_specs": [
             {"test": q.test, "method": q.method, "unit": q.unit, "min": q.min, "max": q.max,
              "accept": q.accept, "spec": q.spec_text(),
@@ -264,9 +208,9 @@ def executed_record(session: Session, batch_number: str, *, full: bool = True,
     for source in registry.batch_record_sections.providers():
         result.update({section.key: section.data for section in source(session, batch_number)})
     if full:
-        result["patient"] = _patient(session, batch.coi_id, identity)
-        result["genealogy"] = _genealogy(session, batch, identity)
-        result["custody"] = _custody(session, result["genealogy"], identity)
+        result["patient"] = _patient(session, batch.coi_id)
+        result["genealogy"] = _genealogy(session, batch)
+        result["custody"] = _custody(session, result["genealogy"])
         result["expansion_curve"] = expansion_curve(batch, current)
         result["generated_at"] = _time(utcnow())
         # An anchor on every exported record: it proves later that no audit event up to

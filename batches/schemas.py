@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from marshmallow import Schema, fields, post_load, validate
 
-from batches.models import DeviationSeverity
+from batches.models import DeviationSeverity, StepRecord
 from batches.services import VerifierInput
+from gmp_mes.audit import format_time
 from gmp_mes.models import Meaning
 from gmp_mes.schemas import EdgeSchema, SignatureOutSchema, SignatureSchema, StrictSchema, Text
 from processes.definitions import MAX_BAGS
@@ -189,3 +191,65 @@ class BatchSchema(Schema):
     qc_specs = fields.List(fields.Dict())
     release = fields.Raw(allow_none=True)
     release_blockers = fields.List(fields.Dict())
+
+
+# --- the executed batch record (batches.record, the page, record.json and record.pdf) ----
+# The record writes its times as the audit trail does (UTC, microseconds, "Z"); the same
+# schemas as the API otherwise, so one signature schema shapes every signature.
+
+class RecordTime(fields.DateTime):
+    """A stored time as the executed record writes it (``gmp_mes.audit.format_time``)."""
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else format_time(value)
+
+
+class RecordSignatureSchema(SignatureOutSchema):
+    signed_at = RecordTime()
+
+
+class RecordStepSchema(StepRecordSchema):
+    """A step record with ``signature_binds``: whether the stored record is still what
+    its signatures signed (21 CFR 11.70), answered by ``binds`` (None: not checked)."""
+
+    signature_binds = fields.Method("_binds")
+    performed_at = RecordTime()
+    signature = fields.Nested(RecordSignatureSchema, allow_none=True)
+    verifier_signature = fields.Nested(RecordSignatureSchema, allow_none=True)
+
+    class Meta:
+        fields = ("signature_binds", "id", "key", "step_code", "occurrence", "version",
+                  "values", "results", "in_limits", "performed_at", "correction_reason",
+                  "supersedes_id", "items", "scan", "scans", "signature",
+                  "verifier_signature")
+
+    def __init__(self, binds: Callable[[StepRecord], bool | None] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.binds = binds
+
+    def _binds(self, record: StepRecord) -> bool | None:
+        return None if self.binds is None else self.binds(record)
+
+
+class RecordDeviationSchema(DeviationSchema):
+    opened_at = RecordTime()
+    assessed_at = RecordTime()
+    assessment_signature = fields.Nested(RecordSignatureSchema, allow_none=True)
+    closed_at = RecordTime()
+    closure_signature = fields.Nested(RecordSignatureSchema, allow_none=True)
+    blocks_release = fields.Boolean()
+
+
+class RecordItemSchema(Schema):
+    """An item of the batch's genealogy (and the bags a fill created)."""
+
+    item_id = fields.String()
+    kind = fields.String()
+    status = fields.String()
+    coi_id = fields.String()
+    batch_number = fields.String(allow_none=True)
+    description = fields.String(allow_none=True)
+    expires_at = RecordTime()
+    location = fields.String(allow_none=True)
+    site_code = fields.String(allow_none=True)

@@ -40,7 +40,7 @@ def _site_code() -> str | None:
 @blp.arguments(PatientInSchema)
 @blp.response(201, PatientSchema)
 @roles_required("clinician", "admin")
-def enrol_patient(body: dict[str, Any]) -> dict[str, Any]:
+def enrol_patient(body: dict[str, Any]) -> services.PatientView:
     """Enrol a patient: assigns the COI ID and creates the wristband item.
 
     409 `already_enrolled` (with `coi_id`) when the MRN is enrolled at that site."""
@@ -52,7 +52,7 @@ def enrol_patient(body: dict[str, Any]) -> dict[str, Any]:
 @blp.route("/patients/<coi_id>", methods=["GET"])
 @blp.response(200, PatientSchema)
 @roles_required()
-def get_patient(coi_id: str) -> dict[str, Any]:
+def get_patient(coi_id: str) -> services.PatientView:
     """A patient with items (the wristband included), collections and batches.
     `given_name`, `family_name`, `date_of_birth` and `mrn` only for users of the
     patient's treatment or collection site, QA and admins; others get `initials`."""
@@ -74,7 +74,7 @@ def record_collection(body: dict[str, Any]) -> dict[str, Any]:
 @blp.arguments(ItemQuerySchema, location="query")
 @blp.response(200, ItemSchema)
 @roles_required()
-def get_item(query: dict[str, Any], item_id: str) -> dict[str, Any]:
+def get_item(query: dict[str, Any], item_id: str) -> services.ItemView:
     """An item with genealogy (both ways), labels and its custody trail in pages (the
     newest ``custody_limit`` events; ``custody_older`` is the cursor of older ones)."""
     return services.item_view(db_session(), item_id, custody_limit=query["custody_limit"],

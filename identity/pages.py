@@ -147,11 +147,11 @@ def bedside_page() -> str | Response:
     form = request.form
     if request.method == "POST":
         if form.get("patient_payload") and form.get("product_payload"):
-            result = services.verify_bedside(db_session(), form["patient_payload"],
+            verdict = services.verify_bedside(db_session(), form["patient_payload"],
                                              form["product_payload"], user=g.user,
                                              site_code=_site_code())
-            if result.verification is not None:
-                cookie_session["bedside_verification"] = result.verification.id
+            if verdict.verification is not None:
+                cookie_session["bedside_verification"] = verdict.verification.id
         return redirect(url_for("identity.bedside_page"))
     done = (request.args.get("administered") or "").strip().upper()
     if done:
@@ -160,7 +160,7 @@ def bedside_page() -> str | Response:
             return render_template("identity/bedside.html", result=None, form={},
                                    meanings=[Meaning.ADMINISTERED.value], errors={},
                                    administered=administration)
-    result = None
+    result: services.BedsideResult | None = None
     shown = cookie_session.pop("bedside_verification", None)
     if isinstance(shown, int):
         result = services.recorded_bedside(db_session(), shown, user=g.user,
@@ -220,9 +220,10 @@ def item_page(item_id: str) -> str:
     session = db_session()
     view = services.item_view(session, item_id, custody_limit=CUSTODY_PAGE,
                               custody_before=_custody_before())
-    return render_template("identity/item.html", view=view, item=view["item"],
+    return render_template("identity/item.html", view=view, item=view.item,
                            sites=_sites(session), custody_form={}, custody_errors={},
-                           custody_error=None)
+                           custody_error=None,
+                           custody_actions=services.custody_actions_for(view.item, g.user))
 
 
 @bp.route("/items/<item_id>/custody", methods=["POST"])
@@ -240,9 +241,11 @@ def item_custody(item_id: str) -> Response | tuple[str, int]:
     except DomainError as exc:
         _failed(exc)
         view = services.item_view(db_session(), item_id, custody_limit=CUSTODY_PAGE)
-        page = render_template("identity/item.html", view=view, item=view["item"],
+        page = render_template("identity/item.html", view=view, item=view.item,
                                sites=_sites(db_session()), custody_form=form,
-                               custody_errors=exc.errors or {}, custody_error=exc.detail)
+                               custody_errors=exc.errors or {}, custody_error=exc.detail,
+                               custody_actions=services.custody_actions_for(view.item,
+                                                                            g.user))
         return page, exc.status
     flash(f"{form.get('action')} recorded", "ok")
     return redirect(url_for("identity.item_page", item_id=item_id.strip().upper()))

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, pre_load, validate
+from marshmallow import Schema, ValidationError, fields, post_dump, pre_load, validate
 from marshmallow.utils import get_value
 
 from gmp_mes.schemas import ScannedText, SignatureSchema, StrictSchema, form_number
 from identity.models import ItemKind, ItemStatus
-from identity.services import CUSTODY_ACTIONS
+from identity.services import CUSTODY_ACTIONS, IDENTITY_FIELDS
 
 
 def _printable(value: str) -> None:
@@ -19,7 +20,7 @@ def _printable(value: str) -> None:
         raise ValidationError("must not contain control characters")
 
 
-_text = [validate.Length(min=1, max=100), _printable]
+_text: list[Callable[[str], object]] = [validate.Length(min=1, max=100), _printable]
 
 
 class PatientInSchema(StrictSchema):
@@ -52,7 +53,7 @@ class PatientFormSchema(PatientInSchema):
 
 class CollectionFormSchema(CollectionInSchema):
     # A datetime-local field: the site's local time, without an offset.
-    collected_at = fields.NaiveDateTime(
+    collected_at = fields.NaiveDateTime(  # type: ignore[assignment]  # the form has no offset
         required=True, error_messages={"invalid": "enter the date and time of collection"})
     volume_ml = fields.Float(required=True, allow_nan=False, validate=_volume,
                              error_messages={"invalid": "enter the volume in mL, e.g. 250"})
@@ -219,6 +220,14 @@ class PatientSchema(Schema):
     items = fields.List(fields.Nested(ItemBriefSchema))
     collections = fields.List(fields.Nested(CollectionBriefSchema))
     batches = fields.List(fields.Nested(BatchBriefSchema))
+
+    @post_dump
+    def _minimise(self, data: dict[str, object], **_: object) -> dict[str, object]:
+        """The identity fields are left out, not null, when the caller may not see them."""
+        if not data.get("identity_visible"):
+            for name in IDENTITY_FIELDS:
+                data.pop(name, None)
+        return data
 
 
 class ScanSchema(Schema):

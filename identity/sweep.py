@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask
 from sqlalchemy import (
@@ -180,7 +180,8 @@ def _distinct_durations(
     )
     windows: dict[timedelta, set[str]] = defaultdict(set)
     thresholds: dict[timedelta, set[str]] = defaultdict(set)
-    for warnings, window in rows:
+    for row in rows:
+        warnings, window = cast("tuple[str | None, str | None]", tuple(row))
         if window:
             duration = _parse(window)
             if duration is not None:

@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 
 from gmp_mes.http import db_session, roles_required
 from processes import services
+from processes.models import ProcessVersion
 from processes.schemas import ApproveInSchema, ProcessDetailSchema, ProcessSchema
 
 blp = Blueprint("processes_api", __name__, url_prefix="/api/v1",
@@ -18,7 +19,7 @@ blp = Blueprint("processes_api", __name__, url_prefix="/api/v1",
 @blp.route("/processes", methods=["GET"])
 @blp.response(200, ProcessSchema(many=True))
 @roles_required()
-def list_processes() -> list[Any]:
+def list_processes() -> list[ProcessVersion]:
     """Process versions with their approval state."""
     return services.list_processes(db_session())
 
@@ -26,7 +27,7 @@ def list_processes() -> list[Any]:
 @blp.route("/processes/<code>/versions/<int:version>", methods=["GET"])
 @blp.response(200, ProcessDetailSchema)
 @roles_required()
-def get_process(code: str, version: int) -> Any:
+def get_process(code: str, version: int) -> ProcessVersion:
     """One process version with its full definition."""
     return services.get_process_version(db_session(), code, version)
 
@@ -35,7 +36,7 @@ def get_process(code: str, version: int) -> Any:
 @blp.arguments(ApproveInSchema)
 @blp.response(200, ProcessSchema)
 @roles_required("qa")
-def approve_process(body: dict[str, Any], code: str, version: int) -> Any:
+def approve_process(body: dict[str, Any], code: str, version: int) -> ProcessVersion:
     """QA approves a process version (signature meaning `approved`)."""
     return services.approve_process(db_session(), code, version, user_id=g.user.id,
                                     signature=body["signature"])

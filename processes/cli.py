@@ -56,4 +56,5 @@ def processes_approve(
             signature=SignatureInput(password=password, meaning=Meaning.APPROVED.value,
                                      reason=reason),
         )
+        assert process.approval is not None  # approve_process records it
         click.echo(f"process {process.key} approved: {process.approval.signature.manifestation()}")

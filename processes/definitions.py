@@ -1,5 +1,8 @@
 """Process definitions (master batch records) from ``config/processes/*.toml`` (SPEC §3).
 
+Over ~500 lines on purpose: the format's dataclasses, its validator and its canonical
+form change together (a new field touches all three), so they stay in one module.
+
 Pure: no database. Every file is validated completely before anything from it
 is used, so a bad file never half-loads; each error names the file, the field
 and what is wrong (EU GMP Annex 11 §5: data checks on entry). The canonical
@@ -172,7 +175,9 @@ class QcSpec:
             return f"{fmt_number(self.min)} - {fmt_number(self.max)}{unit}"
         if self.min is not None:
             return f">= {fmt_number(self.min)}{unit}"
-        return f"<= {fmt_number(self.max)}{unit}"
+        if self.max is not None:
+            return f"<= {fmt_number(self.max)}{unit}"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -509,7 +514,8 @@ def _parameters(c: _Checker, step: dict[str, Any], step_prefix: str) -> list[Par
         c.unknown(table, _PARAM, f"{prefix}.")
         name = c.text(table, "name", f"{prefix}.name", required=False) or code
         unit = c.text(table, "unit", f"{prefix}.unit", empty_ok=True)
-        type_ = c.text(table, "type", f"{prefix}.type", required=False) or ParamType.NUMBER.value
+        type_: str | None = (c.text(table, "type", f"{prefix}.type", required=False)
+                             or ParamType.NUMBER.value)
         if type_ not in {t.value for t in ParamType}:
             c.fail(f"{prefix}.type", f"must be one of: {', '.join(t.value for t in ParamType)}")
             type_ = None

@@ -3,7 +3,8 @@ signed approval (EU GMP Chapter 4.3)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
 
 from gmp_mes.errors import DomainError
 from gmp_mes.http import db_session, roles_required, undo_failed_form

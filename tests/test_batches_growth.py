@@ -18,6 +18,7 @@ from sqlalchemy import event, select
 
 from batches import pages, services
 from batches.models import StepRecord
+from gmp_mes.errors import InvalidTransition
 from tests.test_batches_fixtures import Plant, good_values, plant_fixture  # noqa: F401
 from tests.test_identity_pages import Browser
 
@@ -96,11 +97,11 @@ def test_recording_a_step_costs_the_same_statements_at_10_and_1000_records(
     assert loaded_10 == loaded_1000 == []  # indexed reads of single values, no records
     with plant.tx() as s:
         batch = services.get_batch(s, large)
-        assert services._last_occurrence(s, batch, "expansion") == 1001
+        assert services.steps.last_occurrence(s, batch, "expansion") == 1001
         assert [st.code for st in services.next_steps(s, batch)] == ["expansion", "harvest"]
     # The order rules still hold at 1,001 records: harvest ends the repeats.
     plant.record(large, "harvest")
-    with pytest.raises(services.InvalidTransition, match="out of order"):
+    with pytest.raises(InvalidTransition, match="out of order"):
         plant.record(large, "expansion")
 
 

@@ -198,7 +198,7 @@ def test_impossible_step_values_are_refused_with_field_errors(plant: Plant) -> N
 def test_out_of_range_step_values_never_reach_the_record(cells: float, pct: float) -> None:
     """Invariant (Hypothesis): a negative or absurd cell count and a percentage outside
     0-100 are refused by the value check, whatever the limits."""
-    from batches.services import _check_values
+    from batches.services.values import check_values as _check_values
     from processes.definitions import Parameter, Step
 
     step = Step(code="expansion", name="x", index=0, repeatable=True, parameters=(

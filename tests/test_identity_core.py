@@ -344,3 +344,23 @@ def test_items_to_handle_put_the_post_thaw_deadline_first(world) -> None:
     order = [item_id for item_id in deadlines if item_id in (soon, thawed)]
     assert order == [thawed, soon]
     assert deadlines[thawed] == now + timedelta(hours=3)
+
+
+def test_custody_actions_come_from_the_service(world, make_user) -> None:
+    """The item page offers the actions the service states: none for a final item or an
+    admin-only account, all five otherwise."""
+    from gmp_mes.models import User
+    from identity import services
+
+    coi_id = world.enrol()["coi_id"]
+    live = world.item(coi_id, status="released")
+    gone = world.item(coi_id, status="released")
+    world.set_status(gone, "destroyed")
+    admin = make_user("adm2", "admin")
+    with world.tx() as s:
+        operator, admin = s.get(User, world.operator.user_id), s.get(User, admin.user_id)
+        assert services.custody_actions_for(services.get_item(s, live), operator) == (
+            "handover", "move", "ship", "receive", "thaw")
+        assert services.custody_actions_for(services.get_item(s, gone), operator) == ()
+        assert services.custody_actions_for(services.get_item(s, live), admin) == ()
+        assert services.custody_actions_for(services.get_item(s, live), None) == ()
