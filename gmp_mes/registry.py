@@ -21,6 +21,7 @@ from __future__ import annotations
 import graphlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
@@ -222,3 +223,49 @@ clock_went_backwards: Seam[Callable[[Session, int, str, str], None]] = Seam(
     "than the last audit event (last event's seq, its time, the clock's reading): audit "
     "refuses the write and asks, alerts answers (registered when gmp_mes.alerts loads; "
     "models and every writer load it).")
+
+
+@dataclass(frozen=True)
+class LabelSubject:
+    """What a label of an item shows and signs: labels prints it, identity answers it
+    (the fields identity's ``label_data`` holds)."""
+
+    item_id: str
+    kind: str
+    kind_code: str
+    status: str
+    coi_id: str
+    expires_at: datetime | None
+    patient_name: str | None
+    date_of_birth: date | None
+    batch_number: str | None
+    description: str | None
+    site_code: str | None
+    site_timezone: str
+    storage: str | None
+    # A bag of a conditionally released batch says so until QA's final release (SPEC §5).
+    conditional: bool
+
+
+class LabelSubjects(Protocol):
+    """The items labels are printed for (identity answers)."""
+
+    def subject(self, session: Session, item_id: str, *,
+                for_update: bool = False) -> LabelSubject:
+        """The item's label content; NotFound when there is no such item. With
+        ``for_update`` the item row is locked until commit first (print control: one
+        original, one serial per copy)."""
+        ...
+
+    def wristband(self, session: Session, coi_or_item_id: str) -> LabelSubject:
+        """The patient wristband named by a COI ID or its item ID; NotFound otherwise."""
+        ...
+
+    def items_of_batch(self, session: Session, batch_number: str) -> list[str]:
+        """The item IDs of a batch (a label sheet of the batch), oldest first."""
+        ...
+
+
+label_subjects: Seam[LabelSubjects] = Seam(
+    "label_subjects", "The subject a label prints: an item's label content, the patient "
+    "wristband, the items of a batch (identity answers; labels never imports identity).")

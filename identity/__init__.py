@@ -13,7 +13,7 @@ def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands and jobs."""
     from gmp_mes.registry import add_dashboard_panel, add_job, add_nav, add_search
     from identity import api as identity_api
-    from identity import pages, sweep
+    from identity import label_subjects, pages, sweep
 
     api.register_blueprint(identity_api.blp)
     app.register_blueprint(pages.bp)
@@ -24,3 +24,4 @@ def init_app(app: Flask, api: Api) -> None:
     add_dashboard_panel(app, pages.dashboard_panel)
     add_search(app, pages.search_target)
     add_job(app, sweep.job)  # the expiry sweep (identity/sweep.py, alerts engineer)
+    label_subjects.provide()  # what labels print (gmp_mes.registry.label_subjects)

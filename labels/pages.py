@@ -11,12 +11,10 @@ labels.services.labels_of_item). Their forms post here.
 from __future__ import annotations
 
 import re
-from typing import Any
 from urllib.parse import quote
 
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 from marshmallow import ValidationError
-from sqlalchemy.orm import Session
 
 from gmp_mes.errors import DomainError, NotFound, field_error
 from gmp_mes.http import (
@@ -26,9 +24,11 @@ from gmp_mes.http import (
     roles_required,
     undo_failed_form,
 )
+from gmp_mes.registry import LabelSubject
 from gmp_mes.schemas import form_fields
 from labels import render, services
 from labels.api import send_to_printer
+from labels.models import LabelPrinter
 from labels.schemas import LabelQuerySchema, ReplaceSchema, SheetQuerySchema, VoidSchema
 
 bp = Blueprint("labels_pages", __name__, template_folder="templates")
@@ -47,7 +47,8 @@ def _problem(item_id: str, message: str) -> Response:
 @bp.route("/items/<item_id>/labels/print", methods=["POST"])
 @roles_required("operator", "clinician")
 def print_label(item_id: str) -> Response:
-    form = {k: v for k, v in request.form.items() if k != "csrf_token" and v != ""}
+    form: dict[str, str | bool] = {
+        k: v for k, v in request.form.items() if k != "csrf_token" and v != ""}
     form["reprint"] = "reprint" in request.form
     try:
         query = LabelQuerySchema().load(form)
@@ -74,7 +75,7 @@ def _file(printed: services.PrintedLabel, *, inline: bool = False) -> Response:
     return response
 
 
-def site_printers() -> list[Any]:
+def site_printers() -> list[LabelPrinter]:
     """The label printers of the logged-in user's site (for the print form)."""
     user = g.get("user")
     site = user.site.code if user is not None and user.site is not None else None
@@ -187,13 +188,13 @@ def wristband_label() -> str | tuple[str, int]:
     """A damaged wristband at the bedside: find it by the COI ID (or wristband item ID)
     printed on it, and replace the damaged copy."""
     wanted = (request.args.get("wristband") or "").strip().upper()
-    wristband = None
+    wristband: LabelSubject | None = None
     labels: list[services.LabelRecord] = []
     error = None
     if wanted:
         session = db_session()
         try:
-            item = _find_wristband(session, wanted)
+            item = services.wristband_of(session, wanted)
         except NotFound:
             error = f"no patient wristband {services.printable_id(wanted)}"
         else:
@@ -209,27 +210,11 @@ def wristband_label() -> str | tuple[str, int]:
     return (page, 404) if error else page
 
 
-def _find_wristband(session: Session, wanted: str) -> Any:
-    """The wristband item named by a COI ID or by the wristband's item ID."""
-    from identity import services as identity
-
-    if wanted.startswith("ITM-"):
-        item = identity.get_item(session, wanted)
-    else:
-        patient = identity.get_patient(session, wanted)
-        if not patient.wristband_item_id:
-            raise NotFound(f"patient {wanted} has no wristband")
-        item = identity.get_item(session, patient.wristband_item_id)
-    if item.kind != "wristband":
-        raise NotFound(f"{item.item_id} is not a patient wristband")
-    return item
-
-
 def _messages(exc: ValidationError) -> str:
     messages = exc.normalized_messages()
     return "; ".join(
         f"{k}: {', '.join(map(str, v if isinstance(v, list) else [v]))}"
-        for k, v in messages.items()  # type: ignore[union-attr]
+        for k, v in messages.items()
     )
 
 
@@ -271,7 +256,8 @@ def setup_page() -> str | Response | tuple[str, int]:
             error = exc.detail
         else:
             flash(message, "ok")
-            return redirect(url_for("labels_pages.setup_page", site=site))
+            return redirect(  # type: ignore[return-value]
+                url_for("labels_pages.setup_page", site=site))
     page = render_template(
         "labels/setup.html", sites=sites, site=site, errors=errors, error=error,
         form=request.form, stocks=services.stocks_of(session, site) if site in sites else {},
@@ -294,9 +280,7 @@ def sheet_print() -> Response:
     back = redirect(url_for("labels_pages.sheet_page"))
     try:
         if batch:
-            from identity import services as identity
-
-            items += [item.item_id for item in identity.items_of_batch(db_session(), batch)]
+            items += services.items_of_batch(db_session(), batch)
             if not items:
                 raise ValidationError({"batch_number": [f"batch {batch} has no items"]})
         query = SheetQuerySchema().load(

@@ -16,15 +16,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("gmp_mes", "labels", "identity", "batches", "qc", "validation", "demo")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
-# Upward imports still in the code, being removed in issue 16: (importer, imported)
-# as lint-imports names them. Tighten to none when they are gone.
-KNOWN_BROKEN = {
-    ("labels.services", "identity.services"),
-    ("labels.pages", "identity.services"),
-    ("identity.services", "batches.services"),
-}
-# The domain loop they close, being removed in issue 16 with them.
-KNOWN_CYCLES = [{"labels.services", "identity.services", "batches.services"}]
 
 
 def _lint(root: Path) -> subprocess.CompletedProcess[str]:
@@ -39,12 +30,11 @@ def _broken(output: str) -> set[tuple[str, str]]:
     return set(re.findall(r"^- (\S+) -> (\S+) \(", output, re.MULTILINE))
 
 
-def test_only_known_imports_break_the_layer_contract():
+def test_the_layer_contract_is_kept():
     result = _lint(ROOT)
-    if result.returncode == 0:
-        return  # the known ones are gone too: tighten KNOWN_BROKEN to none
-    assert "Contracts: 0 kept, 1 broken" in result.stdout, result.stdout + result.stderr
-    assert _broken(result.stdout) <= KNOWN_BROKEN, result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 1 kept, 0 broken" in result.stdout, result.stdout
+    assert _broken(result.stdout) == set(), result.stdout
 
 
 def test_a_planted_upward_import_breaks_the_contract(tmp_path):
@@ -122,5 +112,5 @@ def test_no_import_cycle_in_the_core(graph):
     assert [c for c in _cycles(graph) if any(m.startswith("gmp_mes") for m in c)] == []
 
 
-def test_no_import_cycle_but_the_known_domain_loop(graph):
-    assert [c for c in _cycles(graph) if not any(c <= known for known in KNOWN_CYCLES)] == []
+def test_no_import_cycle_among_the_domains(graph):
+    assert _cycles(graph) == []

@@ -244,7 +244,7 @@ def test_replace_is_one_transaction(ward, monkeypatch) -> None:
     def no_key() -> None:
         raise services.SigningKeyUnavailable("signing key file unreadable")
 
-    monkeypatch.setattr(services, "keyring", no_key)
+    monkeypatch.setattr(services.signing, "keyring", no_key)
     response = ward["clinician"].post(
         f"/api/v1/items/{ward['wristband']}/labels/{band['label_ids'][0]}/replace",
         json={"reason": "torn", "format": "pdf"},
