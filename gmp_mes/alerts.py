@@ -260,7 +260,7 @@ def _insert_many(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int
     result = connection.exec_driver_sql(
         "SELECT id, cause FROM alert WHERE id > ? ORDER BY id", (before,)
     )
-    return [(id_, cause) for id_, cause in result if cause in causes]
+    return [(id_, cause) for id_, cause in result.tuples() if cause in causes]
 
 
 def raise_alert(session: Session, spec: AlertSpec) -> Alert | None:

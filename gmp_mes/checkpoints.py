@@ -115,7 +115,7 @@ _COLUMNS = "number, seq, hash, created_at, prev, key_id, signature"
 def latest(connection: Connection) -> Checkpoint | None:
     row = connection.execute(
         text(f"SELECT {_COLUMNS} FROM audit_checkpoint ORDER BY number DESC LIMIT 1")
-    ).first()
+    ).tuples().first()
     return Checkpoint(*row) if row else None
 
 

@@ -297,7 +297,7 @@ def due_deliveries(
         .order_by(Alert.id)
         .limit(limit)
     )
-    rows = session.execute(statement)
+    rows = session.execute(statement).tuples()
     return [Due(alert_id, channel, (attempt or 0) + 1) for alert_id, attempt in rows]
 
 

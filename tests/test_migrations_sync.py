@@ -10,7 +10,6 @@ from alembic.runtime.migration import MigrationContext
 from gmp_mes import migrate
 from gmp_mes.db import Database
 
-
 # Schema kept by the migrations alone, on purpose: the scheduler's lease is a plain table
 # the scheduler reads with SQL (no model), and the audit trail's search indexes sit on
 # columns computed from the event JSON, which the model maps read-only.

@@ -116,7 +116,8 @@ def involved_events(session: Session, keys: Iterable[str]) -> list[dict[str, Any
     connection = session.connection()
     found: dict[int, dict[str, Any]] = {}
     created: set[tuple[str, str]] = set()
-    wanted, looked = set(keys), set()
+    wanted: set[str] = set(keys)
+    looked: set[str] = set()
     for _ in range(MAX_ROUNDS):
         todo = wanted - looked
         if not todo:
@@ -133,7 +134,7 @@ def involved_events(session: Session, keys: Iterable[str]) -> list[dict[str, Any
         for seq, record, prev_hash, hash_ in connection.execute(
                 text("SELECT seq, record, prev_hash, hash FROM audit_event "
                      "WHERE entity_type = :t AND entity_id = :i"),
-                {"t": entity_type, "i": entity_id}):
+                {"t": entity_type, "i": entity_id}).tuples():
             found.setdefault(seq, {"seq": seq, "record": record, "prev_hash": prev_hash,
                                    "hash": hash_})
     return [found[seq] for seq in sorted(found)]
