@@ -22,7 +22,7 @@ from functools import cache
 from typing import Any, TypeAlias, cast
 from zoneinfo import available_timezones
 
-from sqlalchemy import Connection, CursorResult, bindparam, select, update
+from sqlalchemy import Connection, CursorResult, Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from gmp_mes import audit
@@ -556,7 +556,7 @@ def principal_for_token(connection: Connection, token: str) -> Principal | None:
     """The active, unlocked user a valid, unexpired token belongs to (one query)."""
     rows = connection.execute(
         _BY_TOKEN, {"digest": _digest(token), "now": utcnow(), "kind": CredentialKind.TOKEN}
-    ).tuples().all()
+    ).all()
     return _principal(rows)
 
 
@@ -564,14 +564,16 @@ def principal_for_session(connection: Connection, secret: str) -> Principal | No
     """The user of an open (not revoked, not past its absolute lifetime) page session."""
     rows = connection.execute(
         _BY_TOKEN, {"digest": _digest(secret), "now": utcnow(), "kind": CredentialKind.SESSION}
-    ).tuples().all()
+    ).all()
     return _principal(rows)
 
 
-def _principal(rows: Sequence[tuple[Any, ...]]) -> Principal | None:
+def _principal(rows: Sequence[Row[*tuple[Any, ...]]]) -> Principal | None:
     if not rows:
         return None
-    user_id, username, full_name, site_id, code, name, timezone, _ = rows[0]
+    # The columns selected, typed (mypy unpacks a Row as object).
+    user_id, username, full_name, site_id, code, name, timezone, _ = cast(
+        "tuple[Any, ...]", rows[0])
     return Principal(user_id, username, full_name, SiteRef(site_id, code, name, timezone),
                      frozenset(row[7] for row in rows if row[7] is not None))
 
