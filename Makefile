@@ -55,9 +55,12 @@ load-tools:
 bench: $(STAMP) load-tools
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# Style, the layer contract (pyproject [tool.importlinter]) and static types on every
+# package ([tool.mypy] packages; its cache in .mypy_cache makes a second run quick).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

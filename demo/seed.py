@@ -36,6 +36,7 @@ from gmp_mes.cli import unit_of_work
 from gmp_mes.clock import utcnow
 from gmp_mes.models import Site, User
 from gmp_mes.signatures import SignatureInput
+from identity.models import Patient
 
 DEMO_PASSWORD = "demo-password-1"
 PROCESS = "CART-AUTO"
@@ -86,6 +87,13 @@ def _step_values(day: int = 1) -> dict[str, dict[str, Any]]:
         "cryopreservation": {"freeze_profile_ok": True, "end_temperature_c": -100.0,
                              "storage_temperature_c": -180.0},
     }
+
+
+def _wristband(patient: Patient) -> str:
+    """The item id of the patient's wristband (enrolment creates it)."""
+    if patient.wristband_item_id is None:
+        raise ValueError(f"patient {patient.coi_id} has no wristband")
+    return patient.wristband_item_id
 
 
 # The patients of the demo: (given, family, date of birth, MRN, treatment site, scenario).
@@ -161,7 +169,7 @@ class Demo:
     def sig(meaning: str, reason: str | None = None) -> SignatureInput:
         return SignatureInput(password=DEMO_PASSWORD, meaning=meaning, reason=reason)
 
-    def verifier(self) -> Any:
+    def verifier(self) -> batches_services.VerifierInput:
         return self.batches.VerifierInput(username="operator2", password=DEMO_PASSWORD)
 
     def print_label(self, item_id: str, username: str, workstation: str) -> None:
@@ -218,7 +226,7 @@ class Demo:
                 treatment_site=site,
             )
         self.summary.patients[patient.coi_id] = scenario
-        self.print_label(patient.wristband_item_id, clinician, f"{site}-WARD")
+        self.print_label(_wristband(patient), clinician, f"{site}-WARD")
         if scenario == "enrolled":
             return
         # Collected long enough ago that the starting material is still inside its
@@ -280,6 +288,8 @@ class Demo:
             if code == "expansion":
                 day += 1
             step = definition.step(code)
+            if step is None:
+                raise ValueError(f"step {code!r} is not in {batch.process_code}")
             values = {k: v for k, v in _step_values(day)[code].items()
                       if k == "bags" or step.parameter(k) is not None}
             if plan is not None and code == "expansion" and day == 2:
@@ -380,9 +390,8 @@ class Demo:
                                          location="Ward 4, bed 2", workstation=f"{site}-WARD")
         if scenario == "thawed":
             return  # waiting at the bedside, inside its post-thaw window
-        wristband = self.identity.get_patient(
-            self.s, self.batches.batch_coi(self.s, batch_number)
-        ).wristband_item_id
+        wristband = _wristband(self.identity.get_patient(
+            self.s, self.batches.batch_coi(self.s, batch_number)))
         patient_payload = self.labels.payload_for_item(self.s, wristband)
         product_payload = self.labels.payload_for_item(self.s, bag)
         with self.acting(clinician) as nurse:

@@ -19,10 +19,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 from zoneinfo import available_timezones
 
-from sqlalchemy import Connection, Row, bindparam, select, update
+from sqlalchemy import Connection, CursorResult, Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from gmp_mes import audit
@@ -413,13 +413,14 @@ def revoke_secret(session: Session, secret: str, reason: str) -> bool:
 def revoke_all(session: Session, user: User, reason: str) -> int:
     """End every open token and session of the user at once; the number ended."""
     now = utcnow()
-    ended = session.execute(
+    # An UPDATE's result is a CursorResult (with rowcount); Session.execute names the base.
+    ended = cast("CursorResult[Any]", session.execute(
         update(ApiToken)
         .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None),
                ApiToken.expires_at > now)
         .values(revoked_at=now, revoke_reason=reason[:200])
         .execution_options(synchronize_session=False)
-    ).rowcount or 0
+    )).rowcount or 0
     if ended:
         audit.record(session, "auth.revoked_all", "user", user.username,
                      new={"ended": ended, "reason": reason[:200]})
@@ -567,10 +568,12 @@ def principal_for_session(connection: Connection, secret: str) -> Principal | No
     return _principal(rows)
 
 
-def _principal(rows: Sequence[Row[Any]]) -> Principal | None:
+def _principal(rows: Sequence[Row[*tuple[Any, ...]]]) -> Principal | None:
     if not rows:
         return None
-    user_id, username, full_name, site_id, code, name, timezone, _ = rows[0]
+    # The columns selected, typed (mypy unpacks a Row as object).
+    user_id, username, full_name, site_id, code, name, timezone, _ = cast(
+        "tuple[Any, ...]", rows[0])
     return Principal(user_id, username, full_name, SiteRef(site_id, code, name, timezone),
                      frozenset(row[7] for row in rows if row[7] is not None))
 

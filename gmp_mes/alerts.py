@@ -14,7 +14,7 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Boolean,
@@ -260,7 +260,9 @@ def _insert_many(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int
     result = connection.exec_driver_sql(
         "SELECT id, cause FROM alert WHERE id > ? ORDER BY id", (before,)
     )
-    return [(id_, cause) for id_, cause in result if cause in causes]
+    # The columns selected, typed (mypy unpacks a Row as object).
+    found = cast("Iterable[tuple[int, str]]", result)
+    return [(id_, cause) for id_, cause in found if cause in causes]
 
 
 def raise_alert(session: Session, spec: AlertSpec) -> Alert | None:

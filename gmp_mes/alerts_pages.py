@@ -55,7 +55,7 @@ def alerts_page() -> str | tuple[str, int]:
     try:
         query = AlertQuerySchema().load(raw)
     except ValidationError as exc:
-        errors = {k: list(v) for k, v in exc.normalized_messages().items()}  # type: ignore[union-attr]
+        errors = {k: list(v) for k, v in exc.normalized_messages().items()}
         query = {}
     number, size = paging.requested(request.args)
     query = {k: v for k, v in query.items() if k not in ("limit", "offset")}
@@ -76,8 +76,8 @@ def alerts_page() -> str | tuple[str, int]:
 
 @bp.route("/alerts/<int:alert_id>/acknowledge", methods=["POST"])
 def acknowledge_page(alert_id: int) -> Response:
-    back = {k: request.form.get(f"back_{k}", "") for k in FILTERS}
-    back = {k: v for k, v in back.items() if v}
+    form = {k: request.form.get(f"back_{k}", "") for k in FILTERS}
+    back: dict[str, Any] = {k: v for k, v in form.items() if v}  # url_for's **values
     session = db_session()
     try:
         body = AcknowledgeSchema().load({"note": request.form.get("note") or None})

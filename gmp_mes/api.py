@@ -88,7 +88,7 @@ def change_password(body: dict[str, Any]) -> User:
 @roles_required()
 def me() -> User:
     """The authenticated user."""
-    return db_session().get(User, g.user.id)
+    return db_session().get_one(User, g.user.id)
 
 
 @blp.route("/users", methods=["GET"])

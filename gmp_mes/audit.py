@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import cache
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from sqlalchemy import Connection, event, inspect, select, text
 from sqlalchemy.orm import Session, object_session
@@ -38,6 +38,10 @@ from gmp_mes import registry
 from gmp_mes.clock import utcnow
 from gmp_mes.db import Base
 from gmp_mes.errors import DomainError
+
+if TYPE_CHECKING:
+    import psycopg
+    from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor
 
 GENESIS_HASH = "0" * 64
 # Arbitrary constant identifying the audit chain's advisory lock on PostgreSQL.
@@ -248,11 +252,24 @@ def _head_query() -> Any:
 COPY_THRESHOLD = 20
 
 
+def _driver(connection: Connection) -> DBAPIConnection:
+    """The driver's own connection under ``connection`` (same transaction)."""
+    raw = connection.connection.dbapi_connection
+    if raw is None:  # only once the pool has invalidated it
+        raise RuntimeError("the database connection was invalidated")
+    return raw
+
+
+def _psycopg(connection: Connection) -> psycopg.Connection[Any]:
+    """On PostgreSQL the driver is psycopg: COPY and server-side cursors are its own."""
+    return cast("psycopg.Connection[Any]", _driver(connection))
+
+
 def _insert_rows(connection: Connection, rows: list[tuple[int, str, str, str]]) -> None:
     """Straight to the driver: COPY for a PostgreSQL bulk append (thousands of events in
     one go); a plain INSERT otherwise, one round trip for the usual one or two events."""
     if connection.dialect.name == "postgresql" and len(rows) > COPY_THRESHOLD:
-        cursor = connection.connection.dbapi_connection.cursor()  # same transaction
+        cursor = _psycopg(connection).cursor()  # same transaction
         try:
             with cursor.copy("COPY audit_event (seq, record, prev_hash, hash) FROM STDIN") as copy:
                 for row in rows:
@@ -507,11 +524,13 @@ def verify_chain(
     linked to its hash. Every event's time stamp is also compared with its
     predecessor's: a step back is reported, the chain itself may still be intact.
     """
-    raw = connection.connection.dbapi_connection
     postgresql = connection.dialect.name == "postgresql"
-    cursor = raw.cursor(name="gmp_audit_verify") if postgresql else raw.cursor()
+    cursor: psycopg.ServerCursor[Any] | DBAPICursor
     if postgresql:
+        cursor = _psycopg(connection).cursor(name="gmp_audit_verify")
         cursor.itersize = batch
+    else:
+        cursor = _driver(connection).cursor()
     start = after or Anchor(0, GENESIS_HASH)
     start_at = ""
     if after is not None:

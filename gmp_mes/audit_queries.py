@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, select
 from sqlalchemy.engine import Connection
@@ -16,9 +16,12 @@ from gmp_mes import audit
 from gmp_mes.audit import format_time
 from gmp_mes.models import AuditEvent
 
+# Any select of (columns of) audit events: the filters keep its row type.
+_Statement = TypeVar("_Statement", bound="Select[*tuple[Any, ...]]")
+
 
 def _filtered(
-    statement: Select[Any],
+    statement: _Statement,
     *,
     entity_type: str | None = None,
     entity_id: str | None = None,
@@ -26,7 +29,7 @@ def _filtered(
     action: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-) -> Select[Any]:
+) -> _Statement:
     if entity_type:
         statement = statement.where(AuditEvent.entity_type == entity_type)
     if entity_id:

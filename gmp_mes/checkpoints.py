@@ -29,7 +29,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -116,7 +116,8 @@ def latest(connection: Connection) -> Checkpoint | None:
     row = connection.execute(
         text(f"SELECT {_COLUMNS} FROM audit_checkpoint ORDER BY number DESC LIMIT 1")
     ).first()
-    return Checkpoint(*row) if row else None
+    # The columns selected, typed (mypy unpacks a Row as object).
+    return Checkpoint(*cast("tuple[Any, ...]", row)) if row else None
 
 
 def write_checkpoint(session: Session, key: InstallationKey) -> Checkpoint | None:

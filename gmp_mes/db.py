@@ -136,7 +136,7 @@ class QueuedWriterConnection(sqlite3.Connection):
                 self._writers_fd = None
 
     def _release_writer_lock(self) -> None:
-        if self._holds_writer_lock:
+        if self._holds_writer_lock and self._writers_fd is not None:
             self._holds_writer_lock = False
             fcntl.flock(self._writers_fd, fcntl.LOCK_UN)
             _forget_owner(self._owner)

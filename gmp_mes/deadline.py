@@ -199,7 +199,9 @@ def install(engine: Engine, timeouts: Timeouts) -> Watchdog:
 
     # The pool's ping is a ``SELECT 1`` on an idle connection: if it does not come back
     # within the connect timeout the connection is dead, and a fresh one is tried at once.
-    dialect.do_ping = on_connection(dialect.do_ping, timeouts.connect or None)
+    # (setattr like the loops below: the dialect's methods are replaced on purpose.)
+    ping = on_connection(dialect.do_ping, timeouts.connect or None)
+    setattr(dialect, "do_ping", ping)  # noqa: B010
     for name in ("do_commit", "do_rollback"):
         setattr(dialect, name, on_connection(getattr(dialect, name)))
     for name in ("do_execute", "do_execute_no_params", "do_executemany"):

@@ -22,9 +22,11 @@ from flask import (
     session,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as BaseResponse
 
 from gmp_mes import edge, idempotency, signatures
 from gmp_mes.audit import Actor
@@ -53,7 +55,7 @@ class GmpFlask(Flask):
     failure rolls the whole unit of work back; it is run once more, and a second
     failure is answered 503 ``concurrent_update`` (:func:`handle_database_error`)."""
 
-    def dispatch_request(self) -> Any:  # type: ignore[override]
+    def dispatch_request(self) -> ResponseReturnValue:
         try:
             return self._dispatch_once()
         except DBAPIError as error:
@@ -64,7 +66,7 @@ class GmpFlask(Flask):
             idempotency.forget_claim()
             return self._dispatch_once()
 
-    def _dispatch_once(self) -> Any:
+    def _dispatch_once(self) -> ResponseReturnValue:
         _precheck_signers()
         replay = idempotency.claim()
         if replay is not None:
@@ -176,13 +178,13 @@ def roles_required(*roles: str) -> Callable[[F], F]:
     return decorate
 
 
-def _enforce_declared_roles() -> Response | None:
+def _enforce_declared_roles() -> BaseResponse | None:
     """Check the roles a view declares before anything else runs (body parsing included),
     so an unauthenticated or unauthorised caller learns nothing from validation errors."""
     view = current_app.view_functions.get(request.endpoint or "")
     roles = getattr(view, "required_roles", None)
     if roles is None:
-        return
+        return None
     user = current_user()
     if user is None and not request.path.startswith("/api/"):
         return redirect(url_for("pages.login", next=request.full_path.rstrip("?")))

@@ -30,10 +30,10 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from flask import Response, current_app, g, request
-from sqlalchemy import delete, select
+from flask import Flask, Response, current_app, g, request
+from sqlalchemy import CursorResult, Table, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -59,6 +59,8 @@ PARAMETER = {
     "description": DESCRIPTION,
     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
 }
+# Written in Core (no ORM session sync); declarative types ``__table__`` as a FromClause.
+_TABLE = cast(Table, IdempotencyKey.__table__)
 
 
 def _applies() -> bool:
@@ -85,11 +87,10 @@ def _find(session: Session, user_id: int, key: str) -> IdempotencyKey | None:
 
 
 def _claim_row(session: Session, values: dict[str, Any]) -> int | None:
-    table = IdempotencyKey.__table__
     statement = (
-        _insert(session)(table).values(**values)
+        _insert(session)(_TABLE).values(**values)
         .on_conflict_do_nothing(index_elements=["user_id", "key"])
-        .returning(table.c.id)
+        .returning(_TABLE.c.id)
     )
     return session.execute(statement).scalar()
 
@@ -174,8 +175,8 @@ def store(session: Session, response: Response) -> Response:
         return response
     kept = _not_kept() if g.get("idempotency_secret") else response
     session.execute(
-        IdempotencyKey.__table__.update()
-        .where(IdempotencyKey.__table__.c.id == claimed)
+        _TABLE.update()
+        .where(_TABLE.c.id == claimed)
         .values(**_values(kept))
     )
     return response
@@ -208,12 +209,11 @@ def forget_claim() -> None:
     g.pop("idempotency", None)
 
 
-def purge_job(app: Any) -> list[str]:
+def purge_job(app: Flask) -> list[str]:
     """Scheduler job: forget the answers older than :data:`KEEP`."""
-    table = IdempotencyKey.__table__
     with app.extensions["gmp_mes.db"].transaction() as session:
-        removed = session.execute(delete(table).where(
-            table.c.created_at < utcnow() - KEEP, table.c.status.is_not(None))).rowcount
+        removed = cast("CursorResult[Any]", session.execute(delete(_TABLE).where(
+            _TABLE.c.created_at < utcnow() - KEEP, _TABLE.c.status.is_not(None)))).rowcount
     return [f"idempotency: {removed} key(s) older than {KEEP.days} days forgotten"] \
         if removed else []
 

@@ -24,13 +24,13 @@ import ssl
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from flask import Flask
@@ -297,7 +297,8 @@ def due_deliveries(
         .order_by(Alert.id)
         .limit(limit)
     )
-    rows = session.execute(statement)
+    # The columns selected, typed (mypy unpacks a Row as object).
+    rows = cast("Iterable[tuple[int, int | None]]", session.execute(statement))
     return [Due(alert_id, channel, (attempt or 0) + 1) for alert_id, attempt in rows]
 
 

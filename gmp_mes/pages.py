@@ -289,7 +289,7 @@ def audit_trail() -> str | tuple[str, int]:
     anchor = audit.head(s.connection())
     shown = {k: (request.args.get(k) or "").strip() for k in (*AUDIT_TEXT_FILTERS, "since",
                                                                "until")}
-    links = {k: v for k, v in shown.items() if v}
+    links: dict[str, Any] = {k: v for k, v in shown.items() if v}  # url_for's **values
     page = render_template(
         "audit.html", rows=rows, filters=shown, errors=errors, anchor=anchor,
         zone=tz.key, local=lambda value: localtime.local(value, tz, seconds=True),

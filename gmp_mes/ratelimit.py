@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from limits import RateLimitItem, parse
 from limits.storage import Storage
@@ -25,6 +25,9 @@ from sqlalchemy.exc import DBAPIError
 
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 _INCR = text(
     "INSERT INTO rate_limit (key, hits, expires_at) VALUES (:key, :amount, :expires) "
@@ -71,10 +74,9 @@ class DatabaseStorage(Storage):
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         now = _now()
-        hits = self.connection.execute(
+        return int(self.connection.execute(
             _INCR, {"key": key, "amount": amount, "expires": now + expiry, "now": now}
-        ).scalar_one()
-        return int(hits)
+        ).scalar_one())
 
     def get(self, key: str) -> int:
         row = self.connection.execute(_GET, {"key": key, "now": _now()}).first()
@@ -153,7 +155,7 @@ class Limits:
 DEFAULT = Limits.of("3 per 5 minutes", "30 per 5 minutes")
 
 
-def job(app: Any) -> list[str]:
+def job(app: Flask) -> list[str]:
     """Scheduler job: drop the counters of ended windows (in a transaction of its own,
     which never waits for a lock)."""
     with app.extensions["gmp_mes.db"].transaction(actor=Actor.system("scheduler")) as s:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import bindparam, inspect, select, text
 from sqlalchemy.orm import Session, lazyload
@@ -115,11 +115,11 @@ def _differences_of(
     )
     for obj in rows:
         key = obj.audit_key()
-        audited = state.pop(key, MISSING)
-        if audited is MISSING:
+        if key not in state:
             yield Difference(entity_type, key, None, None,
                              "exists but has no audit event (written outside the application)")
             continue
+        audited = state.pop(key)
         if audited is None:
             yield Difference(entity_type, key, None, None,
                              "exists although the audit trail recorded its deletion")
@@ -140,7 +140,8 @@ def differences_since(session: Session, after_seq: int, chunk: int = 500
         text("SELECT DISTINCT entity_type, entity_id FROM audit_event WHERE seq > :s "
              "AND action IN ('create', 'update', 'delete')"), {"s": after_seq})
     by_type: dict[str, list[str]] = {}
-    for entity_type, entity_id in touched:
+    # The columns selected, typed (mypy unpacks a Row as object).
+    for entity_type, entity_id in cast("Iterable[tuple[str, str]]", touched):
         if entity_type in models:
             by_type.setdefault(entity_type, []).append(entity_id)
     for entity_type, ids in sorted(by_type.items()):

@@ -25,12 +25,16 @@ from datetime import date, datetime
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    # Types only: accounts imports audit, which imports this module.
     from flask import Flask
     from flask_smorest import Api
+    from markupsafe import Markup
     from sqlalchemy.orm import Session
+
+    from gmp_mes.accounts import Principal
 
 ENTRY_POINT_GROUP = "gmp_mes.domains"
 
@@ -93,12 +97,13 @@ def order_domains(domains: dict[str, Domain]) -> list[Domain]:
 # --- per-application registrations ----------------------------------------------------
 
 InitHook = Callable[["Flask", "Session"], list[str]]
-Job = Callable[["Flask"], Any]
+# A scheduler job: ``job(app) -> lines describing what it changed``.
+Job = Callable[["Flask"], list[str]]
 # A dashboard panel: ``panel(session, user) -> (title, html) | None``.
-Panel = Callable[["Session", Any], "tuple[str, Any] | None"]
+Panel = Callable[["Session", "Principal"], "tuple[str, Markup] | None"]
 # A header search resolver: ``resolver(session, user, text) -> url | None`` (or raises a
 # DomainError the search page shows).
-SearchResolver = Callable[["Session", Any, str], "str | None"]
+SearchResolver = Callable[["Session", "Principal", str], "str | None"]
 
 
 @dataclass(frozen=True)

@@ -266,6 +266,6 @@ class AuditEventSchema(Schema):
     entity_type = fields.String()
     entity_id = fields.String()
     reason = fields.String(allow_none=True)
-    record = fields.Raw()
+    record: fields.Field = fields.Raw()  # the API's own schema reads it as JSON
     hash = fields.String()
     prev_hash = fields.String()

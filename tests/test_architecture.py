@@ -1,5 +1,6 @@
-"""The import graph (issue 16): domains layered by the contract in pyproject.toml, no
-import cycle among the modules of the core and the domains."""
+"""The import graph (issue 16): domains layered by the contract in pyproject.toml (every
+import, types-only ones too), no runtime import cycle among the modules of the core and
+the domains (an ``if TYPE_CHECKING:`` import names a type and runs nothing)."""
 
 from __future__ import annotations
 
@@ -105,7 +106,17 @@ def test_tarjan_finds_a_loop():
 
 @pytest.fixture(scope="module")
 def graph() -> grimp.ImportGraph:
-    return grimp.build_graph(*PACKAGES, cache_dir=None)
+    """What runs: imports under ``if TYPE_CHECKING:`` are left out."""
+    return grimp.build_graph(*PACKAGES, cache_dir=None, exclude_type_checking_imports=True)
+
+
+def test_the_runtime_graph_leaves_out_type_only_imports(graph):
+    # registry names accounts.Principal for its seams' types only (accounts -> audit ->
+    # registry at run time); the contract above still sees the type-only edge.
+    assert not graph.direct_import_exists(importer="gmp_mes.registry",
+                                          imported="gmp_mes.accounts")
+    full = grimp.build_graph("gmp_mes", cache_dir=None)
+    assert full.direct_import_exists(importer="gmp_mes.registry", imported="gmp_mes.accounts")
 
 
 def test_no_import_cycle_in_the_core(graph):

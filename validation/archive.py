@@ -20,7 +20,7 @@ import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import inspect, text
 from sqlalchemy.orm import Session
@@ -116,7 +116,8 @@ def involved_events(session: Session, keys: Iterable[str]) -> list[dict[str, Any
     connection = session.connection()
     found: dict[int, dict[str, Any]] = {}
     created: set[tuple[str, str]] = set()
-    wanted, looked = set(keys), set()
+    wanted: set[str] = set(keys)
+    looked: set[str] = set()
     for _ in range(MAX_ROUNDS):
         todo = wanted - looked
         if not todo:
@@ -130,10 +131,12 @@ def involved_events(session: Session, keys: Iterable[str]) -> list[dict[str, Any
                 if not entity_id.isdigit():
                     wanted.add(entity_id)
     for entity_type, entity_id in sorted(created):
-        for seq, record, prev_hash, hash_ in connection.execute(
-                text("SELECT seq, record, prev_hash, hash FROM audit_event "
-                     "WHERE entity_type = :t AND entity_id = :i"),
-                {"t": entity_type, "i": entity_id}):
+        # The columns selected, typed (mypy unpacks a Row as object).
+        events = cast("Iterable[tuple[int, str, str, str]]", connection.execute(
+            text("SELECT seq, record, prev_hash, hash FROM audit_event "
+                 "WHERE entity_type = :t AND entity_id = :i"),
+            {"t": entity_type, "i": entity_id}))
+        for seq, record, prev_hash, hash_ in events:
             found.setdefault(seq, {"seq": seq, "record": record, "prev_hash": prev_hash,
                                    "hash": hash_})
     return [found[seq] for seq in sorted(found)]

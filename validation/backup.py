@@ -163,7 +163,7 @@ def _pg_backup(db: Database, target: Path, progress: Progress | None) -> dict[st
     pg_dump = _tool("pg_dump")
     conninfo, env = libpq(db.url)
     with db.engine.connect().execution_options(isolation_level="REPEATABLE READ") as c:
-        snapshot = c.execute(text("SELECT pg_export_snapshot()")).scalar_one()
+        snapshot: str = c.execute(text("SELECT pg_export_snapshot()")).scalar_one()
         info = describe(c)
         if progress:
             progress(0, 1)

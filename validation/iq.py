@@ -265,6 +265,7 @@ def check_settings(settings: Settings) -> tuple[bool, str]:
 
 
 def check_database(engine: Engine) -> tuple[bool, str]:
+    version: str
     with engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             version = connection.execute(text("SHOW server_version")).scalar_one()
