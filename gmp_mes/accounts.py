@@ -8,6 +8,10 @@ administrator set is one-time. 21 CFR 11.300(d): failed attempts are recorded, r
 limited per account and per client, lock the account, and are reported to admins at
 once. Annex 11 §12: tokens and sessions are revocable on the server, and end when the
 account is deactivated or locked or its password changes.
+
+Longer than 500 lines on purpose: login, lockout, password policy and sessions are one
+state machine of the account (a lockout, a deactivation or a password change ends every
+session and token), kept in one module so that no path changes one without the others.
 """
 
 from __future__ import annotations

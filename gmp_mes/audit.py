@@ -11,6 +11,10 @@ Each event's hash covers the previous event's hash and its own canonical JSON.
 Writers are serialised while they extend the chain: a transaction-scoped
 advisory lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite.
 
+Longer than 500 lines on purpose: the capture hooks, the chain append, its verification
+and the clock guard share the canonical form and the lock; split, the rule that an event
+is hashed exactly as it is verified would live in two places.
+
 Lock order: the chain lock is the last lock a transaction takes, just before
 COMMIT, after every row lock of its work. A transaction holding it waits for
 nothing else, so it can never close a deadlock cycle with a scan or any other

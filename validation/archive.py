@@ -25,8 +25,11 @@ from typing import Any, cast
 from sqlalchemy import inspect, text
 from sqlalchemy.orm import Session
 
+from batches import export
+from batches import services as batches
 from gmp_mes import audit
 from gmp_mes.clock import utcnow
+from identity import services as identity
 from validation import signing
 
 FORMAT = "gmp-mes archive 1"
@@ -169,8 +172,6 @@ def _json_bytes(value: Any) -> bytes:
 
 
 def batch_contents(session: Session, batch_number: str) -> Involved:
-    from batches import export
-
     pdf, _ = export.export_batch(session, batch_number, "pdf")
     data, _ = export.export_batch(session, batch_number, "json")
     record = json.loads(data)
@@ -183,9 +184,6 @@ def batch_contents(session: Session, batch_number: str) -> Involved:
 
 
 def patient_contents(session: Session, coi_id: str) -> Involved:
-    from batches import services as batches
-    from identity import services as identity
-
     patient = identity.get_patient(session, coi_id.strip().upper())
     coi = patient.coi_id
     items = identity.items_of_coi(session, coi)

@@ -42,6 +42,8 @@ from sqlalchemy.engine import URL, make_url
 from gmp_mes import audit
 from gmp_mes.clock import utcnow
 from gmp_mes.db import Database, QueuedWriterConnection
+from labels import services as labels
+from labels.services import SigningKeyUnavailable
 from validation import signing
 
 FORMAT = "gmp-mes backup 1"
@@ -76,8 +78,6 @@ def describe(connection: Connection) -> dict[str, Any]:
     """What a backup holds, read in the transaction (snapshot) that is backed up."""
     head = audit.head(connection)
     from sqlalchemy.orm import Session
-
-    from labels import services as labels
 
     with Session(bind=connection) as session:  # same connection: same snapshot
         key_ids = sorted(labels.signing_key_ids(session))
@@ -202,8 +202,6 @@ def backup(db: Database, out: Path, *, actor: audit.Actor,
             "payload_bytes": payload.stat().st_size,
             **info,
         }
-        from labels.services import SigningKeyUnavailable
-
         try:
             description = signing.sign_document(description, signing.installation_key())
         except SigningKeyUnavailable as exc:

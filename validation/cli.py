@@ -23,6 +23,7 @@ from gmp_mes.cli import (
     unit_of_work,
 )
 from gmp_mes.errors import DomainError
+from labels.services import SigningKeyUnavailable
 
 
 def _settings() -> Any:
@@ -237,7 +238,6 @@ def backup_command(out: Path) -> None:
 @handles_errors
 def restore_command(file: Path) -> None:
     """Restore a backup into the configured, empty database, then verify its audit trail."""
-    from labels.services import SigningKeyUnavailable
     from validation import backup, signing
 
     try:

@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gmp_mes import audit
 from gmp_mes.clock import utcnow
 from gmp_mes.settings import FIN_PATTERN, Settings
+from labels.services import SigningKeyUnavailable
 from validation import signing
 
 RECORD_KIND = "installation qualification"
@@ -315,8 +316,6 @@ def save_record(record: dict[str, Any], settings: Settings) -> tuple[Path, dict[
     """Sign (when the key is usable) and write the record; returns its path and content."""
     import json
 
-    from labels.services import SigningKeyUnavailable
-
     try:
         signed = signing.sign_document(record, signing.installation_key())
     except SigningKeyUnavailable as exc:
@@ -348,8 +347,6 @@ def last_record(settings: Settings) -> StoredRecord | None:
         content = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         return StoredRecord(path, {}, f"unreadable: {exc}")
-    from labels.services import SigningKeyUnavailable
-
     try:
         trusted = signing.installation_public_keys()
     except SigningKeyUnavailable as exc:

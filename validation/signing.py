@@ -24,6 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from labels import services
+
 
 def canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"),
@@ -43,15 +45,11 @@ def public_pem(public_key: Ed25519PublicKey) -> str:
 
 def installation_key() -> Ed25519PrivateKey:
     """The installation's current signing key (raises labels' SigningKeyUnavailable)."""
-    from labels import services
-
     return services.keyring().private_key
 
 
 def installation_public_keys() -> list[Ed25519PublicKey]:
     """Current and retired public keys: everything that ever signed here and is kept."""
-    from labels import services
-
     return list(services.keyring().public_keys)
 
 
