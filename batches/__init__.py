@@ -26,12 +26,13 @@ def init_app(app: Flask, api: Api) -> None:
     from batches import api as batches_api
     from batches import cli, pages, services
     from gmp_mes import registry
-    from gmp_mes.registry import add_dashboard_panel, add_job, add_nav, add_search
+    from gmp_mes.registry import NavGroup, add_dashboard_panel, add_job, add_nav, add_search
 
     api.register_blueprint(batches_api.blp)
     app.register_blueprint(pages.bp)
     app.cli.add_command(cli.export_group)
-    add_nav(app, "batches.batch_list", "Batches", ("operator", "qc", "qa", "admin"))
+    add_nav(app, "batches.batch_list", "Batches", ("operator", "qc", "qa", "admin"),
+            group=NavGroup.WORK)
     add_dashboard_panel(app, pages.dashboard_panel)
     add_search(app, pages.search_target)
     add_job(app, _deviation_job)

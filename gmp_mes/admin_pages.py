@@ -29,7 +29,7 @@ from gmp_mes import accounts, audit
 from gmp_mes.errors import AlreadyExists, DomainError, NotFound, ValidationFailed
 from gmp_mes.http import db_session, roles_required
 from gmp_mes.models import Role, SiteKind
-from gmp_mes.registry import add_nav
+from gmp_mes.registry import NavGroup, add_nav
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
 
@@ -38,8 +38,8 @@ MAX_REASON = 500
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
-    add_nav(app, "admin.users", "Users", ("admin",))
-    add_nav(app, "admin.sites", "Sites", ("admin",))
+    add_nav(app, "admin.users", "Users", ("admin",), group=NavGroup.ADMIN)
+    add_nav(app, "admin.sites", "Sites", ("admin",), group=NavGroup.ADMIN)
 
 
 def _errors_of(exc: DomainError, fallback: str) -> dict[str, list[str]]:

@@ -19,7 +19,7 @@ from gmp_mes.alerts_api import AcknowledgeSchema, AlertQuerySchema
 from gmp_mes.clock import utcnow
 from gmp_mes.errors import DomainError, Unauthenticated
 from gmp_mes.http import current_user, db_session
-from gmp_mes.registry import add_dashboard_panel, add_nav
+from gmp_mes.registry import NavGroup, add_dashboard_panel, add_nav
 
 bp = Blueprint("alerts", __name__, template_folder="templates")
 FILTERS = ("status", "site", "kind")
@@ -118,6 +118,6 @@ def expiring_soon_panel(session: Session, user: Principal) -> tuple[str, Markup]
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
-    add_nav(app, "alerts.alerts_page", "Alerts")
+    add_nav(app, "alerts.alerts_page", "Alerts", group=NavGroup.ALERTS)
     add_dashboard_panel(app, open_alerts_panel)
     add_dashboard_panel(app, expiring_soon_panel)

@@ -10,7 +10,7 @@ from gmp_mes import clockwatch
 from gmp_mes.clock import utcnow
 from gmp_mes.errors import DomainError
 from gmp_mes.http import db_session, roles_required
-from gmp_mes.registry import add_nav
+from gmp_mes.registry import NavGroup, add_nav
 
 bp = Blueprint("clock_pages", __name__, url_prefix="/admin", template_folder="templates")
 MAX_REASON = 500
@@ -18,7 +18,7 @@ MAX_REASON = 500
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
-    add_nav(app, "clock_pages.clock", "Clock", ("admin",))
+    add_nav(app, "clock_pages.clock", "Clock", ("admin",), group=NavGroup.ADMIN)
 
 
 @bp.route("/clock")

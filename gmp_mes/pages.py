@@ -101,7 +101,7 @@ def _navigation() -> dict[str, Any]:
     user = current_user()
     visible = [
         (entry.endpoint, entry.label)
-        for entry in registry.of(current_app).nav
+        for entry in registry.navigation(current_app)
         if user is not None and (not entry.roles or user.has_role(*entry.roles))
     ]
     return {"nav_entries": visible}

@@ -18,6 +18,7 @@ installed distribution (``pyproject.toml``); the core names no domain.
 
 from __future__ import annotations
 
+import enum
 import graphlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -106,11 +107,23 @@ Panel = Callable[["Session", "Principal"], "tuple[str, Markup] | None"]
 SearchResolver = Callable[["Session", "Principal", str], "str | None"]
 
 
+class NavGroup(enum.IntEnum):
+    """Where a page sits in the navigation bar: by the work people do, not by the order
+    the domains happen to register in (within a group, registration order)."""
+
+    ALERTS = 0
+    FLOOR = 10  # the scan station, the bedside, patients, collections
+    WORK = 20  # batches, labels
+    QUALITY = 30  # QC, release, process approval
+    ADMIN = 40  # users, sites, label setup, validation, clock
+
+
 @dataclass(frozen=True)
 class NavEntry:
     endpoint: str
     label: str
     roles: tuple[str, ...] = ()
+    group: NavGroup = NavGroup.WORK
 
 
 @dataclass
@@ -132,9 +145,15 @@ def of(app: Flask) -> AppRegistry:
     return registry
 
 
-def add_nav(app: Flask, endpoint: str, label: str, roles: tuple[str, ...] = ()) -> None:
+def add_nav(app: Flask, endpoint: str, label: str, roles: tuple[str, ...] = (),
+            group: NavGroup = NavGroup.WORK) -> None:
     """A page in the navigation bar, shown to the roles named (everyone when none)."""
-    of(app).nav.append(NavEntry(endpoint, label, roles))
+    of(app).nav.append(NavEntry(endpoint, label, roles, group))
+
+
+def navigation(app: Flask) -> list[NavEntry]:
+    """The bar's entries: by group, then in registration order."""
+    return sorted(of(app).nav, key=lambda entry: entry.group)
 
 
 def add_dashboard_panel(app: Flask, panel: Panel) -> None:

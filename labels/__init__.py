@@ -29,7 +29,7 @@ def _ensure_signing_key(app: Flask, session: Session) -> list[str]:
 
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands and jobs."""
-    from gmp_mes.registry import add_init_hook, add_job, add_nav
+    from gmp_mes.registry import NavGroup, add_init_hook, add_job, add_nav
     from labels import api as labels_api
     from labels import cli, pages, services
 
@@ -40,8 +40,9 @@ def init_app(app: Flask, api: Api) -> None:
     api.register_blueprint(labels_api.blp)
     app.register_blueprint(pages.bp)
     _register_installation_key(app)
-    add_nav(app, "labels_pages.sheet_page", "Labels", ("operator", "clinician"))
-    add_nav(app, "labels_pages.setup_page", "Label setup", ("admin",))
+    add_nav(app, "labels_pages.sheet_page", "Labels", ("operator", "clinician"),
+            group=NavGroup.WORK)
+    add_nav(app, "labels_pages.setup_page", "Label setup", ("admin",), group=NavGroup.ADMIN)
     app.jinja_env.globals["label_printers"] = pages.site_printers
 
 

@@ -24,7 +24,7 @@ def _load_definitions(app: Flask, session: Session) -> list[str]:
 
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, page, CLI group and init hook."""
-    from gmp_mes.registry import add_init_hook, add_nav
+    from gmp_mes.registry import NavGroup, add_init_hook, add_nav
     from processes import api as processes_api
     from processes import cli, pages
 
@@ -32,4 +32,4 @@ def init_app(app: Flask, api: Api) -> None:
     app.register_blueprint(pages.bp)
     app.cli.add_command(cli.processes_group)
     add_init_hook(app, _load_definitions)
-    add_nav(app, "processes.process_list", "Processes", ("qa", "admin"))
+    add_nav(app, "processes.process_list", "Processes", ("qa", "admin"), group=NavGroup.QUALITY)

@@ -12,14 +12,14 @@ REQUIRES: tuple[str, ...] = ("batches", "identity")
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands and jobs."""
     from gmp_mes import registry
-    from gmp_mes.registry import add_dashboard_panel, add_job, add_nav
+    from gmp_mes.registry import NavGroup, add_dashboard_panel, add_job, add_nav
     from qc import api as qc_api
     from qc import pages, services, sweep
 
     api.register_blueprint(qc_api.blp)
     app.register_blueprint(pages.bp)
-    add_nav(app, "qc.work_list", "QC", ("qc",))
-    add_nav(app, "qc.release_page", "Release", ("qa",))
+    add_nav(app, "qc.work_list", "QC", ("qc",), group=NavGroup.QUALITY)
+    add_nav(app, "qc.release_page", "Release", ("qa",), group=NavGroup.QUALITY)
     add_dashboard_panel(app, pages.qc_panel)
     add_dashboard_panel(app, pages.release_panel)
     add_job(app, sweep.job)  # qc_overdue alerts

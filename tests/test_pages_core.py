@@ -108,3 +108,15 @@ def test_role_protected_page_redirects_anonymous_users_to_login(client) -> None:
     response = client.get("/audit", headers={"Accept": "text/html"})
     assert response.status_code == 302
     assert "/login?next=/audit" in response.headers["Location"]
+
+
+def test_navigation_follows_the_work_not_the_registration_order(app) -> None:
+    """The bar reads as the work goes (floor, manufacturing, quality, administration),
+    whatever order the domains register in (labels and processes register first)."""
+    from gmp_mes import registry
+
+    entries = registry.navigation(app)
+    assert [e.group for e in entries] == sorted(e.group for e in entries)
+    labels = [e.label for e in entries]
+    assert labels.index("Scan") < labels.index("Labels") < labels.index("Processes")
+    assert labels.index("Release") < labels.index("Users")

@@ -13,9 +13,9 @@ REQUIRES: tuple[str, ...] = ("batches", "identity", "labels")
 
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's pages and CLI commands (it has no API and no jobs)."""
-    from gmp_mes.registry import add_nav
+    from gmp_mes.registry import NavGroup, add_nav
     from validation import cli, pages
 
     cli.register(app)
     app.register_blueprint(pages.bp)
-    add_nav(app, "validation.iq_page", "Validation", ("admin",))
+    add_nav(app, "validation.iq_page", "Validation", ("admin",), group=NavGroup.ADMIN)
