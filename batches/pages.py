@@ -20,10 +20,10 @@ from batches import export, record, services
 from batches.models import ACTIVE_BATCH_STATUSES, BatchStatus
 from gmp_mes import paging
 from gmp_mes.accounts import Person
-from gmp_mes.errors import DomainError
+from gmp_mes.errors import DomainError, ValidationFailed
 from gmp_mes.http import db_session, roles_required, undo_failed_form
 from gmp_mes.models import Meaning
-from gmp_mes.schemas import form_number
+from gmp_mes.schemas import DecimalSeparatorRefused, form_number
 from gmp_mes.signatures import SignatureInput
 from processes.definitions import ParamType
 
@@ -63,6 +63,7 @@ def _form_values(batch_number: str, step_code: str) -> dict[str, Any]:
     batch = services.get_batch(db_session(), batch_number)
     step = services.definition_of_batch(batch).step(step_code)
     values: dict[str, Any] = {}
+    refused: dict[str, list[str]] = {}
     if step is None:
         return values
     for param in step.parameters:
@@ -72,7 +73,11 @@ def _form_values(batch_number: str, step_code: str) -> dict[str, Any]:
         if param.type == ParamType.BOOLEAN:
             values[param.code] = {"yes": True, "no": False}.get(raw, raw)
         elif param.numeric:
-            number = form_number(raw)
+            try:
+                number = form_number(raw, g.user.site.decimal_separator)
+            except DecimalSeparatorRefused as exc:
+                refused[f"values.{param.code}"] = [str(exc)]
+                continue
             integral = isinstance(number, float) and number.is_integer()
             values[param.code] = (int(number) if param.type == ParamType.INTEGER
                                   and isinstance(number, float) and integral else number)
@@ -82,6 +87,10 @@ def _form_values(batch_number: str, step_code: str) -> dict[str, Any]:
         raw_bags = request.form.get("bags", "").strip()
         if raw_bags:
             values["bags"] = int(raw_bags) if raw_bags.isdigit() else raw_bags
+    if refused:
+        # Before the service: "1,234" at a point site is never guessed (issue 15).
+        raise ValidationFailed("a number is not written as this site writes numbers",
+                               errors=refused)
     return values
 
 

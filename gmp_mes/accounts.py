@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from gmp_mes import audit
 from gmp_mes.alerts import AlertSpec, raise_alert
 from gmp_mes.clock import utcnow
+from gmp_mes.db import lock_rows
 from gmp_mes.errors import (
     AccountInactive,
     AccountLocked,
@@ -44,7 +45,16 @@ from gmp_mes.errors import (
     RateLimited,
     ValidationFailed,
 )
-from gmp_mes.models import ApiToken, CredentialKind, Role, Site, SiteKind, User, UserRole
+from gmp_mes.models import (
+    ApiToken,
+    CredentialKind,
+    DecimalSeparator,
+    Role,
+    Site,
+    SiteKind,
+    User,
+    UserRole,
+)
 from gmp_mes.passwords import (
     MIN_LENGTH,
     check_password,
@@ -91,7 +101,8 @@ def client_of(session: Session) -> str | None:
 
 
 def create_site(
-    session: Session, code: str, *, kind: str, name: str, timezone: str = "UTC"
+    session: Session, code: str, *, kind: str, name: str, timezone: str = "UTC",
+    decimal_separator: str = DecimalSeparator.POINT.value,
 ) -> Site:
     code = code.strip().upper()
     errors: dict[str, list[str]] = {}
@@ -106,13 +117,35 @@ def create_site(
     if timezone not in _timezones():
         # Pages and labels show the site's local time: an unknown zone would break them.
         errors["timezone"] = ["must be an IANA time zone such as Europe/Berlin or UTC"]
+    if decimal_separator not in _SEPARATORS:
+        errors["decimal_separator"] = [SEPARATOR_MESSAGE]
     if errors:
         raise ValidationFailed("invalid site", errors=errors)
     if session.scalar(select(Site).where(Site.code == code)):
         raise AlreadyExists(f"site {code} already exists")
-    site = Site(code=code, kind=kind, name=name.strip(), timezone=timezone)
+    site = Site(code=code, kind=kind, name=name.strip(), timezone=timezone,
+                decimal_separator=decimal_separator)
     session.add(site)
     session.flush()
+    return site
+
+
+_SEPARATORS = frozenset(s.value for s in DecimalSeparator)
+SEPARATOR_MESSAGE = 'must be "." (decimal point) or "," (decimal comma)'
+
+
+def set_decimal_separator(session: Session, code: str, separator: str) -> Site:
+    """How the site's people write decimals in page forms (issue 15); the point is always
+    accepted as well. Audited as an update of the site (its after-flush event)."""
+    if separator not in _SEPARATORS:
+        raise ValidationFailed("invalid decimal separator",
+                               errors={"decimal_separator": [SEPARATOR_MESSAGE]})
+    site = session.scalar(lock_rows(select(Site).where(Site.code == code.strip().upper()), Site))
+    if site is None:
+        raise NotFound(f"site {code} not found")
+    if site.decimal_separator != separator:
+        site.decimal_separator = separator
+        session.flush()
     return site
 
 
@@ -520,6 +553,7 @@ class SiteRef:
     code: str
     name: str
     timezone: str
+    decimal_separator: str = DecimalSeparator.POINT.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,7 +579,7 @@ _user, _site, _token, _role = (User.__table__, Site.__table__, ApiToken.__table_
                                UserRole.__table__)
 _PRINCIPAL = (
     select(_user.c.id, _user.c.username, _user.c.full_name, _site.c.id, _site.c.code,
-           _site.c.name, _site.c.timezone, _role.c.role)
+           _site.c.name, _site.c.timezone, _site.c.decimal_separator, _role.c.role)
     .select_from(_user.join(_site, _site.c.id == _user.c.site_id)
                  .outerjoin(_role, _role.c.user_id == _user.c.id))
     .where(_user.c.active.is_(True), _user.c.locked_at.is_(None))
@@ -576,10 +610,11 @@ def _principal(rows: Sequence[Row[*tuple[Any, ...]]]) -> Principal | None:
     if not rows:
         return None
     # The columns selected, typed (mypy unpacks a Row as object).
-    user_id, username, full_name, site_id, code, name, timezone, _ = cast(
+    user_id, username, full_name, site_id, code, name, timezone, separator, _ = cast(
         "tuple[Any, ...]", rows[0])
-    return Principal(user_id, username, full_name, SiteRef(site_id, code, name, timezone),
-                     frozenset(row[7] for row in rows if row[7] is not None))
+    return Principal(user_id, username, full_name,
+                     SiteRef(site_id, code, name, timezone, separator),
+                     frozenset(row[8] for row in rows if row[8] is not None))
 
 
 def unlock_user(session: Session, username: str) -> User:

@@ -28,7 +28,7 @@ from werkzeug.wrappers import Response
 from gmp_mes import accounts, audit
 from gmp_mes.errors import AlreadyExists, DomainError, NotFound, ValidationFailed
 from gmp_mes.http import db_session, roles_required
-from gmp_mes.models import Role, SiteKind
+from gmp_mes.models import DecimalSeparator, Role, SiteKind
 from gmp_mes.registry import NavGroup, add_nav
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
@@ -218,7 +218,8 @@ def sites() -> str | Response | tuple[str, int]:
     errors: dict[str, list[str]] = {}
     if request.method == "POST":
         form = {
-            key: request.form.get(key, "").strip() for key in ("code", "kind", "name", "timezone")
+            key: request.form.get(key, "").strip()
+            for key in ("code", "kind", "name", "timezone", "decimal_separator")
         }
         try:
             site = accounts.create_site(
@@ -227,6 +228,7 @@ def sites() -> str | Response | tuple[str, int]:
                 kind=form["kind"],
                 name=form["name"],
                 timezone=form["timezone"] or default_zone,
+                decimal_separator=form["decimal_separator"] or DecimalSeparator.POINT.value,
             )
         except AlreadyExists as exc:
             s.rollback()
@@ -243,4 +245,25 @@ def sites() -> str | Response | tuple[str, int]:
         form=form,
         errors=errors,
         kinds=[k.value for k in SiteKind],
+        separators=SEPARATOR_NAMES,
     ), (422 if errors else 200)
+
+
+SEPARATOR_NAMES = {DecimalSeparator.POINT.value: "decimal point (1.5)",
+                   DecimalSeparator.COMMA.value: "decimal comma (1,5)"}
+
+
+@bp.route("/sites/<code>/decimal-separator", methods=["POST"])
+@roles_required("admin")
+def site_decimal_separator(code: str) -> Response:
+    """How the site's people write decimals in page forms (the point is always taken)."""
+    s = db_session()
+    try:
+        site = accounts.set_decimal_separator(s, code, request.form.get("decimal_separator", ""))
+    except DomainError as exc:
+        s.rollback()
+        flash(f"Not changed: {exc.detail}", "error")
+    else:
+        flash(f"Site {site.code} writes decimals with a "
+              f"{SEPARATOR_NAMES[site.decimal_separator]}.", "ok")
+    return redirect(url_for("admin.sites"))

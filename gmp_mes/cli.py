@@ -25,7 +25,7 @@ from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
 from gmp_mes.db import Database
 from gmp_mes.errors import DomainError
-from gmp_mes.models import Role, SiteKind
+from gmp_mes.models import DecimalSeparator, Role, SiteKind
 from gmp_mes.settings import SettingsError
 
 
@@ -137,12 +137,17 @@ def sites_group() -> None:
 @click.option("--kind", required=True, type=click.Choice([k.value for k in SiteKind]))
 @click.option("--name", required=True)
 @click.option("--timezone", default=None, help="IANA zone for pages and labels")
+@click.option("--decimal-separator", "decimal_separator", default=".", show_default=True,
+              type=click.Choice([s.value for s in DecimalSeparator]),
+              help="how the site's people write decimals in forms (a point is always taken)")
 @with_appcontext
-def sites_create(code: str, kind: str, name: str, timezone: str | None) -> None:
+def sites_create(code: str, kind: str, name: str, timezone: str | None,
+                 decimal_separator: str) -> None:
     """Create a site."""
     zone = timezone or current_app.config["GMP_SETTINGS"].timezone
     with unit_of_work() as session:
-        site = accounts.create_site(session, code, kind=kind, name=name, timezone=zone)
+        site = accounts.create_site(session, code, kind=kind, name=name, timezone=zone,
+                                    decimal_separator=decimal_separator)
         click.echo(f"site {site.code} created ({site.kind})")
 
 

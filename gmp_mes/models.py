@@ -37,6 +37,14 @@ class SiteKind(enum.StrEnum):
     TREATMENT = "treatment"
 
 
+class DecimalSeparator(enum.StrEnum):
+    """How a site's people write decimals in page forms (issue 15); the point is always
+    accepted too (ISO 80000)."""
+
+    POINT = "."
+    COMMA = ","
+
+
 class Meaning(enum.StrEnum):
     """Meanings of an electronic signature (21 CFR 11.50(a)(3))."""
 
@@ -51,7 +59,11 @@ class Meaning(enum.StrEnum):
 
 class Site(Audited, Base):
     __tablename__ = "site"
-    __table_args__ = (CheckConstraint(check_in("kind", SiteKind), name="kind"),)
+    __table_args__ = (
+        CheckConstraint(check_in("kind", SiteKind), name="kind"),
+        CheckConstraint(check_in("decimal_separator", DecimalSeparator),
+                        name="decimal_separator"),
+    )
     audit_entity = "site"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -59,6 +71,7 @@ class Site(Audited, Base):
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(20))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    decimal_separator: Mapped[str] = mapped_column(String(1), default=".", server_default=".")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def audit_key(self) -> str:

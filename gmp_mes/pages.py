@@ -45,6 +45,7 @@ from gmp_mes.http import (
     undo_failed_form,
     writes,
 )
+from gmp_mes.schemas import number_example
 
 bp = Blueprint(
     "pages",
@@ -104,7 +105,10 @@ def _navigation() -> dict[str, Any]:
         for entry in registry.navigation(current_app)
         if user is not None and (not entry.roles or user.has_role(*entry.roles))
     ]
-    return {"nav_entries": visible}
+    # Number inputs show an example as the user's site writes decimals (issue 15).
+    separator = user.site.decimal_separator if user is not None else "."
+    return {"nav_entries": visible, "decimal_separator": separator,
+            "number_example": lambda example="1.5": number_example(separator, example)}
 
 
 @bp.route("/login", methods=["GET", "POST"])

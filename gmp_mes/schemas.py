@@ -20,24 +20,62 @@ def form_fields(form: Any) -> dict[str, str]:
             if key != "csrf_token" and value.strip()}
 
 
-# A number as a person types it: one decimal separator, comma (the site's locale) or point
-# (ISO 80000 allows both), an optional exponent; no grouping, no "nan", "inf" or "1_000"
-# (which float() alone would take).
+# A number as a person types it: one decimal separator, the site's (comma or point) or the
+# ISO point, an optional exponent; no grouping, no "nan", "inf" or "1_000" (which float()
+# alone would take).
 _FORM_NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?")
+# Digits with a comma somewhere: a number in another convention ("1,5", "1,234", "1,000.5").
+_COMMA_NUMBER = re.compile(r"[+-]?[\d.,]*,[\d.,]*(?:[eE][+-]?\d+)?")
 
 
-def form_number(raw: str) -> float | str | None:
+class DecimalSeparatorRefused(ValueError):
+    """A comma typed in a number at a site that writes a decimal point: "1,234" may mean
+    1234 or 1.234, so it is refused, never guessed (issue 15)."""
+
+
+def point_message() -> str:
+    return "this site writes decimals with a point: 1.5 (no comma, no thousands separator)"
+
+
+def number_example(separator: str, example: str = "1.5") -> str:
+    """An example number as the site writes it: "1,5" at a comma site."""
+    return example.replace(".", separator)
+
+
+def form_number(raw: str, separator: str) -> float | str | None:
     """A number typed in a page form, the one parser of every form that takes a number
-    (step values, QC results, the collection volume, corrections): a decimal comma or
-    point. Text that is not a number comes back as typed, for the service or schema to
-    refuse with its own message; empty is None."""
+    (step values, QC results, the collection volume, corrections), with the decimal
+    separator of the user's site (``Site.decimal_separator``): the point is always
+    accepted (ISO), the comma only at a comma site; at a point site a comma raises
+    ``DecimalSeparatorRefused``. Grouping separators are never accepted. Other text that
+    is not a number comes back as typed, for the service or schema to refuse with its own
+    message; empty is None."""
     raw = raw.strip()
     if not raw:
         return None
+    if separator != "," and _COMMA_NUMBER.fullmatch(raw) and any(c.isdigit() for c in raw):
+        raise DecimalSeparatorRefused(point_message())
     if not _FORM_NUMBER.fullmatch(raw):
         return raw
     number = float(raw.replace(",", "."))
     return number if math.isfinite(number) else raw
+
+
+class FormNumber(fields.Float):
+    """A number field of a page form schema, read by ``form_number`` with the separator
+    the schema was made with (``decimal_separator``, the user's site)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, str):
+            separator = getattr(self.root, "decimal_separator", ".")
+            try:
+                number = form_number(value, separator)
+            except DecimalSeparatorRefused as exc:
+                raise ValidationError(str(exc)) from None
+            if not isinstance(number, float):
+                raise self.make_error("invalid")
+            value = number
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 def field_errors(exc: ValidationError) -> dict[str, list[str]]:

@@ -328,7 +328,8 @@ def collection_page() -> str | Response | tuple[str, int]:
     form = request.form
     if request.method == "POST":
         try:
-            data = CollectionFormSchema().load(form_fields(form))
+            data = CollectionFormSchema(
+                decimal_separator=g.user.site.decimal_separator).load(form_fields(form))
         except ValidationError as exc:
             errors = field_errors(exc)
         else:

@@ -6,10 +6,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_dump, pre_load, validate
+from marshmallow import Schema, ValidationError, fields, post_dump, validate
 from marshmallow.utils import get_value
 
-from gmp_mes.schemas import ScannedText, SignatureSchema, StrictSchema, form_number
+from gmp_mes.schemas import FormNumber, ScannedText, SignatureSchema, StrictSchema
 from identity.models import ItemKind, ItemStatus
 from identity.services import CUSTODY_ACTIONS, IDENTITY_FIELDS
 
@@ -55,18 +55,14 @@ class CollectionFormSchema(CollectionInSchema):
     # A datetime-local field: the site's local time, without an offset.
     collected_at = fields.NaiveDateTime(  # type: ignore[assignment]  # the form has no offset
         required=True, error_messages={"invalid": "enter the date and time of collection"})
-    volume_ml = fields.Float(required=True, allow_nan=False, validate=_volume,
-                             error_messages={"invalid": "enter the volume in mL, e.g. 250"})
+    # The site's decimal separator (or the ISO point), by the one helper of every page
+    # form (``gmp_mes.schemas.form_number``, issue 15).
+    volume_ml = FormNumber(required=True, allow_nan=False, validate=_volume,
+                           error_messages={"invalid": "enter the volume in mL, e.g. 250"})
 
-    @pre_load
-    def _decimal_comma(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        """A decimal comma (250,5) or point, parsed as in the batch and QC forms by the
-        one helper (``gmp_mes.schemas.form_number``, issue 15)."""
-        raw = data.get("volume_ml")
-        if isinstance(raw, str):
-            number = form_number(raw)
-            data = {**data, "volume_ml": raw if number is None else number}
-        return data
+    def __init__(self, *args: Any, decimal_separator: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.decimal_separator = decimal_separator
 
 
 class CustodyInSchema(StrictSchema):

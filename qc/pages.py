@@ -18,7 +18,7 @@ from gmp_mes import paging
 from gmp_mes.accounts import Person
 from gmp_mes.errors import DomainError, field_error
 from gmp_mes.http import db_session, roles_required, undo_failed_form
-from gmp_mes.schemas import form_number
+from gmp_mes.schemas import DecimalSeparatorRefused, form_number
 from gmp_mes.signatures import SignatureInput
 from qc import services
 
@@ -56,9 +56,12 @@ def entry_page(batch_number: str) -> tuple[str, int] | str | Response:
         form = {k: request.form.get(k, "") for k in
                 ("test", "value", "outcome", "unit", "method", "sample_item_id", "corrects",
                  "reason")}
-        value = form_number(form["value"])
         corrects = form["corrects"].strip()
         try:
+            try:
+                value = form_number(form["value"], g.user.site.decimal_separator)
+            except DecimalSeparatorRefused as exc:
+                raise field_error("value", str(exc)) from None
             if isinstance(value, str):
                 raise field_error("value", "must be a number")
             if corrects and not corrects.isdigit():

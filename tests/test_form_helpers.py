@@ -15,15 +15,16 @@ from gmp_mes.schemas import field_errors, form_fields, form_number
     ("7.5", 7.5), ("7,5", 7.5), (" 250 ", 250.0), ("-0,25", -0.25), ("", None), ("  ", None),
     ("2OO", "2OO"), ("1,000.5", "1,000.5"),
 ])
-def test_form_number(typed: str, value: object) -> None:
-    assert form_number(typed) == value
+def test_form_number_at_a_comma_site(typed: str, value: object) -> None:
+    assert form_number(typed, ",") == value
 
 
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_form_number_reads_back_any_number_with_either_decimal_mark(number: float) -> None:
     typed = repr(number)
-    assert form_number(typed) == number
-    assert form_number(typed.replace(".", ",")) == number
+    assert form_number(typed, ",") == number
+    assert form_number(typed.replace(".", ","), ",") == number
+    assert form_number(typed, ".") == number
 
 
 def test_form_fields_trims_and_leaves_out_empty_fields_and_the_csrf_token() -> None:

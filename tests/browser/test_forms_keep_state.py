@@ -80,7 +80,7 @@ def test_collection_typo_keeps_the_rest(page: Any, app: Any, db: Any,
     assert page.get_by_label("Collected at (local time)").input_value() == "2026-12-01T08:30"
     assert page.get_by_label("Volume (mL)").input_value() == "25O"
     screenshot(page, "collection-typo-kept")
-    page.get_by_label("Volume (mL)").fill("250,5")  # the decimal comma is accepted
+    page.get_by_label("Volume (mL)").fill("250.5")  # the ISO point, at every site
     page.get_by_role("button", name="Record collection").click()
     page.wait_for_url("**/items/ITM-*")
     assert "250.5" in page.content()
