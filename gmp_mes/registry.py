@@ -222,12 +222,27 @@ Reason = dict[str, str]
 
 
 @dataclass(frozen=True)
+class RecordTable:
+    """How a section of the executed batch record is shown on the batch page and in the
+    PDF when the domain that writes it wants batches to draw it: a title, column headings
+    and rows of display text (times already in the site's local time)."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    empty: str = "none"
+
+
+@dataclass(frozen=True)
 class RecordSection:
-    """A part of the executed batch record another domain writes (qc: "qc", "release").
-    ``data`` is JSON-ready (str, numbers, bool, None, lists and dicts of them)."""
+    """A part of the executed batch record another domain writes (qc: "qc", "release";
+    materials: "materials"; equipment: "equipment"). ``data`` is JSON-ready (str,
+    numbers, bool, None, lists and dicts of them) and goes into the JSON export; ``table``,
+    when given, is drawn by batches on the page and in the PDF."""
 
     key: str
     data: object
+    table: RecordTable | None = None
 
 
 patient_batches: Seam[Callable[[Session, str], Sequence[BatchBrief]]] = Seam(
@@ -293,3 +308,127 @@ class LabelSubjects(Protocol):
 label_subjects: Seam[LabelSubjects] = Seam(
     "label_subjects", "The subject a label prints: an item's label content, the patient "
     "wristband, the items of a batch (identity answers; labels never imports identity).")
+
+
+# --- what a step needs (SPEC §11, §12) -----------------------------------------------------
+# processes parses the needs a step declares; batches asks every ``step_requirements``
+# provider (materials, equipment; later qualifications and rooms) to check them at the
+# step, with one answer per provider. A new kind of requirement is a new provider: the
+# step service does not change.
+
+
+@dataclass(frozen=True)
+class MaterialNeed:
+    """``[[steps.materials]]``: a material code and the quantity per record in the
+    material's unit (None: entered at the step)."""
+
+    material: str
+    quantity: float | None = None
+
+
+@dataclass(frozen=True)
+class EquipmentNeed:
+    """``[[steps.equipment]]``: a type of equipment the step uses."""
+
+    type: str
+
+
+@dataclass(frozen=True)
+class StepNeeds:
+    """What a process step declares it needs (SPEC §11)."""
+
+    materials: tuple[MaterialNeed, ...] = ()
+    equipment: tuple[EquipmentNeed, ...] = ()
+    qualification: str | None = None  # performer and verifier must hold it (§12)
+    room_grade: str | None = None  # a room of this grade or cleaner (§12)
+
+    @property
+    def declared(self) -> bool:
+        return bool(self.materials or self.equipment or self.qualification or self.room_grade)
+
+
+@dataclass(frozen=True)
+class LotGiven:
+    """One entry of a step body's ``materials``: a lot id or a scanned LOT label payload,
+    and the quantity used (None: the quantity the step declares)."""
+
+    lot: str
+    quantity: float | None = None
+
+
+@dataclass(frozen=True)
+class StepResources:
+    """What the operator gave at the step: lots, equipment (ids or scanned EQP label
+    payloads) and the room (§12)."""
+
+    materials: tuple[LotGiven, ...] = ()
+    equipment: tuple[str, ...] = ()
+    room: str | None = None
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """One step about to be recorded (or checked by a dry run), as a provider sees it."""
+
+    batch_number: str
+    coi_id: str
+    process_code: str
+    process_version: int
+    step_code: str
+    needs: StepNeeds
+    given: StepResources
+    at: datetime  # the step's time (system time, UTC)
+    performer_id: int
+    verifier_username: str | None
+    site_code: str | None  # the performer's site
+    # True when the step is being recorded: lock the rows the check reads until commit
+    # (lots, equipment) so two steps cannot both take the last vial. False for a dry run.
+    recording: bool
+
+
+@dataclass
+class StepCheck:
+    """A provider's answer for one step.
+
+    ``reasons``: every refusal, ``{"code", "message"}`` (SPEC §11 codes), empty when the
+    step may go ahead. ``signed``: JSON-ready content the step's signatures bind (stored
+    on the step record under the provider's key, shown in its record). ``apply``: called
+    once the step record exists (its id), in the same transaction, to consume lots or log
+    equipment use; never called when any provider refused."""
+
+    reasons: list[Reason] = field(default_factory=list)
+    signed: object = None
+    apply: Callable[[Session, int], None] | None = None
+
+
+step_requirements: Seam[Callable[[Session, StepContext], StepCheck]] = Seam(
+    "step_requirements", "Checks of what a step needs (material lots, equipment, "
+    "qualifications, rooms) and what recording it does to them: batches asks every "
+    "provider before a step is signed and by the dry run (POST .../check).")
+
+
+# --- what a scan found that is not an item --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScannedSubject:
+    """A scanned label of something that is not a patient's item (a material lot, a piece
+    of equipment): what the scan station shows."""
+
+    kind: str  # "lot", "equipment"
+    subject_id: str
+    title: str  # e.g. "IL-2 (Proleukin) lot LOT-000012"
+    status: str
+    expires_at: datetime | None
+    reasons: list[Reason]  # empty: fit for use now
+    url: str | None = None  # its page
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+
+scanned_subjects: Seam[Callable[[Session, str, str], ScannedSubject | None]] = Seam(
+    "scanned_subjects", "What a verified label of a kind that is no item names (kind code "
+    "such as LOT or EQP, subject id): the scan station shows it (materials and equipment "
+    "answer; None when the kind is not theirs).")

@@ -25,6 +25,7 @@ from typing import Any
 from gmp_mes.audit import canonical_json, digest
 from gmp_mes.durations import parse_duration
 from gmp_mes.physical import physical_problem
+from gmp_mes.registry import EquipmentNeed, MaterialNeed, StepNeeds
 
 CODE = re.compile(r"^[A-Z][A-Z0-9-]{0,31}$")
 STEP_CODE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -116,6 +117,9 @@ class Step:
     parameters: tuple[Parameter, ...] = ()
     consumes: str | None = None
     scans: str | None = None
+    # What touches the cells and who and where (SPEC §11, §12): checked at the step by
+    # the ``registry.step_requirements`` providers.
+    needs: StepNeeds = field(default_factory=StepNeeds)
 
     def parameter(self, code: str) -> Parameter | None:
         return next((p for p in self.parameters if p.code == code), None)
@@ -245,8 +249,16 @@ _STORAGE = {"starting_material", "final_product"}
 _CURVE = {"step", "viable_cells", "viability"}
 _STEP = {
     "code", "name", "instructions", "repeatable", "critical", "creates", "expiry_from",
-    "parameters", "consumes", "scans",
+    "parameters", "consumes", "scans", "materials", "equipment", "qualification",
+    "room_grade",
 }
+_STEP_MATERIAL = {"material", "quantity"}
+_STEP_EQUIPMENT = {"type"}
+ROOM_GRADES = ("A", "B", "C", "D")  # EU GMP Annex 1: A is the cleanest
+# Material codes and equipment types: what a lot's and an equipment's records use.
+MATERIAL_CODE = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
+EQUIPMENT_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+QUALIFICATION_CODE = re.compile(r"^[a-z][a-z0-9_-]{0,47}$")
 _PARAM = {"code", "name", "unit", "type", "min", "max", "expected", "required", "severity"}
 _QC = {
     "test", "method", "unit", "min", "max", "accept", "time_to_result",
@@ -489,13 +501,15 @@ def _steps(c: _Checker, data: dict[str, Any]) -> list[Step]:
             c.fail(f"{prefix}.scans", "a label check runs once: it cannot be repeatable")
             scans = None
         params = _parameters(c, table, prefix)
+        needs = _needs(c, table, prefix)
         if creates is not None and any(p.code == "bags" for p in params):
             c.fail(f"{prefix}.parameters", "'bags' is reserved for the number of bags filled")
         if code is not None and name is not None:
             steps.append(Step(code=code, name=name, index=len(steps),
                               instructions=instructions or "", repeatable=repeatable,
                               critical=critical, creates=creates, expiry_from=expiry_from,
-                              parameters=tuple(params), consumes=consumes, scans=scans))
+                              parameters=tuple(params), consumes=consumes, scans=scans,
+                              needs=needs))
     if sum(1 for s in steps if s.consumes) > 1:
         c.fail("steps", "only one step may consume the starting material")
     creator = next((s for s in steps if s.creates is not None), None)
@@ -504,6 +518,40 @@ def _steps(c: _Checker, data: dict[str, Any]) -> list[Step]:
             c.fail(f"steps[{step.index}] ({step.code}).scans",
                    f"no step before it creates the {step.scans} whose labels it checks")
     return steps
+
+
+def _needs(c: _Checker, step: dict[str, Any], prefix: str) -> StepNeeds:
+    """``[[steps.materials]]``, ``[[steps.equipment]]``, ``qualification`` and
+    ``room_grade`` (SPEC §11). Materials are named by code; they need not exist yet."""
+    materials: list[MaterialNeed] = []
+    seen: set[str] = set()
+    for i, table in enumerate(c.tables(step, "materials", f"{prefix}.materials")):
+        name = f"{prefix}.materials[{i}]"
+        c.unknown(table, _STEP_MATERIAL, f"{name}.")
+        code = c.text(table, "material", f"{name}.material", pattern=MATERIAL_CODE)
+        quantity = c.number(table, "quantity", f"{name}.quantity")
+        if quantity is not None and quantity <= 0:
+            c.fail(f"{name}.quantity", "must be more than zero")
+            quantity = None
+        if code is not None and code in seen:
+            c.fail(f"{name}.material", f"material {code!r} is declared twice in this step")
+        elif code is not None:
+            seen.add(code)
+            materials.append(MaterialNeed(code, quantity))
+    equipment: list[EquipmentNeed] = []
+    for i, table in enumerate(c.tables(step, "equipment", f"{prefix}.equipment")):
+        name = f"{prefix}.equipment[{i}]"
+        c.unknown(table, _STEP_EQUIPMENT, f"{name}.")
+        kind = c.text(table, "type", f"{name}.type", pattern=EQUIPMENT_TYPE)
+        if kind is not None:
+            equipment.append(EquipmentNeed(kind))
+    qualification = c.text(step, "qualification", f"{prefix}.qualification", required=False,
+                           pattern=QUALIFICATION_CODE)
+    grade = c.text(step, "room_grade", f"{prefix}.room_grade", required=False)
+    if grade is not None and grade not in ROOM_GRADES:
+        c.fail(f"{prefix}.room_grade", f"must be one of: {', '.join(ROOM_GRADES)}")
+        grade = None
+    return StepNeeds(tuple(materials), tuple(equipment), qualification, grade)
 
 
 def _parameters(c: _Checker, step: dict[str, Any], step_prefix: str) -> list[Parameter]:
@@ -627,6 +675,7 @@ def _canonical_raw(
                 # Written only when declared, so definitions without it keep their digest.
                 **({"consumes": s.consumes} if s.consumes else {}),
                 **({"scans": s.scans} if s.scans else {}),
+                **_canonical_needs(s.needs),
                 "parameters": [
                     {"code": p.code, "name": p.name, "unit": p.unit, "type": p.type,
                      "min": p.min, "max": p.max, "expected": p.expected,
@@ -643,6 +692,23 @@ def _canonical_raw(
             for q in definition.qc
         ],
     }
+
+
+def _canonical_needs(needs: StepNeeds) -> dict[str, Any]:
+    """A step's declared needs, each key only when declared (earlier digests hold)."""
+    out: dict[str, Any] = {}
+    if needs.materials:
+        out["materials"] = [
+            {"material": m.material, **({"quantity": m.quantity} if m.quantity else {})}
+            for m in needs.materials
+        ]
+    if needs.equipment:
+        out["equipment"] = [{"type": e.type} for e in needs.equipment]
+    if needs.qualification:
+        out["qualification"] = needs.qualification
+    if needs.room_grade:
+        out["room_grade"] = needs.room_grade
+    return out
 
 
 def from_canonical(raw: dict[str, Any], source: str = "database") -> ProcessDefinition:

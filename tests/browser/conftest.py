@@ -81,6 +81,16 @@ def screenshot(page: Any, name: str) -> Path:
     return path
 
 
+def submit(page: Any, control: Any) -> None:
+    """Click a control that loads a new page and wait until that page has loaded.
+
+    A bare ``click()`` returns once the navigation has started; reading the page then
+    (``count()``, ``all_inner_texts()``, ``content()``) can see the old page or a blank
+    one on a loaded machine. Every click that posts a form goes through here."""
+    with page.expect_navigation():
+        control.click()
+
+
 def log_in(page: Any, person: Any) -> None:
     page.goto("/login")
     page.get_by_label("User name").fill(person.username)

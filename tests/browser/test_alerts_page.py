@@ -10,7 +10,7 @@ from gmp_mes import alerts
 from gmp_mes.alerts import AlertSpec
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
-from tests.browser.conftest import log_in, screenshot
+from tests.browser.conftest import log_in, screenshot, submit
 
 
 def raise_(db, cause: str, kind: str, due_in: timedelta | None) -> None:
@@ -42,7 +42,7 @@ def test_countdown_ticks_and_acknowledge_button(page, make_user, db) -> None:
     page.goto("/alerts")
     row = page.locator("tr.alert-row", has_text="ITM-GONE0001")
     row.get_by_label("Note").fill("bag moved to quarantine")
-    row.get_by_role("button", name="Acknowledge").click()
+    submit(page, row.get_by_role("button", name="Acknowledge"))
     assert page.get_by_role("status").inner_text() == "Alert 2 acknowledged."
     assert page.locator("tr.alert-row", has_text="ITM-GONE0001").count() == 0
     page.goto("/alerts?status=acknowledged")

@@ -17,7 +17,7 @@ import pytest
 from demo.seed import QC_VALUES, _step_values
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
-from tests.browser.conftest import log_in, screenshot
+from tests.browser.conftest import log_in, screenshot, submit
 
 # CART-AUTO v2 (issue 15): the bag labels are checked after the fill created the bags.
 STEPS = ("receipt", "selection", "activation", "transduction", "expansion", "harvest", "fill",
@@ -142,7 +142,7 @@ def test_full_batch_from_enrolment_to_bedside_through_the_pages(
                                                                name="Approve CART-AUTO v2"))
     assert "Changes from version 1" in newest.locator(".version-diff").inner_text()
     newest.get_by_label("Password (signature meaning: approved)").fill(qa.password)
-    newest.get_by_role("button", name="Approve CART-AUTO v2").click()
+    submit(page, newest.get_by_role("button", name="Approve CART-AUTO v2"))
     assert page.locator(".badge.ok", has_text="approved").first.is_visible()
 
     # The clinician enrols the patient, then records the apheresis collection.
@@ -231,7 +231,7 @@ def test_full_batch_from_enrolment_to_bedside_through_the_pages(
         else:
             entry.locator("input[name=value]").fill(str(value))
         entry.get_by_label("Your password").fill(qc.password)
-        entry.get_by_role("button", name="Record result").click()
+        submit(page, entry.get_by_role("button", name="Record result"))
         assert f"{test}: PASS" in flash_text(page), flash_text(page)
     screenshot(page, "qc-entry")
 
@@ -242,7 +242,7 @@ def test_full_batch_from_enrolment_to_bedside_through_the_pages(
     assert entry.get_by_text("All release conditions are met.").is_visible()
     release = entry.locator("form", has=page.locator("input[value=release]"))
     release.get_by_label("Your password").fill(qa.password)
-    release.get_by_role("button", name="Release").click()
+    submit(page, release.get_by_role("button", name="Release"))
     # Issue 15: the refusal is shown at the batch's entry, in its focused summary.
     refused = page.locator(f"#b-{batch_number} .error-summary").inner_text()
     assert "another QA person must release it" in refused, refused
@@ -253,7 +253,7 @@ def test_full_batch_from_enrolment_to_bedside_through_the_pages(
     entry = page.locator(f"#b-{batch_number}")
     release = entry.locator("form", has=page.locator("input[value=release]"))
     release.get_by_label("Your password").fill(qa2.password)
-    release.get_by_role("button", name="Release").click()
+    submit(page, release.get_by_role("button", name="Release"))
     assert f"batch {batch_number} released" in flash_text(page), flash_text(page)
 
     # The bag goes to the hospital: shipped by the operator, received by the clinician.
@@ -273,7 +273,7 @@ def test_full_batch_from_enrolment_to_bedside_through_the_pages(
     assert verdict(page) == "MATCH", verdict(page)
     screenshot(page, "bedside-match")
     page.get_by_label(re.compile("^Your password")).fill(clinician.password)
-    page.get_by_role("button", name="Sign and record administration").click()
+    submit(page, page.get_by_role("button", name="Sign and record administration"))
     assert verdict(page) == "ADMINISTERED", verdict(page)
     screenshot(page, "bedside-administered")
 

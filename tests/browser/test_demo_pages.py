@@ -19,7 +19,7 @@ import pytest
 from demo.seed import DEMO_PASSWORD, QC_VALUES, Summary, seed
 from gmp_mes import create_app
 from gmp_mes.audit import Actor
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import screenshot, submit
 from tests.browser.test_batch_path import flash_text, payload, scan_into, verdict
 from tests.conftest import Person
 
@@ -201,7 +201,7 @@ def test_release_refused_with_the_missing_conditions_shown(browser: Any, live_se
         else:
             form.locator("input[name=value]").fill(str(value))
         form.get_by_label("Your password").fill(DEMO_PASSWORD)
-        form.get_by_role("button", name="Record result").click()
+        submit(qc_page, form.get_by_role("button", name="Record result"))
         assert f"{test}: PASS" in flash_text(qc_page), flash_text(qc_page)
     page.reload()
     entry = page.locator(f"#b-{waiting}")
@@ -216,7 +216,7 @@ def test_release_refused_with_the_missing_conditions_shown(browser: Any, live_se
     report = op_page.locator("form", has=op_page.get_by_role("button", name="Report deviation"))
     report.locator("select[name=severity]").select_option("major")
     report.locator("[name=description]").fill("Bag 2 label smudged during cryostorage check")
-    report.get_by_role("button", name="Report deviation").click()
+    submit(op_page, report.get_by_role("button", name="Report deviation"))
     assert "on hold" in op_page.locator("h1").inner_text()
     operator.close()
     qc.close()
@@ -224,7 +224,7 @@ def test_release_refused_with_the_missing_conditions_shown(browser: Any, live_se
     # QA signs on the stale page: refused, every missing condition named.
     release = entry.locator("form", has=page.locator("input[value=release]"))
     release.get_by_label("Your password").fill(DEMO_PASSWORD)
-    release.get_by_role("button", name="Release").click()
+    submit(page, release.get_by_role("button", name="Release"))
     # Issue 15: the refusal comes back at the batch's entry, focused, not as a flash.
     refused = page.locator(f"#b-{waiting} .error-summary").inner_text()
     assert f"batch {waiting} cannot be released" in refused, refused
@@ -269,13 +269,13 @@ def test_admin_creates_a_user_who_then_logs_in(page: Any, demo: Summary) -> None
     page.get_by_label("Site").select_option("HOSP-NORTH")
     page.get_by_label("Initial password", exact=True).fill("short")
     page.get_by_label("Initial password again").fill("short")
-    page.get_by_role("button", name="Create user").click()
+    submit(page, page.get_by_role("button", name="Create user"))
     # The service's field error appears next to the password field.
     assert "at least 12" in page.locator("#password-error").inner_text()
     screenshot(page, "admin-user-errors")
     page.get_by_label("Initial password", exact=True).fill("harbour-violet-22")
     page.get_by_label("Initial password again").fill("harbour-violet-22")
-    page.get_by_role("button", name="Create user").click()
+    submit(page, page.get_by_role("button", name="Create user"))
     assert "User nora created" in flash_text(page)
     page.goto("/login")
     page.get_by_label("User name").fill("nora")

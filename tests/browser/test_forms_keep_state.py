@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from demo.seed import _step_values
-from tests.browser.conftest import log_in, screenshot
+from tests.browser.conftest import log_in, screenshot, submit
 from tests.browser.test_batch_path import payload, scan_into
 from tests.browser.test_receipt_scan import _received_bag, people  # noqa: F401
 from tests.helpers import count
@@ -71,7 +71,7 @@ def test_collection_typo_keeps_the_rest(page: Any, app: Any, db: Any,
     page.get_by_label("Patient COI ID (14 characters)").fill(coi)
     page.get_by_label("Collected at (local time)").fill("2026-12-01T08:30")
     page.get_by_label("Volume (mL)").fill("25O")  # a letter O typed for a zero
-    page.get_by_role("button", name="Record collection").click()
+    submit(page, page.get_by_role("button", name="Record collection"))
     summary = page.locator(".error-summary")
     assert "Volume (mL)" in summary.inner_text()
     assert page.evaluate("document.activeElement.classList.contains('error-summary')")

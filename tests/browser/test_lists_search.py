@@ -12,7 +12,7 @@ from typing import Any
 
 from gmp_mes import audit
 from gmp_mes.audit import Actor
-from tests.browser.conftest import ARTIFACTS, log_in, screenshot
+from tests.browser.conftest import ARTIFACTS, log_in, screenshot, submit
 
 
 def _enrol(app: Any, db: Any, person: Any, site: str, given: str, family: str,
@@ -38,13 +38,13 @@ def test_patients_search_by_name_and_mrn(page, app, db, make_site, make_user) ->
     page.get_by_role("link", name="Patients").first.click()
     page.wait_for_url("**/patients")
     page.get_by_label("Name, MRN or COI").fill("rosalind")
-    page.get_by_role("button", name="Search").click()
+    submit(page, page.get_by_role("button", name="Search"))
     rows = page.locator("table.patients tbody tr")
     assert rows.count() == 1 and "FRANKLIN, Rosalind" in rows.first.inner_text()
     assert hidden not in page.content() and "Elsewhere" not in page.content()
     screenshot(page, "patients-search-name")
     page.get_by_label("Name, MRN or COI").fill("MRN-1867")
-    page.get_by_role("button", name="Search").click()
+    submit(page, page.get_by_role("button", name="Search"))
     assert rows.count() == 1 and "CURIE, Marie" in rows.first.inner_text()
     screenshot(page, "patients-search-mrn")
     rows.first.get_by_role("link").click()
@@ -68,7 +68,7 @@ def test_audit_page_two_and_csv_export(page, app, db, make_user) -> None:
     log_in(page, qa)
     page.get_by_role("link", name="Audit trail").click()
     page.get_by_label("Record type").fill("step_record")
-    page.get_by_role("button", name="Filter").click()
+    submit(page, page.get_by_role("button", name="Filter"))
     rows = page.locator("table.audit-trail tbody tr")
     assert rows.count() == 100
     assert "S149" in rows.first.inner_text()
@@ -79,7 +79,7 @@ def test_audit_page_two_and_csv_export(page, app, db, make_user) -> None:
     cell = rows.first.locator("td.changes").inner_text()
     assert "value" in cell and "149.0" in cell and "end" in cell
     page.screenshot(path=str(ARTIFACTS / "audit-page-1-1920.png"))  # the viewport
-    page.get_by_role("link", name="Older events →").first.click()
+    submit(page, page.get_by_role("link", name="Older events →").first)
     assert rows.count() == 50 and "S049" in rows.first.inner_text()
     assert "S000" in rows.last.inner_text()
     assert page.get_by_label("Record type").input_value() == "step_record"
