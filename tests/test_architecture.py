@@ -14,7 +14,10 @@ import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("gmp_mes", "labels", "identity", "batches", "qc", "validation", "demo")
+PACKAGES = (
+    "gmp_mes", "labels", "processes", "identity", "materials", "equipment", "batches", "qc",
+    "validation", "demo",
+)
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
