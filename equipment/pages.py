@@ -1,0 +1,142 @@
+"""Pages of the equipment domain (SPEC §7b): the list with the register form (admin), and
+the equipment page with its status, calibration, logbook and the event form.
+
+Views parse forms with schemas, call ``equipment.services`` and render; a refused form
+re-renders with what was typed (never a password), the message at its field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from marshmallow import ValidationError, fields, validate
+from werkzeug.wrappers import Response
+
+from equipment import services
+from equipment.schemas import KINDS, EquipmentInSchema
+from gmp_mes import paging
+from gmp_mes.accounts import list_sites
+from gmp_mes.errors import DomainError, ValidationFailed
+from gmp_mes.http import db_session, roles_required, undo_failed_form
+from gmp_mes.localtime import parse_local, zone_of
+from gmp_mes.schemas import StrictSchema, field_errors, form_fields
+from gmp_mes.signatures import SignatureInput
+
+bp = Blueprint("equipment", __name__, template_folder="templates")
+
+LOGBOOK_PAGE = 50
+VIEW_ROLES = ("operator", "qa", "qc", "admin")
+EVENT_ROLES = ("operator", "qa", "admin")
+
+
+class RegisterFormSchema(EquipmentInSchema):
+    """The register form: the API's fields; the checkbox sends "on"."""
+
+
+class EventFormSchema(StrictSchema):
+    kind = fields.String(required=True, validate=validate.OneOf(
+        KINDS, error="choose what was done"))
+    reason = fields.String(load_default=None, validate=validate.Length(max=2000))
+    valid_until = fields.String(load_default=None, validate=validate.Length(max=40))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=200),
+                             error_messages={"required": "type your password to sign"})
+    signature_reason = fields.String(load_default=None, validate=validate.Length(max=2000))
+
+
+def _refused(error: DomainError) -> tuple[dict[str, list[str]], str | None]:
+    undo_failed_form(error)
+    errors = dict(error.errors or {})
+    if "signature.password" in errors:
+        errors["password"] = errors.pop("signature.password")
+    return errors, None if isinstance(error, ValidationFailed) and errors else error.detail
+
+
+@bp.route("/equipment", methods=["GET", "POST"])
+@roles_required(*VIEW_ROLES)
+def equipment_list() -> str | Response | tuple[str, int]:
+    session = db_session()
+    errors: dict[str, list[str]] = {}
+    error: str | None = None
+    status = 200
+    if request.method == "POST":
+        if not g.user.has_role("admin"):
+            abort(403)
+        try:
+            data = RegisterFormSchema().load(form_fields(request.form))
+        except ValidationError as exc:
+            errors, status = field_errors(exc), 422
+        else:
+            try:
+                equipment = services.register_equipment(
+                    session, equipment_id=data["equipment_id"], type=data["type"],
+                    name=data["name"], site_code=data["site"],
+                    calibration_interval=data["calibration_interval"],
+                    cleaning_required=data["cleaning_required"], user_id=g.user.id)
+            except DomainError as exc:
+                errors, error = _refused(exc)
+                status = exc.status
+            else:
+                flash(f"equipment {equipment.equipment_id} registered", "ok")
+                return redirect(url_for("equipment.equipment_page",
+                                        equipment_id=equipment.equipment_id))
+    number, size = paging.requested(request.args)
+    rows, page = paging.cut(services.list_equipment(
+        session, limit=size + 1, offset=(number - 1) * size), number, size)
+    sites = [site.code for site in list_sites(session)] if g.user.has_role("admin") else []
+    html = render_template("equipment/list.html", rows=rows, page=page, errors=errors,
+                           error=error, form=request.form, sites=sites,
+                           default_site=g.user.site.code)
+    return (html, status) if status != 200 else html
+
+
+def _page(equipment_id: str, *, errors: dict[str, list[str]] | None = None,
+          error: str | None = None, form: Any = None, status: int = 200
+          ) -> str | tuple[str, int]:
+    session = db_session()
+    view = services.equipment_view(session, equipment_id)
+    book = services.logbook(session, view.equipment_id, events_limit=LOGBOOK_PAGE,
+                            events_before=paging.cursor(request.args, "events_before"),
+                            uses_limit=LOGBOOK_PAGE,
+                            uses_before=paging.cursor(request.args, "uses_before"))
+    html = render_template("equipment/equipment.html", view=view, book=book, kinds=KINDS,
+                           errors=errors or {}, error=error, form=form or {},
+                           can_record=g.user.has_role(*EVENT_ROLES),
+                           can_label=g.user.has_role("operator", "admin"))
+    return (html, status) if status != 200 else html
+
+
+@bp.route("/equipment/<equipment_id>")
+@roles_required(*VIEW_ROLES)
+def equipment_page(equipment_id: str) -> str | tuple[str, int]:
+    return _page(equipment_id)
+
+
+@bp.route("/equipment/<equipment_id>/events", methods=["POST"])
+@roles_required(*EVENT_ROLES)
+def event_form(equipment_id: str) -> str | Response | tuple[str, int]:
+    session = db_session()
+    form = {name: request.form.get(name, "") for name in ("kind", "reason", "valid_until",
+                                                          "signature_reason")}
+    try:
+        data = EventFormSchema().load(form_fields(request.form))
+    except ValidationError as exc:
+        return _page(equipment_id, errors=field_errors(exc), form=form, status=422)
+    valid_until = None
+    if data["valid_until"]:
+        try:
+            valid_until = parse_local(data["valid_until"], zone_of(g.user))
+        except ValueError:
+            return _page(equipment_id, form=form, status=422, errors={
+                "valid_until": ["a date and time, e.g. 2027-06-30T17:00"]})
+    try:
+        event = services.record_event(
+            session, equipment_id, kind=data["kind"], user_id=g.user.id,
+            signature=SignatureInput(password=data["password"], meaning="performed",
+                                     reason=data["signature_reason"]),
+            reason=data["reason"], valid_until=valid_until)
+    except DomainError as exc:
+        errors, error = _refused(exc)
+        return _page(equipment_id, errors=errors, error=error, form=form, status=exc.status)
+    flash(f"{event.kind.replace('_', ' ')} recorded for {event.equipment_id}", "ok")
+    return redirect(url_for("equipment.equipment_page", equipment_id=event.equipment_id))
