@@ -29,7 +29,7 @@ def _detail(equipment_id: str, query: dict[str, Any]) -> dict[str, Any]:
     book = services.logbook(session, view.equipment_id, events_limit=query["events_limit"],
                             events_before=query["events_before"],
                             uses_limit=query["uses_limit"], uses_before=query["uses_before"])
-    return {**EquipmentSchema().dump(view), "events": book.events,
+    return {**vars(view), "events": book.events,
             "events_older": book.events_older, "uses": book.uses, "uses_older": book.uses_older}
 
 
