@@ -12,7 +12,7 @@ from sqlalchemy import text
 from gmp_mes.clock import clock
 from tests.conftest import sig
 from tests.helpers import assert_problem, audit_events
-from tests.test_equipment_fixtures import Shop, shop  # noqa: F401
+from tests.test_equipment_fixtures import Shop, shop_fixture  # noqa: F401
 
 BSC = {"equipment_id": "bsc-01", "type": "biosafety_cabinet", "name": "Class II cabinet 1",
        "site": "CLEAN1", "calibration_interval": "P180D", "cleaning_required": True}

@@ -93,8 +93,8 @@ def codes(result: Any) -> list[str]:
     return [reason["code"] for reason in result.reasons]
 
 
-@pytest.fixture
-def shop(app: Flask, db: Database, make_user: Any) -> Shop:
+@pytest.fixture(name="shop")
+def shop_fixture(app: Flask, db: Database, make_user: Any) -> Shop:
     shop = Shop(app, db, admin=make_user("adam", "admin"), operator=make_user("olga", "operator"),
                 qa=make_user("quinn", "qa"))
     # Frozen after the setup's audit events, never before them (DEVELOPING "Trusting the trail").

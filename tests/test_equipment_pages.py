@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from gmp_mes.clock import clock
 from tests.conftest import PASSWORD
-from tests.test_equipment_fixtures import Shop, shop  # noqa: F401
+from tests.test_equipment_fixtures import Shop, shop_fixture  # noqa: F401
 from tests.test_pages_core import page_login
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from equipment import services
 from equipment.models import EquipmentStatus
 from gmp_mes.clock import clock
-from tests.test_equipment_fixtures import Shop, shop  # noqa: F401
+from tests.test_equipment_fixtures import Shop, shop_fixture  # noqa: F401
 
 pytestmark = pytest.mark.requirement("21 CFR 211.68")
 
@@ -87,7 +87,8 @@ def test_folding_only_the_latest_event_of_each_group_gives_the_same_standing(dra
     assert services.fold(sequence[i] for i in sorted(latest.values())) == services.fold(sequence)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(drawn=st.lists(st.sampled_from(KINDS), min_size=1, max_size=6))
 def test_the_database_read_agrees_with_the_fold(shop: Shop, drawn) -> None:
     """Through the services on both databases: refused transitions are skipped, as the

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from gmp_mes.clock import clock
-from tests.test_equipment_fixtures import Shop, shop  # noqa: F401
+from tests.test_equipment_fixtures import Shop, shop_fixture  # noqa: F401
 
 pytestmark = pytest.mark.requirement("21 CFR 211.68")
 
