@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g
+from flask import Response, g
 from flask_smorest import Blueprint
+from marshmallow import RAISE
 
 from equipment import services
 from equipment.schemas import (
@@ -17,7 +18,8 @@ from equipment.schemas import (
     EventInSchema,
     EventSchema,
 )
-from gmp_mes.http import db_session, roles_required
+from gmp_mes.http import commit_unit_of_work, db_session, roles_required, writes
+from labels.http import LABEL_RESPONSES, LabelQuerySchema, label_file, label_request
 
 blp = Blueprint("equipment_api", __name__, url_prefix="/api/v1",
                 description="Equipment: registry, signed logbook, status, use log")
@@ -80,3 +82,21 @@ def record_event(body: dict[str, Any], equipment_id: str) -> Any:
     return services.record_event(
         db_session(), equipment_id, kind=body["kind"], user_id=g.user.id,
         signature=body["signature"], reason=body["reason"], valid_until=body["valid_until"])
+
+
+@blp.route("/equipment/<equipment_id>/label", methods=["GET"])
+# A misspelt option (reprnt=true) must not silently print an original: unknown -> 422.
+@blp.arguments(LabelQuerySchema, location="query", unknown=RAISE)
+@blp.doc(responses=LABEL_RESPONSES)
+@roles_required("operator", "admin")
+@writes
+def equipment_label(query: dict[str, Any], equipment_id: str) -> Response:
+    """The equipment label (payload kind `EQP`, COI field `-`, no expiry) as png, svg, pdf
+    or zpl, every print recorded; `preview=true` a marked preview that records nothing."""
+    request, preview = label_request(query)
+    if preview:
+        return label_file(services.preview_equipment_label(db_session(), equipment_id, request))
+    printed = services.print_equipment_label(db_session(), equipment_id, request,
+                                             user_id=g.user.id)
+    commit_unit_of_work()  # the print is recorded; render with no lock held
+    return label_file(printed)

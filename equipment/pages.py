@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import Response as FlaskResponse
 from marshmallow import ValidationError, fields, validate
 from werkzeug.wrappers import Response
 
@@ -18,16 +19,19 @@ from equipment.schemas import KINDS, EquipmentInSchema
 from gmp_mes import paging
 from gmp_mes.accounts import list_sites
 from gmp_mes.errors import DomainError, ValidationFailed
-from gmp_mes.http import db_session, roles_required, undo_failed_form
+from gmp_mes.http import commit_unit_of_work, db_session, roles_required, undo_failed_form
 from gmp_mes.localtime import parse_local, zone_of
 from gmp_mes.schemas import StrictSchema, field_errors, form_fields
 from gmp_mes.signatures import SignatureInput
+from labels.http import LabelQuerySchema, label_file, label_request
 
 bp = Blueprint("equipment", __name__, template_folder="templates")
 
 LOGBOOK_PAGE = 50
 VIEW_ROLES = ("operator", "qa", "qc", "admin")
 EVENT_ROLES = ("operator", "qa", "admin")
+LABEL_ROLES = ("operator", "admin")
+LABEL_FORMATS = ("pdf", "png", "svg", "zpl")
 
 
 class RegisterFormSchema(EquipmentInSchema):
@@ -91,8 +95,8 @@ def equipment_list() -> str | Response | tuple[str, int]:
 
 
 def _page(equipment_id: str, *, errors: dict[str, list[str]] | None = None,
-          error: str | None = None, form: Any = None, status: int = 200
-          ) -> str | tuple[str, int]:
+          error: str | None = None, form: Any = None, status: int = 200,
+          label_form: Any = None, label_error: str | None = None) -> str | tuple[str, int]:
     session = db_session()
     view = services.equipment_view(session, equipment_id)
     book = services.logbook(session, view.equipment_id, events_limit=LOGBOOK_PAGE,
@@ -102,7 +106,10 @@ def _page(equipment_id: str, *, errors: dict[str, list[str]] | None = None,
     html = render_template("equipment/equipment.html", view=view, book=book, kinds=KINDS,
                            errors=errors or {}, error=error, form=form or {},
                            can_record=g.user.has_role(*EVENT_ROLES),
-                           can_label=g.user.has_role("operator", "admin"))
+                           can_label=g.user.has_role(*LABEL_ROLES),
+                           labels=services.equipment_labels(session, view.equipment_id),
+                           label_formats=LABEL_FORMATS, label_form=label_form or {},
+                           label_error=label_error)
     return (html, status) if status != 200 else html
 
 
@@ -140,3 +147,47 @@ def event_form(equipment_id: str) -> str | Response | tuple[str, int]:
         return _page(equipment_id, errors=errors, error=error, form=form, status=exc.status)
     flash(f"{event.kind.replace('_', ' ')} recorded for {event.equipment_id}", "ok")
     return redirect(url_for("equipment.equipment_page", equipment_id=event.equipment_id))
+
+
+def _label_query(source: Any, *, preview: bool) -> dict[str, Any]:
+    fields_ = {k: v for k, v in source.items() if k != "csrf_token" and v != ""}
+    fields_["reprint"] = "reprint" in source and not preview
+    fields_["preview"] = preview
+    loaded: dict[str, Any] = LabelQuerySchema().load(fields_)
+    return loaded
+
+
+@bp.route("/equipment/<equipment_id>/label/print", methods=["POST"])
+@roles_required(*LABEL_ROLES)
+def print_label(equipment_id: str) -> FlaskResponse | str | tuple[str, int]:
+    """Print the EQP label from the page (the print is recorded; a PDF opens for the
+    browser's print dialog). A refusal comes back on the page with what was chosen."""
+    kept = {name: request.form.get(name, "") for name in ("format", "copies", "reason")}
+    kept["reprint"] = "on" if "reprint" in request.form else ""
+    try:
+        label_request_, _ = label_request(_label_query(request.form, preview=False))
+        printed = services.print_equipment_label(db_session(), equipment_id, label_request_,
+                                                 user_id=g.user.id)
+    except ValidationError as exc:
+        messages = "; ".join(f"{k}: {', '.join(v)}" for k, v in field_errors(exc).items())
+        return _page(equipment_id, label_form=kept, status=422,
+                     label_error=f"label not printed: {messages}")
+    except DomainError as exc:
+        undo_failed_form(exc)
+        details = "; ".join(f"{k}: {', '.join(v)}" for k, v in (exc.errors or {}).items())
+        return _page(equipment_id, label_form=kept, status=exc.status,
+                     label_error=f"label not printed: {details or exc.detail}")
+    commit_unit_of_work()  # the print is recorded; render with no lock held
+    return label_file(printed, inline=printed.media_type == "application/pdf")
+
+
+@bp.route("/equipment/<equipment_id>/label/preview")
+@roles_required(*LABEL_ROLES)
+def preview_label(equipment_id: str) -> FlaskResponse:
+    """A marked PREVIEW (records nothing, never verifies), opened in the browser."""
+    try:
+        label_request_, _ = label_request(_label_query(request.args, preview=True))
+    except ValidationError:
+        abort(422)
+    return label_file(services.preview_equipment_label(db_session(), equipment_id,
+                                                       label_request_), inline=True)

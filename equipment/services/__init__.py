@@ -8,6 +8,7 @@ only the names re-exported here.
 - ``logbook``: record a signed event (transitions), read the logbook by key
 - ``step``: the check at a step (``registry.step_requirements``) and the use log
 - ``seams``: the batch record section, the scanned EQP label
+- ``labels``: print and preview the EQP label (row locked first), its printed copies
 - ``alerts``: calibration due and overdue alerts (the sweep raises them)
 """
 
@@ -16,6 +17,11 @@ from __future__ import annotations
 from equipment.models import EquipmentStatus, EventKind
 from equipment.services._common import EQUIPMENT_ID, get_equipment, normal_id
 from equipment.services.alerts import WARN_BEFORE, calibration_alerts
+from equipment.services.labels import (
+    equipment_labels,
+    preview_equipment_label,
+    print_equipment_label,
+)
 from equipment.services.logbook import EVENT_KINDS, Logbook, logbook, record_event
 from equipment.services.registry import (
     EquipmentView,
@@ -58,12 +64,15 @@ __all__ = [
     "calibration_alerts",
     "calibration_overdue",
     "check_step_equipment",
+    "equipment_labels",
     "equipment_view",
     "fold",
     "get_equipment",
     "list_equipment",
     "logbook",
     "normal_id",
+    "preview_equipment_label",
+    "print_equipment_label",
     "record_event",
     "register_equipment",
     "resolve_equipment_ref",

@@ -27,7 +27,6 @@ from gmp_mes.registry import Reason, StepCheck, StepContext
 from labels import services as labels
 
 EQUIPMENT_KIND_CODE = "EQP"
-PAYLOAD_PREFIX = "GMP1:"
 # The order reasons are listed in (the first is the refusal's code): what was given cannot
 # be read, then what is missing, then what is wrong with what was given.
 REASON_ORDER = ("equipment_unknown", "equipment_missing", "equipment_wrong_type",
@@ -46,7 +45,7 @@ def resolve_equipment_ref(session: Session, text: str) -> Resolved:
     """An equipment id as typed, or a scanned EQP label payload (checked online: signature,
     recorded copy, not voided; refused with the label check's code)."""
     scanned = labels.normalise_scan(text)
-    if not scanned.startswith(PAYLOAD_PREFIX):
+    if ":" not in scanned:  # an id has no colon; anything with one is read as a label
         return Resolved(normal_id(text), [])
     check = labels.check_payload(session, scanned)
     if not check.ok:
