@@ -18,12 +18,13 @@ REQUIRES: tuple[str, ...] = ("labels",)
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands, jobs and seams."""
     from equipment import api as equipment_api
-    from equipment import pages, services, sweep
+    from equipment import cli, pages, services, sweep
     from gmp_mes import registry
     from gmp_mes.registry import NavGroup, add_job, add_nav
 
     api.register_blueprint(equipment_api.blp)
     app.register_blueprint(pages.bp)
+    app.cli.add_command(cli.equipment_group)
     add_nav(app, "equipment.equipment_list", "Equipment",
             ("operator", "qa", "qc", "admin"), group=NavGroup.WORK)
     add_job(app, sweep.job)  # calibration due and overdue alerts

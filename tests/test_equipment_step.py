@@ -156,3 +156,27 @@ def test_the_same_equipment_twice_counts_once(shop: Shop) -> None:
     result = shop.check("B1", needs=("incubator", "incubator"), given=("INC-01", "inc-01"))
     assert codes(result) == ["equipment_missing"]
     assert len(result.signed) == 1
+
+
+@pytest.mark.requirement("Regulation (EC) 1394/2007 Art. 15")
+def test_batch_record_section_lists_the_equipment_used(shop: Shop) -> None:
+    from equipment import services
+    from gmp_mes import registry
+
+    # Registered with the executed record (qc's sections need a real batch: not asked here).
+    assert services.batch_record_sections in registry.batch_record_sections.providers()
+    _ready(shop)
+    clock.advance(timedelta(minutes=1))
+    shop.check("B1", needs=NEEDS, given=("BSC-01", "INC-01"), apply_record=11)
+    shop.check("B9", step="fill", needs=("incubator",), given=("INC-01",), apply_record=12)
+    with shop.tx() as s:
+        (section,) = services.batch_record_sections(s, "B1")
+    assert section.key == "equipment"
+    assert [(u["equipment_id"], u["step_code"], u["step_record_id"]) for u in section.data] == [
+        ("BSC-01", "expansion", 11), ("INC-01", "expansion", 11)]
+    assert section.data[0]["used_by"] == shop.operator.username
+    assert section.table is not None and section.table.title == "Equipment used"
+    assert section.table.rows[0][2] == "BSC-01" and "UTC" in section.table.rows[0][-1]
+    with shop.tx() as s:
+        (empty,) = services.batch_record_sections(s, "NONE")
+    assert empty.data == [] and empty.table.rows == ()

@@ -67,3 +67,14 @@ def test_the_sweep_job_is_registered(app) -> None:
     from gmp_mes import registry
 
     assert sweep.job in registry.of(app).jobs
+
+
+def test_cli_equipment_list(shop: Shop, runner) -> None:
+    result = runner.invoke(args=["equipment", "list"])
+    assert result.exit_code == 0 and "no equipment registered" in result.output
+    shop.register("INC-01", "incubator", interval="P30D")
+    shop.event("INC-01", "out_of_service", reason="alarm")
+    result = runner.invoke(args=["equipment", "list", "--site", "CLEAN1"])
+    assert result.exit_code == 0, result.output
+    assert "INC-01  incubator  CLEAN1  out_of_service" in result.output
+    assert "is out of service: alarm" in result.output
