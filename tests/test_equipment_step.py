@@ -3,11 +3,14 @@ cleaning rule across batches, and the use log the check writes."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
 
+from equipment import services
+from gmp_mes import registry
 from gmp_mes.clock import clock
 from tests.test_equipment_fixtures import Shop, codes, shop_fixture  # noqa: F401
 
@@ -160,9 +163,6 @@ def test_the_same_equipment_twice_counts_once(shop: Shop) -> None:
 
 @pytest.mark.requirement("Regulation (EC) 1394/2007 Art. 15")
 def test_batch_record_section_lists_the_equipment_used(shop: Shop) -> None:
-    from equipment import services
-    from gmp_mes import registry
-
     # Registered with the executed record (qc's sections need a real batch: not asked here).
     assert services.batch_record_sections in registry.batch_record_sections.providers()
     _ready(shop)
@@ -180,3 +180,27 @@ def test_batch_record_section_lists_the_equipment_used(shop: Shop) -> None:
     with shop.tx() as s:
         (empty,) = services.batch_record_sections(s, "NONE")
     assert empty.data == [] and empty.table.rows == ()
+
+
+@pytest.mark.requirement("21 CFR 211.67")
+def test_two_batches_cannot_both_take_a_cabinet_that_needs_cleaning(shop: Shop) -> None:
+    """Both steps check the clean cabinet at once; the row lock makes the second see the
+    first's use: exactly one is recorded, the other refused cleaning_required."""
+    shop.register("BSC-01", "biosafety_cabinet", cleaning=True)
+    clock.advance(timedelta(minutes=1))
+    barrier = threading.Barrier(2)
+    answers: dict[str, list[str]] = {}
+
+    def step(batch: str, record: int) -> None:
+        barrier.wait()
+        answers[batch] = codes(shop.check(batch, needs=("biosafety_cabinet",),
+                                          given=("BSC-01",), apply_record=record))
+
+    threads = [threading.Thread(target=step, args=(b, r)) for b, r in (("B1", 1), ("B2", 2))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(answers.values()) == [[], ["cleaning_required"]]
+    with shop.tx() as s:
+        assert len(services.logbook(s, "BSC-01").uses) == 1
