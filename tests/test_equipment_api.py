@@ -45,6 +45,10 @@ def test_register_refusals(shop: Shop, login) -> None:
     problem = assert_problem(_register(login, shop, bad), 422)
     assert set(problem["errors"]) == {"equipment_id", "type", "site", "calibration_interval"}
     assert_problem(_register(login, shop, dict(BSC, colour="red")), 422)
+    for interval in ("PT0S", "P99999999999D", "P4000D"):
+        problem = assert_problem(_register(login, shop, dict(
+            BSC, equipment_id="BSC-9", calibration_interval=interval)), 422)
+        assert list(problem["errors"]) == ["calibration_interval"]
     assert_problem(login(shop.admin).get("/api/v1/equipment/NOPE"), 404, "not_found")
 
 

@@ -56,6 +56,10 @@ class EquipmentView:
         return not self.reasons
 
 
+# A calibration schedule longer than this is a typing error, not a schedule.
+MAX_INTERVAL = timedelta(days=3653)
+
+
 def interval_of(text: str | None) -> timedelta | None:
     return parse_duration(text) if text else None
 
@@ -65,12 +69,12 @@ def _checked_interval(text: str | None) -> str | None:
         return None
     try:
         interval = parse_duration(text)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise ValidationFailed("calibration_interval is not an ISO 8601 duration",
                                errors={"calibration_interval": [str(exc)]}) from None
-    if interval <= timedelta(0):
-        raise ValidationFailed("calibration_interval must be longer than zero",
-                               errors={"calibration_interval": ["must be longer than zero"]})
+    if not timedelta(0) < interval <= MAX_INTERVAL:
+        raise ValidationFailed("calibration_interval out of range", errors={
+            "calibration_interval": ["must be longer than zero and at most ten years"]})
     return format_duration(interval)
 
 
