@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from equipment.models import Equipment, EquipmentUse
@@ -125,20 +125,28 @@ def register_equipment(
     return equipment
 
 
-def _last_batch_since_cleaning(session: Session, equipment: Equipment,
-                               standing: Standing) -> str | None:
-    if not equipment.cleaning_required:
-        return None
-    statement = (select(EquipmentUse.batch_number)
-                 .where(EquipmentUse.equipment_id == equipment.equipment_id)
-                 .order_by(EquipmentUse.id.desc()).limit(1))
-    if standing.last_cleaned_at is not None:
-        statement = statement.where(EquipmentUse.used_at >= standing.last_cleaned_at)
-    return session.scalar(statement)
+def _last_batches_since_cleaning(session: Session, rows: list[Equipment],
+                                 logged: dict[str, Standing]) -> dict[str, str]:
+    """Cleaning-required equipment used since its last cleaning: id -> the batch of the
+    latest such use (one query for a whole page)."""
+    terms = []
+    for row in rows:
+        if not row.cleaning_required:
+            continue
+        cleaned_at = logged.get(row.equipment_id, NOTHING_LOGGED).last_cleaned_at
+        term = EquipmentUse.equipment_id == row.equipment_id
+        terms.append(and_(term, EquipmentUse.used_at >= cleaned_at) if cleaned_at else term)
+    if not terms:
+        return {}
+    latest = (select(func.max(EquipmentUse.id)).where(or_(*terms))
+              .group_by(EquipmentUse.equipment_id).scalar_subquery())
+    found = session.execute(select(EquipmentUse.equipment_id, EquipmentUse.batch_number)
+                            .where(EquipmentUse.id.in_(latest)))
+    return {equipment_id: batch_number for equipment_id, batch_number in found}
 
 
-def _view(session: Session, equipment: Equipment, standing: Standing,
-          at: datetime) -> EquipmentView:
+def _view(equipment: Equipment, standing: Standing, at: datetime,
+          used_since_cleaning_by: str | None) -> EquipmentView:
     return EquipmentView(
         equipment_id=equipment.equipment_id, type=equipment.type, name=equipment.name,
         site_code=equipment.site_code, calibration_interval=equipment.calibration_interval,
@@ -151,7 +159,7 @@ def _view(session: Session, equipment: Equipment, standing: Standing,
         out_of_service_reason=standing.out_of_service_reason,
         last_cleaned_at=standing.last_cleaned_at,
         last_maintained_at=standing.last_maintained_at,
-        used_since_cleaning_by=_last_batch_since_cleaning(session, equipment, standing),
+        used_since_cleaning_by=used_since_cleaning_by,
         reasons=unfit_reasons(equipment.equipment_id, standing,
                               equipment.calibration_interval, at),
         at=at,
@@ -162,9 +170,7 @@ def equipment_view(session: Session, equipment_id: str,
                    at: datetime | None = None) -> EquipmentView:
     """The equipment with its status now (or at ``at``)."""
     equipment = get_equipment(session, equipment_id)
-    found = standings(session, [equipment.equipment_id])
-    return _view(session, equipment, found.get(equipment.equipment_id, NOTHING_LOGGED),
-                 at or utcnow())
+    return _views(session, [equipment], at or utcnow())[0]
 
 
 def list_equipment(session: Session, *, site_code: str | None = None,
@@ -176,8 +182,15 @@ def list_equipment(session: Session, *, site_code: str | None = None,
         statement = statement.where(Equipment.site_code == site_code.strip().upper())
     if type:
         statement = statement.where(Equipment.type == type.strip())
-    rows = list(session.scalars(statement.limit(limit).offset(offset)))
-    found = standings(session, [row.equipment_id for row in rows])
-    now = utcnow()
-    return [_view(session, row, found.get(row.equipment_id, NOTHING_LOGGED), now)
-            for row in rows]
+    return _views(session, list(session.scalars(statement.limit(limit).offset(offset))),
+                  utcnow())
+
+
+def _views(session: Session, rows: list[Equipment], at: datetime) -> list[EquipmentView]:
+    """The views of a page of equipment: two queries whatever its size."""
+    if not rows:
+        return []
+    logged = standings(session, [row.equipment_id for row in rows])
+    dirty = _last_batches_since_cleaning(session, rows, logged)
+    return [_view(row, logged.get(row.equipment_id, NOTHING_LOGGED), at,
+                  dirty.get(row.equipment_id)) for row in rows]
