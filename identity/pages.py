@@ -133,6 +133,9 @@ def _scan_shown(result: services.ScanResult) -> dict[str, Any]:
         "expires_at": result.expires_at.isoformat() if result.expires_at else None,
         "reasons": [{"code": r["code"], "message": r["message"][:300]}
                     for r in result.reasons[:10]],
+        "subject": None if result.subject is None else {
+            "kind": result.subject.kind, "id": result.subject.subject_id,
+            "title": result.subject.title[:200], "url": result.subject.url},
     }
 
 
@@ -265,13 +268,16 @@ def patient_list() -> str:
 
 
 def search_target(session: Session, user: Any, text: str) -> str | None:
-    """The header search box (gmp_mes.pages.add_search): item, label or COI."""
+    """The header search box (gmp_mes.pages.add_search): item, label (a lot's or
+    equipment's too) or COI."""
     found = services.find_target(session, text)
     if found is None:
         return None
     kind, key = found
     if kind == "item":
         return url_for("identity.item_page", item_id=key)
+    if kind == "url":  # a lot's or equipment's page, as its domain gave it
+        return key
     return url_for("identity.patient_page", coi_id=key)
 
 
