@@ -32,7 +32,8 @@ def _detail(equipment_id: str, query: dict[str, Any]) -> dict[str, Any]:
                             events_before=query["events_before"],
                             uses_limit=query["uses_limit"], uses_before=query["uses_before"])
     return {**vars(view), "events": book.events,
-            "events_older": book.events_older, "uses": book.uses, "uses_older": book.uses_older}
+            "events_older": book.events_older, "uses": book.uses, "uses_older": book.uses_older,
+            "labels": services.equipment_labels(session, view.equipment_id)}
 
 
 @blp.route("/equipment", methods=["POST"])

@@ -7,6 +7,7 @@ from marshmallow import Schema, fields, validate
 
 from equipment.models import EquipmentStatus, EventKind
 from gmp_mes.schemas import EdgeSchema, SignatureOutSchema, SignatureSchema, StrictSchema, Text
+from labels.http import AssetLabelSchema
 
 STATUSES = [status.value for status in EquipmentStatus]
 KINDS = [kind.value for kind in EventKind]
@@ -118,3 +119,5 @@ class EquipmentDetailSchema(EquipmentSchema):
         "description": "the use log, newest first (uses_limit)"})
     uses_older = fields.Integer(allow_none=True, metadata={
         "description": "pass as uses_before for older uses; null: none"})
+    labels = fields.List(fields.Nested(AssetLabelSchema), metadata={
+        "description": "every printed copy of its EQP label, newest first"})

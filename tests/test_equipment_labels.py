@@ -47,6 +47,17 @@ def test_print_decode_and_scan_an_equipment_label(shop: Shop, login, db) -> None
     api.post("/api/v1/equipment/INC-01/events", json={"kind": "calibrated", "signature": sig()})
     result = shop.check("B1", needs=("incubator",), given=(payload + "\r\n",), apply_record=4)
     assert result.reasons == [] and result.signed[0]["equipment_id"] == "INC-01"
+    # The scan station (POST /scans): the equipment and its status, from this domain.
+    scanned = api.post("/api/v1/scans", json={"payload": payload, "workstation": "CR-2"})
+    assert scanned.status_code == 200, scanned.get_json()
+    answer = scanned.get_json()
+    assert (answer["ok"], answer["status"], answer["item"], answer["reasons"]) == (
+        True, "in_service", None, [])
+    assert answer["subject"]["kind"] == "equipment" and answer["subject"]["id"] == "INC-01"
+    assert answer["subject"]["url"] == "/equipment/INC-01" and answer["expires_at"]
+    # The API lists the printed copy.
+    (copy,) = api.get("/api/v1/equipment/INC-01").get_json()["labels"]
+    assert copy["serial"] == 1 and copy["label_id"] == response.headers["X-Label-Id"]
     # The scan station's seam: what the verified label names, fit for use now.
     with shop.tx() as s:
         (found,) = [found for provide in registry.scanned_subjects.providers()
@@ -57,9 +68,15 @@ def test_print_decode_and_scan_an_equipment_label(shop: Shop, login, db) -> None
         assert services.scanned_subject(s, "LOT", "LOT-000001") is None
 
 
-def test_scanned_subject_reasons(shop: Shop) -> None:
+def test_scanned_subject_reasons(shop: Shop, login) -> None:
     shop.register("INC-01", "incubator", interval="P30D")
+    api = login(shop.operator)
+    payload = _decode(api.get("/api/v1/equipment/INC-01/label?format=png").data)
     shop.event("INC-01", "out_of_service", reason="alarm")
+    answer = api.post("/api/v1/scans", json={"payload": payload, "workstation": "CR-2"})
+    assert answer.get_json()["ok"] is False
+    assert [r["code"] for r in answer.get_json()["reasons"]] == [
+        "equipment_out_of_service", "calibration_overdue"]
     with shop.tx() as s:
         found = services.scanned_subject(s, "EQP", "INC-01")
     assert found is not None and not found.ok and found.status == "out_of_service"
