@@ -12,13 +12,14 @@ from typing import Any
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask import Response as FlaskResponse
 from marshmallow import ValidationError, fields, validate
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from equipment import services
 from equipment.schemas import KINDS, EquipmentInSchema
 from gmp_mes import paging
-from gmp_mes.accounts import list_sites
-from gmp_mes.errors import DomainError, ValidationFailed
+from gmp_mes.accounts import Principal, list_sites
+from gmp_mes.errors import DomainError, NotFound, ValidationFailed
 from gmp_mes.http import commit_unit_of_work, db_session, roles_required, undo_failed_form
 from gmp_mes.localtime import parse_local, zone_of
 from gmp_mes.schemas import StrictSchema, field_errors, form_fields
@@ -46,6 +47,19 @@ class EventFormSchema(StrictSchema):
     password = fields.String(required=True, validate=validate.Length(min=1, max=200),
                              error_messages={"required": "type your password to sign"})
     signature_reason = fields.String(load_default=None, validate=validate.Length(max=2000))
+
+
+def search_target(session: Session, user: Principal, text: str) -> str | None:
+    """The header search box: an equipment id opens its page (a scanned EQP label is
+    resolved by identity's search through the scanned-subjects seam)."""
+    equipment_id = services.normal_id(text)
+    if not user.has_role(*VIEW_ROLES) or not services.EQUIPMENT_ID.fullmatch(equipment_id):
+        return None
+    try:
+        services.get_equipment(session, equipment_id)
+    except NotFound:
+        return None
+    return url_for("equipment.equipment_page", equipment_id=equipment_id)
 
 
 def _refused(error: DomainError) -> tuple[dict[str, list[str]], str | None]:

@@ -93,3 +93,11 @@ def test_a_refused_event_form_keeps_the_reason_never_the_password(shop: Shop, cl
 def test_nav_entry(shop: Shop, client) -> None:
     page_login(client, shop.qa)
     assert 'href="/equipment"' in client.get("/").get_data(as_text=True)
+
+
+def test_the_header_search_opens_an_equipment_page(shop: Shop, client) -> None:
+    shop.register("INC-01", "incubator")
+    page_login(client, shop.operator)
+    response = client.get("/search?q=inc-01")
+    assert response.status_code == 302 and response.headers["Location"] == "/equipment/INC-01"
+    assert client.get("/search?q=NOPE-1").status_code == 404
