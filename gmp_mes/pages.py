@@ -66,7 +66,7 @@ def site_time(value: Any) -> str:
 # (never use), amber for waiting states (quarantine, conditional, on hold, pending),
 # green only for what may be used; grey for finished records.
 STOP_STATUSES = frozenset({"rejected", "expired", "blocked", "destroyed", "failed",
-                           "recalled", "out_of_service"})
+                           "recalled", "out_of_service", "calibration_overdue"})
 WAIT_STATUSES = frozenset({"quarantine", "conditionally_released", "on_hold", "pending",
                            "awaiting_release", "shipped", "in_transit", "open", "required"})
 DONE_STATUSES = frozenset({"administered", "consumed", "closed", "acknowledged"})
