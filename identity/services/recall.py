@@ -1,0 +1,29 @@
+"""The items side of a recall (SPEC §11 where-used): a query other domains join to.
+
+materials answers "which bags and patients did this lot reach" in one SQL statement by
+joining its lot uses to this ``Select`` as a subquery: it reads identity's items through
+identity's services, never its tables (DEVELOPING.md, "Layout, layers and seams").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Select, select
+
+from identity.models import Administration, Item, ItemKind
+
+
+def final_products() -> Select[tuple[str, str | None, str, str, str, datetime | None,
+                                     datetime | None, str | None]]:
+    """Every final-product bag: ``item_id``, ``batch_number``, ``status``, ``coi_id`` (the
+    patient it is for, autologous), ``site_code`` (where it is), ``expires_at``,
+    ``administered_at`` and ``administered_site`` (None unless infused). No order, no
+    filter beyond the kind: the caller joins on ``batch_number`` and orders."""
+    return (
+        select(Item.item_id, Item.batch_number, Item.status, Item.coi_id, Item.site_code,
+               Item.expires_at, Administration.administered_at,
+               Administration.site_code.label("administered_site"))
+        .outerjoin(Administration, Administration.item_id == Item.item_id)
+        .where(Item.kind == ItemKind.FINAL_PRODUCT.value)
+    )
