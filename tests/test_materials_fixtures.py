@@ -77,6 +77,12 @@ class Store:
                                      signature=signed("released"))
         return lot_id
 
+    def made_materials(self) -> set[str]:
+        from materials import services
+
+        with self.tx() as s:
+            return {m.code for m in services.list_materials(s)}
+
     def remaining(self, lot_id: str) -> Decimal:
         from materials import services
 
