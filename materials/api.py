@@ -14,10 +14,10 @@ from materials.schemas import (
     LotDecisionInSchema,
     LotDetailSchema,
     LotInSchema,
+    LotRejectInSchema,
     LotSchema,
     MaterialInSchema,
     MaterialSchema,
-    LotRejectInSchema,
     WhereUsedSchema,
 )
 

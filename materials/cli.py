@@ -45,7 +45,8 @@ def lots_where_used(lot_id: str) -> None:
                                         "ADMINISTERED")]
         for batch in answer.batches:
             used = f"{services.show(batch.quantity)} {lot.material.unit}"
-            for item in batch.items or [None]:
+            bags: list[services.RecalledItem | None] = list(batch.items) or [None]
+            for item in bags:
                 rows.append((batch.batch_number, batch.coi_id, used,
                              item.item_id if item else "-", item.status if item else "-",
                              format_time(item.administered_at)

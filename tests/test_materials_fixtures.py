@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
 from gmp_mes.db import Database
-from gmp_mes.registry import LotGiven, MaterialNeed, StepCheck, StepContext, StepNeeds, StepResources
+from gmp_mes.registry import (
+    LotGiven,
+    MaterialNeed,
+    StepCheck,
+    StepContext,
+    StepNeeds,
+    StepResources,
+)
 from gmp_mes.signatures import SignatureInput
 from tests.conftest import PASSWORD, Person
 

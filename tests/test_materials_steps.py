@@ -139,8 +139,8 @@ def test_every_reason_at_once(store: Store, stocked: dict) -> None:
         at=utcnow() + timedelta(days=3))
     answer = store.check(ctx)
     assert codes(answer) == sorted([
-        "lot_not_released", "lot_insufficient", "lot_expired", "quantity_missing", "lot_wrong_material", "lot_unknown", "malformed",
-        "material_missing"]), answer.reasons
+        "lot_not_released", "lot_insufficient", "lot_expired", "quantity_missing",
+        "lot_wrong_material", "lot_unknown", "malformed", "material_missing"]), answer.reasons
     # CS10 has no lot: material_missing names it.
     assert any("CS10" in r["message"] for r in answer.reasons if r["code"] == "material_missing")
 

@@ -8,22 +8,28 @@ identity's services, never its tables (DEVELOPING.md, "Layout, layers and seams"
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy import Select, select
 
 from identity.models import Administration, Item, ItemKind
 
 
-def final_products() -> Select[tuple[str, str | None, str, str, str, datetime | None,
-                                     datetime | None, str | None]]:
+# item_id, batch_number, status, coi_id, site_code, expires_at, administered_at,
+# administered_site: the last two come through an outer join, so they may be NULL.
+FinalProducts = Select[str, str | None, str, str, str, datetime | None, datetime | None,
+                       str | None]
+
+
+def final_products() -> FinalProducts:
     """Every final-product bag: ``item_id``, ``batch_number``, ``status``, ``coi_id`` (the
     patient it is for, autologous), ``site_code`` (where it is), ``expires_at``,
     ``administered_at`` and ``administered_site`` (None unless infused). No order, no
     filter beyond the kind: the caller joins on ``batch_number`` and orders."""
-    return (
+    return cast(FinalProducts, (
         select(Item.item_id, Item.batch_number, Item.status, Item.coi_id, Item.site_code,
                Item.expires_at, Administration.administered_at,
                Administration.site_code.label("administered_site"))
         .outerjoin(Administration, Administration.item_id == Item.item_id)
         .where(Item.kind == ItemKind.FINAL_PRODUCT.value)
-    )
+    ))

@@ -127,11 +127,11 @@ def check_step_materials(session: Session, ctx: StepContext) -> StepCheck:
         if lot.expires_at <= ctx.at:
             check.add("lot_expired", f"lot {lot.lot_id} ({lot.material_code}) expired "
                                      f"{format_time(lot.expires_at)}")
-        slot = taken.get(lot_id)
-        if slot is not None and slot.quantity > lot.remaining:
+        taking = taken.get(lot_id)
+        if taking is not None and taking.quantity > lot.remaining:
             check.add("lot_insufficient",
                       f"lot {lot.lot_id} ({lot.material_code}) has {show(lot.remaining)} "
-                      f"{lot.material.unit} left; the step uses {show(slot.quantity)}")
+                      f"{lot.material.unit} left; the step uses {show(taking.quantity)}")
     for code in declared:
         if code not in materials_given:
             check.add("material_missing",
