@@ -10,6 +10,7 @@ from marshmallow import RAISE
 
 from gmp_mes.http import commit_unit_of_work, db_session, roles_required, writes
 from labels import services
+from labels.http import LABEL_RESPONSES, label_file, label_request
 from labels.schemas import (
     LabelQuerySchema,
     LabelSchema,
@@ -27,46 +28,21 @@ from labels.schemas import (
 blp = Blueprint("labels", __name__, url_prefix="/api/v1", description="Chain-of-identity labels")
 
 
-def _file(printed: services.PrintedLabel) -> Response:
-    # PDF opens in the browser for its print dialog (issue 15); ZPL is a download.
-    inline = printed.media_type in ("image/png", "image/svg+xml", "application/pdf")
-    response = Response(printed.content, mimetype=printed.media_type)
-    response.headers["Content-Disposition"] = (
-        f'{"inline" if inline else "attachment"}; filename="{printed.filename}"'
-    )
-    response.headers["X-Label-Id"] = ",".join(label.label_id for label in printed.labels)
-    replaced = [label.replaces for label in printed.labels if label.replaces]
-    if replaced:
-        response.headers["X-Replaced-Label-Id"] = ",".join(replaced)
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
 @blp.route("/items/<item_id>/label", methods=["GET"])
 # A misspelt option (reprnt=true) must not silently print an original: unknown -> 422.
 @blp.arguments(LabelQuerySchema, location="query", unknown=RAISE)
-@blp.doc(
-    responses={
-        "200": {
-            "description": "the label; the print is recorded (reprint=true with a reason "
-            "for reprints)",
-            "content": {t: {} for t in services.MEDIA_TYPES.values()},
-        }
-    }
-)
+@blp.doc(responses=LABEL_RESPONSES)
 @roles_required("operator", "clinician")
 @writes
 def item_label(query: dict[str, Any], item_id: str) -> Response:
     """Print the item's label as png, svg, pdf or zpl (every print recorded), or with
     ``preview=true`` a marked preview that records nothing and never verifies."""
-    if query.pop("preview"):
-        return _file(services.preview_label(db_session(), item_id,
-                                            services.PrintRequest(**query)))
-    printed = services.print_label(
-        db_session(), item_id, services.PrintRequest(**query), user_id=g.user.id
-    )
+    request, preview = label_request(query)
+    if preview:
+        return label_file(services.preview_label(db_session(), item_id, request))
+    printed = services.print_label(db_session(), item_id, request, user_id=g.user.id)
     commit_unit_of_work()  # the print is recorded; render with no lock held
-    return _file(printed)
+    return label_file(printed)
 
 
 @blp.route("/labels/sheet", methods=["GET"])
@@ -81,7 +57,7 @@ def label_sheet(query: dict[str, Any]) -> Response:
         db_session(), items, services.PrintRequest(format="pdf", **query), user_id=g.user.id
     )
     commit_unit_of_work()  # the prints are recorded; render the sheet with no lock held
-    return _file(printed)
+    return label_file(printed)
 
 
 @blp.route("/items/<item_id>/labels", methods=["GET"])
@@ -134,7 +110,7 @@ def replace_label(body: dict[str, Any], item_id: str, label_id: str) -> Response
         request=services.PrintRequest(**body),
         user=g.user,
     )
-    return _file(printed)
+    return label_file(printed)
 
 
 @blp.route("/items/<item_id>/label/print", methods=["POST"])

@@ -10,7 +10,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from labels import keys
-from labels.payload import InvalidLabel, LabelPayload, parse, verify
+from labels.payload import ASSET_KINDS, InvalidLabel, LabelPayload, parse, verify
 
 KIND_NAMES = {
     "SM": "starting material",
@@ -19,6 +19,7 @@ KIND_NAMES = {
     "QS": "QC sample",
     "RS": "retention sample",
     "WB": "patient wristband",
+    **ASSET_KINDS,
 }
 
 
@@ -71,8 +72,9 @@ def describe(payload: LabelPayload, signer: str) -> list[str]:
     return [
         f"valid label, signed by key {signer}",
         f"kind:    {payload.kind_code} ({KIND_NAMES[payload.kind_code]})",
-        f"item:    {payload.subject_id}",
-        f"COI ID:  {coi} (printed {coi[:5]} {coi[5:7]} {coi[7:13]} [{coi[13]}])",
+        *([f"id:      {payload.subject_id}", "COI ID:  - (names no patient)"] if payload.asset
+          else [f"item:    {payload.subject_id}",
+                f"COI ID:  {coi} (printed {coi[:5]} {coi[5:7]} {coi[7:13]} [{coi[13]}])"]),
         f"expires: {expiry}",
         f"copy:    {payload.serial}"
         if payload.serial

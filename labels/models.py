@@ -83,6 +83,43 @@ class LabelPrint(Audited, Base):
         return self.label_id
 
 
+class AssetLabelPrint(Audited, Base):
+    """One printed copy of the label of a material lot (``LOT``) or a piece of equipment
+    (``EQP``), SPEC §11: the subject lives in a domain above labels (materials,
+    equipment), so it is named by kind code and id, without a foreign key. Append-only
+    (labels_0004); the unique indexes back print control: one serial names one copy of
+    one subject, one payload one copy."""
+
+    __tablename__ = "asset_label_print"
+    __table_args__ = (
+        CheckConstraint("kind_code IN ('LOT', 'EQP')", name="kind_code"),
+        CheckConstraint(check_in("format", LabelFormat), name="format"),
+        CheckConstraint("serial >= 1", name="serial"),
+        CheckConstraint("reprint = false OR reason IS NOT NULL", name="reprint_reason"),
+        Index("ix_asset_label_print_subject_serial", "kind_code", "subject_id", "serial",
+              unique=True),
+    )
+    audit_entity = "asset_label"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label_id: Mapped[str] = mapped_column(String(16), unique=True)
+    kind_code: Mapped[str] = mapped_column(String(3))
+    subject_id: Mapped[str] = mapped_column(String(40))
+    serial: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(8))
+    # SHA-256 of the payload text: check_payload finds the copy by it (one indexed read).
+    payload_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    key_id: Mapped[str] = mapped_column(String(16))
+    workstation: Mapped[str | None] = mapped_column(String(100))
+    reprint: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    printed_by: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    printed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def audit_key(self) -> str:
+        return self.label_id
+
+
 class LabelVoid(Audited, Base):
     """The voiding of a label: its payload never verifies online again."""
 

@@ -28,6 +28,7 @@ from gmp_mes.registry import LabelSubject
 from gmp_mes.schemas import form_fields
 from labels import render, services
 from labels.api import send_to_printer
+from labels.http import label_file
 from labels.models import LabelPrinter
 from labels.schemas import LabelQuerySchema, ReplaceSchema, SheetQuerySchema, VoidSchema
 
@@ -67,12 +68,8 @@ def print_label(item_id: str) -> Response:
 def _file(printed: services.PrintedLabel, *, inline: bool = False) -> Response:
     """A PDF opens in the browser for its print dialog (issue 15); PNG and ZPL files
     are downloads for a label printer's own tool, previews open in the browser."""
-    response = Response(printed.content, mimetype=printed.media_type)
-    inline = inline or printed.media_type == services.MEDIA_TYPES["pdf"]
-    disposition = "inline" if inline else "attachment"
-    response.headers["Content-Disposition"] = f'{disposition}; filename="{printed.filename}"'
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return label_file(printed,
+                      inline=inline or printed.media_type == services.MEDIA_TYPES["pdf"])
 
 
 def site_printers() -> list[LabelPrinter]:
@@ -177,9 +174,7 @@ def replace_label(item_id: str, label_id: str | None) -> Response:
         return _back(item_id, back, f"label not replaced: {_messages(exc)}")
     except DomainError as exc:
         return _back(item_id, back, f"label not replaced: {exc.detail}")
-    response = _file(printed)
-    response.headers["X-Label-Id"] = ",".join(label.label_id for label in printed.labels)
-    return response
+    return _file(printed)
 
 
 @bp.route("/bedside/wristband-label", methods=["GET"])

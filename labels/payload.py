@@ -6,6 +6,11 @@
 voided and replaced while the other copies stay valid. Labels printed before serials
 existed carry the older 6-field form without it; readers accept both.
 
+Labels of things that are not a patient's item (SPEC §11: a material lot, kind ``LOT``;
+a piece of equipment, kind ``EQP``) carry ``-`` in the COI field and always a serial:
+``GMP1:LOT:LOT-000123:-:<expiry or ->:<serial>:<signature>``. An item kind with ``-``,
+or a LOT/EQP payload with a COI, is malformed.
+
 Only the QR alphanumeric character set (``0-9 A-Z space $ % * + - . / :``) is used,
 so the symbol is encoded in alphanumeric mode and stays small. The signature is
 Ed25519 (RFC 8032) over the ASCII bytes of everything before the last ``:``,
@@ -33,13 +38,19 @@ PREFIX = "GMP1"
 QR_ALPHANUMERIC = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:")
 # Kind codes of identity.services.KIND_CODES (agreed interface); a payload with
 # another code is malformed whatever its signature says.
-KIND_CODES = frozenset({"SM", "IM", "FP", "QS", "RS", "WB"})
+ITEM_KIND_CODES = frozenset({"SM", "IM", "FP", "QS", "RS", "WB"})
+# Kind codes of labels that name no patient (SPEC §11): what they name, for messages.
+ASSET_KINDS = {"LOT": "material lot", "EQP": "equipment"}
+ASSET_KIND_CODES = frozenset(ASSET_KINDS)
+KIND_CODES = ITEM_KIND_CODES | ASSET_KIND_CODES
+NO_COI = "-"  # the COI field of a LOT or EQP label
 SIGNATURE_LENGTH = 103  # base32 of 64 bytes without padding
 NO_EXPIRY = "-"
 EXPIRY_FORMAT = "%Y%m%d%H%M"
 MAX_LENGTH = 256  # a real payload is ~150 characters; refuse anything absurd early
 
 _SUBJECT = re.compile(r"[0-9A-Z][0-9A-Z.\-]{0,39}")
+_LOT = re.compile(r"LOT-[0-9A-Z][0-9A-Z.\-]{0,35}")  # materials' lot ids: LOT-000123
 _COI = re.compile(r"[0-9A-Z]{13}[0-9A-Z*]")
 _EXPIRY = re.compile(r"[0-9]{12}")
 _SIGNATURE = re.compile(r"[A-Z2-7]{103}")
@@ -73,6 +84,11 @@ class LabelPayload:
     def signed_part(self) -> str:
         return self.text[: self.text.rfind(":")]
 
+    @property
+    def asset(self) -> bool:
+        """A label of a material lot or a piece of equipment, not of a patient's item."""
+        return self.kind_code in ASSET_KIND_CODES
+
 
 def normalise_scan(raw: str) -> str:
     """What a keyboard-wedge scanner typed, as the payload: trimmed and upper case."""
@@ -103,9 +119,14 @@ def signed_content(
     kind_code, subject_id, coi_id = kind_code.upper(), subject_id.upper(), coi_id.upper()
     if kind_code not in KIND_CODES:
         raise ValueError(f"unknown label kind code {kind_code!r}")
-    if not _SUBJECT.fullmatch(subject_id):
-        raise ValueError(f"item id {subject_id!r} cannot be carried in a label payload")
-    if not _COI.fullmatch(coi_id):
+    if not _subject_fits(kind_code, subject_id):
+        raise ValueError(f"id {subject_id!r} cannot be carried in a {kind_code} label payload")
+    if kind_code in ASSET_KIND_CODES:
+        if coi_id != NO_COI:
+            raise ValueError(f"a {kind_code} label names no patient: its COI field is -")
+        if serial is None:
+            raise ValueError(f"a {kind_code} label always carries its copy's serial")
+    elif not _COI.fullmatch(coi_id):
         raise ValueError(f"COI ID {coi_id!r} is not a 14-character ISBT 128 COI")
     content = f"{PREFIX}:{kind_code}:{subject_id}:{coi_id}:{format_expiry(expires_at)}"
     if serial is None:
@@ -162,9 +183,18 @@ def parse(raw: str) -> LabelPayload:
         _, kind_code, subject_id, coi_id, expiry, signature = parts
     if kind_code not in KIND_CODES:
         raise InvalidLabel("malformed", f"unknown label kind code {kind_code!r}")
-    if not _SUBJECT.fullmatch(subject_id):
-        raise InvalidLabel("malformed", "the item id field is not valid")
-    if not _COI.fullmatch(coi_id):
+    if not _subject_fits(kind_code, subject_id):
+        raise InvalidLabel("malformed", "the item id field is not valid"
+                           if kind_code in ITEM_KIND_CODES else
+                           f"the {ASSET_KINDS[kind_code]} id field is not valid")
+    if kind_code in ASSET_KIND_CODES:
+        if coi_id != NO_COI:
+            raise InvalidLabel("malformed", f"a {ASSET_KINDS[kind_code]} label names no "
+                                            "patient: its COI field must be -")
+        if serial is None:
+            raise InvalidLabel("malformed", f"a {ASSET_KINDS[kind_code]} label has 7 fields "
+                                            "(it always carries its copy's serial)")
+    elif not _COI.fullmatch(coi_id):
         raise InvalidLabel("malformed", "the COI ID field is not a 14-character ISBT 128 COI")
     expires_at = _parse_expiry(expiry)
     if serial is not None and not _SERIAL.fullmatch(serial):
@@ -172,6 +202,12 @@ def parse(raw: str) -> LabelPayload:
     if not _SIGNATURE.fullmatch(signature):
         raise InvalidLabel("malformed", "the signature field is truncated or not base32")
     return LabelPayload(kind_code, subject_id, coi_id, expires_at, signature, text, serial)
+
+
+def _subject_fits(kind_code: str, subject_id: str) -> bool:
+    if kind_code == "LOT":
+        return _LOT.fullmatch(subject_id) is not None
+    return _SUBJECT.fullmatch(subject_id) is not None
 
 
 def _parse_expiry(field: str) -> datetime | None:

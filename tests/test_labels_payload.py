@@ -20,7 +20,7 @@ FORMAT = re.compile(
     r"GMP1:(SM|IM|FP|QS|RS|WB):ITM-[A-Z2-7]{8}:[0-9A-Z]{13}[0-9A-Z*]:([0-9]{12}|-):[A-Z2-7]{103}"
 )
 
-kinds = st.sampled_from(sorted(lp.KIND_CODES))
+kinds = st.sampled_from(sorted(lp.ITEM_KIND_CODES))
 item_ids = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", min_size=8, max_size=8).map(
     lambda s: f"ITM-{s}"
 )
@@ -36,11 +36,23 @@ expiries = st.one_of(
     ).map(lambda d: d.replace(second=0, microsecond=0)),
 )
 serials = st.one_of(st.none(), st.integers(1, lp.MAX_SERIAL))
-# Both forms: the per-copy payload (with a serial) and the 6-field one from before.
-payloads = st.builds(lambda *a: lp.sign(KEY, *a), kinds, item_ids, coi_ids, expiries, serials)
-copy_payloads = st.builds(
+# Labels of material lots and equipment (SPEC §11): COI field "-", always a serial.
+lot_ids = st.text("0123456789", min_size=6, max_size=6).map(lambda s: f"LOT-{s}")
+equipment_ids = st.from_regex(r"[0-9A-Z][0-9A-Z.\-]{0,39}", fullmatch=True)
+asset_subjects = st.one_of(st.tuples(st.just("LOT"), lot_ids),
+                           st.tuples(st.just("EQP"), equipment_ids))
+asset_payloads = st.builds(
+    lambda subject, expiry, serial: lp.sign(KEY, subject[0], subject[1], lp.NO_COI, expiry,
+                                            serial),
+    asset_subjects, expiries, st.integers(1, lp.MAX_SERIAL))
+# Both forms: the per-copy payload (with a serial) and the 6-field one from before, and
+# the asset labels.
+payloads = st.one_of(
+    st.builds(lambda *a: lp.sign(KEY, *a), kinds, item_ids, coi_ids, expiries, serials),
+    asset_payloads)
+copy_payloads = st.one_of(st.builds(
     lambda *a: lp.sign(KEY, *a), kinds, item_ids, coi_ids, expiries, st.integers(1, lp.MAX_SERIAL)
-)
+), asset_payloads)
 COPY_FORMAT = re.compile(
     r"GMP1:(SM|IM|FP|QS|RS|WB):ITM-[A-Z2-7]{8}:[0-9A-Z]{13}[0-9A-Z*]:([0-9]{12}|-):"
     r"[1-9][0-9]{0,8}:[A-Z2-7]{103}"
@@ -82,6 +94,66 @@ def test_a_copy_payload_carries_its_serial_under_the_signature() -> None:
         assert info.value.code == "bad_signature"
     with pytest.raises(lp.InvalidLabel) as info:
         lp.parse_and_verify(text.replace(":12:", ":012:"), PUBLIC)
+    assert info.value.code == "malformed"
+
+
+@settings(max_examples=200)
+@given(subject=asset_subjects, expiry=expiries, serial=st.integers(1, lp.MAX_SERIAL))
+def test_an_asset_payload_round_trips(subject: tuple[str, str], expiry, serial: int) -> None:
+    """SPEC §11: ``GMP1:LOT:<lot id>:-:<expiry or ->:<serial>:<signature>`` (EQP alike)."""
+    kind, subject_id = subject
+    text = lp.sign(KEY, kind, subject_id, lp.NO_COI, expiry, serial)
+    assert text.startswith(f"GMP1:{kind}:{subject_id}:-:{lp.format_expiry(expiry)}:{serial}:")
+    assert set(text) <= lp.QR_ALPHANUMERIC
+    parsed = lp.parse_and_verify(text, PUBLIC)
+    assert parsed == lp.LabelPayload(kind, subject_id, "-", expiry, text.rsplit(":", 1)[1],
+                                     text, str(serial))
+    assert parsed.asset
+
+
+def test_item_payloads_are_not_assets() -> None:
+    assert not lp.parse(lp.sign(KEY, "FP", "ITM-ABCDEFGH", "A999926000001*", None, 1)).asset
+
+
+@pytest.mark.parametrize(
+    ("kind", "subject", "coi", "serial"),
+    [
+        ("LOT", "LOT-000123", "A999926000001A", 1),  # a lot names no patient
+        ("EQP", "BSC-01", "A999926000001A", 1),
+        ("FP", "ITM-AAAAAAAA", "-", 1),  # an item label needs its COI
+        ("LOT", "LOT-000123", "-", None),  # asset labels always carry a serial
+        ("LOT", "ITM-AAAAAAAA", "-", 1),  # not a lot id
+        ("EQP", "bsc 01", "-", 1),
+    ],
+)
+def test_signing_refuses_asset_fields_outside_the_format(kind, subject, coi, serial) -> None:
+    with pytest.raises(ValueError):
+        lp.sign(KEY, kind, subject, coi, None, serial)
+
+
+def _forge(head: str) -> str:
+    """A payload signed by our key over content the signer would refuse to sign."""
+    return f"{head}:{lp.encode_signature(KEY.sign(head.encode('ascii')))}"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "GMP1:LOT:LOT-000123:A999926000001A:-:1",  # a LOT payload with a COI
+        "GMP1:EQP:BSC-01:A999926000001A:-:1",
+        "GMP1:FP:ITM-AAAAAAAA:-:-:1",  # an item payload with "-"
+        "GMP1:SM:ITM-AAAAAAAA:-:-",
+        "GMP1:LOT:LOT-000123:-:-",  # the 6-field form is for items printed before serials
+        "GMP1:EQP:BSC-01:-:-",
+        "GMP1:LOT:ITM-AAAAAAAA:-:-:1",
+        "GMP1:LOT:LOT-000123::-:1",
+    ],
+)
+def test_mixed_up_asset_and_item_payloads_are_malformed(head: str) -> None:
+    """Even under a genuine signature, a LOT/EQP payload with a COI or an item payload
+    with ``-`` is malformed: one text form per payload."""
+    with pytest.raises(lp.InvalidLabel) as info:
+        lp.parse_and_verify(_forge(head), PUBLIC)
     assert info.value.code == "malformed"
 
 
@@ -210,6 +282,15 @@ def test_a_signature_from_another_key_fails(kind, item, coi, expiry) -> None:
     # ... while the same content with the right key verifies, and several keys may verify.
     genuine = lp.sign(KEY, kind, item, coi, expiry)
     assert lp.parse_and_verify(genuine, [OTHER_KEY.public_key(), *PUBLIC]).text == genuine
+
+
+@settings(max_examples=100)
+@given(subject=asset_subjects, expiry=expiries, serial=st.integers(1, lp.MAX_SERIAL))
+def test_an_asset_signature_from_another_key_fails(subject, expiry, serial) -> None:
+    forged = lp.sign(OTHER_KEY, subject[0], subject[1], lp.NO_COI, expiry, serial)
+    with pytest.raises(lp.InvalidLabel) as info:
+        lp.parse_and_verify(forged, PUBLIC)
+    assert info.value.code == "bad_signature"
 
 
 @settings(max_examples=100)

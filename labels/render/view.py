@@ -246,3 +246,51 @@ def build_view(
         stock=stock,
         preview=preview,
     )
+
+
+def build_asset_view(
+    *,
+    kind_code: str,
+    subject_id: str,
+    title: str,
+    lines: tuple[str, ...],
+    expires_at: datetime | None,
+    site_timezone: str,
+    payload: str,
+    reprint: bool = False,
+    now: datetime | None = None,
+    serial: int | str | None = None,
+    stock: str = DEFAULT_STOCK,
+    preview: bool = False,
+) -> LabelView:
+    """The eye-readable content of a material lot or equipment label (SPEC §11): the
+    caller's title and lines (material name and code, supplier lot, storage, type, ...),
+    the expiry in the site's local time (bold) with UTC beside it, as on items, and the
+    subject id with the copy's serial. An expired lot prints under the EXPIRED banner.
+    Every renderer draws the view unchanged."""
+    now = now or datetime.now(UTC)
+    shown: list[Line] = [Line(text) for text in lines]
+    if expires_at is not None:
+        first, utc = _fmt_time(expires_at, site_timezone)
+        shown.append(Line(f"EXP: {first}", strong=True))
+        if utc:
+            shown.append(Line(f"     ({utc})"))
+    # The id in bold (what people match against the lot or logbook), with the copy.
+    shown.append(Line(f"{subject_id} COPY {serial}" if serial else subject_id, strong=True))
+    banner = banner_for(None, expires_at, now)
+    if preview:
+        if banner:
+            shown.insert(0, Line(banner, strong=True))
+        banner = PREVIEW_BANNER
+    stock_inches(stock)
+    return LabelView(
+        payload=payload,
+        title=clean_text(title) or kind_code,
+        lines=tuple(Line(clean_text(line.text), line.strong)
+                    for line in shown if clean_text(line.text)),
+        banner=banner,
+        reprint=reprint,
+        item_id=subject_id,
+        stock=stock,
+        preview=preview,
+    )

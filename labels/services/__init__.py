@@ -6,7 +6,10 @@ Other domains call only the names re-exported here (DEVELOPING.md). What a label
 seam, which identity provides: labels never imports identity. The rooms:
 ``signing`` (keys, online and offline checks), ``records`` (printed copies),
 ``printing`` (print control, sheets, previews), ``outbox`` (networked printers),
-``jobs`` (stale printer jobs), ``voids`` (void, replace), ``setup`` (stock, printers).
+``jobs`` (stale printer jobs), ``voids`` (void, replace), ``setup`` (stock, printers),
+``assets`` (labels of material lots and equipment, SPEC §11: the caller describes the
+subject in an ``AssetLabel`` and locks its own row; labels never imports materials or
+equipment).
 
 Print control (SPEC §4). Every printed copy carries its own serial in the signed
 payload (``GMP1:...:<expiry>:<serial>:<signature>``), one ``label_print`` row per
@@ -28,7 +31,22 @@ copy, so copies can be told apart by what they encode:
 
 from __future__ import annotations
 
-from labels.payload import InvalidLabel, LabelPayload, normalise_scan, sign
+from labels.payload import (
+    ASSET_KIND_CODES,
+    ASSET_KINDS,
+    InvalidLabel,
+    LabelPayload,
+    normalise_scan,
+    sign,
+)
+from labels.services.assets import (
+    AssetLabel,
+    AssetLabelRecord,
+    asset_labels_of,
+    asset_preview_payload,
+    preview_asset_label,
+    print_asset_label,
+)
 from labels.services.jobs import print_jobs_of_item, sweep_job, sweep_print_jobs
 from labels.services.outbox import (
     PrinterDidNotTakeIt,
@@ -87,12 +105,16 @@ from labels.services.signing import (
 from labels.services.voids import WrongSite, replace_label, void_label
 
 __all__ = [
+    "ASSET_KINDS",
+    "ASSET_KIND_CODES",
     "LABEL_KINDS",
     "MAX_COPIES",
     "MAX_SERIAL_SHOWN",
     "MAX_SHEET_ITEMS",
     "MEDIA_TYPES",
     "PRINTER_TIMEOUT",
+    "AssetLabel",
+    "AssetLabelRecord",
     "InvalidLabel",
     "LabelPayload",
     "LabelRecord",
@@ -104,6 +126,8 @@ __all__ = [
     "SigningKeyUnavailable",
     "WrongSite",
     "add_printer",
+    "asset_labels_of",
+    "asset_preview_payload",
     "check_payload",
     "finish_print_job",
     "items_of_batch",
@@ -114,8 +138,10 @@ __all__ = [
     "normalise_scan",
     "payload_digest",
     "payload_for_item",
+    "preview_asset_label",
     "preview_label",
     "preview_payload",
+    "print_asset_label",
     "print_jobs_of_item",
     "print_label",
     "print_refusal",

@@ -5,7 +5,7 @@ sheets and marked previews."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -18,7 +18,14 @@ from gmp_mes.clock import utcnow
 from gmp_mes.errors import conflict, field_error
 from gmp_mes.registry import LabelSubject
 from labels import keys, render
-from labels.models import LabelFormat, LabelPrint, LabelPrintJob, LabelVoid, PrintJobStatus
+from labels.models import (
+    AssetLabelPrint,
+    LabelFormat,
+    LabelPrint,
+    LabelPrintJob,
+    LabelVoid,
+    PrintJobStatus,
+)
 from labels.payload import format_expiry, sign, signed_content
 from labels.services import signing
 from labels.services._common import subjects
@@ -51,9 +58,11 @@ class PrintRequest:
 class PrintedLabel:
     """A recorded print. ``content`` is rendered on first use: the boundary commits the
     print record first (``gmp_mes.http.commit_unit_of_work``), so the slow rendering of a
-    sheet holds neither the SQLite writer lock nor PostgreSQL row locks (issue 13)."""
+    sheet holds neither the SQLite writer lock nor PostgreSQL row locks (issue 13).
+    ``labels``: the recorded copies (``LabelPrint`` of an item, ``AssetLabelPrint`` of a
+    lot or equipment; empty for a preview)."""
 
-    labels: list[LabelPrint]
+    labels: Sequence[LabelPrint | AssetLabelPrint]
     render: Callable[[], bytes]
     media_type: str
     filename: str

@@ -15,7 +15,9 @@ from labels import render
 from labels.models import LabelPrinter, LabelStock
 
 LABEL_KINDS = ("final_product", "starting_material", "intermediate", "qc_sample",
-               "retention_sample", "wristband")
+               "retention_sample", "wristband", "material_lot", "equipment")
+# The stock kind of an asset label (SPEC §11) by its payload kind code.
+ASSET_STOCK_KINDS = {"LOT": "material_lot", "EQP": "equipment"}
 
 
 def stock_for(session: Session, site_code: str | None, kind: str) -> str:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from gmp_mes.errors import DomainError
 from labels import keys
-from labels.models import LabelPrint, LabelVoid
+from labels.models import AssetLabelPrint, LabelPrint, LabelVoid
 from labels.payload import InvalidLabel, LabelPayload, normalise_scan, parse, sign, verify
 from labels.services._common import subjects
 
@@ -65,7 +65,8 @@ def keyring() -> keys.KeyRing:
 
 def signing_key_ids(session: Session) -> set[str]:
     """Ids of every key that signed a label in this database (backups record them)."""
-    return set(session.scalars(select(LabelPrint.key_id).distinct()))
+    return (set(session.scalars(select(LabelPrint.key_id).distinct()))
+            | set(session.scalars(select(AssetLabelPrint.key_id).distinct())))
 
 
 def unknown_signing_keys(session: Session, key_path: Path) -> list[str]:
@@ -95,8 +96,10 @@ def payload_for_item(session: Session, item_id: str) -> str:
 
 
 def check_payload(session: Session, raw: str) -> PayloadCheck:
-    """Online check of scanned text: structure, signature, not voided. Never raises for
-    bad input; reason codes ``malformed``, ``bad_signature``, ``voided``."""
+    """Online check of scanned text: structure, signature, a recorded copy, not voided.
+    Never raises for bad input; reason codes ``malformed``, ``bad_signature``,
+    ``unknown_copy``, ``voided``. A LOT or EQP payload (SPEC §11) is valid only when its
+    copy is recorded in ``asset_label_print``."""
     try:
         payload = parse(raw)
     except InvalidLabel as exc:
@@ -106,6 +109,11 @@ def check_payload(session: Session, raw: str) -> PayloadCheck:
     except InvalidLabel as exc:
         return PayloadCheck(payload, [(exc.code, exc.message)])
     digest = payload_digest(payload.text)
+    if payload.asset:
+        # parse() refuses a LOT/EQP payload without a serial: always a recorded copy.
+        if session.connection().execute(_ASSET_COPY_OF_PAYLOAD, {"digest": digest}).first():
+            return PayloadCheck(payload, [])
+        return PayloadCheck(payload, [_unknown_copy(payload)])
     if payload.serial is None:
         # A 6-field label from before serials: valid unless its print was voided.
         voided_by = _void_of(session, digest)
@@ -116,12 +124,7 @@ def check_payload(session: Session, raw: str) -> PayloadCheck:
         return PayloadCheck(payload, [])
     copy = session.connection().execute(_COPY_OF_PAYLOAD, {"digest": digest}).first()
     if copy is None:
-        # Signed with our key but never recorded as printed: not a label we issued.
-        return PayloadCheck(
-            payload,
-            [("unknown_copy", f"copy {payload.serial} of this label was never recorded as "
-                              "printed; it must not be used")],
-        )
+        return PayloadCheck(payload, [_unknown_copy(payload)])
     if copy.voided:
         return PayloadCheck(
             payload,
@@ -129,6 +132,12 @@ def check_payload(session: Session, raw: str) -> PayloadCheck:
                         "it must not be used")],
         )
     return PayloadCheck(payload, [])
+
+
+def _unknown_copy(payload: LabelPayload) -> tuple[str, str]:
+    # Signed with our key but never recorded as printed: not a label we issued.
+    return ("unknown_copy", f"copy {payload.serial} of this label was never recorded as "
+                            "printed; it must not be used")
 
 
 # Built once: check_payload runs on every scan.
@@ -144,6 +153,13 @@ _COPY_OF_PAYLOAD = (
     .select_from(_printed.outerjoin(_voids, _voids.c.label_id == _printed.c.label_id))
     .where(_printed.c.payload_digest == bindparam("digest"))
     .limit(1)
+)
+
+
+_assets = AssetLabelPrint.__table__
+# The printed copy of a LOT or EQP payload: one read of the unique payload_digest index.
+_ASSET_COPY_OF_PAYLOAD = (
+    select(_assets.c.label_id).where(_assets.c.payload_digest == bindparam("digest")).limit(1)
 )
 
 
