@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g
+from flask import Response, g
 from flask_smorest import Blueprint
+from marshmallow import RAISE
 
-from gmp_mes.http import db_session, roles_required
+import labels.http
+from gmp_mes.http import commit_unit_of_work, db_session, roles_required, writes
 from materials import services
 from materials.models import Material, MaterialLot
 from materials.schemas import (
@@ -98,3 +100,22 @@ def where_used(lot_id: str) -> services.WhereUsed:
     with status, and the COIs that received them; batches with an administered bag
     first, and `patients` (each COI once, `administered` marked) administered first."""
     return services.where_used(db_session(), lot_id)
+
+
+@blp.route("/lots/<lot_id>/label", methods=["GET"])
+@blp.arguments(labels.http.LabelQuerySchema, location="query", unknown=RAISE)
+@blp.doc(responses=labels.http.LABEL_RESPONSES)
+@roles_required("operator", "qc", "qa")
+@writes
+def lot_label(query: dict[str, Any], lot_id: str) -> Response:
+    """The lot's label (`format` png, svg, pdf or zpl): payload kind `LOT`, COI field `-`,
+    the lot's expiry; every copy recorded with its serial (`reprint=true&reason=...` for a
+    reprint; `preview=true`: a marked preview that records nothing and never verifies)."""
+    session = db_session()
+    request, preview = labels.http.label_request(query)
+    subject = services.lot_label_subject(session, lot_id, for_update=not preview)
+    if preview:
+        return labels.http.label_file(services.preview_lot_label(session, subject, request))
+    printed = services.print_lot_label(session, subject, request, user_id=g.user.id)
+    commit_unit_of_work()  # the print is recorded; render with no lock held
+    return labels.http.label_file(printed)

@@ -17,8 +17,9 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
+import labels.http
 from gmp_mes.errors import DomainError
-from gmp_mes.http import db_session, roles_required, undo_failed_form
+from gmp_mes.http import commit_unit_of_work, db_session, roles_required, undo_failed_form
 from gmp_mes.schemas import field_errors, form_fields, number_example
 from gmp_mes.signatures import SignatureInput
 from materials import services
@@ -112,6 +113,7 @@ def _lot_page(lot_id: str, *, errors: dict[str, list[str]] | None = None,
         error=error, form=form or {}, which=which, show=services.show,
         can_decide=services.decidable(view.lot) and g.user.has_role("qa"),
         can_label=g.user.has_role(*RECEIVERS),
+        printed=services.labels_of_lot(session, view.lot.lot_id),
     ), status
 
 
@@ -119,6 +121,50 @@ def _lot_page(lot_id: str, *, errors: dict[str, list[str]] | None = None,
 @roles_required()
 def lot_page(lot_id: str) -> tuple[str, int]:
     return _lot_page(lot_id)
+
+
+@bp.route("/lots/<lot_id>/label/preview")
+@roles_required(*RECEIVERS)
+def preview_lot_label(lot_id: str) -> Response:
+    """A marked PREVIEW (PDF or PNG): records no print, its code never verifies."""
+    fmt = request.args.get("format", "pdf")
+    request_ = labels.http.label_request({"format": fmt if fmt in ("pdf", "png") else "pdf"})[0]
+    session = db_session()
+    try:
+        printed = services.preview_lot_label(
+            session, services.lot_label_subject(session, lot_id), request_)
+    except DomainError as exc:
+        undo_failed_form(exc)
+        flash(f"no preview: {exc.detail}", "error")
+        return redirect(url_for("materials.lot_page", lot_id=lot_id))
+    return labels.http.label_file(printed, inline=True)
+
+
+@bp.route("/lots/<lot_id>/label", methods=["POST"])
+@roles_required(*RECEIVERS)
+def print_lot_label(lot_id: str) -> Response:
+    """Print the lot's label (the original, or a reprint with a reason): the file opens
+    (PDF) or downloads (PNG, ZPL); a refusal comes back on the lot page."""
+    form: dict[str, object] = {k: v for k, v in request.form.items()
+                               if k in ("format", "reason", "copies") and v.strip()}
+    form["reprint"] = "reprint" in request.form
+    session = db_session()
+    try:
+        query = labels.http.LabelQuerySchema().load(form)
+        print_request, _ = labels.http.label_request(query)
+        subject = services.lot_label_subject(session, lot_id, for_update=True)
+        printed = services.print_lot_label(session, subject, print_request,
+                                           user_id=g.user.id)
+    except ValidationError as exc:
+        flash("label not printed: " + "; ".join(
+            f"{k}: {', '.join(v)}" for k, v in field_errors(exc).items()), "error")
+        return redirect(url_for("materials.lot_page", lot_id=lot_id))
+    except DomainError as exc:
+        undo_failed_form(exc)
+        flash(f"label not printed: {exc.detail}", "error")
+        return redirect(url_for("materials.lot_page", lot_id=lot_id))
+    commit_unit_of_work()  # the print is recorded; render with no lock held
+    return labels.http.label_file(printed)
 
 
 @bp.route("/lots/<lot_id>/<action>", methods=["POST"])

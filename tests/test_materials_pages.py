@@ -80,3 +80,25 @@ def test_the_receiver_is_refused_on_the_page_and_reject_needs_a_reason(
     assert count(store.db, "signature") >= 1
     listing = qa.get("/materials").get_data(as_text=True)
     assert LOT_LINK + lot in listing and 'badge stop">rejected' in listing
+
+
+def test_the_lot_page_previews_prints_and_reprints_its_label(store: Store,
+                                                              client: Any) -> None:
+    store.material("IL2")
+    lot = store.lot("IL2", 3)
+    op = Browser(client, store.operator)
+    page = op.get(f"/lots/{lot}").get_data(as_text=True)
+    assert "Print label" in page and "No label printed yet" in page
+    preview = op.get(f"/lots/{lot}/label/preview?format=png")
+    assert preview.status_code == 200 and preview.mimetype == "image/png"
+    assert count(store.db, "asset_label_print") == 0
+    printed = op.post(f"/lots/{lot}/label", {"format": "pdf"})
+    assert printed.status_code == 200 and printed.mimetype == "application/pdf"
+    page = op.get(f"/lots/{lot}").get_data(as_text=True)
+    assert "Reprint label" in page and printed.headers["X-Label-Id"] in page
+    again = op.post(f"/lots/{lot}/label", {"format": "pdf"})  # no reprint: refused
+    assert again.status_code == 302
+    assert "already has a label" in op.get(again.headers["Location"]).get_data(as_text=True)
+    reprint = op.post(f"/lots/{lot}/label", {"format": "zpl", "reprint": "1",
+                                              "reason": "label smudged"})
+    assert reprint.status_code == 200 and count(store.db, "asset_label_print") == 2

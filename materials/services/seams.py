@@ -10,13 +10,15 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+import labels.services as labels
 from gmp_mes.audit import format_time
 from gmp_mes.clock import utcnow
 from gmp_mes.localtime import local_and_utc, zone
 from gmp_mes.models import Site, User
 from gmp_mes.registry import Reason, RecordSection, RecordTable, ScannedSubject
+from labels.services import AssetLabel
 from materials.models import LotStatus, LotUse, MaterialLot
-from materials.services._common import LOT_ID, show
+from materials.services._common import LOT_ID, get_lot, show
 
 
 @dataclass(frozen=True)
@@ -105,3 +107,37 @@ def scanned_lot(session: Session, kind_code: str, subject_id: str) -> ScannedSub
               f"{show(lot.remaining)} {lot.material.unit} left",
         status=lot.status, expires_at=lot.expires_at, reasons=lot_fitness(lot),
         url=f"/lots/{lot.lot_id}")
+
+
+def lot_label_subject(session: Session, lot_id: str, *, for_update: bool = False) -> AssetLabel:
+    """What a lot's label shows and signs (kind ``LOT``, COI field ``-``, the lot's
+    expiry). With ``for_update`` the lot row is locked first, until commit: two prints of
+    one lot at once cannot both be the original or share a serial."""
+    lot = get_lot(session, lot_id, for_update=for_update)
+    site = session.scalar(select(Site).where(Site.code == lot.site_code)) if lot.site_code \
+        else None
+    return AssetLabel(
+        kind_code="LOT", subject_id=lot.lot_id, title="MATERIAL LOT",
+        lines=(f"{lot.material_code} {lot.material.name}"[:60],
+               f"SUPPLIER {lot.supplier} LOT {lot.supplier_lot}"[:60],
+               f"{show(lot.quantity)} {lot.material.unit}"
+               + (f" - {lot.material.storage}" if lot.material.storage else "")),
+        expires_at=lot.expires_at, site_code=lot.site_code,
+        site_timezone=site.timezone if site is not None else "UTC")
+
+
+def print_lot_label(session: Session, subject: AssetLabel, request: labels.PrintRequest, *,
+                    user_id: int) -> labels.PrintedLabel:
+    """Record and render the lot's label (the caller locked the lot: lot_label_subject)."""
+    return labels.print_asset_label(session, subject, request, user_id=user_id)
+
+
+def preview_lot_label(session: Session, subject: AssetLabel,
+                      request: labels.PrintRequest) -> labels.PrintedLabel:
+    """A marked PREVIEW of the lot's label: records nothing, never verifies."""
+    return labels.preview_asset_label(session, subject, request)
+
+
+def labels_of_lot(session: Session, lot_id: str) -> list[labels.AssetLabelRecord]:
+    """Every printed copy of the lot's label, newest first."""
+    return labels.asset_labels_of(session, "LOT", lot_id)
