@@ -14,7 +14,6 @@ from sqlalchemy import Select, select
 
 from identity.models import Administration, Item, ItemKind
 
-
 # item_id, batch_number, status, coi_id, site_code, expires_at, administered_at,
 # administered_site: the last two come through an outer join, so they may be NULL.
 FinalProducts = Select[str, str | None, str, str, str, datetime | None, datetime | None,
