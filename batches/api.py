@@ -21,6 +21,8 @@ from batches.schemas import (
     DeviationInSchema,
     DeviationSchema,
     RecordItemSchema,
+    StepCheckInSchema,
+    StepCheckSchema,
     StepInSchema,
     StepOutcomeSchema,
 )
@@ -78,9 +80,24 @@ def record_step(body: dict[str, Any], batch_number: str, step_code: str) -> dict
     outcome = services.record_step(
         session, batch_number, step_code, values=body["values"], user_id=g.user.id,
         signature=body["signature"], verifier=body["verifier"], scan=body["scan"],
-        scans=body["scans"],
+        scans=body["scans"], resources=body["resources"],
     )
     return _outcome(outcome, batch_number)
+
+
+@blp.route("/batches/<batch_number>/steps/<step_code>/check", methods=["POST"])
+@blp.arguments(StepCheckInSchema)
+@blp.response(200, StepCheckSchema)
+@roles_required("operator")
+def check_step(
+    body: dict[str, Any], batch_number: str, step_code: str
+) -> services.StepCheckResult:
+    """Dry run: every reason the step would be refused for now; nothing is recorded."""
+    verifier = body["verifier"]
+    return services.check_step(
+        db_session(), batch_number, step_code, user_id=g.user.id,
+        resources=body["resources"], verifier_username=verifier["username"] if verifier else None,
+    )
 
 
 @blp.route("/batches/<batch_number>/steps/<step_code>/corrections", methods=["POST"])

@@ -178,6 +178,12 @@ def _step_flowables(step: dict[str, Any], st: _Styles, width: float) -> list[Any
         if rec.get("scans"):  # a label check: every bag's label scanned and matched
             header += ("; labels scanned and matched: "
                        + ", ".join(f"{x['item_id']} (COI {x['coi_id']})" for x in rec["scans"]))
+        if rec.get("resources"):  # the lots and equipment the step used (SPEC §11)
+            header += "; used: " + "; ".join(
+                ", ".join(str(e.get("label") or e.get("lot_id") or e.get("equipment_id") or e)
+                          if isinstance(e, dict) else str(e) for e in entries)
+                for entries in rec["resources"].values()
+            )
         block: list[Any] = [_p(header, st.body)]
         if heading is not None:  # keep the step title with its first record
             block.insert(0, heading)
@@ -376,6 +382,15 @@ def _render_pdf(data: dict[str, Any]) -> bytes:
                        st.body))
     for blocker in data["release_blockers"]:
         flow.append(_p(f"Blocks release: {blocker['code']} - {blocker['message']}", st.fail))
+
+    for table in data.get("tables", []):  # lots and equipment used, ... (registry)
+        flow.append(_p(table["title"], st.h2))
+        rows = [list(table["columns"])] + [
+            [_p(cell, st.small) for cell in row] for row in table["rows"]
+        ] if table["rows"] else [list(table["columns"]), [table["empty"]] + [""] * (
+            len(table["columns"]) - 1)]
+        columns = max(len(table["columns"]), 1)
+        flow.append(_table(rows, [width / columns] * columns, st))
 
     flow.append(_p("Genealogy", st.h2))
     rows = [["Item", "Kind", "Status", "Parents", "Expires"]]

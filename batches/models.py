@@ -140,6 +140,10 @@ class StepRecord(Audited, Base):
     # JSON list: the label of every bag scanned by a label-check step (``scans`` in the
     # definition), each checked like identity_scan; part of what is signed.
     label_scans: Mapped[str | None] = mapped_column(Text)
+    # JSON object: what the step used, per need checked (``{"materials": [...lots...],
+    # "equipment": [...]}``), as the ``registry.step_requirements`` providers answered it
+    # before the step was signed; part of what is signed (SPEC §11).
+    resources: Mapped[str | None] = mapped_column(Text)
     performed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     recorded_by: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
     signature_id: Mapped[int] = mapped_column(ForeignKey("signature.id"))
@@ -169,6 +173,11 @@ class StepRecord(Audited, Base):
     @property
     def scans(self) -> list[dict[str, Any]] | None:
         return json.loads(self.label_scans) if self.label_scans else None
+
+    @property
+    def used(self) -> dict[str, Any] | None:
+        """What the step used (lots, equipment), per need checked; None when nothing."""
+        return json.loads(self.resources) if self.resources else None
 
     @property
     def item_ids(self) -> list[str]:

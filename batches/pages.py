@@ -23,6 +23,7 @@ from gmp_mes.accounts import Person
 from gmp_mes.errors import DomainError, ValidationFailed
 from gmp_mes.http import db_session, roles_required, undo_failed_form
 from gmp_mes.models import Meaning
+from gmp_mes.registry import LotGiven, StepResources
 from gmp_mes.schemas import DecimalSeparatorRefused, form_number
 from gmp_mes.signatures import SignatureInput
 from processes.definitions import ParamType
@@ -92,6 +93,42 @@ def _form_values(batch_number: str, step_code: str) -> dict[str, Any]:
         raise ValidationFailed("a number is not written as this site writes numbers",
                                errors=refused)
     return values
+
+
+def _form_resources(batch_number: str, step_code: str) -> StepResources:
+    """The lots (with the quantity where the step leaves it to the operator) and the
+    equipment scanned or typed into a step form's fields (``lot_<i>``, ``qty_<i>``,
+    ``eqp_<i>``, one per need the step declares); the service checks them."""
+    batch = services.get_batch(db_session(), batch_number)
+    step = services.definition_of_batch(batch).step(step_code)
+    if step is None:
+        return StepResources()
+    lots: list[LotGiven] = []
+    refused: dict[str, list[str]] = {}
+    for i, need in enumerate(step.needs.materials):
+        lot = request.form.get(f"lot_{i}", "").strip()
+        raw = request.form.get(f"qty_{i}", "").strip()
+        quantity = None
+        if raw:
+            try:
+                number = form_number(raw, g.user.site.decimal_separator)
+            except DecimalSeparatorRefused as exc:
+                refused[f"qty_{i}"] = [str(exc)]
+                continue
+            if not isinstance(number, float):
+                refused[f"qty_{i}"] = [f"{raw!r} is not a number"]
+                continue
+            quantity = number
+        if lot:
+            lots.append(LotGiven(lot, quantity if quantity is not None else need.quantity))
+    if refused:
+        raise ValidationFailed("a quantity is not a number as this site writes numbers",
+                               errors=refused)
+    equipment = tuple(
+        given for i in range(len(step.needs.equipment))
+        if (given := request.form.get(f"eqp_{i}", "").strip())
+    )
+    return StepResources(materials=tuple(lots), equipment=equipment)
 
 
 def _scanned_lines(name: str) -> list[str] | None:
@@ -201,8 +238,12 @@ def _kept_form(form_key: str, error: DomainError, what: str = "The step") -> dic
     elif error.code not in ("validation_error", "signature_rejected"):
         summary.insert(0, ("", error.detail))
     values = {k: v for k, v in request.form.items() if k not in SECRET_FIELDS}
+    # Every reason a step was refused for (SPEC §11: lots, equipment, ... all at once).
+    reasons = error.extra.get("reasons") if error.code != "validation_error" else None
+    if reasons:
+        summary = [("", r["message"]) for r in reasons]
     return {"step": form_key, "values": values, "errors": errors, "summary": summary,
-            "title": _refusal_title(error, errors, what)}
+            "title": _refusal_title(error, errors, what), "reasons": reasons or []}
 
 
 def _refusal_title(error: DomainError, errors: dict[str, list[str]],
@@ -239,14 +280,17 @@ def _local_time(zone: str) -> Any:
 
 @bp.route("/batches/<batch_number>/steps/<step_code>", methods=["POST"])
 @roles_required("operator")
-def record_step(batch_number: str, step_code: str) -> Response | tuple[str, int]:
+def record_step(batch_number: str, step_code: str) -> Response | str | tuple[str, int]:
     session = db_session()
+    if request.form.get("check"):
+        return _checked_step(batch_number, step_code)
     try:
         outcome = services.record_step(
             session, batch_number, step_code, values=_form_values(batch_number, step_code),
             user_id=g.user.id, signature=_signature(Meaning.PERFORMED.value),
             verifier=_verifier(), scan=request.form.get("scan", "").strip() or None,
             scans=_scanned_lines("scans"),
+            resources=_form_resources(batch_number, step_code),
         )
     except DomainError as error:
         # The form comes back with what was typed and the message at its field, at the
@@ -265,6 +309,25 @@ def record_step(batch_number: str, step_code: str) -> Response | tuple[str, int]
               # An out-of-limit value is recorded, but it is no success: a warning.
               "warn" if outcome.deviations else "ok")
     return redirect(url_for("batches.batch_page", batch_number=batch_number) + f"#{step_code}")
+
+
+def _checked_step(batch_number: str, step_code: str) -> str | tuple[str, int]:
+    """The form's "Check" button: every reason the step would be refused for, shown at
+    the step before anyone signs (SPEC §11 dry run); nothing is recorded, what was typed
+    stays (never a password)."""
+    try:
+        result = services.check_step(
+            db_session(), batch_number, step_code, user_id=g.user.id,
+            resources=_form_resources(batch_number, step_code),
+            verifier_username=request.form.get("verifier_username", "").strip() or None,
+        )
+    except DomainError as error:
+        return _refused_form(batch_number, step_code, error, "The check")
+    values = {k: v for k, v in request.form.items() if k not in SECRET_FIELDS}
+    return _render_batch(batch_number, {
+        "step": step_code, "values": values, "errors": {}, "summary": [],
+        "title": "", "check": result,
+    })
 
 
 @bp.route("/batches/<batch_number>/steps/<step_code>/corrections", methods=["POST"])

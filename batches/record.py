@@ -174,6 +174,10 @@ def executed_record(session: Session, batch_number: str, *, full: bool = True,
                 "scans": s.step.scans,
                 "bags": (services.final_product_item_ids(session, batch_number)
                          if s.step.scans else []),
+                # What the step needs (SPEC §11): the lots and equipment its form asks for.
+                "materials": [{"material": m.material, "quantity": m.quantity}
+                              for m in s.step.needs.materials],
+                "equipment": [{"type": e.type} for e in s.step.needs.equipment],
                 "done": s.done,
                 "allowed": s.allowed,
                 "parameters": [
@@ -205,8 +209,18 @@ def executed_record(session: Session, batch_number: str, *, full: bool = True,
             for code, message in services.release_blockers(session, batch_number)
         ],
     }
+    # Sections the domains above keep (qc) or that plug into the steps (materials,
+    # equipment); those with a table are drawn on the page and in the PDF as given.
+    tables: list[dict[str, Any]] = []
     for source in registry.batch_record_sections.providers():
-        result.update({section.key: section.data for section in source(session, batch_number)})
+        for section in source(session, batch_number):
+            result[section.key] = section.data
+            if section.table is not None:
+                tables.append({"key": section.key, "title": section.table.title,
+                               "columns": list(section.table.columns),
+                               "rows": [list(row) for row in section.table.rows],
+                               "empty": section.table.empty})
+    result["tables"] = tables
     if full:
         result["patient"] = _patient(session, batch.coi_id)
         result["genealogy"] = _genealogy(session, batch)

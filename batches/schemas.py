@@ -11,6 +11,7 @@ from batches.models import DeviationSeverity, StepRecord
 from batches.services import VerifierInput
 from gmp_mes.audit import format_time
 from gmp_mes.models import Meaning
+from gmp_mes.registry import LotGiven, StepResources
 from gmp_mes.schemas import EdgeSchema, SignatureOutSchema, SignatureSchema, StrictSchema, Text
 from processes.definitions import MAX_BAGS
 from processes.services import DEFAULT_PROCESS
@@ -64,7 +65,50 @@ class StepBodySchema(StrictSchema):
     verifier = fields.Nested(VerifierSchema, load_default=None)
 
 
-class StepInSchema(StepBodySchema):
+# A step uses a handful of lots and pieces of equipment; more is a malformed body.
+MAX_RESOURCES = 50
+
+
+class LotGivenSchema(StrictSchema):
+    lot_id = fields.String(
+        required=True, validate=validate.Length(min=1, max=2000),
+        metadata={"description": "the lot's id (LOT-...) or its scanned label payload"})
+    quantity = fields.Float(
+        load_default=None, allow_none=True,
+        validate=validate.Range(min=0, min_inclusive=False, max=1e9),
+        metadata={"description": "used, in the material's unit (default: the quantity "
+                                 "the step declares)"})
+
+
+class StepResourcesSchema(StrictSchema):
+    """What touches the cells (SPEC §11) and where (§12), given with a step body."""
+
+    materials = fields.List(
+        fields.Nested(LotGivenSchema), load_default=list,
+        validate=validate.Length(max=MAX_RESOURCES),
+        metadata={"description": "the lots used: checked (released, in date, of a "
+                                 "material the step declares, enough left) and consumed"})
+    equipment = fields.List(
+        fields.String(validate=validate.Length(min=1, max=2000)), load_default=list,
+        validate=validate.Length(max=MAX_RESOURCES),
+        metadata={"description": "equipment ids or scanned EQP label payloads: checked "
+                                 "(type, in service, calibrated, cleaned) and logged"})
+    room = fields.String(load_default=None, allow_none=True,
+                         validate=validate.Length(min=1, max=64),
+                         metadata={"description": "the room of a step that declares "
+                                                  "room_grade (§12)"})
+
+    @post_load
+    def resources(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        data["resources"] = StepResources(
+            materials=tuple(LotGiven(m["lot_id"], m["quantity"]) for m in data.pop("materials")),
+            equipment=tuple(data.pop("equipment")),
+            room=data.pop("room"),
+        )
+        return data
+
+
+class StepInSchema(StepBodySchema, StepResourcesSchema):
     scan = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(min=1, max=2000),
         metadata={"description": "a label scanned as the step's identity check (the bag at "
@@ -76,6 +120,30 @@ class StepInSchema(StepBodySchema):
         metadata={"description": "a label-check step (scans = \"final_product\"): the "
                                  "scanned label of every bag the batch's fill created, each "
                                  "checked like scan; 409 bags_not_scanned until all are in"})
+
+
+class CheckVerifierSchema(StrictSchema):
+    username = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    password = fields.String(load_default=None, validate=validate.Length(max=200),
+                             metadata={"description": "ignored: a dry run checks no "
+                                                      "password"})
+
+
+class StepCheckInSchema(StepResourcesSchema):
+    """POST .../check: the step body without a signature (SPEC §11); ``values``,
+    ``scan``, ``scans`` and ``signature`` may be sent as they will be, and are not
+    checked or recorded (nobody signs a dry run)."""
+
+    values = fields.Dict(keys=fields.String(), load_default=dict)
+    scan = fields.String(load_default=None, allow_none=True)
+    scans = fields.List(fields.String(), load_default=None, allow_none=True)
+    signature = fields.Dict(load_default=None, allow_none=True)
+    verifier = fields.Nested(CheckVerifierSchema, load_default=None, allow_none=True)
+
+
+class StepCheckSchema(Schema):
+    ok = fields.Boolean()
+    reasons = fields.List(fields.Dict(keys=fields.String(), values=fields.String()))
 
 
 class CorrectionInSchema(StepBodySchema):
@@ -123,6 +191,9 @@ class StepRecordSchema(Schema):
     scans = fields.List(fields.Dict(), allow_none=True, metadata={
         "description": "the label scans of a label-check step, one per bag (same fields "
                        "as scan)"})
+    used = fields.Dict(allow_none=True, data_key="resources", metadata={
+        "description": "what the step used, per need checked (materials: lots and "
+                       "quantities; equipment), as signed with the step"})
     signature = fields.Nested(SignatureOutSchema)
     verifier_signature = fields.Nested(SignatureOutSchema, allow_none=True)
 
@@ -191,6 +262,10 @@ class BatchSchema(Schema):
     qc_specs = fields.List(fields.Dict())
     release = fields.Raw(allow_none=True)
     release_blockers = fields.List(fields.Dict())
+    materials = fields.Raw(allow_none=True, metadata={
+        "description": "every material lot the batch used (backward traceability, SPEC §11)"})
+    equipment = fields.Raw(allow_none=True, metadata={
+        "description": "every piece of equipment the batch's steps used (SPEC §11)"})
 
 
 # --- the executed batch record (batches.record, the page, record.json and record.pdf) ----
@@ -220,7 +295,7 @@ class RecordStepSchema(StepRecordSchema):
     class Meta:
         fields = ("signature_binds", "id", "key", "step_code", "occurrence", "version",
                   "values", "results", "in_limits", "performed_at", "correction_reason",
-                  "supersedes_id", "items", "scan", "scans", "signature",
+                  "supersedes_id", "items", "scan", "scans", "used", "signature",
                   "verifier_signature")
 
     def __init__(self, binds: Callable[[StepRecord], bool | None] | None = None,

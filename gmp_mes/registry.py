@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import enum
 import graphlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from importlib import metadata
@@ -194,6 +195,21 @@ class Seam(Generic[P]):
 
     def providers(self) -> list[P]:
         return list(self._providers.values())
+
+    def owners(self) -> list[tuple[str, P]]:
+        """(owner, provider) pairs, in the order they were registered."""
+        return list(self._providers.items())
+
+    @contextmanager
+    def only(self, providers: dict[str, P]) -> Iterator[None]:
+        """These providers instead of the registered ones while the block runs (tests:
+        a fake provider, or none), then the registered ones again."""
+        saved = dict(self._providers)
+        self._providers = dict(providers)
+        try:
+            yield
+        finally:
+            self._providers = saved
 
     def __repr__(self) -> str:
         return f"Seam({self.name!r}, providers={sorted(self._providers)})"
@@ -399,6 +415,17 @@ class StepCheck:
     reasons: list[Reason] = field(default_factory=list)
     signed: object = None
     apply: Callable[[Session, int], None] | None = None
+
+
+# The names of the needs a step can declare; a provider of ``step_requirements`` is
+# registered under the need it checks, so a need nobody checks is refused at the step
+# (``requirement_unchecked``) instead of passing unseen.
+STEP_NEED_KINDS = ("materials", "equipment", "qualification", "room_grade")
+
+
+def declared_needs(needs: StepNeeds) -> list[str]:
+    """The kinds of need a step declares (names of ``STEP_NEED_KINDS``)."""
+    return [kind for kind in STEP_NEED_KINDS if getattr(needs, kind)]
 
 
 step_requirements: Seam[Callable[[Session, StepContext], StepCheck]] = Seam(

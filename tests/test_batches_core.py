@@ -41,8 +41,9 @@ def test_definitions_load_unapproved_and_reload_is_idempotent(app, db, make_user
     with p.tx(qa) as s:
         lines = processes.load_process_definitions(s)
         assert lines == ["process CART-AUTO/v1: unchanged (awaiting QA approval)",
-                         "process CART-AUTO/v2: unchanged (awaiting QA approval)"]
-        assert [v.approved for v in processes.list_processes(s)] == [False, False]
+                         "process CART-AUTO/v2: unchanged (awaiting QA approval)",
+                         "process CART-AUTO/v3: unchanged (awaiting QA approval)"]
+        assert [v.approved for v in processes.list_processes(s)] == [False, False, False]
 
 
 @pytest.mark.requirement("EU GMP Chapter 4.3")

@@ -12,7 +12,10 @@ re-exported here (``from batches import services; services.get_batch(...)``). Th
 - ``batches``: start, find and list batches
 - ``steps``: step records as read, the order rule
 - ``values``: entered values checked against the parameters
-- ``recording``: recording and correcting step records, signed
+- ``recording``: recording and correcting step records, signed; the dry run
+  (``check_step``)
+- ``requirements``: what a step needs, asked of the ``registry.step_requirements``
+  providers (lots, equipment, ...)
 - ``deviations``: deviations, QA's assessment and closure
 - ``lifecycle``: the batch state machine (transitions, actions per status)
 - ``status``: derived status and QA's release decision
@@ -55,8 +58,10 @@ from batches.services.lifecycle import (
     recording_open,
 )
 from batches.services.recording import (
+    StepCheckResult,
     StepOutcome,
     VerifierInput,
+    check_step,
     correct_step,
     record_step,
     signature_binds,
@@ -87,6 +92,7 @@ __all__ = [
     "TRANSITIONS",
     "Action",
     "QcSpec",
+    "StepCheckResult",
     "StepOutcome",
     "StepState",
     "VerifierInput",
@@ -97,6 +103,7 @@ __all__ = [
     "batch_coi",
     "batch_performers",
     "batches_of_coi",
+    "check_step",
     "close_deviation",
     "correct_step",
     "correction_open",

@@ -25,6 +25,7 @@ from batches.services._common import deviation_number, load_user
 from batches.services.batches import definition_of_batch, get_batch
 from batches.services.interface import final_product_item_ids
 from batches.services.lifecycle import correction_open, recording_open
+from batches.services.requirements import NOTHING_GIVEN, check_requirements
 from batches.services.status import refresh_status
 from batches.services.steps import allowed_after, last_occurrence, last_step_index, recorded_steps
 from batches.services.values import check_values
@@ -34,6 +35,7 @@ from gmp_mes.clock import utcnow
 from gmp_mes.durations import format_duration
 from gmp_mes.errors import InvalidTransition, NotFound, conflict, field_error
 from gmp_mes.models import Meaning, Signature, User
+from gmp_mes.registry import Reason, StepResources
 from gmp_mes.signatures import SignatureInput
 from processes.definitions import ProcessDefinition, Step, fmt_number
 
@@ -94,9 +96,11 @@ def signed_content(
     supersedes: str | None = None, reason: str | None = None,
     identity_scan: dict[str, Any] | None = None,
     label_scans: list[dict[str, Any]] | None = None,
+    resources: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What the performer and the verifier sign (21 CFR 11.70: the signature is bound
-    to this content by its digest, so a later change no longer matches)."""
+    to this content by its digest, so a later change no longer matches): the values and
+    scans, and what the step used (lots, equipment: SPEC §11)."""
     content: dict[str, Any] = {"record": key, "values": values,
                                "performed_at": audit.format_time(performed_at)}
     if supersedes is not None:
@@ -105,6 +109,8 @@ def signed_content(
         content["identity_scan"] = identity_scan
     if label_scans is not None:
         content["label_scans"] = label_scans
+    if resources is not None:
+        content["resources"] = resources
     return content
 
 
@@ -115,7 +121,7 @@ def signature_binds(session: Session, record: StepRecord) -> bool:
         record.key, record.values, record.performed_at,
         supersedes=supersedes.key if supersedes else None,
         reason=record.correction_reason if supersedes else None,
-        identity_scan=record.scan, label_scans=record.scans,
+        identity_scan=record.scan, label_scans=record.scans, resources=record.used,
     )
     signed = [record.signature] + ([record.verifier_signature]
                                    if record.verifier_signature else [])
@@ -133,8 +139,15 @@ def record_step(
     verifier: VerifierInput | None = None,
     scan: str | None = None,
     scans: list[str] | None = None,
+    resources: StepResources = NOTHING_GIVEN,
 ) -> StepOutcome:
     """Record one execution of a step, signed; out-of-limit values open deviations.
+
+    ``resources``: the lots, equipment (and room) the operator gave. What the step
+    declares it needs is checked by the ``registry.step_requirements`` providers; any
+    reason refuses the step (409, the first reason's code, ``reasons`` listing all), else
+    what they answered is signed with the step and applied (lots consumed, equipment use
+    logged) in the same transaction.
 
     ``scans``: the labels scanned by a label-check step (``scans = "final_product"``),
     one per bag: each checked like ``scan``, and the step refused (409
@@ -147,12 +160,70 @@ def record_step(
     user = load_user(session, user_id)
     batch = get_batch(session, batch_number, for_update=True)
     definition = definition_of_batch(batch)
+    step = _recordable_step(session, batch, definition, step_code)
+    clean, results, bags = check_values(step, values)
+    occurrence = 1 + last_occurrence(session, batch, step.code)
+    consumes = step.code == definition.consuming_step.code and occurrence == 1
+    if consumes:
+        # Row locks before the first audited write (the scan, the signatures).
+        identity.get_item(session, batch.starting_item_id, for_update=True)
+    if scans is not None and step.scans is None:
+        raise field_error("scans", f"step {step.code} checks no labels: leave scans out")
+    checked = _identity_scan(session, batch, step, user, scan) if scan is not None else None
+    labels = (_label_scans(session, batch, step, user, scans or [])
+              if step.scans is not None else None)
+    now = utcnow()
+    needs = check_requirements(
+        session, batch, definition, step, performer=user,
+        verifier_username=verifier.username if verifier else None, given=resources, at=now,
+        recording=True,
+    )
+    if needs.reasons:
+        raise needs.refusal(step)
+    used = needs.signed or None
+    key = record_key(batch.batch_number, step.code, occurrence, 1)
+    content = signed_content(key, clean, now, identity_scan=checked, label_scans=labels,
+                             resources=used)
+    performed, verified = _sign_step(session, user, signature, verifier, step, key, content)
+    record = StepRecord(
+        batch_id=batch.id, batch_number=batch.batch_number, step_code=step.code,
+        step_index=step.index, occurrence=occurrence, version=1,
+        values_json=canonical_json(clean), results_json=canonical_json(results),
+        in_limits=all(r["in_limits"] for r in results), performed_at=now,
+        recorded_by=user.id, signature=performed, verifier_signature=verified,
+        identity_scan=canonical_json(checked) if checked is not None else None,
+        label_scans=canonical_json(labels) if labels is not None else None,
+        resources=canonical_json(used) if used is not None else None,
+    )
+    outcome = StepOutcome(record)
+    if consumes:
+        identity.consume_starting_material(session, batch.starting_item_id,
+                                           batch.batch_number, step.code)
+    if step.creates == "final_product":
+        outcome.items = _fill(session, batch, definition, step, bags, now)
+        record.created_items = json.dumps([item.item_id for item in outcome.items])
+    session.add(record)
+    session.flush()
+    for apply in needs.applies:
+        apply(session, record.id)
+    outcome.deviations = _open_limit_deviations(session, batch, step, record, results, user)
+    if step.index == len(definition.steps) - 1:
+        batch.completed_at = now
+    refresh_status(session, batch, definition=definition)
+    session.flush()
+    return outcome
+
+
+def _recordable_step(
+    session: Session, batch: Batch, definition: ProcessDefinition, step_code: str
+) -> Step:
+    """The step, if the batch takes it now (its state and the order of the steps)."""
     step = definition.step(step_code)
     if step is None:
         raise NotFound(f"process {batch.process.key} has no step {step_code!r}")
     if not recording_open(batch.status):
         raise InvalidTransition(
-            f"batch {batch_number} is {batch.status}: no more steps can be recorded"
+            f"batch {batch.batch_number} is {batch.status}: no more steps can be recorded"
         )
     # Only what the order rule needs, each an indexed read: recording stays as fast on
     # the 1,000th record as on the first (issue 15).
@@ -166,45 +237,41 @@ def record_step(
             f"{why}: the next step is {' or '.join(allowed) or 'none'}",
             extra={"next_steps": allowed},
         )
-    clean, results, bags = check_values(step, values)
-    occurrence = 1 + last_occurrence(session, batch, step.code)
-    consumes = step.code == definition.consuming_step.code and occurrence == 1
-    if consumes:
-        # Row locks before the first audited write (the scan, the signatures).
-        identity.get_item(session, batch.starting_item_id, for_update=True)
-    if scans is not None and step.scans is None:
-        raise field_error("scans", f"step {step.code} checks no labels: leave scans out")
-    checked = _identity_scan(session, batch, step, user, scan) if scan is not None else None
-    labels = (_label_scans(session, batch, step, user, scans or [])
-              if step.scans is not None else None)
-    now = utcnow()
-    key = record_key(batch.batch_number, step.code, occurrence, 1)
-    content = signed_content(key, clean, now, identity_scan=checked, label_scans=labels)
-    performed, verified = _sign_step(session, user, signature, verifier, step, key, content)
-    record = StepRecord(
-        batch_id=batch.id, batch_number=batch.batch_number, step_code=step.code,
-        step_index=step.index, occurrence=occurrence, version=1,
-        values_json=canonical_json(clean), results_json=canonical_json(results),
-        in_limits=all(r["in_limits"] for r in results), performed_at=now,
-        recorded_by=user.id, signature=performed, verifier_signature=verified,
-        identity_scan=canonical_json(checked) if checked is not None else None,
-        label_scans=canonical_json(labels) if labels is not None else None,
+    return step
+
+
+@dataclass(frozen=True)
+class StepCheckResult:
+    """The dry run of a step (``POST .../check``): would it be recorded now?"""
+
+    ok: bool
+    reasons: list[Reason]
+
+
+def check_step(
+    session: Session,
+    batch_number: str,
+    step_code: str,
+    *,
+    user_id: int,
+    resources: StepResources = NOTHING_GIVEN,
+    verifier_username: str | None = None,
+) -> StepCheckResult:
+    """Every reason the step would be refused for now, before anyone signs (SPEC §11):
+    the batch's state and the order of the steps, then what the step needs. Nothing is
+    written and nothing is locked; the real record checks again under its locks."""
+    user = load_user(session, user_id)
+    batch = get_batch(session, batch_number)
+    definition = definition_of_batch(batch)
+    try:
+        step = _recordable_step(session, batch, definition, step_code)
+    except InvalidTransition as exc:
+        return StepCheckResult(False, [{"code": exc.code, "message": str(exc)}])
+    needs = check_requirements(
+        session, batch, definition, step, performer=user,
+        verifier_username=verifier_username, given=resources, at=utcnow(), recording=False,
     )
-    outcome = StepOutcome(record)
-    if consumes:
-        identity.consume_starting_material(session, batch.starting_item_id,
-                                           batch.batch_number, step.code)
-    if step.creates == "final_product":
-        outcome.items = _fill(session, batch, definition, step, bags, now)
-        record.created_items = json.dumps([item.item_id for item in outcome.items])
-    session.add(record)
-    session.flush()
-    outcome.deviations = _open_limit_deviations(session, batch, step, record, results, user)
-    if step.index == len(definition.steps) - 1:
-        batch.completed_at = now
-    refresh_status(session, batch, definition=definition)
-    session.flush()
-    return outcome
+    return StepCheckResult(not needs.reasons, needs.reasons)
 
 
 def _label_scans(
