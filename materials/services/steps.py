@@ -139,7 +139,10 @@ def check_step_materials(session: Session, ctx: StepContext) -> StepCheck:
                       "or enter its lot id)")
 
     used = [taken[lot_id] for lot_id in sorted(taken)]
-    signed = [{"lot_id": t.lot.lot_id, "material": t.lot.material_code,
+    # ``label``: how the batch record's PDF names each use.
+    signed = [{"label": f"{t.lot.lot_id} {t.lot.material_code} {show(t.quantity)} "
+                        f"{t.lot.material.unit}",
+               "lot_id": t.lot.lot_id, "material": t.lot.material_code,
                "supplier_lot": t.lot.supplier_lot,
                "expires_at": format_time(t.lot.expires_at),
                "quantity": show(t.quantity), "unit": t.lot.material.unit} for t in used]
