@@ -67,7 +67,8 @@ def test_released_lots_in_stock_are_used_and_signed(store: Store, stocked: dict)
     answer = store.record(ctx, step_record_id=77)
     assert answer.reasons == []
     assert answer.signed == [
-        {"label": f"{stocked['IL7']} IL7 1 vial", "lot_id": stocked["IL7"], "material": "IL7", "supplier_lot": "SL-1",
+        {"label": f"{stocked['IL7']} IL7 1 vial", "lot_id": stocked["IL7"], "material": "IL7",
+         "supplier_lot": "SL-1",
          "expires_at": answer.signed[0]["expires_at"], "quantity": "1", "unit": "vial"},
         {"label": f"{stocked['TEXMACS']} TEXMACS 40.5 mL", "lot_id": stocked["TEXMACS"],
          "material": "TEXMACS", "supplier_lot": "SL-2",
