@@ -133,6 +133,9 @@ def _scan_shown(result: services.ScanResult) -> dict[str, Any]:
         "expires_at": result.expires_at.isoformat() if result.expires_at else None,
         "reasons": [{"code": r["code"], "message": r["message"][:300]}
                     for r in result.reasons[:10]],
+        "subject": None if result.subject is None else {
+            "kind": result.subject.kind, "id": result.subject.subject_id,
+            "title": result.subject.title[:200], "url": result.subject.url},
     }
 
 

@@ -226,14 +226,29 @@ class PatientSchema(Schema):
         return data
 
 
+class ScannedSubjectSchema(Schema):
+    """A LOT or EQP label's subject as its domain answers it (SPEC §11)."""
+
+    kind = fields.String(metadata={"description": "lot, equipment"})
+    id = fields.String(attribute="subject_id")
+    title = fields.String()
+    url = fields.String(allow_none=True, metadata={"description": "its page"})
+
+
 class ScanSchema(Schema):
     ok = fields.Boolean()
-    item = fields.Nested(ItemBriefSchema, allow_none=True)
+    item = fields.Nested(ItemBriefSchema, allow_none=True, metadata={
+        "description": "null for a material lot or equipment label (see subject)"})
     coi_id = fields.String(allow_none=True)
-    status = fields.String(allow_none=True)
+    status = fields.String(allow_none=True, metadata={
+        "description": "the item's status, or the lot's or equipment's"})
     expires_at = fields.DateTime(allow_none=True)
     batch_number = fields.String(allow_none=True)
-    reasons = fields.List(fields.Nested(ReasonSchema))
+    reasons = fields.List(fields.Nested(ReasonSchema), metadata={
+        "description": "empty when OK; a LOT or EQP label no domain knows: unknown_subject; "
+                       "one checked against a batch: not_an_item"})
+    subject = fields.Nested(ScannedSubjectSchema, allow_none=True, metadata={
+        "description": "what a verified LOT or EQP label names (null for an item's label)"})
 
 
 class BedsideSchema(Schema):

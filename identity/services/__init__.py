@@ -99,8 +99,10 @@ from identity.services.rules import (
 from identity.services.scans import (
     ScanResult,
     batch_starting_material,
+    not_an_item,
     resolve_item_ref,
     scan,
+    scanned_subject,
 )
 from identity.services.views import (
     IDENTITY_FIELDS,
@@ -184,6 +186,7 @@ __all__ = [
     "label_data",
     "labels_of",
     "may_see_identity",
+    "not_an_item",
     "parents_of",
     "patient_view",
     "post_thaw_deadline",
@@ -194,6 +197,7 @@ __all__ = [
     "reject_starting_material",
     "resolve_item_ref",
     "scan",
+    "scanned_subject",
     "search_patients",
     "start_processing",
     "transition_item",

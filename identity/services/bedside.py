@@ -31,6 +31,7 @@ from identity.services._common import _bedside_warnings, _custody, _forged_alert
 from identity.services.items import transition_item
 from identity.services.lookup import printable
 from identity.services.rules import INFUSIBLE, post_thaw_deadline
+from identity.services.scans import not_an_item
 
 S = ItemStatus
 
@@ -80,16 +81,22 @@ def _evaluate_bedside(
             patient = session.scalar(select(Patient).where(Patient.coi_id == wb.coi_id))
     for code, message in product.reasons:
         reasons.append(_r("product_label_invalid", f"bag: {message} ({code})"))
-    if product.payload is not None and not product.reasons:
+    if product.payload is not None and product.payload.asset:
+        # A lot or equipment label is no bag (SPEC §11): say so, whatever else it is.
+        reasons.append(_r("product_label_invalid",
+                          f"bag: {not_an_item(product.payload)['message']} (not_an_item)"))
+    elif product.payload is not None and not product.reasons:
         item = session.get(Item, product.payload.subject_id)
         if item is None:
             reasons.append(_r("product_label_invalid",
                               f"no item {product.payload.subject_id} is on record"))
         elif item.coi_id != product.payload.coi_id:
             reasons.append(_r("product_label_invalid", "the bag label's COI is not the item's"))
-    patient_coi = wristband.payload.coi_id if wristband.payload is not None else None
+    patient_coi = (wristband.payload.coi_id
+                   if wristband.payload is not None and not wristband.payload.asset else None)
     product_coi = item.coi_id if item is not None else (
-        product.payload.coi_id if product.payload is not None else None)
+        product.payload.coi_id
+        if product.payload is not None and not product.payload.asset else None)
     if patient_coi and product_coi and patient_coi != product_coi:
         reasons.append(_r("coi_mismatch", f"wristband COI {patient_coi} is not the bag's COI "
                                           f"{product_coi}: this product is for another patient"))

@@ -9,10 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import labels.services as labels
-from gmp_mes import audit
+from gmp_mes import audit, registry
 from gmp_mes.accounts import Person
 from gmp_mes.clock import utcnow
 from gmp_mes.errors import CoiMismatch, conflict
+from gmp_mes.registry import ScannedSubject
 from identity.models import CustodyAction, Item, ItemKind, ItemStatus
 from identity.services._common import _custody, _forged_alert, _item_problems, _item_row, _r
 from identity.services.lookup import get_item, printable
@@ -31,6 +32,9 @@ class ScanResult:
     reasons: list[dict[str, str]] = field(default_factory=list)
     batch_number: str | None = None
     event_id: int | None = None  # the custody event recording the scan
+    # A verified label of something that is no item (a material lot, equipment: SPEC §11)
+    # as its domain answers it; None for an item's label.
+    subject: ScannedSubject | None = None
 
 
 def scan(
@@ -47,6 +51,9 @@ def scan(
     check = labels.check_payload(session, raw)
     reasons = [_r(code, message) for code, message in check.reasons]
     payload = check.payload
+    if payload is not None and payload.asset:
+        return _scan_asset(session, raw, payload, reasons, site_code=site_code,
+                           workstation=workstation, batch_number=batch_number)
     item = None
     if payload is not None:
         item = _item_row(session, payload.subject_id)
@@ -99,6 +106,74 @@ def scan(
     )
 
 
+def scanned_subject(session: Session, kind_code: str, subject_id: str) -> ScannedSubject | None:
+    """What the domains above say a LOT or EQP label names (``registry.scanned_subjects``:
+    materials, equipment); the first that knows it answers, None when none does."""
+    for provider in registry.scanned_subjects.providers():
+        found = provider(session, kind_code, subject_id)
+        if found is not None:
+            return found
+    return None
+
+
+def not_an_item(payload: labels.LabelPayload) -> dict[str, str]:
+    """The reason a LOT or EQP label is refused where a patient's item is scanned (a
+    step's identity scan, a label check, a batch check, the bedside)."""
+    what = labels.ASSET_KINDS[payload.kind_code]
+    return _r("not_an_item", f"this is the label of {what} {payload.subject_id}, not of a "
+                             "patient's bag or item: scan the item's own label (lots and "
+                             "equipment are given in a step's materials and equipment)")
+
+
+def _scan_asset(
+    session: Session,
+    raw: str,
+    payload: labels.LabelPayload,
+    reasons: list[dict[str, str]],
+    *,
+    site_code: str | None,
+    workstation: str | None,
+    batch_number: str | None,
+) -> ScanResult:
+    """A LOT or EQP label at the scan station (SPEC §11): no item, the subject as the
+    domain that keeps it answers (``unknown_subject`` when none does); recorded in the
+    audit trail like a refused item scan."""
+    trusted = not any(r["code"] in ("malformed", "bad_signature") for r in reasons)
+    subject = scanned_subject(session, payload.kind_code, payload.subject_id) if trusted else None
+    if trusted and subject is None:
+        reasons.append(_r("unknown_subject", f"no {labels.ASSET_KINDS[payload.kind_code]} "
+                                             f"{payload.subject_id} is on record"))
+    if subject is not None:
+        reasons.extend(subject.reasons)
+    if batch_number:
+        # A check against a batch asks whether this is the batch's patient material.
+        reasons.append(not_an_item(payload))
+    for r in reasons:
+        if r["code"] in ("bad_signature", "voided"):
+            _forged_alert(session, payload.text, r["code"], r["message"], site_code, workstation,
+                          payload.subject_id)
+    ok = not reasons
+    new: dict[str, object] = {
+        "kind_code": payload.kind_code, "subject_id": payload.subject_id,
+        "serial": payload.serial, "site": site_code,
+        "workstation": printable(workstation, 100) if workstation else None,
+        "ok": ok, "reasons": reasons,
+        "status": subject.status if subject is not None else None,
+    }
+    if batch_number:
+        new["batch_number"] = batch_number
+    if not trusted:
+        new["payload"] = printable(labels.normalise_scan(raw))
+    audit.record(session, "scan" if ok else "scan.refused", "scan", payload.subject_id, new=new)
+    session.flush()
+    return ScanResult(
+        ok=ok, item=None, coi_id=None,
+        status=subject.status if subject is not None else None,
+        expires_at=subject.expires_at if subject is not None else None,
+        reasons=reasons, batch_number=batch_number, subject=subject,
+    )
+
+
 def batch_starting_material(session: Session, batch_number: str) -> tuple[str, str] | None:
     """``(item_id, coi_id)`` of the starting material a batch started from, from identity's
     own records: batch start marks it with the batch number (:func:`start_processing`) and
@@ -147,6 +222,10 @@ def resolve_item_ref(session: Session, ref: str, *, field_name: str = "item_id")
         raise conflict(code, f"{field_name}: the scanned label is refused: {message}",
                        extra={"reasons": [_r(c, m) for c, m in check.reasons]})
     payload = check.payload
+    if payload.asset:
+        reason = not_an_item(payload)
+        raise conflict(reason["code"], f"{field_name}: {reason['message']}",
+                       extra={"reasons": [reason]})
     item = get_item(session, payload.subject_id)
     if payload.coi_id != item.coi_id:
         raise CoiMismatch(f"the label says COI {payload.coi_id}, item {item.item_id} belongs "
