@@ -54,10 +54,39 @@ def test_a_printed_lot_label_decodes_scans_and_records_a_step(store: Store,
     assert subject.status == "released" and subject.url == f"/lots/{lot}"
     assert "IL7" in subject.title
 
+    # POST /scans: the scan station shows the lot, as materials answers it.
+    scanned = op.post("/api/v1/scans", json={"payload": payload + "\r\n",
+                                             "workstation": "STORE-1"})
+    assert scanned.status_code == 200, scanned.get_json()
+    shown = scanned.get_json()
+    assert shown["ok"] is True and shown["item"] is None and shown["status"] == "released"
+    assert shown["subject"]["kind"] == "lot" and shown["subject"]["id"] == lot
+    assert shown["subject"]["url"] == f"/lots/{lot}" and "IL7" in shown["subject"]["title"]
+    assert shown["expires_at"] is not None
+
     # The step takes the scanned text wherever a lot id is accepted.
     answer = store.record(store.context({"IL7": 1.0}, [(payload, None)], recording=True))
     assert answer.reasons == [] and answer.signed[0]["lot_id"] == lot
     assert store.remaining(lot) == 2
+
+    # A rejected lot's label stops the scan with the reason.
+    from materials import services
+
+    rejected = store.lot("IL7", 1, release=False)
+    with store.tx(store.qa) as s:
+        services.reject_lot(s, rejected, user_id=store.qa.user_id,
+                            signature=_signed("rejected"), reason="broken seal")
+    label = op.get(f"/api/v1/lots/{rejected}/label?format=png")
+    (text,) = _decode(label.data)
+    stop = op.post("/api/v1/scans", json={"payload": text, "workstation": "STORE-1"})
+    assert stop.get_json()["ok"] is False
+    assert [r["code"] for r in stop.get_json()["reasons"]] == ["lot_rejected"]
+
+
+def _signed(meaning: str) -> Any:
+    from tests.test_materials_fixtures import signed
+
+    return signed(meaning)
 
 
 def test_a_scanned_lot_that_is_not_fit_says_why(store: Store) -> None:
