@@ -137,7 +137,7 @@ def test_where_used_is_one_statement(recalled: dict, store: Store) -> None:
         lot = services.get_lot(s, recalled["lot"])
         event.listen(store.db.engine, "before_cursor_execute", seen)
         try:
-            rows = s.execute(services.where_used_statement(lot.lot_id)).all()
+            rows = s.execute(services.where_used_statement(), {"lot_id": lot.lot_id}).all()
         finally:
             event.remove(store.db.engine, "before_cursor_execute", seen)
     assert len(statements) == 1 and len(rows) == 4  # 1 + 2 bags + the bagless batch
