@@ -92,15 +92,13 @@ def lot_fitness(lot: MaterialLot) -> list[Reason]:
 
 
 def scanned_lot(session: Session, kind_code: str, subject_id: str) -> ScannedSubject | None:
-    """What a verified LOT label names (registry.scanned_subjects); None for other kinds."""
+    """What a verified LOT label names (registry.scanned_subjects); None for other kinds
+    and for a lot not on record."""
     if kind_code != "LOT" or not LOT_ID.fullmatch(subject_id):
         return None
     lot = session.get(MaterialLot, subject_id)
     if lot is None:
-        return ScannedSubject(kind="lot", subject_id=subject_id, title=f"lot {subject_id}",
-                              status="unknown", expires_at=None,
-                              reasons=[{"code": "lot_unknown",
-                                        "message": f"there is no material lot {subject_id}"}])
+        return None  # the scan station says unknown_subject, as for any kind nobody knows
     return ScannedSubject(
         kind="lot", subject_id=lot.lot_id,
         title=f"{lot.material.name} ({lot.material_code}) lot {lot.lot_id}, "
