@@ -151,3 +151,33 @@ def v3_remaining(plant: Plant, lot_id: str) -> Decimal:
 
     with plant.tx() as s:
         return services.get_lot(s, lot_id).remaining
+
+
+def test_the_step_form_shows_an_expired_lot_before_signing_then_records_a_released_one(
+        v3: Plant, client: Any) -> None:
+    """The operator scans the lots into the step form: the check names the expired lot
+    (nothing recorded, what was typed kept), then the step signs with a released lot."""
+    from tests.test_pages_core import csrf_from
+
+    beads = lot(v3, "CD4CD8-BEADS", 4)
+    old_set = lot(v3, "TS-520", 2, expires_in=timedelta(hours=1))
+    number = v3.start()
+    v3.record(number, "receipt")
+    clock.advance(timedelta(hours=2))
+    page_login(client, v3.operator)
+    page = client.get(f"/batches/{number}").get_data(as_text=True)
+    step = v3.definition(number).step("selection")
+    form = {"csrf_token": csrf_from(page), "lot_0": beads, "lot_1": old_set,
+            "eqp_0": "CPS-01", "check": "1",
+            **{f"v_{k}": str(v) for k, v in good_values(step).items()}}
+    checked = client.post(f"/batches/{number}/steps/selection", data=form)
+    text = checked.get_data(as_text=True)
+    assert checked.status_code == 200 and "This step would be refused" in text
+    assert f"lot {old_set} (TS-520) expired" in text and f'value="{old_set}"' in text
+    assert count(v3.db, "lot_use") == 0
+    form.pop("check")
+    form.update(password=v3.operator.password, lot_1=lot(v3, "TS-520", 2))
+    done = client.post(f"/batches/{number}/steps/selection", data=form)
+    assert done.status_code == 302, done.get_data(as_text=True)[:500]
+    assert count(v3.db, "lot_use") == 2
+    assert v3_remaining(v3, beads) == Decimal("3")
