@@ -21,11 +21,10 @@ from batches.models import ACTIVE_BATCH_STATUSES, BatchStatus
 from gmp_mes import paging
 from gmp_mes.accounts import Person
 from gmp_mes.errors import DomainError, ValidationFailed
-from gmp_mes.http import db_session, roles_required, undo_failed_form
+from gmp_mes.http import db_session, form_signature, roles_required, undo_failed_form
 from gmp_mes.models import Meaning
 from gmp_mes.registry import LotGiven, StepResources
 from gmp_mes.schemas import DecimalSeparatorRefused, form_number
-from gmp_mes.signatures import SignatureInput
 from processes.definitions import ParamType
 
 bp = Blueprint("batches", __name__, template_folder="templates")
@@ -41,14 +40,6 @@ def _refused(error: DomainError) -> None:
 def _say_refused(error: DomainError) -> None:
     fields = "; ".join(f"{k}: {', '.join(v)}" for k, v in (error.errors or {}).items())
     flash(f"{error.detail}{' (' + fields + ')' if fields else ''}", "error")
-
-
-def _signature(meaning: str) -> SignatureInput:
-    return SignatureInput(
-        password=request.form.get("password", ""),
-        meaning=request.form.get("meaning", meaning),
-        reason=request.form.get("signature_reason") or None,
-    )
 
 
 def _verifier() -> services.VerifierInput | None:
@@ -287,7 +278,7 @@ def record_step(batch_number: str, step_code: str) -> Response | str | tuple[str
     try:
         outcome = services.record_step(
             session, batch_number, step_code, values=_form_values(batch_number, step_code),
-            user_id=g.user.id, signature=_signature(Meaning.PERFORMED.value),
+            user_id=g.user.id, signature=form_signature(Meaning.PERFORMED.value),
             verifier=_verifier(), scan=request.form.get("scan", "").strip() or None,
             scans=_scanned_lines("scans"),
             resources=_form_resources(batch_number, step_code),
@@ -340,7 +331,7 @@ def correct_step(batch_number: str, step_code: str) -> Response | tuple[str, int
             session, batch_number, step_code, values=_form_values(batch_number, step_code),
             reason=request.form.get("reason", ""),
             occurrence=int(occurrence) if occurrence.isdigit() else None,
-            user_id=g.user.id, signature=_signature(Meaning.PERFORMED.value),
+            user_id=g.user.id, signature=form_signature(Meaning.PERFORMED.value),
             verifier=_verifier(),
         )
     except DomainError as error:
@@ -375,12 +366,12 @@ def decide_deviation(ref: str, action: str) -> Response | tuple[str, int]:
             deviation = services.assess_deviation(
                 session, ref, assessment=request.form.get("text", ""),
                 severity=request.form.get("severity") or None, user_id=g.user.id,
-                signature=_signature(Meaning.REVIEWED.value),
+                signature=form_signature(Meaning.REVIEWED.value),
             )
         elif action == "close":
             deviation = services.close_deviation(
                 session, ref, closure=request.form.get("text", ""), user_id=g.user.id,
-                signature=_signature(Meaning.APPROVED.value),
+                signature=form_signature(Meaning.APPROVED.value),
             )
         else:
             flash(f"unknown action {action}", "error")

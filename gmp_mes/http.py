@@ -232,6 +232,17 @@ def _rollback() -> None:
         s.close()
 
 
+def form_signature(meaning: str) -> signatures.SignatureInput:
+    """The e-signature fields of a page form (``password``, ``meaning``, default the
+    action's, and ``signature_reason``); the signing service checks the password and
+    which meanings the action takes."""
+    return signatures.SignatureInput(
+        password=request.form.get("password", ""),
+        meaning=request.form.get("meaning") or meaning,
+        reason=request.form.get("signature_reason") or None,
+    )
+
+
 def undo_failed_form(error: DomainError) -> None:
     """A page form's unit of work failed: roll it back, then keep what must be kept
     (its follow-up, e.g. a failed password counted toward lockout), as the API edge does."""

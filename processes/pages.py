@@ -3,24 +3,15 @@ signed approval (EU GMP Chapter 4.3)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
 from gmp_mes.errors import DomainError
-from gmp_mes.http import db_session, roles_required, undo_failed_form
+from gmp_mes.http import db_session, form_signature, roles_required, undo_failed_form
 from gmp_mes.models import Meaning
-from gmp_mes.signatures import SignatureInput
 from processes import services
 
 bp = Blueprint("processes", __name__, template_folder="templates")
-
-
-def _signature(meaning: str) -> SignatureInput:
-    return SignatureInput(
-        password=request.form.get("password", ""),
-        meaning=request.form.get("meaning", meaning),
-        reason=request.form.get("signature_reason") or None,
-    )
 
 
 def _refused(error: DomainError) -> None:
@@ -45,7 +36,7 @@ def approve_process(code: str, version: int) -> Response:
     try:
         process = services.approve_process(
             db_session(), code, version, user_id=g.user.id,
-            signature=_signature(Meaning.APPROVED.value),
+            signature=form_signature(Meaning.APPROVED.value),
         )
     except DomainError as error:
         _refused(error)

@@ -17,9 +17,8 @@ from batches import services as batches
 from gmp_mes import paging
 from gmp_mes.accounts import Person
 from gmp_mes.errors import DomainError, field_error
-from gmp_mes.http import db_session, roles_required, undo_failed_form
+from gmp_mes.http import db_session, form_signature, roles_required, undo_failed_form
 from gmp_mes.schemas import DecimalSeparatorRefused, form_number
-from gmp_mes.signatures import SignatureInput
 from qc import services
 
 bp = Blueprint("qc", __name__, template_folder="templates")
@@ -29,11 +28,6 @@ def _refused(error: DomainError) -> dict[str, list[str]]:
     """Undo the failed unit of work, keep what must be kept (lockout count)."""
     undo_failed_form(error)
     return dict(error.errors or {})
-
-
-def _signature(meaning: str) -> SignatureInput:
-    return SignatureInput(password=request.form.get("password", ""), meaning=meaning,
-                          reason=request.form.get("signature_reason") or None)
 
 
 @bp.route("/qc")
@@ -72,7 +66,7 @@ def entry_page(batch_number: str) -> tuple[str, int] | str | Response:
                 method=form["method"].strip() or None,
                 sample_item_id=form["sample_item_id"].strip().upper() or None,
                 corrects=int(corrects) if corrects else None, reason=form["reason"] or None,
-                user_id=g.user.id, signature=_signature("performed"),
+                user_id=g.user.id, signature=form_signature("performed"),
             )
         except DomainError as error:
             errors = _refused(error)
@@ -97,10 +91,10 @@ def result_action(batch_number: str, result_id: int, action: str) -> Response:
     try:
         if action == "review":
             services.review_result(session, result_id, user_id=g.user.id,
-                                   signature=_signature("reviewed"), batch_number=batch_number)
+                                   signature=form_signature("reviewed"), batch_number=batch_number)
         elif action == "invalidate" and g.user.has_role("qc"):
             services.invalidate_result(session, result_id, user_id=g.user.id,
-                                       signature=_signature("performed"),
+                                       signature=form_signature("performed"),
                                        reason=request.form.get("reason", ""),
                                        batch_number=batch_number)
         else:
@@ -136,12 +130,12 @@ def release_action(batch_number: str) -> Response | tuple[str, int]:
     try:
         if action in ("release", "conditional"):
             decision = services.release_batch(
-                session, batch_number, user_id=g.user.id, signature=_signature("released"),
+                session, batch_number, user_id=g.user.id, signature=form_signature("released"),
                 conditional=action == "conditional",
                 justification=request.form.get("justification") or None)
         elif action == "reject":
             decision = services.reject_batch(session, batch_number, user_id=g.user.id,
-                                             signature=_signature("rejected"),
+                                             signature=form_signature("rejected"),
                                              reason=request.form.get("reason", ""))
         else:
             flash(f"unknown action {action!r}", "error")
