@@ -268,13 +268,16 @@ def patient_list() -> str:
 
 
 def search_target(session: Session, user: Any, text: str) -> str | None:
-    """The header search box (gmp_mes.pages.add_search): item, label or COI."""
+    """The header search box (gmp_mes.pages.add_search): item, label (a lot's or
+    equipment's too) or COI."""
     found = services.find_target(session, text)
     if found is None:
         return None
     kind, key = found
     if kind == "item":
         return url_for("identity.item_page", item_id=key)
+    if kind == "url":  # a lot's or equipment's page, as its domain gave it
+        return key
     return url_for("identity.patient_page", coi_id=key)
 
 

@@ -16,7 +16,7 @@ material lots and equipment in the materials and equipment domains, SPEC §11):
         return labels.http.label_file(printed)
 
 A misspelt option (``reprnt=true``) must not silently print an original: parse the query
-with ``unknown=RAISE`` (422)."""
+with ``unknown=RAISE`` (422). ``AssetLabelSchema`` dumps ``services.asset_labels_of``."""
 
 from __future__ import annotations
 
@@ -25,10 +25,11 @@ from collections.abc import Mapping
 from flask import Response
 
 from labels.models import LabelPrint
-from labels.schemas import LabelQuerySchema
+from labels.schemas import AssetLabelSchema, LabelQuerySchema
 from labels.services import MEDIA_TYPES, PrintedLabel, PrintRequest
 
-__all__ = ["LABEL_RESPONSES", "LabelQuerySchema", "label_file", "label_request"]
+__all__ = ["LABEL_RESPONSES", "AssetLabelSchema", "LabelQuerySchema", "label_file",
+           "label_request"]
 
 # The OpenAPI answer of a label view (``@blp.doc(responses=LABEL_RESPONSES)``).
 LABEL_RESPONSES: dict[str, dict[str, object]] = {

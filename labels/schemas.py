@@ -105,3 +105,19 @@ class LabelSchema(Schema):
     voided_at = fields.DateTime(allow_none=True)
     replaces = fields.String(allow_none=True, metadata={"description": "the copy it replaced"})
     replaced_by = fields.String(allow_none=True, metadata={"description": "its replacement"})
+
+
+class AssetLabelSchema(Schema):
+    """One printed copy of a material lot or equipment label (``AssetLabelRecord``)."""
+
+    label_id = fields.String()
+    kind_code = fields.String(metadata={"enum": ["LOT", "EQP"]})
+    subject_id = fields.String()
+    serial = fields.Integer()
+    format = fields.String()
+    workstation = fields.String(allow_none=True)
+    reprint = fields.Boolean()
+    reason = fields.String(allow_none=True)
+    key_id = fields.String()
+    printed_by = fields.String()
+    printed_at = fields.DateTime()

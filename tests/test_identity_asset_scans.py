@@ -163,7 +163,7 @@ def test_a_lot_label_checked_against_a_batch_is_not_an_item(app, db, olga, login
     assert "not of a patient's bag" in answer["reasons"][0]["message"]
 
 
-@pytest.mark.requirement("SPEC §7b")
+@pytest.mark.requirement("SPEC §7 scan station page")
 def test_the_scan_station_shows_the_lot(app, db, olga, client) -> None:
     payload = printed_label(app, db, olga)
     page_login(client, olga)
@@ -187,6 +187,25 @@ def test_the_scan_station_shows_the_lot(app, db, olga, client) -> None:
         client.post("/scan", data={"payload": payload, "csrf_token": token})
     shown = client.get("/scan").get_data(as_text=True)
     assert 'class="verdict stop"' in shown and "unknown_subject" in shown
+
+
+def test_the_header_search_opens_the_lot_page(app, db, olga, client) -> None:
+    payload = printed_label(app, db, olga)
+    page_login(client, olga)
+    with provided(registry.scanned_subjects, "test-lots", lots()):
+        found = client.get("/search", query_string={"q": payload})
+        assert found.status_code == 302 and found.headers["Location"].endswith("/lots/LOT-000123")
+        with app.app_context():
+            from labels import payload as lp
+
+            never = lp.sign(labels.keyring().private_key, "LOT", "LOT-000123", "-", EXPIRES, 9)
+        refused = client.get("/search", query_string={"q": never},
+                             headers={"Accept": "text/html"})
+        assert refused.status_code == 409 and "refused" in refused.get_data(as_text=True)
+    with only(registry.scanned_subjects):
+        missing = client.get("/search", query_string={"q": payload},
+                             headers={"Accept": "text/html"})
+    assert missing.status_code == 404
 
 
 @pytest.mark.requirement("autologous rule")

@@ -264,3 +264,29 @@ def test_a_printed_copy_is_append_only_and_one_serial_per_subject(app, db, print
             "'LOT', 'LOT-000123', 1, 'zpl', :digest, 'k', false, :user, :at)"),
             {"digest": "0" * 64, "user": printer.user_id, "at": "2026-01-01T00:00:00.000000Z"})
     assert count(db, "asset_label_print") == 1
+
+
+def test_the_offline_check_describes_an_asset_label(app, db, printer, runner) -> None:
+    printed = print_it(app, db, printer, lot_label())
+    result = runner.invoke(args=["labels", "verify", printed.payloads[0]])
+    assert result.exit_code == 0, result.output
+    assert "kind:    LOT (material lot)" in result.output
+    assert "id:      LOT-000123" in result.output
+    assert "COI ID:  - (names no patient)" in result.output
+    assert "expires: 2027-03-31 21:59 UTC" in result.output and "copy:    1" in result.output
+    changed = printed.payloads[0].replace("LOT-000123", "LOT-000124")
+    assert runner.invoke(args=["labels", "verify", changed]).exit_code == 1
+
+
+def test_the_printed_copies_dump_for_an_api(app, db, printer) -> None:
+    from labels.http import AssetLabelSchema
+
+    print_it(app, db, printer, equipment_label(), workstation="WS-1")
+    with session(app, db) as s:
+        [record] = services.asset_labels_of(s, "EQP", "BSC-01")
+    dumped = AssetLabelSchema().dump(record)
+    assert {k: dumped[k] for k in ("kind_code", "subject_id", "serial", "format", "reprint",
+                                   "printed_by", "workstation")} == {
+        "kind_code": "EQP", "subject_id": "BSC-01", "serial": 1, "format": "zpl",
+        "reprint": False, "printed_by": "olga", "workstation": "WS-1"}
+    assert dumped["label_id"].startswith("LBL-") and dumped["printed_at"]

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 import labels.services as labels
 from gmp_mes import paging, registry
 from gmp_mes.accounts import Person
+from gmp_mes.errors import conflict
 from gmp_mes.registry import BatchBrief
 from identity import coi
 from identity.models import (
@@ -36,7 +37,7 @@ from identity.services.items import (
 from identity.services.lookup import get_item, get_patient
 from identity.services.patients import collections_of
 from identity.services.rules import post_thaw_deadline
-from identity.services.scans import resolve_item_ref
+from identity.services.scans import resolve_item_ref, scanned_subject
 from labels.services import LabelRecord
 
 S = ItemStatus
@@ -257,11 +258,27 @@ def search_patients(session: Session, text: str | None, viewer: Person | None, *
     return rows
 
 
+def _asset_target(session: Session, check: labels.PayloadCheck) -> tuple[str, str] | None:
+    """The page of the lot or equipment a verified label names (None when no domain knows
+    it or gives no page); a refused label is refused with its reason."""
+    assert check.payload is not None
+    if check.reasons:
+        code, message = check.reasons[0]
+        raise conflict(code, f"label: the scanned label is refused: {message}",
+                       extra={"reasons": [{"code": c, "message": m} for c, m in check.reasons]})
+    subject = scanned_subject(session, check.payload.kind_code, check.payload.subject_id)
+    return ("url", subject.url) if subject is not None and subject.url else None
+
+
 def find_target(session: Session, text: str) -> tuple[str, str] | None:
     """What the header's search box opens for ``text``: ("item", id) for an item id or
     a scanned label of this system (verified: a forged or voided one is refused with its
-    reason), ("patient", COI) for a COI ID; None when neither."""
+    reason), ("patient", COI) for a COI ID, ("url", its page) for a verified LOT or EQP
+    label whose domain answers it (SPEC §11); None when none of these."""
     if labels.normalise_scan(text).startswith("GMP1:"):
+        check = labels.check_payload(session, text)
+        if check.payload is not None and check.payload.asset:
+            return _asset_target(session, check)
         return "item", resolve_item_ref(session, text, field_name="label")
     key = text.strip().upper().replace(" ", "")
     if key.startswith("ITM-") and key.isprintable():
