@@ -19,9 +19,14 @@ from werkzeug.wrappers import Response
 
 import labels.http
 from gmp_mes.errors import DomainError
-from gmp_mes.http import commit_unit_of_work, db_session, roles_required, undo_failed_form
+from gmp_mes.http import (
+    commit_unit_of_work,
+    db_session,
+    form_signature,
+    roles_required,
+    undo_failed_form,
+)
 from gmp_mes.schemas import field_errors, form_fields, number_example
-from gmp_mes.signatures import SignatureInput
 from materials import services
 from materials.schemas import LotFormSchema, MaterialInSchema
 
@@ -113,7 +118,7 @@ def _lot_page(lot_id: str, *, errors: dict[str, list[str]] | None = None,
         error=error, form=form or {}, which=which, show=services.show,
         can_decide=services.decidable(view.lot) and g.user.has_role("qa"),
         can_label=g.user.has_role(*RECEIVERS),
-        printed=services.labels_of_lot(session, view.lot.lot_id),
+        printed=view.labels,
     ), status
 
 
@@ -174,9 +179,7 @@ def decide_lot(lot_id: str, action: str) -> Response | tuple[str, int]:
     if action not in ("release", "reject"):
         flash(f"unknown action {action}", "error")
         return redirect(url_for("materials.lot_page", lot_id=lot_id))
-    signature = SignatureInput(password=request.form.get("password", ""),
-                               meaning="released" if action == "release" else "rejected",
-                               reason=request.form.get("signature_reason") or None)
+    signature = form_signature("released" if action == "release" else "rejected")
     try:
         if action == "release":
             services.release_lot(session, lot_id, user_id=g.user.id, signature=signature)

@@ -11,6 +11,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+import labels.http
 from gmp_mes.schemas import FormNumber, SignatureOutSchema, SignatureSchema, StrictSchema, Text
 from materials.models import MaterialKind
 from materials.services import QuantityInvalid, exact, show
@@ -116,6 +117,8 @@ class LotDetailSchema(Schema):
     decided_by = fields.String(allow_none=True)
     signature = fields.Nested(SignatureOutSchema, allow_none=True)
     uses = fields.List(fields.Nested(LotUseSchema))
+    labels = fields.List(fields.Nested(labels.http.AssetLabelSchema), metadata={
+        "description": "every printed copy of the lot's label, newest first"})
 
 
 class LotDecisionInSchema(StrictSchema):

@@ -37,6 +37,9 @@ def test_a_printed_lot_label_decodes_scans_and_records_a_step(store: Store,
     (payload,) = _decode(response.data)
     assert payload.startswith(f"GMP1:LOT:{lot}:-:")
     assert_problem(op.get(f"/api/v1/lots/{lot}/label?format=png"), 409, "already_printed")
+    copies = op.get(f"/api/v1/lots/{lot}").get_json()["labels"]
+    assert [(c["label_id"], c["serial"], c["kind_code"], c["printed_by"]) for c in copies] == [
+        (response.headers["X-Label-Id"], 1, "LOT", store.operator.username)]
     assert_problem(op.get(f"/api/v1/lots/{lot}/label?format=png&reprnt=true"), 422)
     assert_problem(login(store.qa).get("/api/v1/lots/LOT-999999/label?format=png"), 404)
 

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+import labels.services as labels
 from gmp_mes.audit import format_time
 from gmp_mes.clock import utcnow
 from gmp_mes.db import lock_rows
@@ -136,6 +137,7 @@ class LotView:
     decided_by: str | None
     signature: Signature | None
     uses: list[LotUseView]
+    labels: list[labels.AssetLabelRecord]  # every printed copy of its label, newest first
 
 
 def lot_view(session: Session, lot_id: str) -> LotView:
@@ -150,7 +152,8 @@ def lot_view(session: Session, lot_id: str) -> LotView:
     return LotView(lot=lot, received_by=names.get(lot.received_by, "?"),
                    decided_by=names.get(lot.decided_by) if lot.decided_by else None,
                    signature=lot.decision_signature,
-                   uses=[LotUseView(use, username) for use, username in rows])
+                   uses=[LotUseView(use, username) for use, username in rows],
+                   labels=labels.asset_labels_of(session, "LOT", lot.lot_id))
 
 
 def lots_of_material(session: Session, material_code: str) -> list[MaterialLot]:
