@@ -10,7 +10,8 @@ DEVELOPING.md); the modules are the rooms of the domain's rules:
 - ``patients``: enrolment, collections, what a label shows;
 - ``custody``: :func:`record_custody`, the custody rules;
 - ``scans`` and ``bedside``: label checks, the bedside check, administration;
-- ``views``: read models for the API and pages; ``fhir``: the FHIR resource.
+- ``views``: read models for the API and pages; ``fhir``: the FHIR resource;
+- ``recall``: the final-product bags as a query another domain joins (where-used).
 
 Services take a session, flush and never commit; the request, command or job commits.
 """
@@ -64,6 +65,7 @@ from identity.services.patients import (
     label_data,
     record_collection,
 )
+from identity.services.recall import final_products
 from identity.services.rules import (
     AVAILABLE_STATUSES,
     CAUSE_GONE_STATUSES,
@@ -169,6 +171,7 @@ __all__ = [
     "enrol_patient",
     "fhir_product",
     "fhir_status",
+    "final_products",
     "find_target",
     "genealogy",
     "get_item",
