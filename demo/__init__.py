@@ -11,7 +11,9 @@ from flask import Flask
 from flask_smorest import Api
 
 # The domains this one builds on (registered before it; gmp_mes.registry).
-REQUIRES: tuple[str, ...] = ("batches", "identity", "labels", "processes", "qc")
+REQUIRES: tuple[str, ...] = (
+    "batches", "equipment", "identity", "labels", "materials", "processes", "qc",
+)
 
 
 def init_app(app: Flask, api: Api) -> None:

@@ -30,6 +30,7 @@ import identity.services as identity_services
 import labels.services as labels_services
 import processes.services as processes_services
 import qc.services as qc_services
+from demo import supplies
 from gmp_mes import accounts
 from gmp_mes.audit import Actor
 from gmp_mes.cli import unit_of_work
@@ -149,6 +150,7 @@ class Demo:
         self.processes = processes_services
         self.labels = labels_services
         self.qc = qc_services
+        self.supplies = supplies.Supplies()
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -185,6 +187,7 @@ class Demo:
     def run(self) -> Summary:
         self.sites_and_users()
         self.approve_process()
+        self.supplies = supplies.seed(self)
         for given, family, born, mrn, site, scenario in PATIENTS:
             self.patient(given, family, born, mrn, site, scenario)
         self.forged_label_scan()
@@ -209,9 +212,7 @@ class Demo:
         versions = [p for p in self.processes.list_processes(self.s) if p.code == PROCESS]
         if not versions:
             raise click.ClickException(f"process {PROCESS} is not loaded; run gmp-mes init")
-        # v3 (issue 17) needs released lots and qualified equipment at its steps: the
-        # demo runs v2 until it seeds them.
-        newest = max((p for p in versions if p.version <= 2), key=lambda p: p.version)
+        newest = max(versions, key=lambda p: p.version)
         if not newest.approved:
             with self.acting("qa") as qa:
                 self.processes.approve_process(
@@ -304,12 +305,14 @@ class Demo:
             scans = ([self.labels.payload_for_item(self.s, bag) for bag in
                       self.batches.final_product_item_ids(self.s, batch_number)]
                      if step.scans else None)
+            # The lots and equipment the step declares, scanned as an operator would.
+            supplies.before_step(self, self.supplies, batch_number, step)
             with self.acting("operator") as operator:
                 outcome = self.batches.record_step(
                     self.s, batch_number, code, values=values, user_id=operator.id,
                     signature=self.sig("performed"),
                     verifier=self.verifier() if step.critical else None, scan=scan,
-                    scans=scans,
+                    scans=scans, resources=self.supplies.resources(step),
                 )
             for item in outcome.items:
                 self.print_label(item.item_id, "operator", "CR1-LABEL")
