@@ -44,6 +44,12 @@ def local(value: datetime | str | None, tz: ZoneInfo, *, seconds: bool = False) 
     return moment.astimezone(tz).strftime(FORMAT_SECONDS if seconds else FORMAT)
 
 
+def in_utc(value: datetime | str | None) -> str:
+    """``2026-12-01 20:04 UTC``: a time inside a message that goes to several sites (a
+    refusal reason, an alert), to the minute."""
+    return local(value, ZoneInfo("UTC"))
+
+
 def local_and_utc(value: datetime | str | None, tz: ZoneInfo, *, seconds: bool = False) -> str:
     """``2026-12-01 21:04 CET (20:04 UTC)``: for records that leave the site."""
     moment = parse_stored(value)

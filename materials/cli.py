@@ -8,6 +8,7 @@ from flask.cli import with_appcontext
 from gmp_mes.audit import format_time
 from gmp_mes.cli import unit_of_work
 from gmp_mes.errors import NotFound
+from gmp_mes.localtime import in_utc
 from materials import services
 
 
@@ -36,7 +37,7 @@ def lots_where_used(lot_id: str) -> None:
         lot = answer.lot
         click.echo(f"lot {lot.lot_id}  {lot.material_code} ({lot.material.name})  supplier "
                    f"{lot.supplier} lot {lot.supplier_lot}  {lot.status}  expires "
-                   f"{format_time(lot.expires_at)}  {services.show(lot.remaining)} of "
+                   f"{in_utc(lot.expires_at)}  {services.show(lot.remaining)} of "
                    f"{services.show(lot.quantity)} {lot.material.unit} left")
         if not answer.batches:
             click.echo("not used by any batch")

@@ -12,8 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gmp_mes.alerts import AlertSpec, Severity, raise_alert
-from gmp_mes.audit import Actor, format_time
+from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
+from gmp_mes.localtime import in_utc
 from materials.models import LotStatus, MaterialLot
 from materials.services._common import show
 
@@ -44,7 +45,7 @@ def expiry_specs(session: Session, now: datetime) -> list[AlertSpec]:
                 subject_type="material_lot",
                 subject_id=lot.lot_id,
                 message=f"lot {lot.lot_id} ({lot.material_code}, supplier lot "
-                        f"{lot.supplier_lot}) expires {format_time(lot.expires_at)} with "
+                        f"{lot.supplier_lot}) expires {in_utc(lot.expires_at)} with "
                         f"{show(lot.remaining)} {lot.material.unit} left ({lot.status})",
                 roles=("qa", "operator"),
                 site_code=lot.site_code,

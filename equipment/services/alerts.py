@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from equipment.models import Equipment
 from equipment.services.status import NOTHING_LOGGED, standings
 from gmp_mes.alerts import AlertSpec, Severity
-from gmp_mes.audit import format_time
 from gmp_mes.durations import parse_duration
+from gmp_mes.localtime import in_utc
 
 # Warnings before a calibration's validity ends, longest first.
 WARN_BEFORE = ("P14D", "P3D")
@@ -51,7 +51,7 @@ def calibration_alerts(session: Session, now: datetime) -> list[AlertSpec]:
                 severity=Severity.MAJOR.value, subject_type="equipment",
                 subject_id=row.equipment_id, roles=ROLES, site_code=row.site_code,
                 due_at=valid_until,
-                message=f"the calibration of {name} expired at {format_time(valid_until)}: "
+                message=f"the calibration of {name} expired at {in_utc(valid_until)}: "
                         "it cannot be used at a step until calibrated"))
             continue
         for threshold in WARN_BEFORE:
@@ -62,5 +62,5 @@ def calibration_alerts(session: Session, now: datetime) -> list[AlertSpec]:
                     subject_id=row.equipment_id, roles=ROLES, site_code=row.site_code,
                     due_at=valid_until,
                     message=f"the calibration of {name} is valid until "
-                            f"{format_time(valid_until)} (warning {threshold} before)"))
+                            f"{in_utc(valid_until)} (warning {threshold} before)"))
     return specs

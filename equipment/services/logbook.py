@@ -17,6 +17,7 @@ from gmp_mes import alerts
 from gmp_mes.audit import format_time
 from gmp_mes.clock import utcnow
 from gmp_mes.errors import InvalidTransition, ValidationFailed
+from gmp_mes.localtime import in_utc
 from gmp_mes.models import Meaning
 from gmp_mes.paging import keyset_page
 from gmp_mes.signatures import SignatureInput, sign
@@ -97,7 +98,7 @@ def record_event(
         # The calibration answers the due and overdue alerts of the one before.
         alerts.resolve_for_subject(session, "equipment", equipment.equipment_id,
                                    CALIBRATION_ALERT_KINDS,
-                                   f"calibrated, valid until {format_time(valid_until)}"
+                                   f"calibrated, valid until {in_utc(valid_until)}"
                                    if valid_until else "calibrated")
     return event
 

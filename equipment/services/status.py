@@ -21,7 +21,7 @@ from sqlalchemy import case, func, literal, select
 from sqlalchemy.orm import Session
 
 from equipment.models import EquipmentEvent, EquipmentStatus, EventKind
-from gmp_mes.audit import format_time
+from gmp_mes.localtime import in_utc
 from gmp_mes.registry import Reason
 
 SERVICE_KINDS = (EventKind.OUT_OF_SERVICE.value, EventKind.RETURNED_TO_SERVICE.value)
@@ -115,7 +115,7 @@ def unfit_reasons(equipment_id: str, standing: Standing, calibration_interval: s
         valid_until = standing.calibration_valid_until
         message = (f"equipment {equipment_id} has never been calibrated" if valid_until is None
                    else f"the calibration of equipment {equipment_id} was valid until "
-                        f"{format_time(valid_until)}")
+                        f"{in_utc(valid_until)}")
         reasons.append({"code": "calibration_overdue", "message": message})
     return reasons
 

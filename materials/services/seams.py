@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 import labels.services as labels
 from gmp_mes.audit import format_time
 from gmp_mes.clock import utcnow
-from gmp_mes.localtime import local_and_utc, zone
+from gmp_mes.localtime import in_utc, local_and_utc, zone
 from gmp_mes.models import Site, User
 from gmp_mes.registry import Reason, RecordSection, RecordTable, ScannedSubject
 from labels.services import AssetLabel
@@ -84,7 +84,7 @@ def lot_fitness(lot: MaterialLot) -> list[Reason]:
                         "message": f"lot {lot.lot_id} is in {lot.status}: not released"})
     if lot.expires_at <= utcnow():
         reasons.append({"code": "lot_expired",
-                        "message": f"lot {lot.lot_id} expired {format_time(lot.expires_at)}"})
+                        "message": f"lot {lot.lot_id} expired {in_utc(lot.expires_at)}"})
     if lot.remaining <= 0:
         reasons.append({"code": "lot_insufficient",
                         "message": f"lot {lot.lot_id} has nothing left"})

@@ -23,6 +23,7 @@ import labels.services as labels
 from gmp_mes.audit import format_time
 from gmp_mes.clock import utcnow
 from gmp_mes.db import lock_rows
+from gmp_mes.localtime import in_utc
 from gmp_mes.registry import Reason, StepCheck, StepContext
 from materials.models import LotStatus, LotUse, MaterialLot
 from materials.services._common import LOT_ID, QuantityInvalid, exact, show, stored
@@ -126,7 +127,7 @@ def check_step_materials(session: Session, ctx: StepContext) -> StepCheck:
                       "QA released may be used")
         if lot.expires_at <= ctx.at:
             check.add("lot_expired", f"lot {lot.lot_id} ({lot.material_code}) expired "
-                                     f"{format_time(lot.expires_at)}")
+                                     f"{in_utc(lot.expires_at)}")
         taking = taken.get(lot_id)
         if taking is not None and taking.quantity > lot.remaining:
             check.add("lot_insufficient",
