@@ -53,6 +53,16 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("CI must set GMP_MES_TEST_POSTGRES_URL: PostgreSQL is required")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests (marked ``slow``, and the browser tests) first: with ``make test``'s
+    two workers (``--dist worksteal``) the short ones then fill in at the end and both
+    workers finish together, instead of one running schemathesis alone for a minute.
+    The order is otherwise kept; no test may depend on another's leftovers anyway."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("slow")
+               or item.get_closest_marker("browser") else 1)
+
+
 class Templates:
     """Migrated template databases, made once per test run and cloned per test.
 
