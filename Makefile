@@ -26,10 +26,16 @@ run: $(STAMP)
 	$(BIN)/gmp-mes serve --host $(HOST) --port $(PORT)
 
 # Two workers: the suite is mostly database round trips, so it halves on 2 cores.
+# worksteal: an idle worker takes half of the other's queue, so both end together
+# (tests/conftest.py puts the long tests first).
 PYTEST_WORKERS ?= 2
+PYTEST_XDIST := -n $(PYTEST_WORKERS) --dist worksteal
+# Bytecode caches on: with PYTHONDONTWRITEBYTECODE set (as on CI's machines) every worker,
+# and every `gmp-mes` subprocess a test starts, compiled the project's sources again.
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # Validation pack (SPEC §17): the suite with JUnit output, then the traceability matrix
 # (HTML, PDF, JSON) from that very run. The report is written even when tests fail (it
@@ -38,7 +44,7 @@ VALIDATION_DIR ?= validation-report
 
 validation: $(STAMP) browser
 	mkdir -p $(VALIDATION_DIR)
-	status=0; $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --junitxml=$(VALIDATION_DIR)/results.xml \
+	status=0; $(PYTEST) $(PYTEST_XDIST) --junitxml=$(VALIDATION_DIR)/results.xml \
 	  $(PYTEST_ARGS) || status=$$?; \
 	$(BIN)/gmp-mes validate report --results $(VALIDATION_DIR)/results.xml --out $(VALIDATION_DIR) \
 	  && exit $$status

@@ -31,6 +31,26 @@ def database_url(request: pytest.FixtureRequest, templates: Any) -> Iterator[str
     yield url
 
 
+@pytest.fixture(scope="session")
+def seeded(templates: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """The demo data set, seeded once per run (seeding signs ~130 records); the demo
+    tests (test_demo_pages, test_csp) each get a fresh copy of its file."""
+    from demo.seed import Summary, seed
+    from gmp_mes import create_app
+    from labels.keys import ensure_key
+
+    url = templates.sqlite()
+    app = create_app({"database_url": url, "secret_key": "demo-template",
+                      "instance_path": str(tmp_path_factory.mktemp("demo-instance")),
+                      "facility_id": "A9999", "timezone": "Europe/Berlin"})
+    ensure_key(app.config["GMP_SETTINGS"].signing_key)
+    with app.app_context():
+        summary = seed(app)
+    app.extensions["gmp_mes.db"].dispose()
+    assert isinstance(summary, Summary), summary
+    return Path(url.removeprefix("sqlite:///")), summary
+
+
 @pytest.fixture
 def live_server(app: Flask) -> Iterator[str]:
     server = make_server("127.0.0.1", 0, app, threaded=True)

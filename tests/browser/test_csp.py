@@ -14,7 +14,6 @@ from tests.browser.test_demo_pages import (  # noqa: F401 (fixtures)
     bags_of,
     batch_of,
     database_url,
-    seeded,
     sign_in,
 )
 from tests.browser.test_demo_pages import demo as demo

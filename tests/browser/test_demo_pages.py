@@ -16,31 +16,13 @@ from typing import Any
 
 import pytest
 
-from demo.seed import DEMO_PASSWORD, QC_VALUES, Summary, seed
-from gmp_mes import create_app
+from demo.seed import DEMO_PASSWORD, QC_VALUES, Summary
 from gmp_mes.audit import Actor
 from tests.browser.conftest import screenshot, submit
 from tests.browser.test_batch_path import flash_text, payload, scan_into, verdict
 from tests.conftest import Person
 
 TABLET = {"width": 800, "height": 1280}
-
-
-@pytest.fixture(scope="module")
-def seeded(templates: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Summary]:
-    """Seed once per module (seeding signs ~130 records), then copy the file per test."""
-    from labels.keys import ensure_key
-
-    url = templates.sqlite()
-    app = create_app({"database_url": url, "secret_key": "demo-template",
-                      "instance_path": str(tmp_path_factory.mktemp("demo-instance")),
-                      "facility_id": "A9999", "timezone": "Europe/Berlin"})
-    ensure_key(app.config["GMP_SETTINGS"].signing_key)
-    with app.app_context():
-        summary = seed(app)
-    app.extensions["gmp_mes.db"].dispose()
-    assert isinstance(summary, Summary), summary
-    return Path(url.removeprefix("sqlite:///")), summary
 
 
 @pytest.fixture
