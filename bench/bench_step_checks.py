@@ -137,7 +137,8 @@ def _plant(needs: bool) -> Iterator[tuple[Flask, str, int, StepResources]]:
             for action, who in (("ship", "april"), ("receive", "olga")):
                 identity.record_custody(s, item, action=action, site="CLEAN1",
                                         user=s.get(User, ids[who]))
-            number = services.start_batch(s, item_id=item, user_id=ids["olga"]).batch_number
+            number = services.start_batch(s, item_id=item, user_id=ids["olga"],
+                                          process_code=f"BENCH-{name}").batch_number
             services.record_step(s, number, "receipt", values={}, user_id=ids["olga"],
                                  signature=sig)
         try:

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from equipment.models import Equipment, EquipmentUse
 from equipment.services._common import normal_id
@@ -101,8 +101,9 @@ def check_step_equipment(session: Session, ctx: StepContext) -> StepCheck:
             add(reason)
         if resolved.equipment_id is not None and resolved.equipment_id not in ids:
             ids.append(resolved.equipment_id)
-    statement = select(Equipment).where(Equipment.equipment_id.in_(ids)).order_by(
-        Equipment.equipment_id)
+    # Who registered it is not needed here: not joined (nor their roles loaded).
+    statement = select(Equipment).options(lazyload(Equipment.creator)).where(
+        Equipment.equipment_id.in_(ids)).order_by(Equipment.equipment_id)
     if ctx.recording:
         # Locked in id order until commit: two batches cannot both take a cabinet that
         # needs cleaning, nor use one while it is taken out of service.
@@ -143,13 +144,13 @@ def check_step_equipment(session: Session, ctx: StepContext) -> StepCheck:
     used = [equipment.equipment_id for equipment in given]
 
     def apply(session: Session, step_record_id: int) -> None:
-        """The equipment use log (21 CFR 211.182): one row per equipment, same transaction."""
+        """The equipment use log (21 CFR 211.182): one row per equipment, same transaction
+        (the step's own flush writes them)."""
         for equipment_id in used:
             session.add(EquipmentUse(
                 equipment_id=equipment_id, batch_number=ctx.batch_number, coi_id=ctx.coi_id,
                 step_record_id=step_record_id, step_code=ctx.step_code,
                 used_by=ctx.performer_id, used_at=ctx.at))
-        session.flush()
 
     return StepCheck(reasons=reasons, signed=signed, apply=apply if used else None)
 

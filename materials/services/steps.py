@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 
 import labels.services as labels
 from gmp_mes.audit import format_time
-from gmp_mes.clock import utcnow
 from gmp_mes.db import lock_rows
 from gmp_mes.localtime import in_utc
 from gmp_mes.registry import Reason, StepCheck, StepContext
@@ -149,16 +148,15 @@ def check_step_materials(session: Session, ctx: StepContext) -> StepCheck:
                "quantity": show(t.quantity), "unit": t.lot.material.unit} for t in used]
 
     def apply(session: Session, step_record_id: int) -> None:
-        """Consume and record each use, in the step's transaction (rows locked above)."""
-        now = utcnow()
+        """Consume and record each use, in the step's transaction (rows locked above;
+        the step's own flush writes them)."""
         for t in used:
             t.lot.remaining = stored(t.lot.remaining - t.quantity)
             session.add(LotUse(
                 lot_id=t.lot.lot_id, material_code=t.lot.material_code,
                 batch_number=ctx.batch_number, coi_id=ctx.coi_id,
                 step_record_id=step_record_id, step_code=ctx.step_code,
-                quantity=t.quantity, used_by=ctx.performer_id, used_at=now))
-        session.flush()
+                quantity=t.quantity, used_by=ctx.performer_id, used_at=ctx.at))
 
     return StepCheck(reasons=check.reasons, signed=signed,
                      apply=None if check.reasons else apply)
