@@ -229,12 +229,8 @@ def _kept_form(form_key: str, error: DomainError, what: str = "The step") -> dic
     elif error.code not in ("validation_error", "signature_rejected"):
         summary.insert(0, ("", error.detail))
     values = {k: v for k, v in request.form.items() if k not in SECRET_FIELDS}
-    # Every reason a step was refused for (SPEC §11: lots, equipment, ... all at once).
-    reasons = error.extra.get("reasons") if error.code != "validation_error" else None
-    if reasons:
-        summary = [("", r["message"]) for r in reasons]
     return {"step": form_key, "values": values, "errors": errors, "summary": summary,
-            "title": _refusal_title(error, errors, what), "reasons": reasons or []}
+            "title": _refusal_title(error, errors, what)}
 
 
 def _refusal_title(error: DomainError, errors: dict[str, list[str]],

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import case, func, literal, select
+from sqlalchemy import Select, bindparam, case, func, literal, select
 from sqlalchemy.orm import Session
 
 from equipment.models import EquipmentEvent, EquipmentStatus, EventKind
@@ -126,27 +126,41 @@ def _group() -> object:
                 else_=EquipmentEvent.kind)
 
 
+def _standings_statement(
+    some: bool,
+) -> Select[str, str, str | None, datetime | None, datetime]:
+    """The latest event of each group, of the equipment named by ``ids`` (or of all).
+    Columns only: the fold needs no signature or user (the rows satisfy LoggedEvent)."""
+    latest = select(func.max(EquipmentEvent.id)).group_by(
+        EquipmentEvent.equipment_id, _group())  # type: ignore[arg-type]
+    if some:
+        latest = latest.where(EquipmentEvent.equipment_id.in_(bindparam("ids", expanding=True)))
+    return (select(EquipmentEvent.equipment_id, EquipmentEvent.kind, EquipmentEvent.reason,
+                   EquipmentEvent.valid_until, EquipmentEvent.recorded_at)
+            .where(EquipmentEvent.id.in_(latest.scalar_subquery()))
+            .order_by(EquipmentEvent.id))
+
+
 def standings(session: Session, equipment_ids: Sequence[str] | None = None
               ) -> dict[str, Standing]:
     """The standing of each piece of equipment named (every one when None): one query for
     the latest event of each group (index ``ix_equipment_event_equipment_kind``), folded.
     Equipment with an empty logbook is absent (its standing is ``NOTHING_LOGGED``)."""
-    latest = select(func.max(EquipmentEvent.id)).group_by(
-        EquipmentEvent.equipment_id, _group())  # type: ignore[arg-type]
-    if equipment_ids is not None:
-        if not equipment_ids:
-            return {}
-        latest = latest.where(EquipmentEvent.equipment_id.in_(list(equipment_ids)))
-    # Columns only: the fold needs no signature or user (the rows satisfy LoggedEvent).
-    rows = session.execute(
-        select(EquipmentEvent.equipment_id, EquipmentEvent.kind, EquipmentEvent.reason,
-               EquipmentEvent.valid_until, EquipmentEvent.recorded_at)
-        .where(EquipmentEvent.id.in_(latest.scalar_subquery()))
-        .order_by(EquipmentEvent.id))
+    if equipment_ids is None:
+        rows = session.execute(_STANDINGS_OF_ALL)
+    elif not equipment_ids:
+        return {}
+    else:
+        rows = session.execute(_STANDINGS, {"ids": list(equipment_ids)})
     events: dict[str, list[LoggedEvent]] = {}
     for row in rows:
         events.setdefault(row.equipment_id, []).append(row)
     return {equipment_id: fold(found) for equipment_id, found in events.items()}
+
+
+# Built once: every step that uses equipment reads its standing.
+_STANDINGS = _standings_statement(True)
+_STANDINGS_OF_ALL = _standings_statement(False)
 
 
 def standing(session: Session, equipment_id: str) -> Standing:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session, lazyload
 
 from equipment.models import Equipment, EquipmentUse
@@ -57,6 +57,14 @@ def resolve_equipment_ref(session: Session, text: str) -> Resolved:
                                 f"the label scanned is a {check.payload.kind_code} label of "
                                 f"{check.payload.subject_id}, not an equipment label"}])
     return Resolved(check.payload.subject_id, [])
+
+
+# Built once: the check runs on every step that uses equipment. Who registered the
+# equipment is not needed here: not joined (nor their roles loaded).
+_BY_IDS = (select(Equipment).options(lazyload(Equipment.creator))
+           .where(Equipment.equipment_id.in_(bindparam("ids", expanding=True)))
+           .order_by(Equipment.equipment_id))
+_LOCKED_BY_IDS = lock_rows(_BY_IDS, Equipment)
 
 
 def _used_by_other_batch(session: Session, found: dict[str, Equipment],
@@ -101,14 +109,11 @@ def check_step_equipment(session: Session, ctx: StepContext) -> StepCheck:
             add(reason)
         if resolved.equipment_id is not None and resolved.equipment_id not in ids:
             ids.append(resolved.equipment_id)
-    # Who registered it is not needed here: not joined (nor their roles loaded).
-    statement = select(Equipment).options(lazyload(Equipment.creator)).where(
-        Equipment.equipment_id.in_(ids)).order_by(Equipment.equipment_id)
-    if ctx.recording:
-        # Locked in id order until commit: two batches cannot both take a cabinet that
-        # needs cleaning, nor use one while it is taken out of service.
-        statement = lock_rows(statement, Equipment)
-    found = {row.equipment_id: row for row in session.scalars(statement)} if ids else {}
+    # Locked in id order until commit when recording: two batches cannot both take a
+    # cabinet that needs cleaning, nor use one while it is taken out of service.
+    statement = _LOCKED_BY_IDS if ctx.recording else _BY_IDS
+    found = ({row.equipment_id: row for row in session.scalars(statement, {"ids": ids})}
+             if ids else {})
     for equipment_id in ids:
         if equipment_id not in found:
             add({"code": "equipment_unknown", "message": f"no equipment {equipment_id}"})

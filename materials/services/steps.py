@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 import labels.services as labels
@@ -65,6 +65,13 @@ class _Check:
         self.reasons.append({"code": code, "message": message})
 
 
+# Built once: every step that uses a material reads its lots (locked, when recording,
+# in lot_id order: no two steps lock two lots in opposite orders).
+_LOTS = (select(MaterialLot).where(MaterialLot.lot_id.in_(bindparam("ids", expanding=True)))
+         .order_by(MaterialLot.lot_id))
+_LOCKED_LOTS = lock_rows(_LOTS, MaterialLot)
+
+
 def check_step_materials(session: Session, ctx: StepContext) -> StepCheck:
     """Materials' answer to ``registry.step_requirements``: reasons, the signed list of
     lots used, and ``apply`` (consume, record each use) for when the step is recorded."""
@@ -79,11 +86,9 @@ def check_step_materials(session: Session, ctx: StepContext) -> StepCheck:
             check.reasons.append(problem)
         refs.append((lot_id, entry.quantity))
     ids = sorted({lot_id for lot_id, _ in refs if lot_id is not None})
-    statement = select(MaterialLot).where(MaterialLot.lot_id.in_(ids)).order_by(
-        MaterialLot.lot_id)
-    if ctx.recording:
-        statement = lock_rows(statement, MaterialLot)
-    lots = {lot.lot_id: lot for lot in session.scalars(statement)} if ids else {}
+    statement = _LOCKED_LOTS if ctx.recording else _LOTS
+    lots = ({lot.lot_id: lot for lot in session.scalars(statement, {"ids": ids})}
+            if ids else {})
 
     taken: dict[str, _Taken] = {}
     materials_given: set[str] = set()
