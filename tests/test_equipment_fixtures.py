@@ -41,13 +41,13 @@ class Shop:
 
     def register(self, equipment_id: str, type: str = "biosafety_cabinet", *,
                  interval: str | None = None, cleaning: bool = False,
-                 name: str | None = None) -> str:
+                 name: str | None = None, site: str = PLANT) -> str:
         from equipment import services
 
         with self.tx(self.admin) as s:
             return services.register_equipment(
                 s, equipment_id=equipment_id, type=type, name=name or f"Unit {equipment_id}",
-                site_code=PLANT, calibration_interval=interval, cleaning_required=cleaning,
+                site_code=site, calibration_interval=interval, cleaning_required=cleaning,
                 user_id=self.admin.user_id).equipment_id
 
     def event(self, equipment_id: str, kind: str, *, reason: str | None = None,

@@ -90,6 +90,16 @@ def test_never_calibrated_equipment_with_an_interval_is_overdue(shop: Shop) -> N
         "calibration_overdue"]
 
 
+def test_equipment_of_another_site_alone(shop: Shop, make_site) -> None:
+    make_site("CLEAN2", "manufacturing")
+    _ready(shop)
+    shop.register("INC-09", "incubator", interval="P365D", site="CLEAN2")
+    shop.event("INC-09", "calibrated")
+    result = shop.check("B1", needs=NEEDS, given=("BSC-01", "INC-09"))
+    assert codes(result) == ["equipment_other_site"]
+    assert "CLEAN2" in result.reasons[0]["message"]
+
+
 def test_unknown_equipment(shop: Shop) -> None:
     result = shop.check("B1", needs=("incubator",), given=("NOPE-9",))
     assert codes(result) == ["equipment_unknown", "equipment_missing"]
@@ -128,10 +138,11 @@ def test_cleaning_required_across_two_batches_not_the_same_batch(shop: Shop) -> 
 
 @pytest.mark.requirement("21 CFR 211.68")
 @pytest.mark.requirement("21 CFR 211.67")
-def test_every_reason_together(shop: Shop) -> None:
+def test_every_reason_together(shop: Shop, make_site) -> None:
+    make_site("CLEAN2", "manufacturing")
     shop.register("BSC-01", "biosafety_cabinet", interval="P180D", cleaning=True)
     shop.register("BSC-02", "biosafety_cabinet", interval="P30D")
-    shop.register("CNT-01", "cell_counter")
+    shop.register("CNT-01", "cell_counter", site="CLEAN2")
     shop.event("BSC-01", "calibrated")
     shop.event("BSC-02", "calibrated")
     clock.advance(timedelta(minutes=1))
@@ -142,8 +153,8 @@ def test_every_reason_together(shop: Shop) -> None:
     result = shop.check("B1", needs=("biosafety_cabinet", "biosafety_cabinet", "incubator"),
                         given=("BSC-01", "BSC-02", "CNT-01", "GHOST"))
     assert codes(result) == ["equipment_unknown", "equipment_missing", "equipment_wrong_type",
-                             "equipment_out_of_service", "calibration_overdue",
-                             "cleaning_required"]
+                             "equipment_other_site", "equipment_out_of_service",
+                             "calibration_overdue", "cleaning_required"]
     assert result.apply is not None  # batches never calls it when a provider refused
 
 

@@ -130,6 +130,16 @@ def test_each_refusal_reason_alone(store: Store, stocked: dict, reason: str) -> 
 
 
 @pytest.mark.requirement("EU GMP Part IV 9")
+def test_a_lot_of_another_site_alone(store: Store, make_site, make_user) -> None:
+    make_site("CLEAN2", "manufacturing")
+    store.material("IL2", unit="vial")
+    elsewhere = make_user("olaf", "operator", site="CLEAN2")
+    lot = store.lot("IL2", 5, received_by=elsewhere)
+    answer = store.check(store.context({"IL2": 1.0}, [(lot, None)]))
+    assert codes(answer) == ["lot_other_site"], answer.reasons
+    assert "CLEAN2" in answer.reasons[0]["message"]
+
+
 def test_every_reason_at_once(store: Store, stocked: dict) -> None:
     """Never only the first: a step with everything wrong names everything."""
     quarantined = store.lot("IL7", 1, release=False)

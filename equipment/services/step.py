@@ -30,7 +30,8 @@ EQUIPMENT_KIND_CODE = "EQP"
 # The order reasons are listed in (the first is the refusal's code): what was given cannot
 # be read, then what is missing, then what is wrong with what was given.
 REASON_ORDER = ("equipment_unknown", "equipment_missing", "equipment_wrong_type",
-                "equipment_out_of_service", "calibration_overdue", "cleaning_required")
+                "equipment_other_site", "equipment_out_of_service", "calibration_overdue",
+                "cleaning_required")
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,13 @@ def check_step_equipment(session: Session, ctx: StepContext) -> StepCheck:
             add({"code": "equipment_wrong_type",
                  "message": f"equipment {equipment.equipment_id} is a {equipment.type}; step "
                             f"{ctx.step_code} uses {wanted_types}"})
+        if ctx.site_code is not None and equipment.site_code != ctx.site_code:
+            # Equipment stays where it is registered: a step at another site cannot be
+            # performed on it (a typed or scanned id from the wrong plant).
+            add({"code": "equipment_other_site",
+                 "message": f"equipment {equipment.equipment_id} is at site "
+                            f"{equipment.site_code}, not at {ctx.site_code} where the step "
+                            "is recorded"})
         standing = logged.get(equipment.equipment_id, NOTHING_LOGGED)
         for reason in unfit_reasons(equipment.equipment_id, standing,
                                     equipment.calibration_interval, ctx.at):

@@ -3,7 +3,8 @@ their consumption when it is recorded (``registry.step_requirements``, materials
 
 Every reason is collected, never only the first: ``material_missing``,
 ``lot_not_released``, ``lot_expired``, ``lot_wrong_material``, ``lot_insufficient``, and
-the gmp-mes extensions ``lot_unknown``, ``quantity_missing`` and ``quantity_invalid``; a
+the gmp-mes extensions ``lot_unknown``, ``lot_other_site``, ``quantity_missing`` and
+``quantity_invalid``; a
 scanned label that does not verify is refused with the label check's own code
 (``malformed``, ``bad_signature``, ``voided``, ``unknown_copy``). When the step is being
 recorded the lot rows are locked first, in ``lot_id`` order, before ``remaining`` is
@@ -125,6 +126,11 @@ def check_step_materials(session: Session, ctx: StepContext) -> StepCheck:
         lot = lots[lot_id]
         if lot.material_code not in declared:
             continue  # reported above, once per entry
+        if ctx.site_code is not None and lot.site_code not in (None, ctx.site_code):
+            # A lot is where it was received: a step at another site cannot have used it.
+            check.add("lot_other_site",
+                      f"lot {lot.lot_id} ({lot.material_code}) is at site {lot.site_code}, "
+                      f"not at {ctx.site_code} where the step is recorded")
         if lot.status != LotStatus.RELEASED.value:
             check.add("lot_not_released",
                       f"lot {lot.lot_id} ({lot.material_code}) is {lot.status}: only a lot "
