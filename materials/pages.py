@@ -18,6 +18,7 @@ from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
 import labels.http
+from gmp_mes import paging
 from gmp_mes.errors import DomainError
 from gmp_mes.http import (
     commit_unit_of_work,
@@ -40,9 +41,12 @@ def _materials_page(*, errors: dict[str, list[str]] | None = None, error: str | 
                     form: Any = None, which: str | None = None,
                     status: int = 200) -> tuple[str, int]:
     session = db_session()
+    number, size = paging.requested(request.args)
+    lots, page = paging.cut(services.recent_lots(session, limit=size + 1,
+                                                 offset=(number - 1) * size), number, size)
     return render_template(
         "materials/materials.html", materials=services.list_materials(session),
-        lots=services.recent_lots(session), kinds=services.KINDS, errors=errors or {},
+        lots=lots, page=page, kinds=services.KINDS, errors=errors or {},
         error=error, form=form or {}, which=which,
         can_create=g.user.has_role(*MASTER), can_receive=g.user.has_role(*RECEIVERS),
         quantity_example=number_example(g.user.site.decimal_separator, "10"),

@@ -102,3 +102,14 @@ def test_the_lot_page_previews_prints_and_reprints_its_label(store: Store,
     reprint = op.post(f"/lots/{lot}/label", {"format": "zpl", "reprint": "1",
                                               "reason": "label smudged"})
     assert reprint.status_code == 200 and count(store.db, "asset_label_print") == 2
+
+
+def test_the_lots_list_pages_newest_first(store: Store, client: Any) -> None:
+    store.material("IL2", unit="vial")
+    lots = [store.lot("IL2", 1, release=False) for _ in range(3)]
+    op = Browser(client, store.operator)
+    first = op.get("/materials?size=2").get_data(as_text=True)
+    assert [lot in first for lot in lots] == [False, True, True]  # the newest two
+    assert "page=2" in first
+    second = op.get("/materials?size=2&page=2").get_data(as_text=True)
+    assert [lot in second for lot in lots] == [True, False, False]

@@ -164,10 +164,10 @@ def lots_of_material(session: Session, material_code: str) -> list[MaterialLot]:
                                 .order_by(MaterialLot.lot_id.desc())))
 
 
-def recent_lots(session: Session, limit: int = 200) -> list[MaterialLot]:
-    """The newest lots of every material (the materials page)."""
+def recent_lots(session: Session, limit: int = 200, offset: int = 0) -> list[MaterialLot]:
+    """The lots of every material, newest first, a page at a time (the materials page)."""
     return list(session.scalars(select(MaterialLot).order_by(MaterialLot.lot_id.desc())
-                                .limit(limit)))
+                                .limit(limit).offset(offset)))
 
 
 def decidable(lot: MaterialLot) -> bool:
