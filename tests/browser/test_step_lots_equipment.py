@@ -19,7 +19,7 @@ from PIL import Image
 from gmp_mes.clock import clock, utcnow
 from gmp_mes.signatures import SignatureInput
 from tests.browser.conftest import log_in, screenshot, submit
-from tests.browser.test_batch_path import flash_text, scan_into
+from tests.browser.test_batch_path import flash_text, scan_into, verdict
 from tests.conftest import PASSWORD
 from tests.test_batches_fixtures import Plant, good_values, plant_fixture  # noqa: F401
 
@@ -137,3 +137,25 @@ def test_a_step_is_recorded_by_scanning_lot_and_equipment_labels(
     assert cleanroom["beads"][0] in page.locator("table.record-materials").inner_text()
     assert "CPS-01" in page.locator("table.record-equipment").inner_text()
     screenshot(page, "step-recorded-with-lots-and-equipment")
+
+
+def test_the_scan_station_shows_a_lot_and_a_piece_of_equipment(
+        page: Any, plant: Plant, cleanroom: dict[str, Any]) -> None:
+    log_in(page, plant.operator)
+    page.goto("/scan")
+    # The expired lot: STOP, with the lot, its status and its expiry (each scan posts and
+    # loads the verdict page: wait for it, never read the page before).
+    with page.expect_navigation():
+        scan_into(page, "#payload", cleanroom["old_beads"][1])
+    shown = verdict(page)
+    assert shown.startswith("STOP") and "lot_expired" in shown, shown
+    facts = page.locator("dl.id-facts").inner_text()
+    assert cleanroom["old_beads"][0] in facts and "released" in facts, facts
+    screenshot(page, "scan-station-expired-lot")
+    # The lot in date and the processing system: OK, each named with its status.
+    for label, name in ((cleanroom["beads"][1], cleanroom["beads"][0]),
+                        (cleanroom["system"], "CPS-01")):
+        with page.expect_navigation():
+            scan_into(page, "#payload", label)
+        assert verdict(page) == "OK", verdict(page)
+        assert name in page.locator("dl.id-facts").inner_text()
