@@ -9,7 +9,7 @@ from typing import Any
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 
 from gmp_mes.edge import InputRefused, check_integer, check_moment, check_text
-from gmp_mes.models import Meaning, Role, SiteKind
+from gmp_mes.models import DecimalSeparator, Meaning, Role, SiteKind
 from gmp_mes.signatures import SignatureInput
 
 
@@ -196,6 +196,11 @@ class SiteInSchema(StrictSchema):
     kind = fields.String(required=True, validate=validate.OneOf([k.value for k in SiteKind]))
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     timezone = fields.String(load_default="UTC", validate=validate.Length(min=1, max=64))
+    decimal_separator = fields.String(
+        load_default=DecimalSeparator.POINT.value,
+        validate=validate.OneOf([d.value for d in DecimalSeparator]),
+        metadata={"description": "how the site's page forms write decimals: \".\" or "
+                                 "\",\" (the ISO point is always accepted too)"})
 
 
 class SiteSchema(Schema):
@@ -203,6 +208,7 @@ class SiteSchema(Schema):
     kind = fields.String()
     name = fields.String()
     timezone = fields.String()
+    decimal_separator = fields.String()
 
 
 class AuditHeadSchema(Schema):

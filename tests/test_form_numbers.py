@@ -236,3 +236,22 @@ def test_collection_form_at_a_comma_site_and_at_a_point_site(plant: Plant,
     assert done.status_code == 302, done.get_data(as_text=True)[:2000]
     with plant.db.engine.connect() as c:
         assert c.execute(text("SELECT volume_ml FROM collection")).scalar_one() == 250.5
+
+
+def test_the_sites_api_sets_and_shows_the_decimal_separator(make_user: Any, login: Any) -> None:
+    from tests.helpers import assert_problem
+
+    admin = login(make_user("ada", "admin"))
+    created = admin.post("/api/v1/sites", json={"code": "HOSP-DE", "kind": "treatment",
+                                                "name": "Klinikum", "decimal_separator": ","})
+    assert created.status_code == 201, created.get_json()
+    assert created.get_json()["decimal_separator"] == ","
+    listed = {s["code"]: s for s in admin.get("/api/v1/sites").get_json()}
+    assert listed["HOSP-DE"]["decimal_separator"] == ","
+    plain = admin.post("/api/v1/sites", json={"code": "HOSP-UK", "kind": "treatment",
+                                              "name": "Infirmary"})
+    assert plain.get_json()["decimal_separator"] == "."  # the ISO point by default
+    bad = admin.post("/api/v1/sites", json={"code": "HOSP-X", "kind": "treatment",
+                                            "name": "X", "decimal_separator": ";"})
+    assert_problem(bad, 422)
+    assert "decimal_separator" in bad.get_json()["errors"]
