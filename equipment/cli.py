@@ -6,8 +6,8 @@ import click
 from flask.cli import with_appcontext
 
 from equipment import services
-from gmp_mes.audit import format_time
 from gmp_mes.cli import unit_of_work
+from gmp_mes.localtime import in_utc
 
 
 @click.group("equipment")
@@ -25,7 +25,7 @@ def equipment_list(site: str | None) -> None:
         if not rows:
             click.echo("no equipment registered")
         for view in rows:
-            until = (format_time(view.calibration_valid_until)
+            until = (in_utc(view.calibration_valid_until)
                      if view.calibration_valid_until else "-")
             reasons = "; ".join(r["message"] for r in view.reasons)
             click.echo(f"{view.equipment_id}  {view.type}  {view.site_code}  {view.status}  "

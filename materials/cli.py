@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 from flask.cli import with_appcontext
 
-from gmp_mes.audit import format_time
 from gmp_mes.cli import unit_of_work
 from gmp_mes.errors import NotFound
 from gmp_mes.localtime import in_utc
@@ -50,7 +49,7 @@ def lots_where_used(lot_id: str) -> None:
             for item in bags:
                 rows.append((batch.batch_number, batch.coi_id, used,
                              item.item_id if item else "-", item.status if item else "-",
-                             format_time(item.administered_at)
+                             in_utc(item.administered_at)
                              if item and item.administered_at else "-"))
         for line in _table(rows):
             click.echo(line)
