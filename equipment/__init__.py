@@ -20,7 +20,7 @@ def init_app(app: Flask, api: Api) -> None:
     from equipment import api as equipment_api
     from equipment import cli, pages, services, sweep
     from gmp_mes import registry
-    from gmp_mes.registry import NavGroup, add_job, add_nav, add_search
+    from gmp_mes.registry import NavGroup, add_dashboard_panel, add_job, add_nav, add_search
 
     api.register_blueprint(equipment_api.blp)
     app.register_blueprint(pages.bp)
@@ -29,6 +29,7 @@ def init_app(app: Flask, api: Api) -> None:
             ("operator", "qa", "qc", "admin"), group=NavGroup.WORK)
     add_search(app, pages.search_target)  # the header box: an equipment id
     add_job(app, sweep.job)  # calibration due and overdue alerts
+    add_dashboard_panel(app, pages.dashboard_panel)
     # SPEC §11: the step is refused with every equipment reason; uses are logged.
     registry.step_requirements.provide("equipment", services.check_step_equipment)
     registry.batch_record_sections.provide("equipment", services.batch_record_sections)

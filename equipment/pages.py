@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask import Response as FlaskResponse
+from markupsafe import Markup
 from marshmallow import ValidationError, fields, validate
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
@@ -205,3 +206,15 @@ def preview_label(equipment_id: str) -> FlaskResponse:
         abort(422)
     return label_file(services.preview_equipment_label(db_session(), equipment_id,
                                                        label_request_), inline=True)
+
+
+def dashboard_panel(session: Session, user: Principal) -> tuple[str, Markup] | None:
+    """The site's equipment that cannot be used now or whose calibration runs out within
+    14 days (operators, QA, admins): shown only when there is some."""
+    if not user.has_role("operator", "qa", "admin"):
+        return None
+    due = services.needing_attention(session, user.site.code)
+    if not due:
+        return None
+    html = render_template("equipment/_panel.html", due=due)
+    return f"Equipment at {user.site.code} needing attention", Markup(html)

@@ -17,7 +17,7 @@ REQUIRES: tuple[str, ...] = ("labels", "identity")
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, CLI commands, jobs and seams."""
     from gmp_mes import registry
-    from gmp_mes.registry import NavGroup, add_job, add_nav
+    from gmp_mes.registry import NavGroup, add_dashboard_panel, add_job, add_nav
     from materials import api as materials_api
     from materials import cli, pages, services, sweep
 
@@ -27,6 +27,7 @@ def init_app(app: Flask, api: Api) -> None:
     add_nav(app, "materials.materials_page", "Materials", ("operator", "qc", "qa", "admin"),
             group=NavGroup.WORK)
     add_job(app, sweep.job)  # lot expiry warnings (30 and 7 days ahead)
+    add_dashboard_panel(app, pages.dashboard_panel)
     # SPEC §11: the lots a step uses are checked, consumed and signed with the step.
     registry.step_requirements.provide("materials", services.check_step_materials)
     registry.batch_record_sections.provide("materials", services.batch_record_sections)

@@ -14,11 +14,14 @@ from datetime import UTC, datetime, time
 from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from markupsafe import Markup
 from marshmallow import ValidationError
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 import labels.http
 from gmp_mes import paging
+from gmp_mes.accounts import Principal
 from gmp_mes.errors import DomainError
 from gmp_mes.http import (
     commit_unit_of_work,
@@ -200,3 +203,14 @@ def decide_lot(lot_id: str, action: str) -> Response | tuple[str, int]:
                          which=action, status=exc.status)
     flash(f"lot {lot_id} {'released' if action == 'release' else 'rejected'}", "ok")
     return redirect(url_for("materials.lot_page", lot_id=lot_id))
+
+
+def dashboard_panel(session: Session, user: Principal) -> tuple[str, Markup] | None:
+    """Lots of the user's site waiting for QA's decision, and released lots with stock
+    left that expire within 30 days (QA, QC, operators)."""
+    if not user.has_role(*RECEIVERS):
+        return None
+    lots = services.lots_to_handle(session, user.site.code)
+    html = render_template("materials/_panel.html", lots=lots, show=services.show,
+                           decides=user.has_role("qa"))
+    return f"Material lots at {user.site.code}", Markup(html)

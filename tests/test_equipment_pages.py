@@ -101,3 +101,22 @@ def test_the_header_search_opens_an_equipment_page(shop: Shop, client) -> None:
     response = client.get("/search?q=inc-01")
     assert response.status_code == 302 and response.headers["Location"] == "/equipment/INC-01"
     assert client.get("/search?q=NOPE-1").status_code == 404
+
+
+def test_the_dashboard_lists_equipment_needing_attention(shop: Shop, client) -> None:
+    shop.register("BSC-01", "biosafety_cabinet", interval="P180D")
+    shop.register("INC-01", "incubator", interval="P365D")
+    for equipment_id in ("BSC-01", "INC-01"):
+        shop.event(equipment_id, "calibrated")
+    page_login(client, shop.operator)
+    assert "needing attention" not in client.get("/").get_data(as_text=True)  # all fit
+    shop.register("CNT-01", "cell_counter", interval="P10D")
+    shop.event("CNT-01", "calibrated")
+    shop.event("BSC-01", "out_of_service", reason="HEPA filter torn")
+    page = client.get("/").get_data(as_text=True)
+    assert "Equipment at CLEAN1 needing attention" in page
+    panel = page.split('class="data equipment-due"')[1].split("</table>")[0]
+    assert "BSC-01" in panel and "HEPA filter torn" in panel
+    assert "CNT-01" in panel  # its calibration runs out within 14 days
+    assert "INC-01" not in panel
+    assert panel.index("BSC-01") < panel.index("CNT-01")  # unusable first

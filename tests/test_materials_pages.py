@@ -113,3 +113,23 @@ def test_the_lots_list_pages_newest_first(store: Store, client: Any) -> None:
     assert "page=2" in first
     second = op.get("/materials?size=2&page=2").get_data(as_text=True)
     assert [lot in second for lot in lots] == [True, False, False]
+
+
+def test_the_dashboard_lists_lots_to_decide_and_lots_expiring(store: Store, client: Any,
+                                                             make_user: Any) -> None:
+    from datetime import timedelta
+
+    store.material("IL2", unit="vial")
+    waiting = store.lot("IL2", 3, release=False)
+    expiring = store.lot("IL2", 2, expires_in=timedelta(days=10))
+    later = store.lot("IL2", 2, expires_in=timedelta(days=200))
+    page = Browser(client, store.qa).get("/").get_data(as_text=True)
+    assert "Material lots at CLEAN1" in page
+    awaiting = page.split('class="data lots-awaiting"')[1].split("</table>")[0]
+    soon = page.split('class="data lots-expiring"')[1].split("</table>")[0]
+    assert waiting in awaiting and expiring not in awaiting
+    assert expiring in soon and later not in soon and waiting not in soon
+    clinician = make_user("clara", "clinician", site="CLEAN1")
+    client.post("/logout")
+    clinician_page = Browser(client, clinician).get("/").get_data(as_text=True)
+    assert "Material lots at" not in clinician_page

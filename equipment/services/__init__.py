@@ -27,6 +27,7 @@ from equipment.services.registry import (
     EquipmentView,
     equipment_view,
     list_equipment,
+    needing_attention,
     register_equipment,
 )
 from equipment.services.seams import batch_record_sections, scanned_subject
@@ -70,6 +71,7 @@ __all__ = [
     "get_equipment",
     "list_equipment",
     "logbook",
+    "needing_attention",
     "normal_id",
     "preview_equipment_label",
     "print_equipment_label",

@@ -194,3 +194,16 @@ def _views(session: Session, rows: list[Equipment], at: datetime) -> list[Equipm
     dirty = _last_batches_since_cleaning(session, rows, logged)
     return [_view(row, logged.get(row.equipment_id, NOTHING_LOGGED), at,
                   dirty.get(row.equipment_id)) for row in rows]
+
+
+def needing_attention(session: Session, site_code: str, *,
+                      within: timedelta = timedelta(days=14)) -> list[EquipmentView]:
+    """The site's equipment that cannot be used now (out of service, calibration overdue,
+    waiting for a cleaning) or whose calibration runs out within ``within``: the
+    dashboard's list, unusable first."""
+    views = list_equipment(session, site_code=site_code, limit=10_000)
+    soon = utcnow() + within
+    due = [v for v in views if v.reasons or (
+        v.calibration_valid_until is not None and v.calibration_valid_until <= soon)]
+    return sorted(due, key=lambda v: (v.usable, v.calibration_valid_until or soon,
+                                      v.equipment_id))

@@ -17,12 +17,14 @@ from __future__ import annotations
 from materials.models import LotStatus, MaterialKind
 from materials.services._common import LOT_ID, QuantityInvalid, exact, get_lot, show
 from materials.services.lots import (
+    LotsToHandle,
     LotUseView,
     LotView,
     decidable,
     decision_content,
     lot_view,
     lots_of_material,
+    lots_to_handle,
     receive_lot,
     recent_lots,
     reject_lot,
@@ -57,6 +59,7 @@ __all__ = [
     "LotStatus",
     "LotUseView",
     "LotView",
+    "LotsToHandle",
     "MaterialKind",
     "QuantityInvalid",
     "RecalledBatch",
@@ -76,6 +79,7 @@ __all__ = [
     "lot_label_subject",
     "lot_view",
     "lots_of_material",
+    "lots_to_handle",
     "preview_lot_label",
     "print_lot_label",
     "receive_lot",

@@ -9,7 +9,7 @@ A decided lot is not decided again (409 ``invalid_transition``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -173,3 +173,29 @@ def recent_lots(session: Session, limit: int = 200, offset: int = 0) -> list[Mat
 def decidable(lot: MaterialLot) -> bool:
     """QA may still release or reject it (the lot page offers the forms)."""
     return lot.status == LotStatus.QUARANTINE.value
+
+
+@dataclass(frozen=True)
+class LotsToHandle:
+    """The site's lots someone must act on: waiting for QA's decision, and released lots
+    with stock left that expire soon (the dashboard)."""
+
+    awaiting_release: list[MaterialLot]
+    expiring: list[MaterialLot]
+
+
+def lots_to_handle(session: Session, site_code: str, *,
+                   within: timedelta = timedelta(days=30), limit: int = 20) -> LotsToHandle:
+    """Quarantined lots of the site, oldest first, and released lots with stock left
+    expiring within ``within``, soonest first (each list at most ``limit``)."""
+    at_site = MaterialLot.site_code == site_code
+    waiting = session.scalars(
+        select(MaterialLot).where(at_site, MaterialLot.status == LotStatus.QUARANTINE.value)
+        .order_by(MaterialLot.received_at).limit(limit))
+    now = utcnow()
+    expiring = session.scalars(
+        select(MaterialLot).where(at_site, MaterialLot.status == LotStatus.RELEASED.value,
+                                  MaterialLot.remaining > 0,
+                                  MaterialLot.expires_at <= now + within)
+        .order_by(MaterialLot.expires_at).limit(limit))
+    return LotsToHandle(list(waiting), list(expiring))
