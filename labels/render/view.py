@@ -150,6 +150,23 @@ def as_subject(data: LabelSubject | Mapping[str, object]) -> LabelSubject:
     return LabelSubject(**cast("dict[str, Any]", dict(data)))
 
 
+def expiry_lines(expires_at: datetime | None, zone: str | None) -> list[Line]:
+    """The expiry as every label prints it: site local time in bold, UTC beside it."""
+    if expires_at is None:
+        return []
+    first, utc = _fmt_time(expires_at, zone)
+    return [Line(f"EXP: {first}", strong=True)] + ([Line(f"     ({utc})")] if utc else [])
+
+
+def marked_preview(lines: list[Line], banner: str | None) -> str:
+    """A preview is never mistaken for a label: marked across the top (any real banner
+    moves into the lines), and its code is not a signed payload (PREVIEW_PREFIX: every
+    scan refuses it). Returns the banner to print."""
+    if banner:
+        lines.insert(0, Line(banner, strong=True))
+    return PREVIEW_BANNER
+
+
 def build_view(
     data: LabelSubject | Mapping[str, object],
     payload: str,
@@ -175,14 +192,6 @@ def build_view(
     coi_line = Line(f"COI {coi_parts(coi)[0]}", strong=True, coi=coi_parts(coi))
     lines: list[Line] = []
 
-    def expiry_lines() -> None:
-        if expires_at is None:
-            return
-        first, utc = _fmt_time(expires_at, zone)
-        lines.append(Line(f"EXP: {first}", strong=True))
-        if utc:
-            lines.append(Line(f"     ({utc})"))
-
     def add(label: str, value: str | None) -> None:
         if value not in (None, ""):
             lines.append(Line(f"{label} {value}"))
@@ -194,7 +203,7 @@ def build_view(
         lines.append(coi_line)
         add("Product:", subject.description)
         add("Batch:", subject.batch_number)
-        expiry_lines()
+        lines.extend(expiry_lines(expires_at, zone))
         add("", subject.storage)
         if subject.conditional:
             lines.append(Line("CONDITIONAL RELEASE - RESULT PENDING", strong=True))
@@ -211,13 +220,13 @@ def build_view(
         lines.append(coi_line)
         add("Collected at:", subject.site_code)
         add("", subject.description)
-        expiry_lines()
+        lines.extend(expiry_lines(expires_at, zone))
         add("", subject.storage)
     else:  # intermediate, qc_sample, retention_sample
         lines.append(coi_line)
         add("Batch:", subject.batch_number)
         add("", subject.description)
-        expiry_lines()
+        lines.extend(expiry_lines(expires_at, zone))
         add("", subject.storage)
     # The copy's serial beside the item id: which physical copy this is (the same
     # number as in the signed payload), so a damaged one can be named and replaced.
@@ -226,11 +235,7 @@ def build_view(
     title = KIND_TITLES.get(kind, kind.replace("_", " ").upper())
     banner = banner_for(subject.status, expires_at, now)
     if preview:
-        # A preview is never mistaken for a label: marked across the top, and its
-        # code is not a signed payload (PREVIEW_PREFIX: every scan refuses it).
-        if banner:
-            lines.insert(0, Line(banner, strong=True))
-        banner = PREVIEW_BANNER
+        banner = marked_preview(lines, banner)
     stock_inches(stock)
     return LabelView(
         payload=payload,
@@ -270,18 +275,12 @@ def build_asset_view(
     Every renderer draws the view unchanged."""
     now = now or datetime.now(UTC)
     shown: list[Line] = [Line(text) for text in lines]
-    if expires_at is not None:
-        first, utc = _fmt_time(expires_at, site_timezone)
-        shown.append(Line(f"EXP: {first}", strong=True))
-        if utc:
-            shown.append(Line(f"     ({utc})"))
+    shown.extend(expiry_lines(expires_at, site_timezone))
     # The id in bold (what people match against the lot or logbook), with the copy.
     shown.append(Line(f"{subject_id} COPY {serial}" if serial else subject_id, strong=True))
     banner = banner_for(None, expires_at, now)
     if preview:
-        if banner:
-            shown.insert(0, Line(banner, strong=True))
-        banner = PREVIEW_BANNER
+        banner = marked_preview(shown, banner)
     stock_inches(stock)
     return LabelView(
         payload=payload,
