@@ -41,6 +41,8 @@ from identity.models import Patient
 
 DEMO_PASSWORD = "demo-password-1"
 PROCESS = "CART-AUTO"
+# The version the demo runs: v4 (qualifications, rooms) once its domains seed demo data.
+PROCESS_VERSION = 3
 
 APHERESIS, CLEANROOM, NORTH, SOUTH = "APH-CITY", "CLEAN-1", "HOSP-NORTH", "HOSP-SOUTH"
 MARKER_SITE = CLEANROOM
@@ -212,7 +214,10 @@ class Demo:
         versions = [p for p in self.processes.list_processes(self.s) if p.code == PROCESS]
         if not versions:
             raise click.ClickException(f"process {PROCESS} is not loaded; run gmp-mes init")
-        newest = max(versions, key=lambda p: p.version)
+        newest = next((p for p in versions if p.version == PROCESS_VERSION), None)
+        if newest is None:
+            raise click.ClickException(
+                f"process {PROCESS} v{PROCESS_VERSION} is not loaded; run gmp-mes init")
         if not newest.approved:
             with self.acting("qa") as qa:
                 self.processes.approve_process(
