@@ -19,9 +19,43 @@ from gmp_mes.settings import Settings, load_settings
 
 
 class ProblemApi(Api):
-    """flask-smorest renders its own error bodies; ours are RFC 9457 problems."""
+    """flask-smorest renders its own error bodies; ours are RFC 9457 problems.
+
+    A blueprint's routes are written into the OpenAPI document when the document is
+    first read (``/api/v1/openapi.json``, ``flask openapi``, anything touching ``spec``),
+    not when the blueprint is registered: documenting every route is a third of
+    building an application, which a node needs only when asked for its contract and
+    the test suite pays once per test. Blueprints are documented in the order they were
+    registered (``register_field`` and ``register_converter`` read ``spec`` first), so
+    the document is the same as when written at once."""
 
     ERROR_SCHEMA = ProblemSchema
+
+    def __init__(self, app: Flask | None = None, **kwargs: Any) -> None:
+        # (blueprint, name, url-prefix parameters), registered but not yet documented
+        self._undocumented: list[tuple[Any, str, Any]] = []
+        self._spec: Any = None
+        super().__init__(app, **kwargs)
+
+    @property
+    def spec(self) -> Any:
+        while self._undocumented:
+            blp, name, parameters = self._undocumented.pop(0)
+            blp.register_views_in_doc(self, self._app, self._spec, name=name,
+                                      parameters=parameters)
+            self._spec.tag({"name": name, "description": blp.description})
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: Any) -> None:
+        self._spec = value
+
+    def register_blueprint(self, blp: Any, *, parameters: Any = None, **options: Any) -> None:
+        """flask-smorest's own (0.47), with the documentation deferred to ``spec``."""
+        name = options.get("name", blp.name)
+        self._app.extensions["flask-smorest"]["blp_name_to_api"][name] = self
+        self._app.register_blueprint(blp, **options)
+        self._undocumented.append((blp, name, parameters))
 
     def handle_http_exception(self, error: HTTPException) -> Any:
         return http.handle_http_exception(error)
