@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -32,18 +33,30 @@ class ProblemApi(Api):
     ERROR_SCHEMA = ProblemSchema
 
     def __init__(self, app: Flask | None = None, **kwargs: Any) -> None:
-        # (blueprint, name, url-prefix parameters), registered but not yet documented
-        self._undocumented: list[tuple[Any, str, Any]] = []
+        # (blueprint, name, url-prefix parameters) in registration order; the first
+        # ``_started`` are being or have been documented, the first ``_finished`` are.
+        self._blueprints: list[tuple[Any, str, Any]] = []
+        self._started = self._finished = 0
+        self._documenting = threading.RLock()  # re-entrant: documenting may read ``spec``
         self._spec: Any = None
         super().__init__(app, **kwargs)
 
     @property
     def spec(self) -> Any:
-        while self._undocumented:
-            blp, name, parameters = self._undocumented.pop(0)
-            blp.register_views_in_doc(self, self._app, self._spec, name=name,
-                                      parameters=parameters)
-            self._spec.tag({"name": name, "description": blp.description})
+        if self._finished < len(self._blueprints):
+            # Two first requests at once: the second waits for the whole document.
+            with self._documenting:
+                while self._started < len(self._blueprints):
+                    blp, name, parameters = self._blueprints[self._started]
+                    self._started += 1
+                    try:
+                        blp.register_views_in_doc(self, self._app, self._spec, name=name,
+                                                  parameters=parameters)
+                    except BaseException:
+                        self._started -= 1  # a broken route doc fails every read, not once
+                        raise
+                    self._spec.tag({"name": name, "description": blp.description})
+                self._finished = len(self._blueprints)
         return self._spec
 
     @spec.setter
@@ -55,7 +68,7 @@ class ProblemApi(Api):
         name = options.get("name", blp.name)
         self._app.extensions["flask-smorest"]["blp_name_to_api"][name] = self
         self._app.register_blueprint(blp, **options)
-        self._undocumented.append((blp, name, parameters))
+        self._blueprints.append((blp, name, parameters))
 
     def handle_http_exception(self, error: HTTPException) -> Any:
         return http.handle_http_exception(error)
