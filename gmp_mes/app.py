@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -19,9 +20,55 @@ from gmp_mes.settings import Settings, load_settings
 
 
 class ProblemApi(Api):
-    """flask-smorest renders its own error bodies; ours are RFC 9457 problems."""
+    """flask-smorest renders its own error bodies; ours are RFC 9457 problems.
+
+    A blueprint's routes are written into the OpenAPI document when the document is
+    first read (``/api/v1/openapi.json``, ``flask openapi``, anything touching ``spec``),
+    not when the blueprint is registered: documenting every route is a third of
+    building an application, which a node needs only when asked for its contract and
+    the test suite pays once per test. Blueprints are documented in the order they were
+    registered (``register_field`` and ``register_converter`` read ``spec`` first), so
+    the document is the same as when written at once."""
 
     ERROR_SCHEMA = ProblemSchema
+
+    def __init__(self, app: Flask | None = None, **kwargs: Any) -> None:
+        # (blueprint, name, url-prefix parameters) in registration order; the first
+        # ``_started`` are being or have been documented, the first ``_finished`` are.
+        self._blueprints: list[tuple[Any, str, Any]] = []
+        self._started = self._finished = 0
+        self._documenting = threading.RLock()  # re-entrant: documenting may read ``spec``
+        self._spec: Any = None
+        super().__init__(app, **kwargs)
+
+    @property
+    def spec(self) -> Any:
+        if self._finished < len(self._blueprints):
+            # Two first requests at once: the second waits for the whole document.
+            with self._documenting:
+                while self._started < len(self._blueprints):
+                    blp, name, parameters = self._blueprints[self._started]
+                    self._started += 1
+                    try:
+                        blp.register_views_in_doc(self, self._app, self._spec, name=name,
+                                                  parameters=parameters)
+                    except BaseException:
+                        self._started -= 1  # a broken route doc fails every read, not once
+                        raise
+                    self._spec.tag({"name": name, "description": blp.description})
+                self._finished = len(self._blueprints)
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: Any) -> None:
+        self._spec = value
+
+    def register_blueprint(self, blp: Any, *, parameters: Any = None, **options: Any) -> None:
+        """flask-smorest's own (0.47), with the documentation deferred to ``spec``."""
+        name = options.get("name", blp.name)
+        self._app.extensions["flask-smorest"]["blp_name_to_api"][name] = self
+        self._app.register_blueprint(blp, **options)
+        self._blueprints.append((blp, name, parameters))
 
     def handle_http_exception(self, error: HTTPException) -> Any:
         return http.handle_http_exception(error)
