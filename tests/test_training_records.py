@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from gmp_mes import reconcile
 from gmp_mes.clock import clock
 from tests.conftest import sig
 from tests.helpers import assert_problem, audit_events, count
@@ -158,6 +159,8 @@ def test_revoking_withdraws_every_record_in_force_with_the_reason_audited(
     assert statuses == {old["id"]: "revoked", renewal["id"]: "revoked", other["id"]: "valid"}
     events = audit_events(school.db, entity_type="qualification_revocation")
     assert len(events) == 2 and {e["reason"] for e in events} == {"media fill failed"}
+    with school.tx() as s:  # `audit verify`: the rows are what their trail says
+        assert [str(d) for d in reconcile.differences(s)] == []
     # Nothing left in force: a second revocation is refused.
     assert_problem(api.post(f"/api/v1/users/olga/qualifications/{CODE}/revoke",
                             json={"reason": "again"}), 409, "invalid_transition")

@@ -61,7 +61,8 @@ class Qualification(Audited, Base):
         lazy="joined", uselist=False, viewonly=True)
 
     def audit_key(self) -> str:
-        return f"{self.user.username}:{self.code}:{self.id}"
+        # No relationship read: the audit hook and `audit verify` call it on bare rows.
+        return f"{self.code}:{self.id}"
 
     @property
     def revoked_at(self) -> datetime | None:
