@@ -195,3 +195,31 @@ def test_the_standing_is_valid_exactly_when_one_record_holds(offsets, probe) -> 
     expected = any(r.granted_at <= at < r.valid_until
                    and (r.revocation is None or r.revocation.revoked_at > at) for r in records)
     assert (standing_of(records, CODE, at).status == "valid") == expected
+
+
+def test_concurrent_revocations_one_revokes_the_others_find_nothing_in_force(
+        school: School, app, login) -> None:
+    import threading
+
+    from tests.conftest import ApiClient
+
+    school.grant(school.operator)
+    tokens = [login(school.qa).token, login(school.admin).token] * 2
+    barrier = threading.Barrier(len(tokens))
+    answers: list[tuple[int, str | None]] = [(0, None)] * len(tokens)
+
+    def revoke(n: int) -> None:
+        api = ApiClient(app.test_client(), tokens[n])
+        barrier.wait()
+        response = api.post(f"/api/v1/users/olga/qualifications/{CODE}/revoke",
+                            json={"reason": f"attempt {n}"})
+        body = response.get_json()
+        answers[n] = (response.status_code, body.get("code") if isinstance(body, dict) else None)
+
+    threads = [threading.Thread(target=revoke, args=(n,)) for n in range(len(tokens))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(answers) == [(200, None)] + [(409, "invalid_transition")] * 3, answers
+    assert count(school.db, "qualification_revocation") == 1
