@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from gmp_mes.accounts import find_user
 from gmp_mes.audit import format_time
 from gmp_mes.db import lock_rows
-from gmp_mes.localtime import local_and_utc, zone_of
+from gmp_mes.localtime import in_utc, local_and_utc, zone_of
 from gmp_mes.models import User
 from gmp_mes.registry import Reason, StepCheck, StepContext
 from training.models import Qualification, RecordStatus
@@ -63,9 +63,11 @@ def check_step_qualification(session: Session, ctx: StepContext) -> StepCheck:
         records = found.get(user.id, []) if user is not None else []
         standing = standing_of(records, code, ctx.at)
         if standing.status == RecordStatus.VALID and standing.record is not None:
-            signed.append({"role": role, "username": standing.record.user.username,
-                           "qualification": code, "record": standing.record.id,
-                           "valid_until": format_time(standing.record.valid_until)})
+            username, until = standing.record.user.username, standing.record.valid_until
+            signed.append({"role": role, "username": username, "qualification": code,
+                           "record": standing.record.id, "valid_until": format_time(until),
+                           # What the batch page shows under the step (batches draws it).
+                           "label": f"{role} {username}: {code} until {in_utc(until)}"})
             continue
         who = f"{user.full_name} ({user.username})" if user is not None else name
         reasons.append({"code": NOT_QUALIFIED,
