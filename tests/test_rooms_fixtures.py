@@ -65,7 +65,8 @@ class Ward:
         clock.advance(advance)
         coi = self.plant.batch(batch).coi_id
         self._record = getattr(self, "_record", 1000) + 1
-        answer = self.check(batch, coi, room=room, step=step, apply_record=self._record)
+        answer = self.check(batch, coi, room=room, grade=None, step=step,
+                            apply_record=self._record)
         assert answer.reasons == [], answer.reasons
         return answer
 

@@ -18,8 +18,11 @@ from gmp_mes.errors import DomainError
 from gmp_mes.registry import StepCheck, StepContext, StepResources
 from tests.conftest import PASSWORD, sig
 from tests.helpers import assert_problem, count
-from tests.test_batches_fixtures import good_values, sign
-from tests.test_batches_fixtures import plant_fixture  # noqa: F401
+from tests.test_batches_fixtures import (
+    good_values,
+    plant_fixture,  # noqa: F401
+    sign,
+)
 from tests.test_rooms_fixtures import Ward, codes, ward_fixture  # noqa: F401
 
 pytestmark = pytest.mark.requirement("EU GMP Part IV 9.4")

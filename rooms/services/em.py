@@ -58,6 +58,15 @@ def action_limit(grade: str, sample_type: str) -> int | None:
     return ACTION_LIMITS[grade][sample_type]
 
 
+def judge(grade: str, sample_type: str, value: int,
+          alert: int | None) -> tuple[bool, bool]:
+    """(passed, alert_level): passed at or below the grade's action limit (no limit: always);
+    alert level when passed at or above the site's alert limit."""
+    limit = action_limit(grade, sample_type)
+    passed = limit is None or value <= limit
+    return passed, passed and alert is not None and value >= alert
+
+
 def unit_of(sample_type: str) -> str:
     return UNITS[ST(sample_type)]
 
@@ -172,8 +181,7 @@ def record_em_result(session: Session, room_code: str, *, sample_type: str, valu
         raise ValidationFailed("the EM result cannot be recorded", errors=errors)
     limit = action_limit(room.grade, sample_type)
     alert = alert_limit_of(session, room.site_code, room.grade, sample_type)
-    passed = limit is None or value <= limit
-    alert_level = passed and alert is not None and value >= alert
+    passed, alert_level = judge(room.grade, sample_type, value, alert)
     user = user_row(session, user_id)
     signed = sign(session, user, signature, entity_type="em_result",
                   entity_id=f"{room.code}:{sample_type}",
