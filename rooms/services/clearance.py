@@ -90,9 +90,9 @@ def verify_clearance(session: Session, room_code: str, clearance_id: int, *, use
                            "clearance": clearance.id},
                   meanings={Meaning.VERIFIED.value})
     clearance.status = ClearanceStatus.VERIFIED.value
-    clearance.verified_by = user.id
+    clearance.verifier = user
     clearance.verified_at = now
-    clearance.verified_signature_id = signed.id
+    clearance.verified_signature = signed
     session.flush()
     return clearance
 
