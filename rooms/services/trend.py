@@ -6,8 +6,8 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from gmp_mes import charts
+from gmp_mes.accounts import get_site
 from gmp_mes.localtime import zone
-from gmp_mes.models import Site
 from rooms.services._common import get_room
 from rooms.services.em import action_limit, alert_limit_of, results_of, unit_of
 
@@ -16,7 +16,7 @@ def trend_chart(session: Session, room_code: str, sample_type: str) -> charts.Ch
     """Values over time in the site's local time, the action limit of the room's grade and
     the site's alert limit as lines, failed results flagged."""
     room = get_room(session, room_code)
-    site = session.get(Site, room.site_code)
+    site = get_site(session, room.site_code)
     results = results_of(session, room.code, sample_type)
     unit = unit_of(sample_type)
     words = sample_type.replace("_", " ")
@@ -38,6 +38,6 @@ def trend_chart(session: Session, room_code: str, sample_type: str) -> charts.Ch
                               [r.value for r in results], "line+markers")],
         lines=lines,
         flags=[charts.Flag(r.sampled_at, r.value, "excursion") for r in failed],
-        zone=zone(site.timezone if site else None),
+        zone=zone(site.timezone),
         notes=() if limit is not None else (
             "Annex 1 sets no action limit for this sample type in this grade",))
