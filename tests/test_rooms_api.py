@@ -141,7 +141,6 @@ def _post(client, page: str, path: str, data: dict):
                        headers={"Accept": "text/html"})
 
 
-@pytest.mark.requirement("SPEC §7b")
 def test_pages_register_clear_verify_and_enter_results(ward: Ward, client) -> None:
     page_login(client, ward.admin)
     refused = _post(client, "/rooms", "/rooms", {"code": "CR-B1", "site": "CLEAN1",
