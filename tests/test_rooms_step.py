@@ -211,6 +211,8 @@ def _record(ward: Ward, number: str, step: str, room: str | None) -> Any:
 
 @pytest.mark.requirement("SPEC §11")
 def test_v4_refuses_every_reason_at_once_with_the_materials_reasons(v4: Ward, login) -> None:
+    from rooms import services
+
     v4.room("CR-D1", "D")
     number = v4.plant.start()
     _record(v4, number, "receipt", None)
@@ -219,7 +221,7 @@ def test_v4_refuses_every_reason_at_once_with_the_materials_reasons(v4: Ward, lo
     body = {"values": good_values(step), "signature": sig(), "room": "CR-D1"}
     with registry.step_requirements.only({
             "qualification": _accepted, "materials": _lot_refused, "equipment": _accepted,
-            "room_grade": registry.step_requirements._providers["room_grade"]}):
+            "room_grade": services.check_step_room}):
         dry = api.post(f"/api/v1/batches/{number}/steps/selection/check", json=body)
         assert [r["code"] for r in dry.get_json()["reasons"]] == [
             "lot_not_released", "room_grade_insufficient"]
