@@ -89,7 +89,8 @@ def _form_values(batch_number: str, step_code: str) -> dict[str, Any]:
 def _form_resources(batch_number: str, step_code: str) -> StepResources:
     """The lots (with the quantity where the step leaves it to the operator) and the
     equipment scanned or typed into a step form's fields (``lot_<i>``, ``qty_<i>``,
-    ``eqp_<i>``, one per need the step declares); the service checks them."""
+    ``eqp_<i>``, one per need the step declares) and the room (``room``); the service
+    checks them."""
     batch = services.get_batch(db_session(), batch_number)
     step = services.definition_of_batch(batch).step(step_code)
     if step is None:
@@ -119,7 +120,9 @@ def _form_resources(batch_number: str, step_code: str) -> StepResources:
         given for i in range(len(step.needs.equipment))
         if (given := request.form.get(f"eqp_{i}", "").strip())
     )
-    return StepResources(materials=tuple(lots), equipment=equipment)
+    # SPEC §12: the room of a step that declares a room grade (the rooms domain checks it).
+    room = request.form.get("room", "").strip() or None
+    return StepResources(materials=tuple(lots), equipment=equipment, room=room)
 
 
 def _scanned_lines(name: str) -> list[str] | None:

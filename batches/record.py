@@ -178,6 +178,8 @@ def executed_record(session: Session, batch_number: str, *, full: bool = True,
                 "materials": [{"material": m.material, "quantity": m.quantity}
                               for m in s.step.needs.materials],
                 "equipment": [{"type": e.type} for e in s.step.needs.equipment],
+                # The room grade the step needs (SPEC §12): its form asks for the room.
+                "room_grade": s.step.needs.room_grade,
                 "done": s.done,
                 "allowed": s.allowed,
                 "parameters": [

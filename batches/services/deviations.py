@@ -52,8 +52,17 @@ def open_deviation(
     description: str,
     user_id: int,
     step_code: str | None = None,
+    kind: str = DeviationKind.MANUAL.value,
 ) -> Deviation:
-    """A reported event (EU GMP Chapter 1.4(xiv)); major/critical put the batch on hold."""
+    """A reported event (EU GMP Chapter 1.4(xiv)); major/critical put the batch on hold.
+
+    ``kind`` is ``manual`` (reported by a person) or ``automatic``: opened by a rule of a
+    domain above batches on the batch it affects (rooms: an environmental monitoring
+    excursion, EU GMP Annex 1 §9). A batch already released or rejected keeps its status
+    (``refresh_status`` never changes a decision): the deviation is recorded for QA's
+    investigation of the product given."""
+    if kind not in {k.value for k in DeviationKind}:
+        raise field_error("kind", "must be manual or automatic")
     if severity not in {s.value for s in DeviationSeverity}:
         raise field_error("severity", "must be minor, major or critical")
     if not isinstance(description, str) or not description.strip():
@@ -64,7 +73,7 @@ def open_deviation(
         raise field_error("step_code", f"process {batch.process.key} has no step {step_code!r}")
     deviation = Deviation(
         number=deviation_number(session, batch), batch_id=batch.id,
-        batch_number=batch.batch_number, kind=DeviationKind.MANUAL.value, severity=severity,
+        batch_number=batch.batch_number, kind=kind, severity=severity,
         status=DeviationStatus.OPEN.value, description=description.strip(),
         step_code=step_code, opened_at=utcnow(), opened_by=user.id,
     )
