@@ -459,3 +459,13 @@ scanned_subjects: Seam[Callable[[Session, str, str], ScannedSubject | None]] = S
     "scanned_subjects", "What a verified label of a kind that is no item names (kind code "
     "such as LOT or EQP, subject id): the scan station shows it (materials and equipment "
     "answer; None when the kind is not theirs).")
+
+
+# --- why an item may not be given or used now (SPEC §14) -----------------------------------
+
+item_holds: Seam[Callable[[Session, str], list[Reason]]] = Seam(
+    "item_holds", "Why an item (item id) may not be given or used now although its status "
+    "allows it: a hold another domain keeps on it until a decision (logistics answers "
+    "`temperature_excursion` / `temperature_unknown` for the items of a shipment waiting "
+    "for QA's disposition). The bedside check refuses with these reasons and the scan "
+    "station shows them.")
