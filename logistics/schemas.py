@@ -90,7 +90,9 @@ class ReceiptSchema(Schema):
 
 
 def _condition(shipment: Any) -> dict[str, float]:
-    return {"min_c": shipment.min_c, "max_c": shipment.max_c}
+    """A ``Shipment`` (the list) or the detail's mapping (``api.shipment_detail``)."""
+    get = shipment.get if isinstance(shipment, dict) else shipment.__getattribute__
+    return {"min_c": get("min_c"), "max_c": get("max_c")}
 
 
 class ShipmentSchema(Schema):
