@@ -89,7 +89,7 @@ class ReceiptSchema(Schema):
     hold = fields.String(allow_none=True)
 
 
-def _condition(shipment: Any) -> dict[str, float]:
+def _condition(shipment: Any) -> dict[str, Any]:
     """A ``Shipment`` (the list) or the detail's mapping (``api.shipment_detail``)."""
     get = shipment.get if isinstance(shipment, dict) else shipment.__getattribute__
     return {"min_c": get("min_c"), "max_c": get("max_c")}
