@@ -187,6 +187,17 @@ def test_receipt_with_a_missing_and_an_unexpected_bag(route: Route, world: World
     assert_problem(route.receive(shipment), 409, "already_received")
 
 
+def test_a_receipt_is_recorded_at_the_destination_by_its_users(route: Route) -> None:
+    shipment = route.shipped()
+    at_plant = route.op.post(f"/api/v1/shipments/{shipment}/receive", json={
+        "site": PLANT, "payloads": ["GMP1:NOTHING"]})
+    assert_problem(at_plant, 409, "wrong_destination")
+    by_plant = route.op.post(f"/api/v1/shipments/{shipment}/receive", json={
+        "site": TREATMENT, "payloads": ["GMP1:NOTHING"]})
+    assert_problem(by_plant, 403, "site_mismatch")
+    assert count(route.world.db, "shipment_receipt") == 0
+
+
 @pytest.mark.requirement("SPEC §14")
 def test_shipping_is_all_or_none(route: Route, world: World) -> None:
     quarantined = world.item(route.patient["coi_id"], status="quarantine",

@@ -309,6 +309,16 @@ def receive_shipment(session: Session, shipment_id: str, *, site: str, payloads:
                                            "in full already")
     if not payloads:
         raise field_error("payloads", "scan the label of every bag received")
+    target = _site_code(session, site, "site")
+    if target != shipment.to_site:
+        raise conflict("wrong_destination", f"shipment {shipment.shipment_id} goes to "
+                       f"{shipment.to_site}, not to {target}: it is received at its "
+                       "destination", extra={"expected_site": shipment.to_site})
+    if user.site.code != target:
+        error = Forbidden(f"a receipt at {target} is recorded by a user of {target} (you "
+                          f"are a user of {user.site.code})")
+        error.code = "site_mismatch"  # type: ignore[misc]
+        raise error
     members = {si.item_id: si for si in shipment_items(session, shipment.shipment_id)}
     unexpected: list[dict[str, Any]] = []
     scanned: list[str] = []
@@ -332,7 +342,6 @@ def receive_shipment(session: Session, shipment_id: str, *, site: str, payloads:
                                           f"item {item_id} was received already"))
         elif item_id not in scanned:
             scanned.append(item_id)
-    target = _site_code(session, site, "site")
     now = utcnow()
     received = sorted(scanned)
     for item_id in received:  # one lock order: item rows by id
