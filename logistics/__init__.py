@@ -32,3 +32,7 @@ def init_app(app: Flask, api: Api) -> None:
     # SPEC §14: a held shipment's items fail the bedside check and show at the scan station.
     registry.item_holds.provide("logistics", services.item_holds)
     registry.batch_record_sections.provide("logistics", services.batch_record_sections)
+    # SPEC §14: custody move and receive place an item in a storage position.
+    registry.storage_positions.provide("logistics", services.POSITIONS)
+    add_nav(app, "logistics.storage_page", "Storage", ("operator", "clinician", "qa", "qc",
+                                                       "admin"), group=NavGroup.FLOOR)

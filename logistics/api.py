@@ -22,6 +22,8 @@ from logistics.schemas import (
     ShipmentInSchema,
     ShipmentListSchema,
     ShipmentQuerySchema,
+    StorageInSchema,
+    StorageSchema,
 )
 
 blp = Blueprint("logistics_api", __name__, url_prefix="/api/v1",
@@ -165,3 +167,26 @@ def decide_shipment(body: dict[str, Any], shipment_id: str) -> dict[str, Any]:
                              justification=body["justification"], user=g.user,
                              signature=body["signature"])
     return shipment_detail(shipment_id)
+
+
+@blp.route("/storage", methods=["POST"])
+@blp.arguments(StorageInSchema)
+@blp.response(201, StorageSchema)
+@roles_required("admin")
+def create_storage(body: dict[str, Any]) -> services.Occupancy:
+    """A storage unit: `code` `SITE/FREEZER/RACK/BOX`, `positions` (count), `condition`
+    (`min_c`, `max_c`). 409 `already_exists` for a code in use."""
+    session = db_session()
+    unit = services.create_unit(session, code=body["code"], positions=body["positions"],
+                                min_c=body["condition"]["min_c"],
+                                max_c=body["condition"]["max_c"], user=g.user)
+    return services.occupancy(session, unit.code)
+
+
+@blp.route("/storage/<path:code>", methods=["GET"])
+@blp.response(200, StorageSchema)
+@roles_required()
+def get_storage(code: str) -> services.Occupancy:
+    """Occupancy: position → item (custody `move`/`receive` with `position`
+    `<code>:<n>` place an item; moving it out frees the position)."""
+    return services.occupancy(db_session(), code)

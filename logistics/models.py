@@ -6,7 +6,9 @@ disposition of a shipment whose log shows an excursion or is missing.
 Guards in the database itself (logistics_0001): readings, logs and receipts are
 append-only, shipments and their item lists are never deleted (EU GMP Part IV 6.5,
 EU GDP 9.2: transport records kept and traceable); CHECKs keep the condition a range,
-a disposition tied to a hold and an acceptance justified.
+a disposition tied to a hold and an acceptance justified. Storage units and placements
+(where an item sat, from when to when; logistics_0002) are never deleted, one item per
+position.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -186,3 +189,60 @@ class TemperatureReading(Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     c: Mapped[float] = mapped_column(Float)
+
+
+class StorageUnit(Audited, Base):
+    """A box of positions in a freezer or tank: ``SITE/FREEZER/RACK/BOX`` (SPEC §14),
+    with the condition it keeps; never deleted."""
+
+    __tablename__ = "storage_unit"
+    __table_args__ = (
+        CheckConstraint("positions > 0", name="positions_positive"),
+        CheckConstraint("min_c < max_c", name="condition_range"),
+    )
+    audit_entity = "storage_unit"
+
+    code: Mapped[str] = mapped_column(String(80), primary_key=True)
+    site_code: Mapped[str] = mapped_column(ForeignKey("site.code"), index=True)
+    positions: Mapped[int] = mapped_column(Integer)
+    min_c: Mapped[float] = mapped_column(Float)
+    max_c: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def audit_key(self) -> str:
+        return self.code
+
+
+class StoragePlacement(Audited, Base):
+    """An item in a position from ``placed_at`` until ``removed_at`` (never deleted).
+    One open placement per position and per item: partial unique indexes, the backstop
+    of the storage unit's row lock."""
+
+    __tablename__ = "storage_placement"
+    __table_args__ = (
+        CheckConstraint("position > 0", name="position_positive"),
+        Index("uq_storage_placement_open_position", "unit_code", "position", unique=True,
+              sqlite_where=text("removed_at IS NULL"),
+              postgresql_where=text("removed_at IS NULL")),
+        Index("uq_storage_placement_open_item", "item_id", unique=True,
+              sqlite_where=text("removed_at IS NULL"),
+              postgresql_where=text("removed_at IS NULL")),
+    )
+    audit_entity = "storage_placement"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    unit_code: Mapped[str] = mapped_column(ForeignKey("storage_unit.code"))
+    position: Mapped[int] = mapped_column(Integer)
+    item_id: Mapped[str] = mapped_column(ForeignKey("item.item_id"))
+    placed_by: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    placed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    removed_by: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def audit_key(self) -> str:
+        return f"{self.unit_code}:{self.position}:{self.id}"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.unit_code}:{self.position}"

@@ -33,7 +33,7 @@ from gmp_mes.schemas import (
 )
 from logistics import api, services
 from logistics.chart import chart_img
-from logistics.schemas import ShipmentInSchema
+from logistics.schemas import ShipmentInSchema, StorageInSchema
 
 bp = Blueprint("logistics", __name__, template_folder="templates")
 bp.url_value_preprocessor(api.allow_large_log)  # the upload form takes a 30-day log
@@ -203,3 +203,46 @@ def decide(shipment_id: str) -> Response | tuple[str, int]:
     flash(f"shipment {shipment_id}: QA {'accepted' if decision == 'accept' else 'rejected'}",
           "ok")
     return redirect(url_for("logistics.shipment_page", shipment_id=shipment_id))
+
+
+def _storage_page(*, errors: dict[str, list[str]] | None = None, error: str | None = None,
+                  form: Any = None, status: int = 200) -> tuple[str, int]:
+    session = db_session()
+    units = [services.occupancy(session, unit.code) for unit in services.list_units(session)]
+    return render_template("logistics/storage.html", units=units, errors=errors or {},
+                           error=error, form=form or {},
+                           can_create=g.user.has_role("admin")), status
+
+
+@bp.route("/storage")
+@roles_required()
+def storage_page() -> tuple[str, int]:
+    return _storage_page()
+
+
+@bp.route("/storage", methods=["POST"])
+@roles_required("admin")
+def create_storage() -> Response | tuple[str, int]:
+    errors: dict[str, list[str]] = {}
+    fields = form_fields(request.form)
+    body = {"code": fields.get("code", ""), "positions": fields.get("positions", ""),
+            "condition": {"min_c": _number(fields.get("min_c", ""), "condition.min_c", errors),
+                          "max_c": _number(fields.get("max_c", ""), "condition.max_c", errors)}}
+    data: dict[str, Any] = {}
+    try:
+        data = StorageInSchema().load(body)
+    except ValidationError as exc:
+        errors.update(field_errors(exc))
+    if errors:
+        return _storage_page(errors=errors, form=request.form, status=422)
+    try:
+        unit = services.create_unit(db_session(), code=data["code"],
+                                    positions=data["positions"],
+                                    min_c=data["condition"]["min_c"],
+                                    max_c=data["condition"]["max_c"], user=g.user)
+    except DomainError as exc:
+        undo_failed_form(exc)
+        return _storage_page(errors=dict(exc.errors or {}), error=exc.detail,
+                             form=request.form, status=exc.status)
+    flash(f"storage unit {unit.code} created", "ok")
+    return redirect(url_for("logistics.storage_page") + f"#{unit.code}")

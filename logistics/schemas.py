@@ -184,3 +184,31 @@ class ShipmentQuerySchema(EdgeSchema):
     page = fields.Integer(load_default=1, validate=validate.Range(min=1))
     size = fields.Integer(load_default=paging.PAGE_SIZE,
                           validate=validate.Range(min=1, max=paging.MAX_PAGE_SIZE))
+
+
+class StorageInSchema(StrictSchema):
+    code = fields.String(required=True, validate=validate.Length(min=1, max=80), metadata={
+        "description": "SITE/FREEZER/RACK/BOX, e.g. CLEAN1/LN2-1/R3/B2"})
+    positions = fields.Integer(required=True, validate=validate.Range(min=1, max=1000))
+    condition = fields.Nested(ConditionSchema, required=True)
+
+
+class PlacementSchema(Schema):
+    position = fields.Integer()
+    item_id = fields.String()
+    placed_at = fields.DateTime()
+
+
+class StorageSchema(Schema):
+    """``services.Occupancy``: the unit and what is in its positions now."""
+
+    code = fields.String(attribute="unit.code")
+    site = fields.String(attribute="unit.site_code")
+    positions = fields.Integer(attribute="unit.positions")
+    condition = fields.Function(lambda o: {"min_c": o.unit.min_c, "max_c": o.unit.max_c})
+    free = fields.Integer()
+    occupancy = fields.Function(
+        lambda o: {str(n): p.item_id for n, p in sorted(o.placed.items())},
+        metadata={"description": "position -> the item in it (free positions left out)"})
+    placements = fields.Function(lambda o: PlacementSchema(many=True).dump(
+        [o.placed[n] for n in sorted(o.placed)]))

@@ -6,6 +6,7 @@ Other domains call only the names re-exported here; the modules:
   gaps), pure functions;
 - ``shipments``: shipping, the temperature log, receipt and reconciliation, QA's
   disposition, the holds (``registry.item_holds``);
+- ``storage``: storage units and positions (``registry.storage_positions``);
 - ``seams``: the "logistics" section of the executed batch record.
 
 Services take a session, flush and never commit; the request, command or job commits.
@@ -34,6 +35,15 @@ from logistics.services.shipments import (
     temperature_log,
     upload_log,
 )
+from logistics.services.storage import (
+    POSITIONS,
+    Occupancy,
+    create_unit,
+    get_unit,
+    list_units,
+    occupancy,
+    position_of,
+)
 from logistics.services.templog import (
     GAP_FACTOR,
     Excursion,
@@ -48,24 +58,31 @@ from logistics.services.templog import (
 
 __all__ = [
     "GAP_FACTOR",
+    "POSITIONS",
     "SHIPPERS",
     "UPLOADERS",
     "Excursion",
     "Gap",
     "LogSummary",
+    "Occupancy",
     "Readings",
     "ReceiptOutcome",
     "Summary",
     "TemperatureLogInvalid",
     "batch_record_sections",
     "create_shipment",
+    "create_unit",
     "decide_shipment",
     "get_shipment",
+    "get_unit",
     "item_holds",
     "list_shipments",
+    "list_units",
     "log_summary",
+    "occupancy",
     "parse_csv",
     "parse_json",
+    "position_of",
     "readings_of",
     "receipts_of",
     "receive_shipment",
