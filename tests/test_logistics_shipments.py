@@ -79,6 +79,18 @@ def route(world: World, login: Any) -> Route:
     return Route(world, login)
 
 
+def trail_matches_rows(world: World) -> None:
+    """audit verify: the chain holds, and every shipment, item list, receipt, log (and
+    storage placement) is what its audit events last recorded."""
+    from gmp_mes import reconcile
+    from gmp_mes.audit import verify_chain
+
+    with world.db.engine.connect() as c:
+        assert verify_chain(c).ok
+    with world.tx() as s:
+        assert [str(d) for d in reconcile.differences(s)] == []
+
+
 def codes(body: dict[str, Any]) -> set[str]:
     return {r["code"] for r in body["reasons"]}
 
@@ -145,6 +157,7 @@ def test_excursion_blocks_at_bedside_until_qa_accepts(route: Route) -> None:
     assert open_alerts(route.world, "temperature_excursion") == 0
     assert route.bedside(route.bags[0])["match"] is True
     assert_problem(route.decide(shipment, "reject"), 409, "not_held")
+    trail_matches_rows(route.world)
 
 
 @pytest.mark.requirement("EU GDP 9.2")
@@ -159,6 +172,7 @@ def test_logger_without_log_is_temperature_unknown_and_qa_rejects(route: Route) 
     assert open_alerts(route.world, "temperature_unknown") == 0
     verdict = route.bedside(route.bags[0])
     assert verdict["match"] is False and "temperature_unknown" not in codes(verdict)
+    trail_matches_rows(route.world)
 
 
 def test_no_logger_no_log_is_no_hold(route: Route) -> None:

@@ -17,6 +17,7 @@ from tests.test_identity_fixtures import (  # noqa: F401
     world_fixture,
 )
 from tests.test_identity_pages import Browser
+from tests.test_logistics_shipments import trail_matches_rows
 
 BOX = f"{PLANT}/LN2-1/R3/B2"
 
@@ -62,6 +63,7 @@ def test_one_item_per_position_and_moving_out_frees_it(storage: dict[str, Any],
     assert op.get(f"/api/v1/storage/{BOX}").get_json()["occupancy"] == {"2": second}
     assert custody(op, second, action="ship", site=TREATMENT).status_code == 201
     assert op.get(f"/api/v1/storage/{BOX}").get_json()["occupancy"] == {}
+    trail_matches_rows(world)
 
 
 def test_positions_that_do_not_exist_are_refused(storage: dict[str, Any],
