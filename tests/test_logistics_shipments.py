@@ -284,3 +284,31 @@ def test_the_batch_record_lists_the_shipments_of_its_bags(world: World, login: A
     assert row["shipment_id"] == shipment and row["hold"] == "temperature_excursion"
     assert row["temperature_log"]["excursions"][0]["extreme_c"] == -140.0
     assert section.table.rows[0][0] == shipment
+
+
+def test_two_shipments_of_the_same_bags_at_once_ship_them_once(route: Route, app: Any) -> None:
+    """The item rows are locked in id order by each shipment: one ships both bags, the
+    other is refused (the bags are shipped already) and ships nothing."""
+    import threading
+
+    from tests.conftest import ApiClient
+
+    barrier = threading.Barrier(2)
+    answers: list[Any] = [None, None]
+
+    def ship(n: int) -> None:
+        api = ApiClient(app.test_client(), route.op.token)
+        barrier.wait()
+        response = api.post("/api/v1/shipments", json={
+            "items": route.bags if n else list(reversed(route.bags)), "from_site": PLANT,
+            "to_site": TREATMENT, "condition": COLD})
+        answers[n] = response.status_code
+
+    threads = [threading.Thread(target=ship, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(answers) == [201, 409], answers
+    assert count(route.world.db, "shipment") == 1
+    assert count(route.world.db, "shipment_item") == 2

@@ -127,3 +127,39 @@ def test_admin_creates_a_unit_on_the_page(world: World, client: Any, make_user: 
     created = browser.post_follow("/storage", {"code": "CLEAN1/LN2-2/R1/B1", "positions": "5",
                                                "min_c": "-196", "max_c": "-150"})
     assert "0 of 5 positions occupied" in created.get_data(as_text=True)
+
+
+def test_concurrent_moves_into_one_position_place_one_item(storage: dict[str, Any],
+                                                           world: World, app: Any,
+                                                           login: Any) -> None:
+    """Four bags sent to the same position at once: exactly one is placed, the others
+    are refused 409 position_occupied (the unit's row lock; the partial unique index
+    behind it)."""
+    import threading
+
+    from gmp_mes.clock import utcnow
+    from tests.conftest import ApiClient
+
+    patient = world.enrol()
+    bags = storage["bags"] + [world.item(patient["coi_id"], status="released",
+                                         expires_at=utcnow() + timedelta(days=30))
+                              for _ in range(2)]
+    token = storage["op"].token
+    barrier = threading.Barrier(len(bags))
+    answers: list[Any] = [None] * len(bags)
+
+    def move(n: int) -> None:
+        api = ApiClient(app.test_client(), token)
+        barrier.wait()
+        response = custody(api, bags[n], action="move", site=PLANT, position=f"{BOX}:1")
+        answers[n] = (response.status_code, response.get_json().get("code"))
+
+    threads = [threading.Thread(target=move, args=(n,)) for n in range(len(bags))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(status for status, _ in answers) == [201, 409, 409, 409], answers
+    assert {code for status, code in answers if status == 409} == {"position_occupied"}
+    occupancy = storage["op"].get(f"/api/v1/storage/{BOX}").get_json()["occupancy"]
+    assert list(occupancy) == ["1"]
