@@ -22,8 +22,8 @@ from logistics.services.shipments import (
     temperature_log,
 )
 
-COLUMNS = ("Shipment", "Route", "Items", "Condition", "Shipped", "Received",
-           "Temperature log", "Excursions", "Gaps", "Hold / disposition")
+COLUMNS = ("Shipment", "Items", "Condition", "Shipped, received", "Temperature log",
+           "Excursions and gaps", "Hold, disposition")
 
 
 def batch_record_sections(session: Session, batch_number: str) -> list[RecordSection]:
@@ -70,13 +70,15 @@ def batch_record_sections(session: Session, batch_number: str) -> list[RecordSec
                                            + (f" ({shipment.justification})"
                                               if shipment.justification else "")
                                            if shipment.decision else "awaiting QA"))
+        shipped = local_and_utc(shipment.shipped_at, tz)
+        arrived = (local_and_utc(shipment.received_at, tz) if shipment.received_at
+                   else "in transit")
         rows.append((
-            shipment.shipment_id, f"{shipment.from_site} → {shipment.to_site}",
+            f"{shipment.shipment_id} {shipment.from_site} → {shipment.to_site}",
             ", ".join(si.item_id for si in items),
             f"{shipment.min_c:g} to {shipment.max_c:g} °C",
-            local_and_utc(shipment.shipped_at, tz),
-            local_and_utc(shipment.received_at, tz) if shipment.received_at else "in transit",
-            log_text, excursions, gaps, verdict))
+            f"{shipped}; {arrived}", log_text,
+            f"excursions: {excursions}; gaps: {gaps}", verdict))
     return [RecordSection("logistics", json.loads(json.dumps(data)),
                           RecordTable("Shipments and their condition", COLUMNS, tuple(rows),
                                       empty="no shipment recorded"))]
