@@ -48,3 +48,34 @@ def test_the_export_carries_the_starting_materials_shipment(plant: Plant) -> Non
     text = squash(pdf_text(pdf))
     assert "Shipments and their condition" in text and shipment in text
     assert "12 readings, 4.5 to 4.5 °C" in text
+
+
+@pytest.mark.requirement("EU GDP 9.2")
+def test_held_starting_material_starts_no_batch_until_qa_accepts(plant: Plant) -> None:
+    """Apheresis material shipped with a logger arrives without its log: held
+    (temperature_unknown); no batch starts from it until QA accepts the shipment."""
+    from gmp_mes.errors import DomainError
+    from gmp_mes.signatures import SignatureInput
+    from logistics import services
+    from tests.conftest import PASSWORD
+
+    item_id = plant.starting_material(received=False)
+    assert plant.apheresis is not None
+    with plant.tx(plant.apheresis) as s:
+        shipment = services.create_shipment(
+            s, items=[item_id], from_site=APHERESIS, to_site=PLANT, min_c=2.0, max_c=8.0,
+            logger_id="TL-43", user=plant._user(s, plant.apheresis)).shipment_id
+    with plant.tx(plant.operator) as s:
+        outcome = services.receive_shipment(
+            s, shipment, site=PLANT, payloads=[labels.payload_for_item(s, item_id)],
+            user=plant._user(s, plant.operator))
+        assert outcome.hold == "temperature_unknown"
+    with pytest.raises(DomainError) as refused:
+        plant.start(item_id)
+    assert refused.value.code == "temperature_unknown"
+    with plant.tx(plant.qa) as s:
+        services.decide_shipment(
+            s, shipment, decision="accept", user=plant._user(s, plant.qa),
+            justification="courier's logger record reviewed: 4-6 °C throughout",
+            signature=SignatureInput(password=PASSWORD, meaning="approved"))
+    assert plant.start(item_id)
