@@ -52,6 +52,10 @@ def test_ship_upload_receive_decide_on_the_pages(world: World, login: Any, clien
     assert posted.status_code == 302
     text = doc.get(posted.headers["Location"]).get_data(as_text=True)
     assert "ON HOLD" in text and "temperature excursion" in text
+    scanned = doc.post("/scan", {"payload": world.payload(route.bags[0])})
+    assert scanned.status_code == 302  # the scan station says why the bag is held
+    stop = doc.get(scanned.headers["Location"]).get_data(as_text=True)
+    assert "verdict stop" in stop and "excursion outside its condition" in stop
 
     qa = Browser(client, world.qa)
     wrong = qa.post(f"{url}/disposition", {"decision": "accept",
