@@ -459,3 +459,37 @@ scanned_subjects: Seam[Callable[[Session, str, str], ScannedSubject | None]] = S
     "scanned_subjects", "What a verified label of a kind that is no item names (kind code "
     "such as LOT or EQP, subject id): the scan station shows it (materials and equipment "
     "answer; None when the kind is not theirs).")
+
+
+# --- why an item may not be given or used now (SPEC §14) -----------------------------------
+
+item_holds: Seam[Callable[[Session, str], list[Reason]]] = Seam(
+    "item_holds", "Why an item (item id) may not be given or used now although its status "
+    "allows it: a hold another domain keeps on it until a decision (logistics answers "
+    "`temperature_excursion` / `temperature_unknown` for the items of a shipment waiting "
+    "for QA's disposition). The bedside check refuses with these reasons and the scan "
+    "station shows them.")
+
+
+# --- storage positions (SPEC §14) ------------------------------------------------------------
+
+
+class StoragePositions(Protocol):
+    """Where an item sits in storage (``<SITE/FREEZER/RACK/BOX>:<position>``): identity's
+    custody ``move`` and ``receive`` place it, every custody action that takes it away
+    frees it (logistics answers; one item per position)."""
+
+    def place(self, session: Session, item_id: str, position: str, *, site_code: str) -> str:
+        """Put the item at ``position`` (at ``site_code``, where the item is or arrives),
+        freeing where it was; the canonical position text. 409 ``position_occupied`` when
+        another item is there, 422 for a position that does not exist."""
+        ...
+
+    def vacate(self, session: Session, item_id: str) -> str | None:
+        """Free the item's position; the position it had, or None."""
+        ...
+
+
+storage_positions: Seam[StoragePositions] = Seam(
+    "storage_positions", "Storage positions an item is placed in and taken out of by "
+    "identity's custody actions (logistics answers; without it a `position` is refused).")

@@ -239,7 +239,7 @@ def item_custody(item_id: str) -> Response | tuple[str, int]:
         services.record_custody(
             session, item_id, action=form.get("action", ""), site=form.get("site", ""),
             user=g.user, location=form.get("location") or None, workstation=_workstation(),
-            to_user=form.get("to_user") or None,
+            to_user=form.get("to_user") or None, position=form.get("position") or None,
         )
     except DomainError as exc:
         _failed(exc)

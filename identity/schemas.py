@@ -76,6 +76,11 @@ class CustodyInSchema(StrictSchema):
         load_default=None, allow_none=True, validate=[validate.Length(max=64), _printable],
         metadata={"description": "handover only: the user (of the item's site) who takes "
                                  "custody; the caller when absent"})
+    position = fields.String(
+        load_default=None, allow_none=True, validate=[validate.Length(max=100), _printable],
+        metadata={"description": "move and receive: the storage position "
+                                 "`<SITE/FREEZER/RACK/BOX>:<position>` (one item per "
+                                 "position, 409 `position_occupied`)"})
 
 
 class ScanInSchema(StrictSchema):

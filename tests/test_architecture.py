@@ -15,8 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = (
-    "gmp_mes", "labels", "processes", "identity", "materials", "equipment", "batches", "qc",
-    "training", "rooms", "outcomes", "validation", "demo",
+    "gmp_mes", "labels", "processes", "identity", "materials", "equipment", "logistics",
+    "batches", "qc", "training", "rooms", "outcomes", "validation", "demo",
 )
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 

@@ -150,6 +150,13 @@ def _bedside_warnings(session: Session, item: Item) -> list[dict[str, str]]:
             for w in source(session, item.batch_number)]
 
 
+def _item_holds(session: Session, item_id: str) -> list[dict[str, str]]:
+    """Holds the domains above keep on the item (a shipment's temperature excursion
+    waiting for QA: ``registry.item_holds``, SPEC §14)."""
+    return [hold for source in registry.item_holds.providers()
+            for hold in source(session, item_id)]
+
+
 def _item_problems(item: ItemFacts, now: datetime) -> list[dict[str, str]]:
     """Status and expiry reasons shared by scans and the bedside."""
     reasons = []

@@ -27,7 +27,14 @@ from identity.models import (
     ItemStatus,
     Patient,
 )
-from identity.services._common import _bedside_warnings, _custody, _forged_alert, _item_problems, _r
+from identity.services._common import (
+    _bedside_warnings,
+    _custody,
+    _forged_alert,
+    _item_holds,
+    _item_problems,
+    _r,
+)
 from identity.services.items import transition_item
 from identity.services.lookup import printable
 from identity.services.rules import INFUSIBLE, post_thaw_deadline
@@ -112,6 +119,7 @@ def _evaluate_bedside(
                               f"bag {item.item_id} has already been administered"))
         problems = _item_problems(item, now)
         reasons.extend(problems)
+        reasons.extend(_item_holds(session, item.item_id))  # SPEC §14: e.g. an excursion
         specific = {S.ADMINISTERED, S.BLOCKED, S.EXPIRED}
         if (item.kind == ItemKind.FINAL_PRODUCT and item.status not in INFUSIBLE
                 and item.status not in specific):

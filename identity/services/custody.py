@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gmp_mes import audit
+from gmp_mes import audit, registry
 from gmp_mes.accounts import Person
 from gmp_mes.alerts import AlertSpec, raise_alert
 from gmp_mes.audit import Actor
@@ -76,6 +76,20 @@ def _custody_recipient(session: Session, username: str | None, item: Item,
     return recipient
 
 
+def _storage(session: Session, item: Item, action: str, site_code: str,
+              position: str | None) -> str | None:
+    """Free the item's storage position when it moves, ships or thaws; place it at
+    ``position`` (move, receive). The position text, which becomes the location."""
+    providers = registry.storage_positions.providers()
+    if position is not None and not providers:
+        raise field_error("position", "no storage positions are kept in this installation")
+    for storage in providers:
+        if position is not None:
+            return storage.place(session, item.item_id, position, site_code=site_code)
+        storage.vacate(session, item.item_id)
+    return None
+
+
 def record_custody(
     session: Session,
     item_id: str,
@@ -86,6 +100,7 @@ def record_custody(
     location: str | None = None,
     workstation: str | None = None,
     to_user: str | None = None,
+    position: str | None = None,
 ) -> CustodyEvent:
     """One custody action, recorded at the caller's own site only (SPEC §7):
 
@@ -98,7 +113,11 @@ def record_custody(
 
     Refusals: 403 ``site_mismatch`` (the caller is of another site), 409
     ``move_changes_site``, ``not_at_site``, ``wrong_destination`` (QA alerted),
-    ``in_transit``, ``handover_other_site``. This is the one place these rules live."""
+    ``in_transit``, ``handover_other_site``. This is the one place these rules live.
+
+    ``position`` (``move`` and ``receive``, SPEC §14): the storage position the item is
+    put in (``registry.storage_positions``; 409 ``position_occupied``), recorded as its
+    location; a move, ship or thaw takes it out of the position it had."""
     if action not in CUSTODY_ACTIONS:
         raise field_error("action", f"must be one of {', '.join(CUSTODY_ACTIONS)}")
     if not user.has_role(*CUSTODY_ROLES):
@@ -107,6 +126,9 @@ def record_custody(
     target = _site(session, site, "site")
     mine = user.site.code
     location = location.strip() if location and location.strip() else None
+    position = position.strip() if position and position.strip() else None
+    if position is not None and action not in ("move", "receive"):
+        raise field_error("position", "a storage position is given on move and receive only")
     item = get_item(session, item_id, for_update=True)
     if item.status in FINAL_STATUSES:
         raise InvalidTransition(f"item {item.item_id} is {item.status}: no custody change")
@@ -153,6 +175,8 @@ def record_custody(
             raise _site_refused(f"item {item.item_id} is at {item.site_code}: a {action} there "
                                 f"is recorded by a user of {item.site_code} (you are a user "
                                 f"of {mine})")
+    if action != "handover":
+        location = _storage(session, item, action, target.code, position) or location
     if action == "handover":
         recipient = _custody_recipient(session, to_user, item, user)
         event = _custody(session, item, action, site_code=item.site_code, location=location,

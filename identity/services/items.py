@@ -12,9 +12,16 @@ from sqlalchemy.orm import Session
 import labels.services as labels
 from gmp_mes import audit
 from gmp_mes.clock import utcnow
-from gmp_mes.errors import CoiMismatch, InvalidTransition, field_error
+from gmp_mes.errors import CoiMismatch, InvalidTransition, conflict, field_error
 from identity.models import CustodyAction, CustodyEvent, Item, ItemKind, ItemParent, ItemStatus
-from identity.services._common import _actor, _custody, _durations, _new_item_id, _site
+from identity.services._common import (
+    _actor,
+    _custody,
+    _durations,
+    _item_holds,
+    _new_item_id,
+    _site,
+)
 from identity.services.lookup import get_item, get_patient
 from identity.services.rules import (
     CAUSE_GONE_STATUSES,
@@ -159,7 +166,12 @@ def transition_item(
 
 def start_processing(session: Session, item_id: str, batch_number: str) -> Item:
     """Batch start (batches.start_batch): the starting material becomes ``in_process``
-    for that batch (SPEC §2) and names it, so its label scans OK against that batch only."""
+    for that batch (SPEC §2) and names it, so its label scans OK against that batch only.
+    A held item (``registry.item_holds``: a shipment's temperature excursion waiting for
+    QA, SPEC §14) starts no batch: 409 with the hold's code."""
+    holds = _item_holds(session, item_id)
+    if holds:
+        raise conflict(holds[0]["code"], holds[0]["message"], extra={"reasons": holds})
     item = transition_item(session, item_id, S.IN_PROCESS,
                            reason=f"batch {batch_number} started")
     with audit.reason(session, f"batch {batch_number} started"):

@@ -15,7 +15,14 @@ from gmp_mes.clock import utcnow
 from gmp_mes.errors import CoiMismatch, conflict
 from gmp_mes.registry import ScannedSubject
 from identity.models import CustodyAction, Item, ItemKind, ItemStatus
-from identity.services._common import _custody, _forged_alert, _item_problems, _item_row, _r
+from identity.services._common import (
+    _custody,
+    _forged_alert,
+    _item_holds,
+    _item_problems,
+    _item_row,
+    _r,
+)
 from identity.services.lookup import get_item, printable
 from identity.services.rules import FINAL_STATUSES, KIND_CODES, ItemFacts
 
@@ -71,6 +78,7 @@ def scan(
             reasons.append(_r("label_mismatch", f"the label is for a {payload.kind_code}, the "
                                                 f"item is a {item.kind}"))
         reasons.extend(_item_problems(item, now))
+        reasons.extend(_item_holds(session, item.item_id))  # SPEC §14: e.g. an excursion
         if item.status in FINAL_STATUSES - {S.EXPIRED}:
             reasons.append(_r("status_final", f"item {item.item_id} is {item.status}; it must "
                                               "not be used"))
