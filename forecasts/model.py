@@ -308,8 +308,8 @@ def control_chart(values: Sequence[float], baseline: Sequence[bool]) -> ControlR
     """The chart of ``values`` (in time order); ``baseline`` marks the released batches
     the limits rest on. Rules are only evaluated against limits."""
     limits, reason = control_limits([v for v, b in zip(values, baseline, strict=True) if b])
-    moving: list[float | None] = [None] + [abs(values[i] - values[i - 1])
-                                           for i in range(1, len(values))]
+    moving: list[float | None] = [None if i == 0 else abs(values[i] - values[i - 1])
+                                  for i in range(len(values))]
     if limits is None:
         return ControlResult(None, reason, tuple(() for _ in values), tuple(moving))
     return ControlResult(limits, None, tuple(nelson_rules(values, limits.centre, limits.sigma)),
