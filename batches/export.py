@@ -1,4 +1,5 @@
-"""Executed batch record export: JSON, PDF (reportlab) and the expansion curve as SVG.
+"""Executed batch record export: JSON, PDF (reportlab) and the expansion curve (gmp_mes.charts,
+with the forecast band the registry.expansion_forecast provider adds).
 
 The PDF is what a QA reviewer reads before release (EU GMP Chapter 4.20, Annex
 11 §8 printouts): every step with values, limits and pass/fail, every
@@ -16,9 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from reportlab.graphics.charts.lineplots import LinePlot
-from reportlab.graphics.shapes import Drawing, String
-from reportlab.graphics.widgets.markers import makeMarker
+from markupsafe import Markup
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
@@ -26,6 +25,7 @@ from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import (
+    Image,
     KeepTogether,
     Paragraph,
     SimpleDocTemplate,
@@ -36,7 +36,7 @@ from reportlab.platypus import (
 from sqlalchemy.orm import Session
 
 from batches.record import executed_record
-from gmp_mes import localtime
+from gmp_mes import charts, localtime, registry
 from processes.definitions import fmt_number
 
 FONT, FONT_BOLD = "GmpSans", "GmpSans-Bold"
@@ -70,7 +70,7 @@ def export_batch(session: Session, batch_number: str, fmt: str) -> tuple[bytes, 
     data = executed_record(session, batch_number)
     if fmt == "json":
         return render_json(data), "application/json"
-    return render_pdf(data), "application/pdf"
+    return render_pdf(data, expansion_overlay(session, batch_number)), "application/pdf"
 
 
 def render_json(data: dict[str, Any]) -> bytes:
@@ -229,56 +229,77 @@ def _step_flowables(step: dict[str, Any], st: _Styles, width: float) -> list[Any
     return flow
 
 
-def curve_drawing(points: list[dict[str, Any]], width: float, height: float,
-                  font: str = "Helvetica") -> Drawing:
-    """Viable cells (left axis, x 10^6) and viability (right chart, %) per culture day."""
-    drawing = Drawing(width, height)
-    usable = [p for p in points if p["viable_cells"] is not None]
-    if not usable:
-        drawing.add(String(10, height / 2, "No expansion records.", fontName=font, fontSize=9))
-        return drawing
-    half = width / 2
-    for n, (key, label, scale, color) in enumerate((
-        ("viable_cells", "Viable cells (x 10^6)", 1e6, colors.HexColor("#0b4f8a")),
-        ("viability", "Viability (%)", 1.0, colors.HexColor("#0a7a2f")),
-    )):
-        series = [(p["day"], p[key] / scale) for p in points if p[key] is not None]
-        if not series:
-            continue
-        plot = LinePlot()
-        plot.x, plot.y = n * half + 40, 28
-        plot.width, plot.height = half - 60, height - 50
-        if len(series) == 1:
-            series = [*series, (series[0][0] + 0.01, series[0][1])]
-        plot.data = [series]
-        plot.lines[0].strokeColor = color
-        plot.lines[0].strokeWidth = 1.5
-        plot.lines[0].symbol = makeMarker("FilledCircle", size=3)
-        plot.xValueAxis.labels.fontName = font
-        plot.yValueAxis.labels.fontName = font
-        plot.xValueAxis.labels.fontSize = 7
-        plot.yValueAxis.labels.fontSize = 7
-        plot.xValueAxis.valueMin = min(0.0, min(x for x, _ in series))
-        if key == "viability":
-            plot.yValueAxis.valueMin, plot.yValueAxis.valueMax = 0, 100
-        else:
-            plot.yValueAxis.valueMin = 0
-        drawing.add(plot)
-        drawing.add(String(n * half + 40, height - 14, label, fontName=font, fontSize=8))
-        drawing.add(String(n * half + half / 2 - 10, 6, "culture day", fontName=font,
-                           fontSize=7))
-    return drawing
+def expansion_overlay(session: Session, batch_number: str) -> registry.ForecastOverlay | None:
+    """The forecast drawn on the expansion chart, from the ``registry.expansion_forecast``
+    provider (the forecasts domain; batches never imports it). None: no provider, or the
+    process declares no forecast."""
+    for provider in registry.expansion_forecast.providers():
+        found = provider(session, batch_number)
+        if found is not None:
+            return found
+    return None
 
 
-def render_pdf(data: dict[str, Any]) -> bytes:
+def curve_charts(points: list[dict[str, Any]],
+                 overlay: registry.ForecastOverlay | None = None) -> list[charts.Chart]:
+    """The expansion curve (``gmp_mes.charts``): viable cells per culture day on a log
+    axis with the forecast band when there is one, and viability per day. Empty when
+    there is nothing to draw."""
+    cells = [p for p in points if p["viable_cells"] is not None]
+    viability = [p for p in points if p["viability"] is not None]
+    if not cells and not viability and overlay is None:
+        return []
+    extra = overlay or registry.ForecastOverlay()
+    measured = charts.Series("viable cells", [p["day"] for p in cells],
+                             [p["viable_cells"] for p in cells])
+    cell_chart = charts.Chart(
+        title="Viable cells", y_label="viable cells", x_label="culture day",
+        alt="Expansion curve: viable cells per culture day ("
+            + (", ".join(f"day {p['day']:g}: {fmt_number(p['viable_cells'])}" for p in cells)
+               or "no count yet") + ")"
+            + (f". {' '.join(extra.notes)}" if extra.notes else ""),
+        series=(measured, *extra.series), bands=extra.bands, lines=extra.lines,
+        notes=extra.notes, log_y=bool(cells) or bool(extra.bands))
+    via_chart = charts.Chart(
+        title="Viability", y_label="viability (%)", x_label="culture day", height_in=2.4,
+        alt="Viability per culture day (" + (", ".join(
+            f"day {p['day']:g}: {p['viability']:g} %" for p in viability) or "none yet") + ")",
+        series=(charts.Series("viability", [p["day"] for p in viability],
+                              [p["viability"] for p in viability]),), legend=False)
+    return [cell_chart, via_chart]
+
+
+def curve_html(points: list[dict[str, Any]],
+               overlay: registry.ForecastOverlay | None = None) -> Markup:
+    """The expansion charts as the batch page shows them (CSP-safe ``<img>`` tags)."""
+    drawn = curve_charts(points, overlay)
+    if not drawn:
+        return Markup('<p class="hint">No expansion records yet.</p>')
+    return Markup("").join(charts.img_tag(chart, css_class="chart curve") for chart in drawn)
+
+
+def _curve_flowables(points: list[dict[str, Any]], overlay: registry.ForecastOverlay | None,
+                     width: float, st: _Styles) -> list[Any]:
+    drawn = curve_charts(points, overlay)
+    if not drawn:
+        return [_p("No expansion records.", st.body)]
+    flow: list[Any] = []
+    for chart in drawn:
+        flow.append(Image(io.BytesIO(charts.png(chart)), width=width * 0.8,
+                          height=width * 0.8 * chart.height_in / chart.width_in))
+    return flow
+
+
+def render_pdf(data: dict[str, Any],
+               overlay: registry.ForecastOverlay | None = None) -> bytes:
     token = _ZONE.set(str(data.get("site_timezone") or "UTC"))
     try:
-        return _render_pdf(data)
+        return _render_pdf(data, overlay)
     finally:
         _ZONE.reset(token)
 
 
-def _render_pdf(data: dict[str, Any]) -> bytes:
+def _render_pdf(data: dict[str, Any], overlay: registry.ForecastOverlay | None) -> bytes:
     st = _Styles()
     buffer = io.BytesIO()
     page = landscape(A4)
@@ -321,8 +342,7 @@ def _render_pdf(data: dict[str, Any]) -> bytes:
         flow += _step_flowables(step, st, width)
 
     flow.append(_p("Expansion curve", st.h2))
-    font = st.regular
-    flow.append(curve_drawing(data.get("expansion_curve", []), width, 62 * mm, font))
+    flow += _curve_flowables(data.get("expansion_curve", []), overlay, width, st)
 
     flow.append(_p("Deviations", st.h2))
     if not data["deviations"]:
@@ -429,67 +449,3 @@ def _render_pdf(data: dict[str, Any]) -> bytes:
 
     doc.build(flow, onFirstPage=_footer, onLaterPages=_footer)
     return buffer.getvalue()
-
-
-# --- SVG for the page ------------------------------------------------------------------
-
-def curve_svg(points: list[dict[str, Any]], width: int = 640, height: int = 220) -> str:
-    """Inline SVG of the expansion curve: viable cells (blue, left axis) and
-    viability % (green, right axis) per culture day."""
-    usable = [p for p in points if p["viable_cells"] is not None or p["viability"] is not None]
-    if not usable:
-        return '<p class="hint">No expansion records yet.</p>'
-    left, right, top, bottom = 70, 50, 20, 36
-    plot_w, plot_h = width - left - right, height - top - bottom
-    days = [p["day"] for p in usable]
-    d0, d1 = min(days), max(days)
-    span = (d1 - d0) or 1.0
-    cells = [p["viable_cells"] for p in usable if p["viable_cells"] is not None]
-    cmax = max(cells) if cells else 1.0
-    cmax = cmax or 1.0
-
-    def x(day: float) -> float:
-        return left + (day - d0) / span * plot_w
-
-    def y_cells(value: float) -> float:
-        return top + plot_h - value / cmax * plot_h
-
-    def y_via(value: float) -> float:
-        return top + plot_h - max(0.0, min(value, 100.0)) / 100 * plot_h
-
-    def path(series: list[tuple[float, float]]) -> str:
-        return " ".join(f"{'M' if i == 0 else 'L'}{px:.1f},{py:.1f}"
-                        for i, (px, py) in enumerate(series))
-
-    cell_pts = [(x(p["day"]), y_cells(p["viable_cells"])) for p in usable
-                if p["viable_cells"] is not None]
-    via_pts = [(x(p["day"]), y_via(p["viability"])) for p in usable
-               if p["viability"] is not None]
-    parts = [
-        f'<svg class="curve" role="img" viewBox="0 0 {width} {height}" '
-        f'xmlns="http://www.w3.org/2000/svg" aria-label="Expansion curve: viable cells and '
-        f'viability per culture day">',
-        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fff" '
-        'stroke="#99a"/>',
-        f'<text x="{left - 6}" y="{top + 8}" text-anchor="end" font-size="11">'
-        f'{escape(fmt_number(cmax))}</text>',
-        f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" font-size="11">0</text>',
-        f'<text x="{width - right + 6}" y="{top + 8}" font-size="11">100 %</text>',
-        f'<text x="{width - right + 6}" y="{top + plot_h}" font-size="11">0 %</text>',
-        f'<text x="{left}" y="{height - 8}" font-size="11">day {d0:g}</text>',
-        f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end" font-size="11">'
-        f'day {d1:g}</text>',
-        f'<path d="{path(cell_pts)}" fill="none" stroke="#0b4f8a" stroke-width="2.5"/>',
-        f'<path d="{path(via_pts)}" fill="none" stroke="#0a7a2f" stroke-width="2.5" '
-        'stroke-dasharray="6 3"/>',
-    ]
-    for px, py in cell_pts:
-        parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="#0b4f8a"/>')
-    for px, py in via_pts:
-        parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="#0a7a2f"/>')
-    parts.append(f'<text x="{left + 6}" y="{top + 16}" font-size="12" fill="#0b4f8a">'
-                 'viable cells</text>')
-    parts.append(f'<text x="{left + 6}" y="{top + 32}" font-size="12" fill="#0a7a2f">'
-                 'viability %</text>')
-    parts.append("</svg>")
-    return "".join(parts)

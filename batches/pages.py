@@ -185,7 +185,9 @@ def _render_batch(batch_number: str, kept: dict[str, Any] | None = None) -> str:
     data = record.executed_record(session, batch_number, steps_limit=STEPS_PAGE,
                                   steps_before=paging.cursor(request.args, "steps_before"))
     return render_template(
-        "batches/batch.html", b=data, curve=Markup(export.curve_svg(data["expansion_curve"])),
+        "batches/batch.html", b=data,
+        curve=export.curve_html(data["expansion_curve"],
+                                export.expansion_overlay(session, batch_number)),
         show=export.show_value, dt=_local_time(g.user.site.timezone), kept=kept,
         steps_page=STEPS_PAGE, actions=services.allowed_actions(data["status"]),
         deviation_action=services.deviation_action,

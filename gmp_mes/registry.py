@@ -493,3 +493,27 @@ class StoragePositions(Protocol):
 storage_positions: Seam[StoragePositions] = Seam(
     "storage_positions", "Storage positions an item is placed in and taken out of by "
     "identity's custody actions (logistics answers; without it a `position` is refused).")
+
+
+# --- the expansion forecast on the batch record (SPEC §15) ---------------------------------
+
+if TYPE_CHECKING:  # here, not at the top: this section is the forecasts issue's own
+    from gmp_mes.charts import Band, Line, Series
+
+
+@dataclass(frozen=True)
+class ForecastOverlay:
+    """What the forecast adds to a batch's expansion chart (page and PDF): the prediction
+    band, the median forecast, reference lines (the target) and small print (the model,
+    the probability). batches draws it with ``gmp_mes.charts``; it never reads a status
+    from it (forecasts advise people)."""
+
+    bands: tuple[Band, ...] = ()
+    series: tuple[Series, ...] = ()
+    lines: tuple[Line, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+expansion_forecast: Seam[Callable[[Session, str], ForecastOverlay | None]] = Seam(
+    "expansion_forecast", "The forecast drawn on a batch's expansion chart (batch number; "
+    "the forecasts domain answers, None when the process declares no [forecast]).")

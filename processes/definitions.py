@@ -192,6 +192,21 @@ class Curve:
 
 
 @dataclass(frozen=True)
+class ForecastSpec:
+    """SPEC §15 ``[forecast]``: the cell count a batch must reach by its harvest day (days
+    after batch start) and the probability under which people are alerted. The counts are
+    ``parameter`` of ``step``; ``day_parameter`` (a parameter of that step) holds the
+    culture day entered with each count, else the day is the time since batch start."""
+
+    step: str
+    parameter: str
+    target: float
+    harvest_day: float
+    alert_below: float = 0.2
+    day_parameter: str | None = None
+
+
+@dataclass(frozen=True)
 class ProcessDefinition:
     code: str
     version: int
@@ -205,6 +220,7 @@ class ProcessDefinition:
     qc: tuple[QcSpec, ...]
     storage: dict[str, str] = field(default_factory=dict)
     curve: Curve | None = None
+    forecast: ForecastSpec | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def step(self, code: str) -> Step | None:
@@ -243,10 +259,12 @@ def fmt_number(value: float) -> str:
 
 # --- validation -----------------------------------------------------------------------
 
-_TOP = {"code", "version", "name", "description", "shelf_life", "storage", "curve", "steps", "qc"}
+_TOP = {"code", "version", "name", "description", "shelf_life", "storage", "curve", "steps", "qc",
+        "forecast"}
 _SHELF = {"starting_material", "final_product", "post_thaw", "warn_before"}
 _STORAGE = {"starting_material", "final_product"}
 _CURVE = {"step", "viable_cells", "viability"}
+_FORECAST = {"step", "parameter", "target", "harvest_day", "alert_below", "day_parameter"}
 _STEP = {
     "code", "name", "instructions", "repeatable", "critical", "creates", "expiry_from",
     "parameters", "consumes", "scans", "materials", "equipment", "qualification",
@@ -439,6 +457,7 @@ def parse_definition(data: dict[str, Any], source: str) -> ProcessDefinition:
 
     qc = _qc(c, data, step_codes)
     curve = _curve(c, data, steps)
+    forecast = _forecast(c, data, steps)
     if c.errors:
         raise ProcessDefinitionError(source, c.errors)
     assert code is not None and name is not None and hold is not None and shelf_fp is not None
@@ -446,7 +465,7 @@ def parse_definition(data: dict[str, Any], source: str) -> ProcessDefinition:
         code=code, version=int(version), name=name, description=description,  # type: ignore[arg-type]
         starting_material_hold=hold, final_product_shelf_life=shelf_fp, post_thaw=post_thaw,
         warn_before=tuple(warn_before), steps=tuple(steps), qc=tuple(qc), storage=storage,
-        curve=curve or inferred_curve(steps),
+        curve=curve or inferred_curve(steps), forecast=forecast,
     )
     # The stored document keeps the [curve] table as written (none when inferred), so the
     # digest of a definition does not change with this rule.
@@ -641,6 +660,62 @@ def _curve(c: _Checker, data: dict[str, Any], steps: list[Step]) -> Curve | None
     return Curve(step=step_code, viable_cells=cells, viability=viability)
 
 
+def _forecast(c: _Checker, data: dict[str, Any], steps: list[Step]) -> ForecastSpec | None:
+    """SPEC §15 ``[forecast]``: a cells parameter of a step, a positive target, a harvest
+    day after batch start, a probability strictly between 0 and 1."""
+    table = c.table(data, "forecast", "forecast", required=False)
+    if table is None:
+        return None
+    c.unknown(table, _FORECAST, "forecast.")
+    step_code = c.text(table, "step", "forecast.step")
+    parameter = c.text(table, "parameter", "forecast.parameter")
+    day_parameter = c.text(table, "day_parameter", "forecast.day_parameter", required=False)
+    target = c.number(table, "target", "forecast.target")
+    harvest_day = c.number(table, "harvest_day", "forecast.harvest_day")
+    alert_below = c.number(table, "alert_below", "forecast.alert_below")
+    for key, value in (("target", target), ("harvest_day", harvest_day)):
+        if key not in table:
+            c.fail(f"forecast.{key}", "missing required field")
+        elif value is not None and value <= 0:
+            c.fail(f"forecast.{key}", "must be more than 0")
+    if alert_below is not None and not 0 < alert_below < 1:
+        c.fail("forecast.alert_below", "must be a probability between 0 and 1 (exclusive)")
+    step = next((s for s in steps if s.code == step_code), None)
+    if step_code is not None and step is None:
+        c.fail("forecast.step", f"unknown step {step_code!r}")
+    if step is not None and parameter is not None:
+        found = step.parameter(parameter)
+        if found is None:
+            c.fail("forecast.parameter", f"step {step.code!r} has no parameter {parameter!r}")
+        elif not found.numeric or found.unit.strip().lower() != "cells":
+            c.fail("forecast.parameter", f"{parameter!r} must be a number in cells")
+    if step is not None and day_parameter is not None:
+        found = step.parameter(day_parameter)
+        if found is None:
+            c.fail("forecast.day_parameter",
+                   f"step {step.code!r} has no parameter {day_parameter!r}")
+        elif not found.numeric:
+            c.fail("forecast.day_parameter", f"{day_parameter!r} must be a number")
+    if (step is None or parameter is None or target is None or harvest_day is None
+            or c.errors):
+        return None
+    return ForecastSpec(step=step.code, parameter=parameter, target=target,
+                        harvest_day=harvest_day,
+                        alert_below=0.2 if alert_below is None else alert_below,
+                        day_parameter=day_parameter)
+
+
+def _canonical_forecast(forecast: ForecastSpec | None) -> dict[str, Any]:
+    """``forecast`` only when declared: the digests of earlier versions hold."""
+    if forecast is None:
+        return {}
+    return {"forecast": {
+        "step": forecast.step, "parameter": forecast.parameter, "target": forecast.target,
+        "harvest_day": forecast.harvest_day, "alert_below": forecast.alert_below,
+        **({"day_parameter": forecast.day_parameter} if forecast.day_parameter else {}),
+    }}
+
+
 def _canonical_raw(
     definition: ProcessDefinition, data: dict[str, Any], curve: Curve | None
 ) -> dict[str, Any]:
@@ -667,6 +742,7 @@ def _canonical_raw(
             "viable_cells": curve.viable_cells,
             "viability": curve.viability,
         },
+        **_canonical_forecast(definition.forecast),
         "steps": [
             {
                 "code": s.code, "name": s.name, "instructions": s.instructions,

@@ -146,8 +146,11 @@ def batch_coi(session: Session, batch_number: str) -> str:
 
 
 def list_batches(session: Session, *, statuses: tuple[str, ...] = (),
-                 limit: int | None = None, offset: int = 0) -> list[Batch]:
+                 limit: int | None = None, offset: int = 0,
+                 process_code: str | None = None) -> list[Batch]:
     statement = select(Batch).order_by(Batch.started_at.desc(), Batch.id.desc())
+    if process_code is not None:  # the batches of one process (control charts, SPEC §15)
+        statement = statement.where(Batch.process_code == process_code)
     if statuses:
         statement = statement.where(Batch.status.in_(statuses))
     if limit is not None:
