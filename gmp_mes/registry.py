@@ -459,3 +459,29 @@ scanned_subjects: Seam[Callable[[Session, str, str], ScannedSubject | None]] = S
     "scanned_subjects", "What a verified label of a kind that is no item names (kind code "
     "such as LOT or EQP, subject id): the scan station shows it (materials and equipment "
     "answer; None when the kind is not theirs).")
+
+
+# --- after the infusion (SPEC §16) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdministrationFacts:
+    """An infusion as identity recorded it: what the domains above need to follow it up."""
+
+    item_id: str
+    coi_id: str
+    batch_number: str | None
+    administered_at: datetime
+    site_code: str
+
+
+administered: Seam[Callable[[Session, AdministrationFacts], None]] = Seam(
+    "administered", "Told of each administration in its own transaction, after identity "
+    "recorded it (outcomes schedules the follow-up visits, SPEC §16).")
+
+# A section of the patient page: ``section(session, viewer, coi_id) -> (title, html) | None``.
+PatientSection = Callable[["Session", "Principal", str], "tuple[str, Markup] | None"]
+
+patient_sections: Seam[PatientSection] = Seam(
+    "patient_sections", "Sections other domains add to the patient page (identity draws "
+    "them after its own; outcomes answers the follow-up visits).")
