@@ -485,3 +485,24 @@ PatientSection = Callable[["Session", "Principal", str], "tuple[str, Markup] | N
 patient_sections: Seam[PatientSection] = Seam(
     "patient_sections", "Sections other domains add to the patient page (identity draws "
     "them after its own; outcomes answers the follow-up visits).")
+
+
+# --- the /reports index (SPEC §7b) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportEntry:
+    endpoint: str
+    title: str
+    roles: tuple[str, ...] = ()  # who may open it (everyone when none)
+
+
+def add_report(app: Flask, endpoint: str, title: str, roles: tuple[str, ...] = ()) -> None:
+    """A report on the /reports index (vein-to-vein, outcomes, control charts, ...): any
+    domain registers it in its ``init_app``; outcomes draws the index."""
+    reports(app).append(ReportEntry(endpoint, title, roles))
+
+
+def reports(app: Flask) -> list[ReportEntry]:
+    found: list[ReportEntry] = app.extensions.setdefault("gmp_mes.reports", [])
+    return found

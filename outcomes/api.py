@@ -16,6 +16,8 @@ from outcomes.schemas import (
     FollowUpSchema,
     GradesInSchema,
     GradesSchema,
+    OutcomeQuerySchema,
+    OutcomeReportSchema,
 )
 
 blp = Blueprint("outcomes_api", __name__, url_prefix="/api/v1",
@@ -55,3 +57,14 @@ def record_follow_up(body: dict[str, Any], coi_id: str) -> FollowUpRecord:
 def check_grades(body: dict[str, Any]) -> services.Grades:
     """Dry run: the CRS and ICANS grades the elements give, nothing recorded."""
     return services.grades(body["crs"], body["icans"])
+
+
+@blp.route("/reports/outcomes", methods=["GET"])
+@blp.arguments(OutcomeQuerySchema, location="query")
+@blp.response(200, OutcomeReportSchema)
+@roles_required("qa", "clinician")
+def outcome_report(query: dict[str, Any]) -> services.OutcomeReport:
+    """Per infused batch of the process, pseudonymised by COI: release QC values, dose,
+    expansion summary, response at each visit, best response, worst CRS/ICANS grades
+    (`forecast` is null until the predictive-quality domain offers one)."""
+    return services.outcome_report(db_session(), query["process"])

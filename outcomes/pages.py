@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 from marshmallow import ValidationError
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from gmp_mes import localtime
+from gmp_mes import charts, localtime, registry
 from gmp_mes.accounts import Principal
 from gmp_mes.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from gmp_mes.http import db_session, form_signature, roles_required, undo_failed_form
@@ -155,3 +155,83 @@ def visit_page(coi_id: str, batch_number: str, visit: str) -> str | Response | t
                            errors=errors, error=error, checked=checked, versions=versions,
                            choices=CHOICES, meanings=[Meaning.PERFORMED.value])
     return (page, status) if status != 200 else page
+
+
+# --- reports (SPEC §7b /reports) ----------------------------------------------------------
+# /reports is an index other domains add to (vein-to-vein, manufacturing failure, control
+# charts): each registers its report with ``gmp_mes.registry.add_report`` in init_app.
+
+REPORT_ROLES = ("qa", "clinician")
+
+
+@bp.route("/reports")
+@roles_required()
+def reports_index() -> str:
+    entries = [(entry.endpoint, entry.title) for entry in registry.reports(current_app)
+               if not entry.roles or g.user.has_role(*entry.roles)]
+    return render_template("outcomes/reports.html", entries=entries)
+
+
+def _report_query() -> tuple[dict[str, Any], dict[str, list[str]]]:
+    from outcomes.schemas import OutcomeQuerySchema
+
+    try:
+        return OutcomeQuerySchema().load(request.args), {}
+    except ValidationError as exc:
+        return {"process": "CART-AUTO", "attribute": None}, field_errors(exc)
+
+
+@bp.route("/reports/outcomes")
+@roles_required(*REPORT_ROLES)
+def outcome_report_page() -> str | tuple[str, int]:
+    query, errors = _report_query()
+    report = services.outcome_report(db_session(), query["process"])
+    attributes = report.attributes
+    attribute = query["attribute"] or (attributes[0] if attributes else None)
+    chart = services.response_chart(report, attribute) if attribute and report.rows else None
+    page = render_template("outcomes/outcomes_report.html", report=report, errors=errors,
+                           attribute=attribute, attributes=attributes,
+                           labels=services.visit_labels(report.visits),
+                           chart=None if chart is None else charts.img_tag(chart))
+    return (page, 422) if errors else page
+
+
+def csv_rows(report: services.OutcomeReport) -> list[list[str]]:
+    """The report as CSV rows: one column per release test and per visit."""
+    tests = sorted({t for r in report.rows for t in r.qc})
+
+    def cell(value: object) -> str:
+        return "" if value is None else str(value)
+
+    head = ["coi_id", "batch_number", "process_version", "administered_at_utc", "dose",
+            "dose_unit", *[f"qc_{t}" for t in tests], "expansion_counts", "expansion_days",
+            "expansion_fold", "final_viability", *[f"response_{v}" for v in report.visits],
+            "best_response", "worst_crs_grade", "worst_icans_grade", "alive", "forecast"]
+    rows = [head]
+    for r in report.rows:
+        rows.append([r.coi_id, r.batch_number, str(r.process_version),
+                     localtime.in_utc(r.administered_at), cell(r.dose), cell(r.dose_unit),
+                     *[cell(r.qc.get(t)) for t in tests], str(r.expansion.counts),
+                     cell(r.expansion.days), cell(r.expansion.fold),
+                     cell(r.expansion.final_viability),
+                     *[r.responses.get(v, "") for v in report.visits],
+                     cell(r.best_response), cell(r.worst_crs_grade), cell(r.worst_icans_grade),
+                     "" if r.alive is None else ("yes" if r.alive else "no"),
+                     cell(r.forecast)])
+    return rows
+
+
+@bp.route("/reports/outcomes.csv")
+@roles_required(*REPORT_ROLES)
+def outcome_report_csv() -> Response:
+    import csv
+    import io
+
+    query, errors = _report_query()
+    if errors:
+        raise ValidationFailed("bad report query", errors=errors)
+    report = services.outcome_report(db_session(), query["process"])
+    out = io.StringIO()
+    csv.writer(out).writerows(csv_rows(report))
+    return Response(out.getvalue(), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="outcomes-{report.process}.csv"'})

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from gmp_mes.schemas import SignatureOutSchema, SignatureSchema, StrictSchema
+from gmp_mes.schemas import EdgeSchema, SignatureOutSchema, SignatureSchema, StrictSchema
 from outcomes import grading
 from outcomes.models import Response, VisitState
 
@@ -97,3 +97,43 @@ class VisitSchema(Schema):
 class FollowUpSchema(Schema):
     coi_id = fields.String()
     visits = fields.List(fields.Nested(VisitSchema))
+
+
+class OutcomeQuerySchema(EdgeSchema):
+    process = fields.String(load_default="CART-AUTO", validate=validate.Regexp(
+        r"^[A-Za-z][A-Za-z0-9-]{0,31}$", error="a process code such as CART-AUTO"))
+    attribute = fields.String(load_default=None, validate=validate.Regexp(
+        r"^(qc|expansion):[a-z][a-z0-9_]{0,59}$", error="qc:<test> or expansion:fold"))
+
+
+class ExpansionSchema(Schema):
+    counts = fields.Integer()
+    days = fields.Float(allow_none=True)
+    first_viable_cells = fields.Float(allow_none=True)
+    last_viable_cells = fields.Float(allow_none=True)
+    fold = fields.Float(allow_none=True)
+    final_viability = fields.Float(allow_none=True)
+
+
+class OutcomeRowSchema(Schema):
+    coi_id = fields.String()
+    batch_number = fields.String()
+    process_version = fields.Integer()
+    administered_at = fields.DateTime()
+    qc = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True))
+    qc_units = fields.Dict(keys=fields.String(), values=fields.String(allow_none=True))
+    dose = fields.Float(allow_none=True)
+    dose_unit = fields.String(allow_none=True)
+    expansion = fields.Nested(ExpansionSchema)
+    responses = fields.Dict(keys=fields.String(), values=fields.String())
+    best_response = fields.String(allow_none=True)
+    worst_crs_grade = fields.Integer(allow_none=True)
+    worst_icans_grade = fields.Integer(allow_none=True)
+    alive = fields.Boolean(allow_none=True)
+    forecast = fields.Dict(allow_none=True)  # issue 20 fills it; null until then
+
+
+class OutcomeReportSchema(Schema):
+    process = fields.String()
+    visits = fields.List(fields.String())
+    rows = fields.List(fields.Nested(OutcomeRowSchema))

@@ -51,15 +51,37 @@ class Ward:
     def tx(self, person: Any = None) -> Any:
         return self.lab.plant.tx(person or self.clinician)
 
-    def infused(self, api: Any) -> tuple[str, str, str]:
+    def made(self, expansion: list[tuple[float, float]] | None = None) -> str:
+        """Every step recorded in order; the expansion step once per (viable cells,
+        viability %) given (default: once, in limits)."""
+        from tests.test_batches_fixtures import good_values
+
+        plant = self.lab.plant
+        number = plant.start()
+        curve = plant.definition(number).curve
+        for step in plant.definition(number).steps:
+            if curve is not None and step.code == curve.step and expansion:
+                for cells, viability in expansion:
+                    plant.record(number, step.code, {**good_values(step),
+                                                     curve.viable_cells: cells,
+                                                     curve.viability: viability})
+            else:
+                plant.record(number, step.code)
+        return number
+
+    def infused(self, api: Any, *, expansion: list[tuple[float, float]] | None = None,
+                qc: dict[str, dict[str, Any]] | None = None) -> tuple[str, str, str]:
         """A released batch of the follow-up version, its bag delivered and administered
-        (through the API, as the bedside does). Returns (COI, batch number, bag)."""
+        (through the API, as the bedside does). ``qc``: entry fields of some release
+        tests (the others pass in the middle of their spec). Returns (COI, batch, bag)."""
         from gmp_mes.models import User
         from identity import services as identity
         from labels import services as labels
 
         plant = self.lab.plant
-        number = self.lab.ready()
+        number = self.made(expansion)
+        for spec in self.lab.specs(number):
+            self.lab.result(number, spec.test, fields=(qc or {}).get(spec.test))
         self.lab.release(number)
         (bag,) = self.lab.items(number)
         with plant.tx(plant.operator) as s:
