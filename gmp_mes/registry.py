@@ -517,3 +517,50 @@ class ForecastOverlay:
 expansion_forecast: Seam[Callable[[Session, str], ForecastOverlay | None]] = Seam(
     "expansion_forecast", "The forecast drawn on a batch's expansion chart (batch number; "
     "the forecasts domain answers, None when the process declares no [forecast]).")
+
+
+# --- after the infusion (SPEC §16) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdministrationFacts:
+    """An infusion as identity recorded it: what the domains above need to follow it up."""
+
+    item_id: str
+    coi_id: str
+    batch_number: str | None
+    administered_at: datetime
+    site_code: str
+
+
+administered: Seam[Callable[[Session, AdministrationFacts], None]] = Seam(
+    "administered", "Told of each administration in its own transaction, after identity "
+    "recorded it (outcomes schedules the follow-up visits, SPEC §16).")
+
+# A section of the patient page: ``section(session, viewer, coi_id) -> (title, html) | None``.
+PatientSection = Callable[["Session", "Principal", str], "tuple[str, Markup] | None"]
+
+patient_sections: Seam[PatientSection] = Seam(
+    "patient_sections", "Sections other domains add to the patient page (identity draws "
+    "them after its own; outcomes answers the follow-up visits).")
+
+
+# --- the /reports index (SPEC §7b) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportEntry:
+    endpoint: str
+    title: str
+    roles: tuple[str, ...] = ()  # who may open it (everyone when none)
+
+
+def add_report(app: Flask, endpoint: str, title: str, roles: tuple[str, ...] = ()) -> None:
+    """A report on the /reports index (vein-to-vein, outcomes, control charts, ...): any
+    domain registers it in its ``init_app``; outcomes draws the index."""
+    reports(app).append(ReportEntry(endpoint, title, roles))
+
+
+def reports(app: Flask) -> list[ReportEntry]:
+    found: list[ReportEntry] = app.extensions.setdefault("gmp_mes.reports", [])
+    return found

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from gmp_mes import paging
+from gmp_mes import paging, registry
 from gmp_mes.alerts import countdown
 from gmp_mes.errors import DomainError, ValidationFailed
 from gmp_mes.http import db_session, roles_except, roles_required, undo_failed_form
@@ -284,8 +284,12 @@ def search_target(session: Session, user: Any, text: str) -> str | None:
 @bp.route("/patients/<coi_id>")
 @roles_required()
 def patient_page(coi_id: str) -> str:
-    view = services.patient_view(db_session(), coi_id, g.user)
-    return render_template("identity/patient.html", view=view)
+    session = db_session()
+    view = services.patient_view(session, coi_id, g.user)
+    # Sections the domains above add (outcomes: the follow-up visits, SPEC §16).
+    sections = [section for provide in registry.patient_sections.providers()
+                if (section := provide(session, g.user, view.coi_id)) is not None]
+    return render_template("identity/patient.html", view=view, sections=sections)
 
 
 def _sites(session: Session, *kinds: str) -> list[Site]:

@@ -1,6 +1,34 @@
-"""After the infusion (SPEC §16, issue 21): follow-up visits, computed CRS and ICANS
-grades, outcomes linked to the batch.
+"""After the infusion (SPEC §16, issue 21): follow-up visits planned at the administration,
+signed follow-up records with the CRS and ICANS grades computed from their elements
+(``outcomes.grading``), overdue visits alerted once.
 
-So far only the grading rules (``outcomes.grading``) are here; the domain (visits,
-records, reports, agreements, FHIR) is not installed yet, so it has no ``init_app``.
+Installed as a domain (``gmp_mes.registry``) on the layer above qc; set up by init_app.
 """
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_smorest import Api
+
+# The domains this one builds on (registered before it; gmp_mes.registry).
+REQUIRES: tuple[str, ...] = ("identity", "batches", "qc")
+
+
+def init_app(app: Flask, api: Api) -> None:
+    """Register this domain's API blueprint, pages, jobs and the seams it provides."""
+    from gmp_mes import registry
+    from gmp_mes.registry import NavGroup, add_job, add_nav
+    from outcomes import api as outcomes_api
+    from outcomes import pages, services, sweep
+
+    api.register_blueprint(outcomes_api.blp)
+    app.register_blueprint(pages.bp)
+    add_job(app, sweep.job)  # follow_up_overdue alerts
+    # SPEC §7b: /reports, an index other domains add to (registry.add_report).
+    add_nav(app, "outcomes.reports_index", "Reports", ("qa", "clinician"),
+            group=NavGroup.QUALITY)
+    registry.add_report(app, "outcomes.outcome_report_page", "Outcomes after infusion",
+                     pages.REPORT_ROLES)
+    # SPEC §16: the visits are planned when identity records the administration.
+    registry.administered.provide("outcomes", services.on_administered)
+    registry.patient_sections.provide("outcomes", pages.patient_section)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gmp_mes.audit import canonical_json, digest
-from gmp_mes.durations import parse_duration
+from gmp_mes.durations import format_duration, parse_duration
 from gmp_mes.physical import physical_problem
 from gmp_mes.registry import EquipmentNeed, MaterialNeed, StepNeeds
 
@@ -191,6 +191,25 @@ class Curve:
     viability: str
 
 
+# SPEC §16: a visit left unrecorded this long after its due time is overdue, unless the
+# definition states its own `[follow_up] window`.
+DEFAULT_FOLLOW_UP_WINDOW = timedelta(days=14)
+MAX_LONG_TERM_YEARS = 30
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """``[follow_up]`` (SPEC §16): visits after administration (ISO 8601 durations, days
+    or weeks), then yearly visits on the administration's anniversaries after the last
+    of them up to ``long_term_years`` years; ``window``: how long after its due time an
+    unrecorded visit turns overdue (a gmp-mes extension, default 14 days)."""
+
+    visits: tuple[str, ...]
+    long_term_years: int = 0
+    window: timedelta = DEFAULT_FOLLOW_UP_WINDOW
+    window_declared: bool = False
+
+
 @dataclass(frozen=True)
 class ForecastSpec:
     """SPEC §15 ``[forecast]``: the cell count a batch must reach by its harvest day (days
@@ -221,6 +240,7 @@ class ProcessDefinition:
     storage: dict[str, str] = field(default_factory=dict)
     curve: Curve | None = None
     forecast: ForecastSpec | None = None
+    follow_up: FollowUp | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def step(self, code: str) -> Step | None:
@@ -260,7 +280,8 @@ def fmt_number(value: float) -> str:
 # --- validation -----------------------------------------------------------------------
 
 _TOP = {"code", "version", "name", "description", "shelf_life", "storage", "curve", "steps", "qc",
-        "forecast"}
+        "forecast", "follow_up"}
+_FOLLOW_UP = {"visits", "long_term_years", "window"}
 _SHELF = {"starting_material", "final_product", "post_thaw", "warn_before"}
 _STORAGE = {"starting_material", "final_product"}
 _CURVE = {"step", "viable_cells", "viability"}
@@ -458,6 +479,7 @@ def parse_definition(data: dict[str, Any], source: str) -> ProcessDefinition:
     qc = _qc(c, data, step_codes)
     curve = _curve(c, data, steps)
     forecast = _forecast(c, data, steps)
+    follow_up = _follow_up(c, data)
     if c.errors:
         raise ProcessDefinitionError(source, c.errors)
     assert code is not None and name is not None and hold is not None and shelf_fp is not None
@@ -465,12 +487,52 @@ def parse_definition(data: dict[str, Any], source: str) -> ProcessDefinition:
         code=code, version=int(version), name=name, description=description,  # type: ignore[arg-type]
         starting_material_hold=hold, final_product_shelf_life=shelf_fp, post_thaw=post_thaw,
         warn_before=tuple(warn_before), steps=tuple(steps), qc=tuple(qc), storage=storage,
-        curve=curve or inferred_curve(steps), forecast=forecast,
+        curve=curve or inferred_curve(steps), forecast=forecast, follow_up=follow_up,
     )
     # The stored document keeps the [curve] table as written (none when inferred), so the
     # digest of a definition does not change with this rule.
     object.__setattr__(definition, "raw", _canonical_raw(definition, data, curve))
     return definition
+
+
+def _follow_up(c: _Checker, data: dict[str, Any]) -> FollowUp | None:
+    """``[follow_up]`` (SPEC §16): visits increasing and after the administration, a
+    whole number of long-term years reaching past the last visit."""
+    table = c.table(data, "follow_up", "follow_up", required=False)
+    if table is None:
+        return None
+    c.unknown(table, _FOLLOW_UP, "follow_up.")
+    raw_visits = table.get("visits")
+    visits: list[str] = []
+    if not isinstance(raw_visits, list) or not raw_visits:
+        c.fail("follow_up.visits", "must be a non-empty array of durations like P28D")
+        raw_visits = []
+    last = timedelta(0)
+    for i, text in enumerate(raw_visits):
+        name = f"follow_up.visits[{i}]"
+        parsed = c.duration({"v": text}, "v", name)
+        if parsed is None:
+            continue
+        if parsed <= last:
+            c.fail(name, "visits must come after the administration and after each other")
+            continue
+        last = parsed
+        visits.append(format_duration(parsed))
+    years = table.get("long_term_years", 0)
+    if isinstance(years, bool) or not isinstance(years, int):
+        c.fail("follow_up.long_term_years", f"must be a whole number, not {_kind(years)}")
+        years = 0
+    elif not 0 <= years <= MAX_LONG_TERM_YEARS:
+        c.fail("follow_up.long_term_years", f"must be 0 to {MAX_LONG_TERM_YEARS}")
+        years = 0
+    elif years and timedelta(days=365 * years) <= last:
+        c.fail("follow_up.long_term_years", "must reach beyond the last visit")
+    window = c.duration(table, "window", "follow_up.window", required=False)
+    if window is not None and window <= timedelta(0):
+        c.fail("follow_up.window", "must be longer than zero")
+    return FollowUp(visits=tuple(visits), long_term_years=years,
+                    window=window or DEFAULT_FOLLOW_UP_WINDOW,
+                    window_declared=window is not None)
 
 
 def inferred_curve(steps: Iterable[Step]) -> Curve | None:
@@ -767,7 +829,19 @@ def _canonical_raw(
              "release_before_result": q.release_before_result, "sample_step": q.sample_step}
             for q in definition.qc
         ],
+        # Written only when declared, so definitions without it keep their digest.
+        **_canonical_follow_up(definition.follow_up),
     }
+
+
+def _canonical_follow_up(follow_up: FollowUp | None) -> dict[str, Any]:
+    if follow_up is None:
+        return {}
+    out: dict[str, Any] = {"visits": list(follow_up.visits),
+                           "long_term_years": follow_up.long_term_years}
+    if follow_up.window_declared:
+        out["window"] = format_duration(follow_up.window)
+    return {"follow_up": out}
 
 
 def _canonical_needs(needs: StepNeeds) -> dict[str, Any]:

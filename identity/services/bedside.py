@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import labels.services as labels
+from gmp_mes import registry
 from gmp_mes.accounts import Person
 from gmp_mes.audit import Actor
 from gmp_mes.clock import utcnow
@@ -264,6 +265,13 @@ def administer(
              location=item.location, detail={"signature_id": signed.id})
     item.custodian = user.id
     session.flush()
+    # SPEC §16: the follow-up starts at the infusion, in the same transaction (outcomes
+    # schedules the visits; identity never imports it).
+    facts = registry.AdministrationFacts(
+        item_id=item.item_id, coi_id=item.coi_id, batch_number=item.batch_number,
+        administered_at=administration.administered_at, site_code=administration.site_code)
+    for follow in registry.administered.providers():
+        follow(session, facts)
     return administration
 
 

@@ -1,0 +1,70 @@
+"""HTTP API of the outcomes domain (SPEC §16): parse, authorise, call services, dump."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g
+from flask_smorest import Blueprint
+
+from gmp_mes.http import db_session, roles_required
+from outcomes import services
+from outcomes.models import FollowUpRecord
+from outcomes.schemas import (
+    FollowUpInSchema,
+    FollowUpRecordSchema,
+    FollowUpSchema,
+    GradesInSchema,
+    GradesSchema,
+    OutcomeQuerySchema,
+    OutcomeReportSchema,
+)
+
+blp = Blueprint("outcomes_api", __name__, url_prefix="/api/v1",
+                description="Follow-up after the infusion: visits, records, computed grades")
+
+
+@blp.route("/patients/<coi_id>/follow-up", methods=["GET"])
+@blp.response(200, FollowUpSchema)
+@roles_required("clinician", "qa")
+def follow_up(coi_id: str) -> dict[str, Any]:
+    """The patient's visits with due time and state (`due`, `done`, `overdue`; `ended`
+    after a recorded death), each with its current record."""
+    visits = services.visits_of(db_session(), coi_id)
+    return {"coi_id": coi_id.strip().upper(), "visits": visits}
+
+
+@blp.route("/patients/<coi_id>/follow-up", methods=["POST"])
+@blp.arguments(FollowUpInSchema)
+@blp.response(201, FollowUpRecordSchema)
+@roles_required("clinician")
+def record_follow_up(body: dict[str, Any], coi_id: str) -> FollowUpRecord:
+    """Record a visit, signed (meaning `performed`); with `corrects` and `reason` a
+    correction (a new version, the original kept). `crs_grade` and `icans_grade` are
+    computed from the elements (ASTCT 2019), never accepted."""
+    return services.record_follow_up(
+        db_session(), coi_id, visit=body["visit"], batch_number=body["batch_number"],
+        assessed_at=body["assessed_at"], response=body["response"], crs=body["crs"],
+        icans=body["icans"], alive=body["alive"], death_date=body["death_date"],
+        corrects=body["corrects"], reason=body["reason"], user_id=g.user.id,
+        signature=body["signature"])
+
+
+@blp.route("/follow-up/grades", methods=["POST"])
+@blp.arguments(GradesInSchema)
+@blp.response(200, GradesSchema)
+@roles_required("clinician", "qa")
+def check_grades(body: dict[str, Any]) -> services.Grades:
+    """Dry run: the CRS and ICANS grades the elements give, nothing recorded."""
+    return services.grades(body["crs"], body["icans"])
+
+
+@blp.route("/reports/outcomes", methods=["GET"])
+@blp.arguments(OutcomeQuerySchema, location="query")
+@blp.response(200, OutcomeReportSchema)
+@roles_required("qa", "clinician")
+def outcome_report(query: dict[str, Any]) -> services.OutcomeReport:
+    """Per infused batch of the process, pseudonymised by COI: release QC values, dose,
+    expansion summary, response at each visit, best response, worst CRS/ICANS grades
+    (`forecast` is null until the predictive-quality domain offers one)."""
+    return services.outcome_report(db_session(), query["process"])

@@ -1,0 +1,75 @@
+"""Rules of the outcomes domain (SPEC §16). Other domains and the views reach them only
+through the names re-exported here. The rooms:
+
+- ``visits``: the follow-up schedule planned at the administration, a visit's state;
+- ``records``: signed follow-up records, computed grades, corrections as new versions;
+- ``report``: the outcome report (quality attributes next to outcomes) and its plot.
+
+Services take a session, flush and never commit; the request, command or job commits.
+"""
+
+from __future__ import annotations
+
+from outcomes.services.records import (
+    OVERDUE_KIND,
+    Grades,
+    grades,
+    patient_death,
+    record_follow_up,
+    record_of,
+    versions_of,
+)
+from outcomes.services.report import (
+    DOSE_TEST,
+    RESPONSE_ORDER,
+    Expansion,
+    OutcomeReport,
+    OutcomeRow,
+    attribute_value,
+    best_response,
+    outcome_report,
+    response_chart,
+    visit_labels,
+)
+from outcomes.services.visits import (
+    PlannedVisit,
+    VisitView,
+    anniversary,
+    current_records,
+    on_administered,
+    plan,
+    schedule_visits,
+    state_of,
+    visit_label,
+    visits_of,
+)
+
+__all__ = [
+    "DOSE_TEST",
+    "OVERDUE_KIND",
+    "RESPONSE_ORDER",
+    "Expansion",
+    "Grades",
+    "OutcomeReport",
+    "OutcomeRow",
+    "PlannedVisit",
+    "VisitView",
+    "anniversary",
+    "attribute_value",
+    "best_response",
+    "current_records",
+    "grades",
+    "on_administered",
+    "outcome_report",
+    "patient_death",
+    "plan",
+    "record_follow_up",
+    "record_of",
+    "response_chart",
+    "schedule_visits",
+    "state_of",
+    "versions_of",
+    "visit_label",
+    "visit_labels",
+    "visits_of",
+]
