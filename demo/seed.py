@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -30,7 +30,7 @@ import identity.services as identity_services
 import labels.services as labels_services
 import processes.services as processes_services
 import qc.services as qc_services
-from demo import supplies
+from demo import facility, supplies
 from gmp_mes import accounts
 from gmp_mes.audit import Actor
 from gmp_mes.cli import unit_of_work
@@ -41,8 +41,9 @@ from identity.models import Patient
 
 DEMO_PASSWORD = "demo-password-1"
 PROCESS = "CART-AUTO"
-# The version the demo runs: v4 (qualifications, rooms) once its domains seed demo data.
-PROCESS_VERSION = 3
+# The version the demo runs: the newest, whose every need an installed domain checks
+# (v5: lots, equipment, qualifications, rooms, the expansion forecast).
+PROCESS_VERSION = 5
 
 APHERESIS, CLEANROOM, NORTH, SOUTH = "APH-CITY", "CLEAN-1", "HOSP-NORTH", "HOSP-SOUTH"
 MARKER_SITE = CLEANROOM
@@ -153,6 +154,7 @@ class Demo:
         self.labels = labels_services
         self.qc = qc_services
         self.supplies = supplies.Supplies()
+        self.facility = facility.Facility()
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -190,6 +192,7 @@ class Demo:
         self.sites_and_users()
         self.approve_process()
         self.supplies = supplies.seed(self)
+        self.facility = facility.seed(self)
         for given, family, born, mrn, site, scenario in PATIENTS:
             self.patient(given, family, born, mrn, site, scenario)
         self.forged_label_scan()
@@ -312,12 +315,15 @@ class Demo:
                      if step.scans else None)
             # The lots and equipment the step declares, scanned as an operator would.
             supplies.before_step(self, self.supplies, batch_number, step)
+            facility.before_step(self, self.facility, batch.coi_id, step)
             with self.acting("operator") as operator:
                 outcome = self.batches.record_step(
                     self.s, batch_number, code, values=values, user_id=operator.id,
                     signature=self.sig("performed"),
                     verifier=self.verifier() if step.critical else None, scan=scan,
-                    scans=scans, resources=self.supplies.resources(step),
+                    scans=scans,
+                    resources=replace(self.supplies.resources(step),
+                                      room=self.facility.room_for(step)),
                 )
             for item in outcome.items:
                 self.print_label(item.item_id, "operator", "CR1-LABEL")
