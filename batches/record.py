@@ -180,6 +180,8 @@ def executed_record(session: Session, batch_number: str, *, full: bool = True,
                 "equipment": [{"type": e.type} for e in s.step.needs.equipment],
                 # The room grade the step needs (SPEC §12): its form asks for the room.
                 "room_grade": s.step.needs.room_grade,
+                # The training performer and verifier need (SPEC §12): the form checks it.
+                "qualification": s.step.needs.qualification,
                 "done": s.done,
                 "allowed": s.allowed,
                 "parameters": [

@@ -107,7 +107,7 @@ def test_a_step_is_recorded_by_scanning_lot_and_equipment_labels(
     assert page.evaluate("document.activeElement.name") == "lot_1"
     scan_into(page, f"{fields} input[name=lot_1]", cleanroom["tubing"][1])
     scan_into(page, f"{fields} input[name=eqp_0]", cleanroom["system"])
-    submit(page, form.get_by_role("button", name="Check lots and equipment"))
+    submit(page, form.get_by_role("button", name="Check before signing"))
     verdict = page.locator("section#selection .check-result")
     assert "This step would be refused" in verdict.inner_text()
     reasons = verdict.locator(".check-reasons li").all_inner_texts()
@@ -119,8 +119,8 @@ def test_a_step_is_recorded_by_scanning_lot_and_equipment_labels(
     form = page.locator("section#selection > form.step-form")
     scan_into(page, f"{fields} input[name=lot_0]", cleanroom["beads"][1])
     assert form.locator("input[name=lot_0]").input_value() == cleanroom["beads"][1]
-    submit(page, form.get_by_role("button", name="Check lots and equipment"))
-    assert "fits this step" in page.locator("section#selection .check-result").inner_text()
+    submit(page, form.get_by_role("button", name="Check before signing"))
+    assert "is in order" in page.locator("section#selection .check-result").inner_text()
 
     form = page.locator("section#selection > form.step-form")
     step = plant.definition(number).step("selection")

@@ -102,7 +102,7 @@ def test_the_step_check_shows_not_qualified_before_signing_then_records(
     log_in(page, plant.operator)
     page.goto(f"/batches/{number}#selection")
     form = page.locator("section#selection > form.step-form")
-    submit(page, form.get_by_role("button", name="Check lots and equipment"))
+    submit(page, form.get_by_role("button", name="Check before signing"))
     shown = page.locator("section#selection .check-result")
     assert "This step would be refused" in shown.inner_text()
     reasons = shown.locator(".check-reasons li").all_inner_texts()
