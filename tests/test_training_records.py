@@ -167,6 +167,7 @@ def test_revoking_withdraws_every_record_in_force_with_the_reason_audited(
     assert len(events) == 2 and {e["reason"] for e in events} == {"media fill failed"}
     with school.tx() as s:  # `audit verify`: the rows are what their trail says
         assert [str(d) for d in reconcile.differences(s)] == []
+        assert [str(d) for d in reconcile.differences_since(s, 0)] == []
     # Nothing left in force: a second revocation is refused.
     assert_problem(api.post(f"/api/v1/users/olga/qualifications/{CODE}/revoke",
                             json={"reason": "again"}), 409, "invalid_transition")
