@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from gmp_mes import reconcile
+from gmp_mes import audit, reconcile
 from gmp_mes.clock import clock
 from tests.conftest import sig
 from tests.helpers import assert_problem, audit_events, count
 from tests.test_training_fixtures import CODE, School, school_fixture  # noqa: F401
+from training.services import grant_content
 
 pytestmark = pytest.mark.requirement("21 CFR 211.25")
 
@@ -42,6 +43,11 @@ def test_qa_grants_a_signed_record_and_anyone_lists_it(school: School, login) ->
     assert listed["current"][0]["code"] == CODE and listed["current"][0]["status"] == "valid"
     [event] = audit_events(school.db, entity_type="qualification")
     assert event["action"] == "create"
+    # The signature binds who, what and until when: another validity no longer matches.
+    until = datetime.fromisoformat(record["valid_until"])
+    digest = record["signature"]["content_digest"]
+    assert audit.digest(grant_content("olga", CODE, until)) == digest
+    assert audit.digest(grant_content("olga", CODE, until + timedelta(days=1))) != digest
 
 
 def test_an_admin_grants_too_and_a_date_means_through_that_day(school: School, login) -> None:
@@ -161,6 +167,7 @@ def test_revoking_withdraws_every_record_in_force_with_the_reason_audited(
     assert len(events) == 2 and {e["reason"] for e in events} == {"media fill failed"}
     with school.tx() as s:  # `audit verify`: the rows are what their trail says
         assert [str(d) for d in reconcile.differences(s)] == []
+        assert [str(d) for d in reconcile.differences_since(s, 0)] == []
     # Nothing left in force: a second revocation is refused.
     assert_problem(api.post(f"/api/v1/users/olga/qualifications/{CODE}/revoke",
                             json={"reason": "again"}), 409, "invalid_transition")
