@@ -476,6 +476,20 @@ def decide_shipment(session: Session, shipment_id: str, *, decision: str, user: 
     return shipment
 
 
+def shipments_to_handle(session: Session, site_code: str, *, qa: bool,
+                        limit: int = 20) -> tuple[list[Shipment], list[Shipment]]:
+    """(held shipments waiting for QA's disposition: every site's for QA, else those
+    reaching ``site_code``; shipments in transit to ``site_code``), oldest first."""
+    held = select(Shipment).where(Shipment.hold.is_not(None), Shipment.decision.is_(None))
+    if not qa:
+        held = held.where(Shipment.to_site == site_code)
+    incoming = select(Shipment).where(
+        Shipment.to_site == site_code,
+        Shipment.status != ShipmentStatus.RECEIVED.value)
+    return (list(session.scalars(held.order_by(Shipment.held_at).limit(limit))),
+            list(session.scalars(incoming.order_by(Shipment.shipped_at).limit(limit))))
+
+
 # --- the seam: why an item is held -----------------------------------------------------------
 
 _HOLDS = (
