@@ -32,7 +32,6 @@ from logistics.services.shipments import (
     shipment_items,
     shipments_of_items,
     shipments_to_handle,
-    summary_of,
     temperature_log,
     upload_log,
 )
@@ -91,7 +90,6 @@ __all__ = [
     "shipments_of_items",
     "shipments_to_handle",
     "summarise",
-    "summary_of",
     "temperature_log",
     "upload_log",
 ]
