@@ -21,12 +21,13 @@ REQUIRES: tuple[str, ...] = ("labels", "identity")
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages, nav entry and the seams it provides."""
     from gmp_mes import registry
-    from gmp_mes.registry import NavGroup, add_nav
+    from gmp_mes.registry import NavGroup, add_dashboard_panel, add_nav
     from logistics import api as logistics_api
     from logistics import pages, services
 
     api.register_blueprint(logistics_api.blp)
     app.register_blueprint(pages.bp)
+    add_dashboard_panel(app, pages.dashboard_panel)  # held and incoming shipments
     add_nav(app, "logistics.shipments_page", "Shipments", ("operator", "clinician", "qa", "qc"),
             group=NavGroup.FLOOR)
     # SPEC §14: a held shipment's items fail the bedside check and show at the scan station.

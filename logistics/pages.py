@@ -15,11 +15,14 @@ import json
 from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from markupsafe import Markup
 from marshmallow import ValidationError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from gmp_mes import paging
+from gmp_mes.accounts import Principal
 from gmp_mes.errors import DomainError
 from gmp_mes.http import db_session, form_signature, roles_except, roles_required, undo_failed_form
 from gmp_mes.localtime import zone
@@ -246,3 +249,18 @@ def create_storage() -> Response | tuple[str, int]:
                              form=request.form, status=exc.status)
     flash(f"storage unit {unit.code} created", "ok")
     return redirect(url_for("logistics.storage_page") + f"#{unit.code}")
+
+
+def dashboard_panel(session: Session, user: Principal) -> tuple[str, Markup] | None:
+    """Shipments someone must act on (SPEC §14): held ones waiting for QA's disposition
+    (QA: every site's; others: those reaching their site) and those in transit to the
+    user's site (operators, clinicians, QA)."""
+    if not user.has_role("qa", *services.SHIPPERS):
+        return None
+    held, incoming = services.shipments_to_handle(session, user.site.code,
+                                                  qa=user.has_role("qa"))
+    if not held and not incoming:
+        return None
+    html = render_template("logistics/_panel.html", held=held, incoming=incoming,
+                           decides=user.has_role("qa"))
+    return "Shipments", Markup(html)

@@ -46,6 +46,7 @@ def test_ship_upload_receive_decide_on_the_pages(world: World, login: Any, clien
     assert 'class="excursion"' in text and "-130.0" in text
 
     doc = Browser(client, world.clinician)
+    assert "On the way to your site" in doc.get("/").get_data(as_text=True)
     assert "Scan every bag" in doc.get(url).get_data(as_text=True)
     posted = doc.post(f"{url}/receive", {"payloads": "\r\n".join(
         world.payload(b) for b in route.bags) + "\r\n", "location": "LN2 tank 1"})
@@ -58,6 +59,10 @@ def test_ship_upload_receive_decide_on_the_pages(world: World, login: Any, clien
     assert "verdict stop" in stop and "excursion outside its condition" in stop
 
     qa = Browser(client, world.qa)
+    dashboard = qa.get("/").get_data(as_text=True)
+    assert "waiting for QA&#39;s disposition" in dashboard or "waiting for QA's disposition" \
+        in dashboard
+    assert f'/shipments/{shipment}"' in dashboard
     wrong = qa.post(f"{url}/disposition", {"decision": "accept",
                                            "justification": "stability data cover 3 min",
                                            "password": "not-my-password"})

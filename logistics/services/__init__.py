@@ -31,7 +31,7 @@ from logistics.services.shipments import (
     receive_shipment,
     shipment_items,
     shipments_of_items,
-    summary_of,
+    shipments_to_handle,
     temperature_log,
     upload_log,
 )
@@ -88,8 +88,8 @@ __all__ = [
     "receive_shipment",
     "shipment_items",
     "shipments_of_items",
+    "shipments_to_handle",
     "summarise",
-    "summary_of",
     "temperature_log",
     "upload_log",
 ]

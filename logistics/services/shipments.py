@@ -14,7 +14,6 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select
@@ -43,7 +42,7 @@ from logistics.models import (
     TemperatureReading,
 )
 from logistics.services import templog
-from logistics.services.templog import Readings, Summary
+from logistics.services.templog import Readings
 
 # Roles (SPEC §14): who ships and receives, who uploads a log, who decides.
 SHIPPERS = ("operator", "clinician")
@@ -263,18 +262,6 @@ def log_summary(log: TemperatureLog | None) -> LogSummary | None:
     return LogSummary(log, json.loads(log.excursions), json.loads(log.gaps))
 
 
-def summary_of(session: Session, shipment_id: str) -> Summary | None:
-    log = temperature_log(session, shipment_id)
-    if log is None:
-        return None
-    return templog.summarise(readings_of(session, shipment_id), *_condition_of(
-        get_shipment(session, shipment_id)))
-
-
-def _condition_of(shipment: Shipment) -> tuple[float, float]:
-    return shipment.min_c, shipment.max_c
-
-
 # --- receipt and reconciliation --------------------------------------------------------------
 
 
@@ -476,6 +463,20 @@ def decide_shipment(session: Session, shipment_id: str, *, decision: str, user: 
     return shipment
 
 
+def shipments_to_handle(session: Session, site_code: str, *, qa: bool,
+                        limit: int = 20) -> tuple[list[Shipment], list[Shipment]]:
+    """(held shipments waiting for QA's disposition: every site's for QA, else those
+    reaching ``site_code``; shipments in transit to ``site_code``), oldest first."""
+    held = select(Shipment).where(Shipment.hold.is_not(None), Shipment.decision.is_(None))
+    if not qa:
+        held = held.where(Shipment.to_site == site_code)
+    incoming = select(Shipment).where(
+        Shipment.to_site == site_code,
+        Shipment.status != ShipmentStatus.RECEIVED.value)
+    return (list(session.scalars(held.order_by(Shipment.held_at).limit(limit))),
+            list(session.scalars(incoming.order_by(Shipment.shipped_at).limit(limit))))
+
+
 # --- the seam: why an item is held -----------------------------------------------------------
 
 _HOLDS = (
@@ -510,7 +511,3 @@ def shipments_of_items(session: Session, item_ids: Sequence[str]) -> list[Shipme
         select(Shipment).where(Shipment.shipment_id.in_(
             select(ShipmentItem.shipment_id).where(ShipmentItem.item_id.in_(list(item_ids)))))
         .order_by(Shipment.shipped_at, Shipment.shipment_id)))
-
-
-def when(value: datetime | None) -> str | None:
-    return audit.format_time(value) if value else None
