@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 import processes.services as processes
 from batches import services as batches
+from forecasts import model
 from forecasts.model import (
     MIN_BASELINE,
     RULES,
@@ -280,9 +281,15 @@ def _values_of(session: Session, batch: Batch,
     return out
 
 
-def _charts(session: Session, code: str, wanted: list[Attribute]) -> list[TrendChart]:
+def _charts(session: Session, code: str, wanted: list[Attribute], *,
+            only_with_limits: bool = False) -> list[TrendChart]:
+    """The charts of ``wanted``; ``only_with_limits`` (the sweep): none at all when too
+    few of the batches are released for any limits, without reading their values."""
     _versions(session, code)
     newest = batches.list_batches(session, process_code=code, limit=MAX_POINTS)
+    released = sum(1 for b in newest if b.status == RELEASED)
+    if only_with_limits and released < model.MIN_BASELINE:
+        return []
     rows = [(b, _values_of(session, b, wanted)) for b in reversed(newest)]
     result = []
     for attribute in wanted:
@@ -322,7 +329,7 @@ def sweep_trends(session: Session) -> list[str]:
     alert."""
     specs: list[AlertSpec] = []
     for code in sorted({v.code for v in processes.list_processes(session)}):
-        for chart in _charts(session, code, attributes(session, code)):
+        for chart in _charts(session, code, attributes(session, code), only_with_limits=True):
             specs.extend(trend_alerts(chart))
     new = raise_alerts(session, specs) if specs else []
     return [f"trend violation alert {id_}" for id_ in new]
