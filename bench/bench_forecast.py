@@ -214,7 +214,8 @@ def run(args: Any) -> list[Result]:
     day5 = simulate(batches, (3.0, 4.0, 5.0))
     early = simulate(batches, (1.0, 2.0, 3.0, 4.0, 5.0), seed=21)
     honesty_s = time.perf_counter() - began
-    notes = (f"{batches} simulated batches, day-5 forecast from counts on days 3-5; "
+    notes = (f"{batches} simulated batches, day-5 forecast from counts on days 3-5; Brier "
+             f"{day5['brier']:.4f} vs constant {day5['brier_constant']:.4f}; "
              f"reached target {day5['success_rate']:.1%}; median 90 % interval spans "
              f"x{day5['median_width']:.1f}; reliability {day5['table']}; misspecified "
              f"(counts from day 1, inside the lag): coverage {early['coverage']:.1%}, Brier "
