@@ -9,6 +9,7 @@ charts advise people: nothing here changes a status; the only writes are alerts
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -309,12 +310,21 @@ def trend_chart(session: Session, code: str, attribute: str) -> TrendChart:
     return _charts(session, code, [_attribute(session, code, attribute)])[0]
 
 
+def _trend_cause(code: str, attribute: str, rule: int, batch_number: str) -> str:
+    """``trend_violation:<process>:<attribute>:<rule>:<batch>``; an attribute too long for
+    the 200 characters of ``alert.cause`` (a long QC test name) is named by its digest."""
+    cause = f"{TREND_ALERT}:{code}:{attribute}:{rule}:{batch_number}"
+    if len(cause) > 200:
+        digest = hashlib.sha256(attribute.encode()).hexdigest()[:24]
+        cause = f"{TREND_ALERT}:{code}:sha256-{digest}:{rule}:{batch_number}"
+    return cause
+
+
 def trend_alerts(chart: TrendChart) -> list[AlertSpec]:
     """One ``trend_violation`` alert per attribute, rule and batch."""
     baseline = chart.limits.baseline if chart.limits else 0
     return [AlertSpec(
-        cause=f"{TREND_ALERT}:{chart.process_code}:{chart.attribute.key}:{rule}:"
-              f"{point.batch_number}",
+        cause=_trend_cause(chart.process_code, chart.attribute.key, rule, point.batch_number),
         kind=TREND_ALERT, severity=Severity.WARNING.value, subject_type="batch",
         subject_id=point.batch_number,
         message=f"{chart.process_code} {chart.attribute.label}: batch {point.batch_number} "
