@@ -273,3 +273,21 @@ def test_trends_pages(plant: Plant, client: Any) -> None:
     body = refused.get_data(as_text=True)
     assert "is no numeric QC result" in body and "No chart drawn" in body
     assert client.get("/processes/NOPE/trends").status_code == 404
+
+
+def test_a_qc_attribute_charts_the_current_numeric_result(lab: Lab, login: Any) -> None:
+    from tests.test_qc_fixtures import passing
+
+    number = lab.ready()  # every step and every QC result in, not released
+    numeric = [s for s in lab.specs(number) if s.accept is None]
+    assert numeric, "CART-AUTO v1 has quantitative QC tests"
+    api = login(lab.qa)
+    for spec in numeric:
+        chart = api.get(f"/api/v1/processes/CART-AUTO/control-charts/qc:{spec.test}")
+        assert chart.status_code == 200
+        points = chart.get_json()["points"]
+        assert [(p["batch_number"], p["value"]) for p in points] == [
+            (number, passing(spec)["value"])]
+    qualitative = next(s for s in lab.specs(number) if s.accept is not None)
+    assert_problem(api.get(f"/api/v1/processes/CART-AUTO/control-charts/qc:"
+                           f"{qualitative.test}"), 422)
