@@ -242,9 +242,10 @@ def expansion_overlay(session: Session, batch_number: str) -> registry.ForecastO
 
 def curve_charts(points: list[dict[str, Any]],
                  overlay: registry.ForecastOverlay | None = None) -> list[charts.Chart]:
-    """The expansion curve (``gmp_mes.charts``): viable cells per culture day on a log
-    axis with the forecast band when there is one, and viability per day. Empty when
-    there is nothing to draw."""
+    """The expansion curve (``gmp_mes.charts``): viable cells per culture day with the
+    forecast band when there is one, and viability per day. Empty when there is nothing
+    to draw. A linear axis, as the curve always had: matplotlib's log axis costs twice
+    the drawing time of the whole chart on every page view."""
     cells = [p for p in points if p["viable_cells"] is not None]
     viability = [p for p in points if p["viability"] is not None]
     if not cells and not viability and overlay is None:
@@ -258,8 +259,7 @@ def curve_charts(points: list[dict[str, Any]],
             + (", ".join(f"day {p['day']:g}: {fmt_number(p['viable_cells'])}" for p in cells)
                or "no count yet") + ")"
             + (f". {' '.join(extra.notes)}" if extra.notes else ""),
-        series=(measured, *extra.series), bands=extra.bands, lines=extra.lines,
-        notes=extra.notes, log_y=bool(cells) or bool(extra.bands))
+        series=(measured, *extra.series), bands=extra.bands, lines=extra.lines)
     via_chart = charts.Chart(
         title="Viability", y_label="viability (%)", x_label="culture day", height_in=2.4,
         alt="Viability per culture day (" + (", ".join(
@@ -275,7 +275,12 @@ def curve_html(points: list[dict[str, Any]],
     drawn = curve_charts(points, overlay)
     if not drawn:
         return Markup('<p class="hint">No expansion records yet.</p>')
-    return Markup("").join(charts.img_tag(chart, css_class="chart curve") for chart in drawn)
+    # The overlay's notes (the forecast's summary) as text under the charts, not drawn
+    # into them: readable, searchable, and a figure without a paragraph of text is quick.
+    notes = overlay.notes if overlay else ()
+    return Markup("").join([*(charts.img_tag(chart, css_class="chart curve") for chart in drawn),
+                            *(Markup('<p class="hint forecast">{}</p>').format(n)
+                              for n in notes)])
 
 
 def _curve_flowables(points: list[dict[str, Any]], overlay: registry.ForecastOverlay | None,
@@ -287,6 +292,7 @@ def _curve_flowables(points: list[dict[str, Any]], overlay: registry.ForecastOve
     for chart in drawn:
         flow.append(Image(io.BytesIO(charts.png(chart)), width=width * 0.8,
                           height=width * 0.8 * chart.height_in / chart.width_in))
+    flow.extend(_p(note, st.small) for note in (overlay.notes if overlay else ()))
     return flow
 
 

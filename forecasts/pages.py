@@ -49,14 +49,14 @@ def chart_images(chart: services.TrendChart) -> tuple[charts.Chart, charts.Chart
     rests = (f"limits from {limits.baseline} released batches" if limits
              else chart.reason or "")
     individuals = charts.Chart(
-        title=f"{a.label}: individuals", y_label=f"{a.label}{unit}"[:60],
+        title=f"{a.label}: individuals", y_label=a.unit or "value",
         x_label="batch (oldest to newest)",
         alt=f"Individuals chart of {a.label} over {len(xs)} batches; {rests}; "
             f"{len(flags)} points break a Nelson rule",
         series=(charts.Series("value", xs, [p.value for p in chart.points]),),
-        lines=lines, flags=flags, notes=(rests,))
+        lines=lines, flags=flags)  # how many batches the limits rest on: in the page
     moving = charts.Chart(
-        title=f"{a.label}: moving range", y_label=f"moving range{unit}"[:60],
+        title=f"{a.label}: moving range", y_label=f"moving range{unit}",
         x_label="batch (oldest to newest)", height_in=2.4,
         alt=f"Moving-range chart of {a.label} over {len(xs)} batches",
         series=(charts.Series("moving range", xs,

@@ -9,6 +9,7 @@ charts advise people: nothing here changes a status; the only writes are alerts
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 
 import processes.services as processes
 from batches import services as batches
+from forecasts import model
 from forecasts.model import (
     MIN_BASELINE,
     RULES,
@@ -280,9 +282,15 @@ def _values_of(session: Session, batch: Batch,
     return out
 
 
-def _charts(session: Session, code: str, wanted: list[Attribute]) -> list[TrendChart]:
+def _charts(session: Session, code: str, wanted: list[Attribute], *,
+            only_with_limits: bool = False) -> list[TrendChart]:
+    """The charts of ``wanted``; ``only_with_limits`` (the sweep): none at all when too
+    few of the batches are released for any limits, without reading their values."""
     _versions(session, code)
     newest = batches.list_batches(session, process_code=code, limit=MAX_POINTS)
+    released = sum(1 for b in newest if b.status == RELEASED)
+    if only_with_limits and released < model.MIN_BASELINE:
+        return []
     rows = [(b, _values_of(session, b, wanted)) for b in reversed(newest)]
     result = []
     for attribute in wanted:
@@ -302,12 +310,21 @@ def trend_chart(session: Session, code: str, attribute: str) -> TrendChart:
     return _charts(session, code, [_attribute(session, code, attribute)])[0]
 
 
+def _trend_cause(code: str, attribute: str, rule: int, batch_number: str) -> str:
+    """``trend_violation:<process>:<attribute>:<rule>:<batch>``; an attribute too long for
+    the 200 characters of ``alert.cause`` (a long QC test name) is named by its digest."""
+    cause = f"{TREND_ALERT}:{code}:{attribute}:{rule}:{batch_number}"
+    if len(cause) > 200:
+        digest = hashlib.sha256(attribute.encode()).hexdigest()[:24]
+        cause = f"{TREND_ALERT}:{code}:sha256-{digest}:{rule}:{batch_number}"
+    return cause
+
+
 def trend_alerts(chart: TrendChart) -> list[AlertSpec]:
     """One ``trend_violation`` alert per attribute, rule and batch."""
     baseline = chart.limits.baseline if chart.limits else 0
     return [AlertSpec(
-        cause=f"{TREND_ALERT}:{chart.process_code}:{chart.attribute.key}:{rule}:"
-              f"{point.batch_number}",
+        cause=_trend_cause(chart.process_code, chart.attribute.key, rule, point.batch_number),
         kind=TREND_ALERT, severity=Severity.WARNING.value, subject_type="batch",
         subject_id=point.batch_number,
         message=f"{chart.process_code} {chart.attribute.label}: batch {point.batch_number} "
@@ -322,7 +339,7 @@ def sweep_trends(session: Session) -> list[str]:
     alert."""
     specs: list[AlertSpec] = []
     for code in sorted({v.code for v in processes.list_processes(session)}):
-        for chart in _charts(session, code, attributes(session, code)):
+        for chart in _charts(session, code, attributes(session, code), only_with_limits=True):
             specs.extend(trend_alerts(chart))
     new = raise_alerts(session, specs) if specs else []
     return [f"trend violation alert {id_}" for id_ in new]

@@ -144,13 +144,15 @@ def test_json_export_is_complete_and_machine_readable(plant: Plant) -> None:
     assert "MRN" not in raw.decode() and "Hopper" not in raw.decode()  # pseudonymised
 
 
-def test_curve_svg(plant: Plant) -> None:
-    svg = export.curve_svg([
+def test_curve_charts(plant: Plant) -> None:
+    """The expansion curve is drawn by gmp_mes.charts: cells and viability as images."""
+    html = export.curve_html([
         {"day": 1.0, "viable_cells": 1e8, "viability": 95.0},
         {"day": 2.0, "viable_cells": 3e8, "viability": 91.0},
     ])
-    assert svg.startswith("<svg") and svg.count("<circle") == 4
-    assert "No expansion records" in export.curve_svg([])
+    assert html.count('<img class="chart curve" src="data:image/svg+xml;base64,') == 2
+    assert "day 2: 3E8" in html and "day 2: 91 %" in html  # the alt texts
+    assert "No expansion records" in export.curve_html([])
 
 
 def test_empty_batch_exports(plant: Plant) -> None:

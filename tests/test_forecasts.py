@@ -16,7 +16,7 @@ from forecasts import model, services, sweep
 from gmp_mes import registry
 from gmp_mes.clock import clock, utcnow
 from tests.helpers import assert_problem, audit_events
-from tests.test_batches_export import pdf_text
+from tests.test_batches_export import pdf_text, squash
 from tests.test_batches_fixtures import Plant, good_values, sign
 from tests.test_pages_core import page_login
 from tests.test_qc_fixtures import Lab, lab_fixture, plant_fixture  # noqa: F401 - fixtures
@@ -168,12 +168,13 @@ def test_batch_page_and_record_show_the_forecast_band(fc: Plant, client: Any) ->
     with fc.tx() as s:
         overlay = export.expansion_overlay(s, number)
         assert overlay is not None and overlay.bands and overlay.lines[0].value == 2e9
-        with_band = export.export_batch(s, number, "pdf")[0]
+        drawn = export.curve_charts(export.executed_record(s, number)["expansion_curve"],
+                                    overlay)
+        assert drawn[0].bands == overlay.bands  # the PDF's chart carries the band
+        record = squash(pdf_text(export.export_batch(s, number, "pdf")[0]))
         with registry.expansion_forecast.only({}):
-            without = export.export_batch(s, number, "pdf")[0]
             assert export.expansion_overlay(s, number) is None
-    assert with_band != without  # the band is drawn into the record's chart
-    assert "Expansion curve" in pdf_text(with_band)
+    assert "Exponential model from 3 counts" in record and "90 % prediction interval" in record
 
 
 def test_curve_charts_without_records() -> None:
@@ -184,7 +185,7 @@ def test_curve_charts_without_records() -> None:
     drawn = export.curve_charts([{"day": 1.0, "viable_cells": 1e8, "viability": 95.0},
                                  {"day": 2.0, "viable_cells": 3e8, "viability": 91.0}])
     assert [c.title for c in drawn] == ["Viable cells", "Viability"]
-    assert drawn[0].log_y and "day 2: 3E8" in drawn[0].alt
+    assert "day 2: 3E8" in drawn[0].alt
 
 
 # --- control charts --------------------------------------------------------------------
@@ -272,3 +273,21 @@ def test_trends_pages(plant: Plant, client: Any) -> None:
     body = refused.get_data(as_text=True)
     assert "is no numeric QC result" in body and "No chart drawn" in body
     assert client.get("/processes/NOPE/trends").status_code == 404
+
+
+def test_a_qc_attribute_charts_the_current_numeric_result(lab: Lab, login: Any) -> None:
+    from tests.test_qc_fixtures import passing
+
+    number = lab.ready()  # every step and every QC result in, not released
+    numeric = [s for s in lab.specs(number) if s.accept is None]
+    assert numeric, "CART-AUTO v1 has quantitative QC tests"
+    api = login(lab.qa)
+    for spec in numeric:
+        chart = api.get(f"/api/v1/processes/CART-AUTO/control-charts/qc:{spec.test}")
+        assert chart.status_code == 200
+        points = chart.get_json()["points"]
+        assert [(p["batch_number"], p["value"]) for p in points] == [
+            (number, passing(spec)["value"])]
+    qualitative = next(s for s in lab.specs(number) if s.accept is not None)
+    assert_problem(api.get(f"/api/v1/processes/CART-AUTO/control-charts/qc:"
+                           f"{qualitative.test}"), 422)

@@ -227,3 +227,13 @@ def test_a_forecast_without_alert_below_defaults_to_one_in_five() -> None:
          "harvest_day": 10}), "test")
     assert parsed.forecast is not None and parsed.forecast.alert_below == 0.2
     assert parsed.raw["forecast"]["alert_below"] == 0.2
+
+
+def test_a_trend_cause_always_fits_the_alert_table() -> None:
+    from forecasts.services import _trend_cause
+
+    short = _trend_cause("CART-AUTO", "qc:sterility", 1, "CART-26-0001")
+    assert short == "trend_violation:CART-AUTO:qc:sterility:1:CART-26-0001"
+    long = _trend_cause("CART-AUTO", "qc:" + "x" * 190, 2, "CART-26-0001")
+    assert len(long) <= 200 and long.startswith("trend_violation:CART-AUTO:sha256-")
+    assert long != _trend_cause("CART-AUTO", "qc:" + "y" * 190, 2, "CART-26-0001")
