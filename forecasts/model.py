@@ -53,6 +53,8 @@ COUNT_SD = 0.10
 PRIOR_DF = 4
 SEED = 15  # a fixed seed: the same counts give the same forecast, page and PDF alike
 BAND_POINTS = 13  # from the last count to the harvest day: smooth enough, cheap to draw
+MIN_SPAN_DAYS = 1.0  # counts closer together than a day cannot show a daily growth rate
+MAX_CELLS = 1e14  # more than any culture vessel holds: a forecast past it is no forecast
 
 
 @dataclass(frozen=True)
@@ -119,11 +121,33 @@ def fit_growth(days: Sequence[float], cells: Sequence[float], *, target: float,
                                "forecast needs", notes=tuple(notes), points=len(positive),
             target=target, harvest_day=harvest_day)
     t = np.array([d for d, _ in positive])
-    y = np.log([c for _, c in positive])
-    if np.ptp(t) <= 0:
+    span = float(np.ptp(t))
+    if span <= 0:
         return GrowthForecast(model=None, reason="the counts were all taken on one day",
                               notes=tuple(notes), points=len(positive), target=target,
                               harvest_day=harvest_day)
+    if span < MIN_SPAN_DAYS:
+        return GrowthForecast(
+            model=None, reason=f"the counts span {span * 24:.1f} h: a growth rate needs "
+                               f"counts at least {MIN_SPAN_DAYS:g} day apart",
+            notes=tuple(notes), points=len(positive), target=target, harvest_day=harvest_day)
+    try:
+        return _fit(t, np.log([c for _, c in positive]), notes, target, harvest_day)
+    except OverflowError:  # exp() of an extrapolation past any float
+        return _implausible(len(positive), notes, target, harvest_day)
+
+
+def _implausible(points: int, notes: list[str], target: float,
+                 harvest_day: float) -> GrowthForecast:
+    return GrowthForecast(
+        model=None, reason=f"the counts extrapolate to more than {MAX_CELLS:.0E} cells by "
+                           "the harvest day: check the counts and their days",
+        notes=tuple(notes), points=points, target=target, harvest_day=harvest_day)
+
+
+def _fit(t: np.ndarray, y: np.ndarray, notes: list[str], target: float,
+         harvest_day: float) -> GrowthForecast:
+    """Both models on counts that span at least a day (``fit_growth`` checked them)."""
     n = len(t)
     origin = float(t[0])
     x = t - origin
@@ -201,13 +225,15 @@ def fit_growth(days: Sequence[float], cells: Sequence[float], *, target: float,
         rate = r * (1 - current)
         parameters = {"ln_n0": y0, "rate_per_day": r, "capacity": math.exp(y0 + d),
                       "residual_sd_log": s, "origin_day": origin}
+    if predicted.median > MAX_CELLS:
+        return _implausible(n, notes, target, harvest_day)
     doubling = math.log(2) / rate * 24 if rate > 0 else None
     if doubling is None:
         notes.append("the counts do not grow: no doubling time")
     return GrowthForecast(
         model=chosen, reason=None, doubling_time_h=doubling, predicted=predicted,
         p_target=min(max(p_target, 0.0), 1.0), criterion=criterion, parameters=parameters,
-        band=band, notes=tuple(notes), points=len(positive), target=target,
+        band=band, notes=tuple(notes), points=n, target=target,
         harvest_day=harvest_day)
 
 

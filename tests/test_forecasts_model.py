@@ -87,6 +87,20 @@ def test_counts_of_one_day_give_no_model() -> None:
     assert fit.model is None and fit.reason == "the counts were all taken on one day"
 
 
+def test_counts_minutes_apart_give_no_model_instead_of_an_overflow() -> None:
+    # Three counts recorded within a minute (as a demo or a data-entry backlog does) would
+    # extrapolate a growth rate of thousands per day to the harvest day.
+    minutes = [0.0, 30 / 86400, 60 / 86400]
+    fit = fit_growth(minutes, [1.5e8, 3.3e8, 7.3e8], target=2e9, harvest_day=12)
+    assert fit.model is None and fit.predicted is None
+    assert fit.reason == "the counts span 0.0 h: a growth rate needs counts at least 1 day apart"
+
+
+def test_an_impossible_extrapolation_gives_no_model() -> None:
+    fit = fit_growth([0, 0.6, 1.2], [1e6, 1e9, 1e12], target=2e9, harvest_day=12)
+    assert fit.model is None and "extrapolate to more than 1E+14 cells" in (fit.reason or "")
+
+
 @pytest.mark.parametrize("trend", [0.0, -0.08])
 def test_a_flat_or_falling_culture_gets_a_low_probability(trend: float) -> None:
     rng = np.random.default_rng(5)
