@@ -159,6 +159,9 @@ def test_pages_register_clear_verify_and_enter_results(ward: Ward, client) -> No
     assert cleared.status_code == 302
     page = client.get("/rooms/CR-B1").get_data(as_text=True)
     assert "Verify" in page and "Fill suite" in page
+    dashboard = client.get("/").get_data(as_text=True)
+    assert "Rooms at CLEAN1 needing attention" in dashboard
+    assert "waiting for a second person" in dashboard
     wrong = _post(client, "/rooms/CR-B1", "/rooms/CR-B1/em-results", {
         "sample_type": "air_active", "value": "8", "sampled_at": "2026-01-01T09:30",
         "location": "door", "password": "wrong"})
@@ -187,3 +190,13 @@ def test_pages_register_clear_verify_and_enter_results(ward: Ward, client) -> No
     assert verified.status_code == 302
     page = client.get("/rooms/CR-B1").get_data(as_text=True)
     assert "/verify" not in page and "Oscar" in page
+    # The latest air result passed: nothing needs attention now.
+    assert "Rooms at CLEAN1" not in client.get("/").get_data(as_text=True)
+
+
+def test_the_header_search_opens_a_room(ward: Ward, login, client) -> None:
+    _room(login(ward.admin))
+    page_login(client, ward.qc)
+    response = client.get("/search?q=cr-b1")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/rooms/CR-B1")
+    assert client.get("/search?q=CR-XX").status_code == 404

@@ -100,6 +100,19 @@ def test_a_grade_b_failure_opens_one_critical_deviation_per_affected_batch(ward:
         assert sweep.sweep(s) == []
     assert count(ward.plant.db, "em_excursion_deviation") == 2
     assert count(ward.plant.db, "deviation") == 2
+    assert len(_alerts(ward, "em_excursion")) == 1
+    # The hold is batches' own rule: QA's signed assessment lifts it.
+    from batches import services as batches
+    from gmp_mes.signatures import SignatureInput
+    from tests.conftest import PASSWORD
+
+    with ward.tx(ward.plant.qa) as s:
+        (deviation,) = batches.deviations_of(s, batches.get_batch(s, inside))
+        batches.assess_deviation(s, deviation.number, assessment="plates reread; no impact",
+                                 user_id=ward.plant.qa.user_id,
+                                 signature=SignatureInput(PASSWORD, "reviewed"))
+    assert ward.plant.batch(inside).status == "in_process"
+    assert ward.plant.batch(twice).status == "on_hold"
 
 
 def test_a_grade_c_failure_is_major_and_with_no_earlier_pass_takes_every_use(
