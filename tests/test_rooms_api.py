@@ -94,7 +94,7 @@ def test_clearance_and_verification_by_a_second_person(ward: Ward, login) -> Non
 
 
 @pytest.mark.requirement("EU GMP Annex 1 §9")
-def test_an_em_failure_through_the_api(ward: Ward, login) -> None:
+def test_an_em_failure_through_the_api(ward: Ward, login, client) -> None:
     _room(login(ward.admin))
     number = ward.plant.start()
     ward.enter(number, "CR-B1")
@@ -109,6 +109,19 @@ def test_an_em_failure_through_the_api(ward: Ward, login) -> None:
     record = login(ward.plant.qa).get(f"/api/v1/batches/{number}/record.json").get_json()
     assert [(e["em_result_id"], e["deviation"]) for e in record["em_excursions"]] == [
         (body["id"], body["deviations"][0])]
+    page_login(client, ward.plant.qa)
+    page = client.get(f"/batches/{number}").get_data(as_text=True)
+    assert "Environmental monitoring excursions" in page and body["deviations"][0] in page
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(login(ward.plant.qa).get(
+        f"/api/v1/batches/{number}/record.pdf").data)
+    try:
+        text = "\n".join(p.get_textpage().get_text_range() for p in document)
+    finally:
+        document.close()
+    assert "Environmental monitoring excursions" in text and "Rooms used" in text
+    assert body["deviations"][0] in text
     detail = login(ward.qc).get("/api/v1/rooms/CR-B1?sample_type=settle_plate").get_json()
     assert [r["id"] for r in detail["em_results"]] == [body["id"]]
     assert_problem(login(ward.plant.qa).post("/api/v1/rooms/CR-B1/em-results", json={
