@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = (
     "gmp_mes", "labels", "processes", "identity", "materials", "equipment", "batches", "qc",
-    "rooms", "validation", "demo",
+    "rooms", "outcomes", "validation", "demo",
 )
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 

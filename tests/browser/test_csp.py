@@ -1,5 +1,6 @@
 """The pages pass their Content-Security-Policy in Chromium (issue 14): on the demo
-data, every page of the navigation for every role, a batch record, an item and a
+data, every page of the navigation for every role, a batch record, an item, a lot, a
+piece of equipment and a
 patient load without one CSP violation, and the page scripts still run (the scan
 input keeps focus, the batch list's status filter submits itself)."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from demo.seed import Summary
 from tests.browser.test_demo_pages import (  # noqa: F401 (fixtures)
@@ -39,6 +41,16 @@ def visit(page: Any, path: str, problems: list[str], console: list[str], *, refu
     console.clear()
 
 
+def _first_lot_and_equipment(db: Any) -> tuple[str, str]:
+    """A demo lot and piece of equipment: their detail pages are reached from lists."""
+    with db.engine.connect() as connection:
+        lot = connection.scalar(text("SELECT lot_id FROM material_lot ORDER BY lot_id"))
+        equipment = connection.scalar(
+            text("SELECT equipment_id FROM equipment ORDER BY equipment_id"))
+    assert lot and equipment, "the demo seeds lots and equipment"
+    return lot, equipment
+
+
 @pytest.mark.parametrize("username", ["operator", "qc", "qa", "clinician", "admin"])
 def test_every_page_passes_its_csp(browser: Any, live_server: str, app: Any, db: Any,
                                    demo: Summary, username: str) -> None:
@@ -57,7 +69,9 @@ def test_every_page_passes_its_csp(browser: Any, live_server: str, app: Any, db:
         batch = batch_of(demo, "on_hold")
         item = bags_of(app, db, batch_of(demo, "thawed"))[0].item_id
         coi = next(iter(demo.patients))
+        lot, equipment = _first_lot_and_equipment(db)
         extra = {f"/batches/{batch}", f"/items/{item}", f"/patients/{coi}", f"/qc/{batch}",
+                 f"/lots/{lot}", f"/equipment/{equipment}",
                  "/alerts", "/audit", "/processes", "/labels", "/bedside", "/collections/new",
                  "/patients/new", "/qa/release", "/admin/users", "/admin/sites"} - paths
         for path in sorted(paths | extra):
