@@ -56,8 +56,8 @@ class SignFormSchema(StrictSchema):
 class EmFormSchema(SignFormSchema):
     sample_type = fields.String(required=True, validate=validate.OneOf(
         SAMPLE_TYPES, error="choose the sample type"))
-    value = fields.Integer(required=True, validate=validate.Range(
-        min=0, error="colony-forming units: 0 or more"),
+    value = fields.Integer(required=True, strict=False, validate=validate.Range(
+        min=0, max=1_000_000, error="colony-forming units: 0 to 1,000,000"),
         error_messages={"invalid": "a whole number of colonies (cfu)",
                         "required": "the count, in cfu"})
     sampled_at = fields.String(required=True, validate=validate.Length(max=40),

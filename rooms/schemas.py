@@ -34,7 +34,8 @@ class EmResultInSchema(StrictSchema):
                                 metadata={"description": "air_active cfu/m³, settle_plate "
                                           "cfu/4 h, contact_plate cfu/plate, glove_print "
                                           "cfu/glove"})
-    value = fields.Integer(required=True, strict=True, validate=validate.Range(min=0),
+    value = fields.Integer(required=True, strict=True,
+                           validate=validate.Range(min=0, max=1_000_000),
                            metadata={"description": "colony-forming units counted"})
     sampled_at = fields.AwareDateTime(required=True, default_timezone=None, metadata={
         "description": "when the sample was taken (not in the future)"})

@@ -94,7 +94,7 @@ def test_clearance_and_verification_by_a_second_person(ward: Ward, login) -> Non
 
 
 @pytest.mark.requirement("EU GMP Annex 1 §9")
-def test_an_em_failure_through_the_api(ward: Ward, login) -> None:
+def test_an_em_failure_through_the_api(ward: Ward, login, client) -> None:
     _room(login(ward.admin))
     number = ward.plant.start()
     ward.enter(number, "CR-B1")
@@ -109,6 +109,19 @@ def test_an_em_failure_through_the_api(ward: Ward, login) -> None:
     record = login(ward.plant.qa).get(f"/api/v1/batches/{number}/record.json").get_json()
     assert [(e["em_result_id"], e["deviation"]) for e in record["em_excursions"]] == [
         (body["id"], body["deviations"][0])]
+    page_login(client, ward.plant.qa)
+    page = client.get(f"/batches/{number}").get_data(as_text=True)
+    assert "Environmental monitoring excursions" in page and body["deviations"][0] in page
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(login(ward.plant.qa).get(
+        f"/api/v1/batches/{number}/record.pdf").data)
+    try:
+        text = "\n".join(p.get_textpage().get_text_range() for p in document)
+    finally:
+        document.close()
+    assert "Environmental monitoring excursions" in text and "Rooms used" in text
+    assert body["deviations"][0] in text
     detail = login(ward.qc).get("/api/v1/rooms/CR-B1?sample_type=settle_plate").get_json()
     assert [r["id"] for r in detail["em_results"]] == [body["id"]]
     assert_problem(login(ward.plant.qa).post("/api/v1/rooms/CR-B1/em-results", json={
@@ -159,6 +172,9 @@ def test_pages_register_clear_verify_and_enter_results(ward: Ward, client) -> No
     assert cleared.status_code == 302
     page = client.get("/rooms/CR-B1").get_data(as_text=True)
     assert "Verify" in page and "Fill suite" in page
+    dashboard = client.get("/").get_data(as_text=True)
+    assert "Rooms at CLEAN1 needing attention" in dashboard
+    assert "waiting for a second person" in dashboard
     wrong = _post(client, "/rooms/CR-B1", "/rooms/CR-B1/em-results", {
         "sample_type": "air_active", "value": "8", "sampled_at": "2026-01-01T09:30",
         "location": "door", "password": "wrong"})
@@ -187,3 +203,13 @@ def test_pages_register_clear_verify_and_enter_results(ward: Ward, client) -> No
     assert verified.status_code == 302
     page = client.get("/rooms/CR-B1").get_data(as_text=True)
     assert "/verify" not in page and "Oscar" in page
+    # The latest air result passed: nothing needs attention now.
+    assert "Rooms at CLEAN1" not in client.get("/").get_data(as_text=True)
+
+
+def test_the_header_search_opens_a_room(ward: Ward, login, client) -> None:
+    _room(login(ward.admin))
+    page_login(client, ward.qc)
+    response = client.get("/search?q=cr-b1")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/rooms/CR-B1")
+    assert client.get("/search?q=CR-XX").status_code == 404

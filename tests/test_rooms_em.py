@@ -100,6 +100,19 @@ def test_a_grade_b_failure_opens_one_critical_deviation_per_affected_batch(ward:
         assert sweep.sweep(s) == []
     assert count(ward.plant.db, "em_excursion_deviation") == 2
     assert count(ward.plant.db, "deviation") == 2
+    assert len(_alerts(ward, "em_excursion")) == 1
+    # The hold is batches' own rule: QA's signed assessment lifts it.
+    from batches import services as batches
+    from gmp_mes.signatures import SignatureInput
+    from tests.conftest import PASSWORD
+
+    with ward.tx(ward.plant.qa) as s:
+        (deviation,) = batches.deviations_of(s, batches.get_batch(s, inside))
+        batches.assess_deviation(s, deviation.number, assessment="plates reread; no impact",
+                                 user_id=ward.plant.qa.user_id,
+                                 signature=SignatureInput(PASSWORD, "reviewed"))
+    assert ward.plant.batch(inside).status == "in_process"
+    assert ward.plant.batch(twice).status == "on_hold"
 
 
 def test_a_grade_c_failure_is_major_and_with_no_earlier_pass_takes_every_use(
@@ -265,11 +278,15 @@ def test_the_database_stores_passed_as_the_limit_says(ward: Ward, values: list[i
     (the CHECK ``passed_computed`` backs the service). Bounded: each example writes."""
     from sqlalchemy import select
 
+    from gmp_mes.errors import NotFound
+    from rooms import services
     from rooms.models import EmResult
 
-    if "CR-B9" not in getattr(ward, "_rooms", set()):
+    try:  # the examples share the test's database: the room is made by the first
+        with ward.tx() as s:
+            services.get_room(s, "CR-B9")
+    except NotFound:
         ward.room("CR-B9", "B")
-        ward._rooms = {"CR-B9"}  # type: ignore[attr-defined]
     for value in values:
         ward.em("CR-B9", "air_active", value)
     with ward.tx() as s:

@@ -27,6 +27,18 @@ class Ward:
     def tx(self, person: Person | None = None) -> Any:
         return self.plant.tx(person)
 
+    def plant_site_2(self) -> str:
+        """A second manufacturing site."""
+        from gmp_mes import accounts
+        from gmp_mes.audit import Actor
+
+        with self.plant.app.app_context(), self.plant.db.transaction(
+                actor=Actor.system("test")) as s:
+            if "CLEAN2" not in {site.code for site in accounts.list_sites(s)}:
+                accounts.create_site(s, "CLEAN2", kind="manufacturing", name="Site CLEAN2",
+                                     timezone="Europe/Paris")
+        return "CLEAN2"
+
     def room(self, code: str, grade: str = "C", *, site: str = PLANT) -> str:
         from rooms import services
 

@@ -61,6 +61,14 @@ def test_each_room_refusal_alone(ward: Ward, given: str | None, site: str, grade
     assert answer.reasons[0]["message"]
 
 
+def test_every_room_reason_at_once(ward: Ward) -> None:
+    ward.room("CR-D2", "D", site=ward.plant_site_2())
+    ward.check("B-1", "COI-1", room="CR-D2", grade=None, site=None, apply_record=1)
+    answer = ward.check("B-2", "COI-2", room="CR-D2", grade="B")
+    assert codes(answer) == ["room_other_site", "room_grade_insufficient",
+                             "line_clearance_required"]
+
+
 @pytest.mark.requirement("EU GMP Annex 1")
 @pytest.mark.parametrize(("room_grade", "needed", "admits"), [
     ("A", "C", True), ("B", "C", True), ("C", "C", True), ("D", "C", False),

@@ -40,15 +40,14 @@ def grade_admits(room_grade: str, needed: str) -> bool:
 def check_step_room(session: Session, ctx: StepContext) -> StepCheck:
     """The room part of a step's check (``registry.step_requirements`` "room_grade")."""
     needed = ctx.needs.room_grade
-    given = ctx.given.room
-    if needed is None and not given:
+    code = normal_code(ctx.given.room)
+    if needed is None and not code:
         return StepCheck()  # runs on every step that declares anything: nothing to read
-    if not given or not normal_code(given):
+    if not code:
         return StepCheck(reasons=[{
             "code": "room_missing",
             "message": f"step {ctx.step_code} happens in a room of grade {needed} or "
                        "cleaner: name the room"}])
-    code = normal_code(given)
     # Locked until commit when recording: the last use read below stays the last, so two
     # COIs cannot both enter a room cleared once (the second sees the first's use).
     room = session.scalar(_LOCKED_BY_CODE if ctx.recording else _BY_CODE, {"code": code})
