@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g
+from flask import Response, g, jsonify
 from flask_smorest import Blueprint
 
 from gmp_mes.http import db_session, roles_required
@@ -68,3 +68,15 @@ def outcome_report(query: dict[str, Any]) -> services.OutcomeReport:
     expansion summary, response at each visit, best response, worst CRS/ICANS grades
     (`forecast` is null until the predictive-quality domain offers one)."""
     return services.outcome_report(db_session(), query["process"])
+
+
+@blp.route("/patients/<coi_id>/follow-up/fhir", methods=["GET"])
+@blp.response(200, {"type": "object", "description": "FHIR R5 Bundle (collection)"})
+@roles_required("clinician", "qa")
+def follow_up_fhir(coi_id: str) -> Response:
+    """The follow-up as a FHIR R5 Bundle (collection): the infused
+    BiologicallyDerivedProduct and Observations of response, CRS and ICANS grade (their
+    elements as components) and vital status, each naming the patient by COI."""
+    response = jsonify(services.fhir_follow_up(db_session(), coi_id))
+    response.content_type = "application/fhir+json"
+    return response

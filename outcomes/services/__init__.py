@@ -3,6 +3,7 @@ through the names re-exported here. The rooms:
 
 - ``visits``: the follow-up schedule planned at the administration, a visit's state;
 - ``records``: signed follow-up records, computed grades, corrections as new versions;
+- ``fhir``: the follow-up as FHIR R5 Observations;
 - ``report``: the outcome report (quality attributes next to outcomes) and its plot.
 
 Services take a session, flush and never commit; the request, command or job commits.
@@ -10,6 +11,7 @@ Services take a session, flush and never commit; the request, command or job com
 
 from __future__ import annotations
 
+from outcomes.services.fhir import OBSERVATION_STATUSES, fhir_follow_up, record_observations
 from outcomes.services.records import (
     OVERDUE_KIND,
     Grades,
@@ -46,6 +48,7 @@ from outcomes.services.visits import (
 
 __all__ = [
     "DOSE_TEST",
+    "OBSERVATION_STATUSES",
     "OVERDUE_KIND",
     "RESPONSE_ORDER",
     "Expansion",
@@ -58,12 +61,14 @@ __all__ = [
     "attribute_value",
     "best_response",
     "current_records",
+    "fhir_follow_up",
     "grades",
     "on_administered",
     "outcome_report",
     "patient_death",
     "plan",
     "record_follow_up",
+    "record_observations",
     "record_of",
     "response_chart",
     "schedule_visits",
