@@ -4,6 +4,7 @@ through the names re-exported here. The rooms:
 - ``visits``: the follow-up schedule planned at the administration, a visit's state;
 - ``records``: signed follow-up records, computed grades, corrections as new versions;
 - ``fhir``: the follow-up as FHIR R5 Observations;
+- ``statements``: outcome-agreement statements, signed (``outcomes.agreements``);
 - ``report``: the outcome report (quality attributes next to outcomes) and its plot.
 
 Services take a session, flush and never commit; the request, command or job commits.
@@ -33,6 +34,15 @@ from outcomes.services.report import (
     response_chart,
     visit_labels,
 )
+from outcomes.services.statements import (
+    StatementView,
+    agreements,
+    evaluate_patient,
+    get_agreement,
+    get_statement,
+    issue_statement,
+    statement_pdf,
+)
 from outcomes.services.visits import (
     PlannedVisit,
     VisitView,
@@ -56,13 +66,19 @@ __all__ = [
     "OutcomeReport",
     "OutcomeRow",
     "PlannedVisit",
+    "StatementView",
     "VisitView",
+    "agreements",
     "anniversary",
     "attribute_value",
     "best_response",
     "current_records",
+    "evaluate_patient",
     "fhir_follow_up",
+    "get_agreement",
+    "get_statement",
     "grades",
+    "issue_statement",
     "on_administered",
     "outcome_report",
     "patient_death",
@@ -73,6 +89,7 @@ __all__ = [
     "response_chart",
     "schedule_visits",
     "state_of",
+    "statement_pdf",
     "versions_of",
     "visit_label",
     "visit_labels",
