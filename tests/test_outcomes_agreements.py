@@ -153,3 +153,24 @@ def test_statement_roles_and_unknown_agreement(ward: Ward, login) -> None:
                             json={"signature": sig("performed")}), 422)
     assert_problem(login(ward.lab.plant.operator).get(
         f"/api/v1/patients/{coi}/agreements/{CODE}"), 403, "forbidden_role")
+
+
+def test_patient_page_signs_a_statement(ward: Ward, login, client) -> None:
+    from tests.test_pages_core import csrf_from, page_login
+
+    coi, _, _ = ward.infused(login(ward.clinician))
+    page_login(client, ward.clinician)
+    html = client.get(f"/patients/{coi}").get_data(as_text=True)
+    assert f'data-agreement="{CODE}"' in html and "Alive and progression-free" in html
+    wrong = client.post(f"/patients/{coi}/agreements/{CODE}/statements",
+                        data={"csrf_token": csrf_from(html), "password": "wrong"})
+    assert wrong.status_code == 401
+    signed = client.post(f"/patients/{coi}/agreements/{CODE}/statements",
+                         data={"csrf_token": csrf_from(html),
+                               "password": ward.clinician.password})
+    assert signed.status_code == 302
+    html = client.get(f"/patients/{coi}").get_data(as_text=True)
+    assert "Signed statements" in html and ".pdf" in html
+    link = html[html.index("/agreement-statements/"):].split('"')[0]
+    pdf = client.get(link)
+    assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF")

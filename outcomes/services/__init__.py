@@ -42,6 +42,7 @@ from outcomes.services.statements import (
     get_statement,
     issue_statement,
     statement_pdf,
+    statements_of,
 )
 from outcomes.services.visits import (
     PlannedVisit,
@@ -90,6 +91,7 @@ __all__ = [
     "schedule_visits",
     "state_of",
     "statement_pdf",
+    "statements_of",
     "versions_of",
     "visit_label",
     "visit_labels",

@@ -152,3 +152,10 @@ def statement_pdf(view: StatementView, timezone: str | None) -> bytes:
     ]
     pdf.build(story)
     return out.getvalue()
+
+
+def statements_of(session: Session, coi_id: str) -> list[AgreementStatement]:
+    """The patient's signed statements, newest first."""
+    return list(session.scalars(select(AgreementStatement)
+                                .where(AgreementStatement.coi_id == coi_id)
+                                .order_by(AgreementStatement.id.desc())))
