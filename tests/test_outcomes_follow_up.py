@@ -242,6 +242,11 @@ def test_a_death_ends_the_later_visits(ward: Ward, login) -> None:
     assert states == ["done", "ended", "ended", "ended", "ended"]
     with ward.tx() as s:
         assert sweep.sweep(s, at + timedelta(days=4000)) == []  # nothing is overdue
+    # A later visit cannot record the patient alive after the recorded death.
+    alive_again = api.post(f"/api/v1/patients/{coi}/follow-up", json=record_body(
+        "P100D", assessed_at=_iso(at + timedelta(days=35))))
+    assert_problem(alive_again, 422)
+    assert "alive" in alive_again.get_json()["errors"]
 
 
 @pytest.mark.parametrize(("change", "field"), [
