@@ -136,3 +136,34 @@ class FollowUpRecord(Audited, Base):
     @property
     def icans_elements(self) -> dict[str, Any] | None:
         return None if self.icans is None else json.loads(self.icans)
+
+
+class AgreementStatement(Audited, Base):
+    """A signed statement of one patient's milestones under an outcome agreement, as sent
+    to a payer. ``content`` is the canonical JSON signed (the signature's digest binds it);
+    a later statement is a new row, never an edit."""
+
+    __tablename__ = "agreement_statement"
+    __table_args__ = (Index("ix_agreement_statement_coi_id", "coi_id"),)
+    audit_entity = "agreement_statement"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agreement_code: Mapped[str] = mapped_column(String(40))
+    agreement_version: Mapped[int] = mapped_column(Integer)
+    coi_id: Mapped[str] = mapped_column(ForeignKey("patient.coi_id"))
+    batch_number: Mapped[str | None] = mapped_column(String(32))
+    content: Mapped[str] = mapped_column(Text)
+    content_digest: Mapped[str] = mapped_column(String(64))
+    issued_by: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signature.id"))
+
+    signature: Mapped[Signature] = relationship(lazy="joined", foreign_keys=[signature_id])
+
+    def audit_key(self) -> str:
+        return f"{self.agreement_code}:{self.coi_id}:{self.id}"
+
+    @property
+    def document(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.content)
+        return loaded

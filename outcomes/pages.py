@@ -18,6 +18,7 @@ from gmp_mes.http import db_session, form_signature, roles_required, undo_failed
 from gmp_mes.models import Meaning
 from gmp_mes.schemas import field_errors, form_fields
 from outcomes import grading, services
+from outcomes.agreements import AgreementError
 from outcomes.models import Response as Outcome
 from outcomes.schemas import FollowUpInSchema, GradesInSchema
 
@@ -43,7 +44,15 @@ def patient_section(session: Session, user: Principal, coi_id: str) -> tuple[str
     visits = services.visits_of(session, coi_id)
     if not visits:
         return None
-    html = render_template("outcomes/_visits.html", visits=visits, coi_id=coi_id)
+    try:
+        evaluations = [services.evaluate_patient(session, coi_id, agreement)
+                       for agreement in services.agreements().values()]
+    except AgreementError as exc:  # a bad config file must not hide the follow-up
+        current_app.logger.error("outcome agreements not shown: %s", exc)
+        evaluations = []
+    html = render_template("outcomes/_visits.html", visits=visits, coi_id=coi_id,
+                           evaluations=evaluations,
+                           statements=services.statements_of(session, coi_id))
     return "Follow-up", Markup(html)
 
 
@@ -235,3 +244,27 @@ def outcome_report_csv() -> Response:
     csv.writer(out).writerows(csv_rows(report))
     return Response(out.getvalue(), mimetype="text/csv", headers={
         "Content-Disposition": f'attachment; filename="outcomes-{report.process}.csv"'})
+
+
+@bp.route("/patients/<coi_id>/agreements/<code>/statements", methods=["POST"])
+@roles_required("clinician")
+def issue_statement(coi_id: str, code: str) -> Response | tuple[str, int]:
+    """Sign the patient's statement under an outcome agreement (meaning ``approved``)."""
+    try:
+        services.issue_statement(db_session(), coi_id, code, user_id=g.user.id,
+                                 signature=form_signature(Meaning.APPROVED.value))
+    except DomainError as exc:
+        undo_failed_form(exc)
+        return render_template("error.html", status=exc.status, title="Not signed",
+                               detail=exc.detail), exc.status
+    return redirect(url_for("identity.patient_page", coi_id=coi_id) + "#agreements")
+
+
+@bp.route("/agreement-statements/<int:statement_id>.pdf")
+@roles_required(*FOLLOW_UP_ROLES)
+def statement_pdf(statement_id: int) -> Response:
+    view = services.get_statement(db_session(), statement_id)
+    site = g.user.site
+    pdf = services.statement_pdf(view, site.timezone if site is not None else None)
+    return Response(pdf, mimetype="application/pdf", headers={
+        "Content-Disposition": f'attachment; filename="statement-{statement_id}.pdf"'})

@@ -137,3 +137,20 @@ class OutcomeReportSchema(Schema):
     process = fields.String()
     visits = fields.List(fields.String())
     rows = fields.List(fields.Nested(OutcomeRowSchema))
+
+
+class StatementInSchema(StrictSchema):
+    signature = fields.Nested(SignatureSchema, required=True)
+
+
+class StatementSchema(Schema):
+    id = fields.Function(lambda v: v.statement.id)
+    agreement_code = fields.Function(lambda v: v.statement.agreement_code)
+    agreement_version = fields.Function(lambda v: v.statement.agreement_version)
+    coi_id = fields.Function(lambda v: v.statement.coi_id)
+    batch_number = fields.Function(lambda v: v.statement.batch_number)
+    issued_at = fields.Function(lambda v: v.statement.issued_at.isoformat())
+    content = fields.Dict(attribute="document")
+    content_digest = fields.Function(lambda v: v.statement.content_digest)
+    signature_binds = fields.Boolean(attribute="binds")
+    signature = fields.Function(lambda v: SignatureOutSchema().dump(v.statement.signature))

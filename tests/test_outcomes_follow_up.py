@@ -242,6 +242,11 @@ def test_a_death_ends_the_later_visits(ward: Ward, login) -> None:
     assert states == ["done", "ended", "ended", "ended", "ended"]
     with ward.tx() as s:
         assert sweep.sweep(s, at + timedelta(days=4000)) == []  # nothing is overdue
+    # A later visit cannot record the patient alive after the recorded death.
+    alive_again = api.post(f"/api/v1/patients/{coi}/follow-up", json=record_body(
+        "P100D", assessed_at=_iso(at + timedelta(days=35))))
+    assert_problem(alive_again, 422)
+    assert "alive" in alive_again.get_json()["errors"]
 
 
 @pytest.mark.parametrize(("change", "field"), [
@@ -331,3 +336,51 @@ def test_patient_page_shows_the_visits_and_the_visit_form_checks_before_signing(
     shown = client.get(signed.headers["Location"]).get_data(as_text=True)
     assert 'id="versions"' in shown and "Correct the record" in shown
     assert "<td>CR</td><td>2</td>" in shown  # the computed grade, as signed
+
+
+# --- concurrency ---------------------------------------------------------------------------
+
+@pytest.mark.requirement("SPEC §16")
+def test_concurrent_records_of_one_visit_give_exactly_one(ward: Ward, login, db) -> None:
+    """Eight clinicians' devices record the same visit at once: the visit row lock
+    serialises them, one record is written, the others are told it is recorded."""
+    import threading
+
+    from gmp_mes.audit import Actor
+    from gmp_mes.errors import DomainError
+    from gmp_mes.signatures import SignatureInput
+    from outcomes import services
+    from tests.conftest import PASSWORD
+    from tests.helpers import count
+
+    coi, _, bag = ward.infused(login(ward.clinician))
+    at = ward.administered_at(bag) + timedelta(minutes=1)
+    person = ward.clinician
+    attempts = 8
+    barrier = threading.Barrier(attempts)
+    results: list[object] = [None] * attempts
+
+    def attempt(n: int) -> None:
+        barrier.wait()
+        try:
+            with ward.lab.plant.app.app_context(), db.transaction(
+                actor=Actor(person.username, person.user_id, person.username)
+            ) as s:
+                services.record_follow_up(
+                    s, coi, visit="P28D", assessed_at=at, response="CR", alive=True,
+                    user_id=person.user_id,
+                    signature=SignatureInput(password=PASSWORD, meaning="performed"))
+            results[n] = "recorded"
+        except DomainError as error:
+            results[n] = error.code
+        except Exception as error:  # the test reports any other failure
+            results[n] = repr(error)
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(attempts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results.count("recorded") == 1, results
+    assert set(results) <= {"recorded", "follow_up_recorded", "superseded"}, results
+    assert count(db, "follow_up_record") == 1

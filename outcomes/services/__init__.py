@@ -3,6 +3,8 @@ through the names re-exported here. The rooms:
 
 - ``visits``: the follow-up schedule planned at the administration, a visit's state;
 - ``records``: signed follow-up records, computed grades, corrections as new versions;
+- ``fhir``: the follow-up as FHIR R5 Observations;
+- ``statements``: outcome-agreement statements, signed (``outcomes.agreements``);
 - ``report``: the outcome report (quality attributes next to outcomes) and its plot.
 
 Services take a session, flush and never commit; the request, command or job commits.
@@ -10,6 +12,7 @@ Services take a session, flush and never commit; the request, command or job com
 
 from __future__ import annotations
 
+from outcomes.services.fhir import OBSERVATION_STATUSES, fhir_follow_up, record_observations
 from outcomes.services.records import (
     OVERDUE_KIND,
     Grades,
@@ -31,6 +34,16 @@ from outcomes.services.report import (
     response_chart,
     visit_labels,
 )
+from outcomes.services.statements import (
+    StatementView,
+    agreements,
+    evaluate_patient,
+    get_agreement,
+    get_statement,
+    issue_statement,
+    statement_pdf,
+    statements_of,
+)
 from outcomes.services.visits import (
     PlannedVisit,
     VisitView,
@@ -46,6 +59,7 @@ from outcomes.services.visits import (
 
 __all__ = [
     "DOSE_TEST",
+    "OBSERVATION_STATUSES",
     "OVERDUE_KIND",
     "RESPONSE_ORDER",
     "Expansion",
@@ -53,21 +67,31 @@ __all__ = [
     "OutcomeReport",
     "OutcomeRow",
     "PlannedVisit",
+    "StatementView",
     "VisitView",
+    "agreements",
     "anniversary",
     "attribute_value",
     "best_response",
     "current_records",
+    "evaluate_patient",
+    "fhir_follow_up",
+    "get_agreement",
+    "get_statement",
     "grades",
+    "issue_statement",
     "on_administered",
     "outcome_report",
     "patient_death",
     "plan",
     "record_follow_up",
+    "record_observations",
     "record_of",
     "response_chart",
     "schedule_visits",
     "state_of",
+    "statement_pdf",
+    "statements_of",
     "versions_of",
     "visit_label",
     "visit_labels",

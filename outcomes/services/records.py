@@ -129,8 +129,13 @@ def record_follow_up(
     if response not in set(Response):
         raise field_error("response", f"one of {', '.join(Response)}")
     _check_times(scheduled, assessed_at, alive, death_date, now)
-    current = next((r for r in current_records(session, patient.coi_id)
-                    if r.visit_id == scheduled.id), None)
+    records = current_records(session, patient.coi_id)
+    current = next((r for r in records if r.visit_id == scheduled.id), None)
+    # A death recorded at another visit stands until that record is corrected.
+    death = death_of([r for r in records if r.visit_id != scheduled.id])
+    if death is not None and alive and assessed_at.date() > death:
+        raise field_error("alive", f"the patient's death on {death.isoformat()} is recorded "
+                                   "at another visit: correct that record first")
     version, supersedes, why = 1, None, None
     if corrects is not None:
         why = (reason or "").strip()

@@ -68,7 +68,9 @@ def schedule_visits(session: Session, facts: AdministrationFacts) -> list[Follow
         return []
     already = session.scalar(select(exists().where(
         FollowUpVisit.batch_number == facts.batch_number)))
-    if already:
+    # A bag named after no manufactured batch (items recorded outside the batch record,
+    # as identity's own tests do) has no process to follow up by.
+    if already or batches.find_batch_number(session, facts.batch_number) is None:
         return []
     batch = batches.get_batch(session, facts.batch_number)
     follow_up = batches.definition_of_batch(batch).follow_up
