@@ -42,8 +42,8 @@ from identity.models import Patient
 DEMO_PASSWORD = "demo-password-1"
 PROCESS = "CART-AUTO"
 # The version the demo runs: the newest, whose every need an installed domain checks
-# (v5: lots, equipment, qualifications, rooms, the expansion forecast).
-PROCESS_VERSION = 5
+# (v6: lots, equipment, qualifications, rooms, the expansion forecast, follow-up visits).
+PROCESS_VERSION = 6
 
 APHERESIS, CLEANROOM, NORTH, SOUTH = "APH-CITY", "CLEAN-1", "HOSP-NORTH", "HOSP-SOUTH"
 MARKER_SITE = CLEANROOM
