@@ -212,7 +212,7 @@ def test_batch_pages(plant: Plant, client) -> None:
     plant.record(number, "expansion", {"viable_cells": 5.0e5, "viability_pct": 90.0})
     page_login(client, plant.operator)
     html = client.get(f"/batches/{number}").get_data(as_text=True)
-    assert number in html and "Electronic signature" in html and "<svg" in html
+    assert number in html and "Electronic signature" in html and 'class="chart curve"' in html
     assert "fail: deviation" in html and 'data-min="70.0"' in html
     assert "Olga (olga)" in html  # signature manifestation
     listing = client.get("/batches").get_data(as_text=True)

@@ -105,7 +105,7 @@ def test_a_step_in_a_room_another_patient_used_waits_for_a_verified_clearance(
         fields = "section#selection > form.step-form"
         page.locator(f"{fields} input[name=room]").fill("CR-C1")
         submit(page, page.locator(fields).get_by_role("button",
-                                                      name="Check lots and equipment"))
+                                                      name="Check before signing"))
         shown = page.locator("section#selection .check-result").inner_text()
         assert "would be refused" in shown and "line clearance required" in shown.lower(), shown
         assert page.locator(f"{fields} input[name=room]").input_value() == "CR-C1"
