@@ -20,8 +20,14 @@ from equipment import services
 from equipment.schemas import KINDS, EquipmentInSchema
 from gmp_mes import paging
 from gmp_mes.accounts import Principal, list_sites
-from gmp_mes.errors import DomainError, NotFound, ValidationFailed
-from gmp_mes.http import commit_unit_of_work, db_session, roles_required, undo_failed_form
+from gmp_mes.errors import DomainError, NotFound
+from gmp_mes.http import (
+    commit_unit_of_work,
+    db_session,
+    form_refusal,
+    roles_required,
+    undo_failed_form,
+)
 from gmp_mes.localtime import parse_local, zone_of
 from gmp_mes.schemas import StrictSchema, field_errors, form_fields
 from gmp_mes.signatures import SignatureInput
@@ -63,14 +69,6 @@ def search_target(session: Session, user: Principal, text: str) -> str | None:
     return url_for("equipment.equipment_page", equipment_id=equipment_id)
 
 
-def _refused(error: DomainError) -> tuple[dict[str, list[str]], str | None]:
-    undo_failed_form(error)
-    errors = dict(error.errors or {})
-    if "signature.password" in errors:
-        errors["password"] = errors.pop("signature.password")
-    return errors, None if isinstance(error, ValidationFailed) and errors else error.detail
-
-
 @bp.route("/equipment", methods=["GET", "POST"])
 @roles_required(*VIEW_ROLES)
 def equipment_list() -> str | Response | tuple[str, int]:
@@ -93,7 +91,7 @@ def equipment_list() -> str | Response | tuple[str, int]:
                     calibration_interval=data["calibration_interval"],
                     cleaning_required=data["cleaning_required"], user_id=g.user.id)
             except DomainError as exc:
-                errors, error = _refused(exc)
+                errors, error = form_refusal(exc)
                 status = exc.status
             else:
                 flash(f"equipment {equipment.equipment_id} registered", "ok")
@@ -158,7 +156,7 @@ def event_form(equipment_id: str) -> str | Response | tuple[str, int]:
                                      reason=data["signature_reason"]),
             reason=data["reason"], valid_until=valid_until)
     except DomainError as exc:
-        errors, error = _refused(exc)
+        errors, error = form_refusal(exc)
         return _page(equipment_id, errors=errors, error=error, form=form, status=exc.status)
     flash(f"{event.kind.replace('_', ' ')} recorded for {event.equipment_id}", "ok")
     return redirect(url_for("equipment.equipment_page", equipment_id=event.equipment_id))

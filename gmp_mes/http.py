@@ -40,7 +40,7 @@ from gmp_mes.context import (
     problem,
 )
 from gmp_mes.db import is_retryable
-from gmp_mes.errors import DomainError, Forbidden, Unauthenticated
+from gmp_mes.errors import DomainError, Forbidden, Unauthenticated, ValidationFailed
 from gmp_mes.models import Role
 
 log = logging.getLogger("gmp_mes")
@@ -248,6 +248,17 @@ def undo_failed_form(error: DomainError) -> None:
     (its follow-up, e.g. a failed password counted toward lockout), as the API edge does."""
     db_session().rollback()
     run_follow_up(error)
+
+
+def form_refusal(error: DomainError) -> tuple[dict[str, list[str]], str | None]:
+    """A refused page form: roll back (keeping the follow-up), then the field errors keyed
+    by the form's field names (the signature's password is the form's ``password``) and
+    the message for the summary (none when the field errors say it all)."""
+    undo_failed_form(error)
+    errors = dict(error.errors or {})
+    if "signature.password" in errors:
+        errors["password"] = errors.pop("signature.password")
+    return errors, None if isinstance(error, ValidationFailed) and errors else error.detail
 
 
 def run_follow_up(error: DomainError, answer: Response | None = None) -> None:

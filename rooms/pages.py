@@ -19,8 +19,8 @@ from werkzeug.wrappers import Response
 
 from gmp_mes import charts, paging
 from gmp_mes.accounts import Principal, list_sites
-from gmp_mes.errors import DomainError, NotFound, ValidationFailed
-from gmp_mes.http import db_session, roles_required, undo_failed_form
+from gmp_mes.errors import DomainError, NotFound
+from gmp_mes.http import db_session, form_refusal, roles_required
 from gmp_mes.localtime import parse_local, zone_of
 from gmp_mes.models import Meaning
 from gmp_mes.schemas import StrictSchema, field_errors, form_fields
@@ -77,14 +77,6 @@ def search_target(session: Session, user: Principal, text: str) -> str | None:
     return url_for("rooms.room_page", code=code)
 
 
-def _refused(error: DomainError) -> tuple[dict[str, list[str]], str | None]:
-    undo_failed_form(error)
-    errors = dict(error.errors or {})
-    if "signature.password" in errors:
-        errors["password"] = errors.pop("signature.password")
-    return errors, None if isinstance(error, ValidationFailed) and errors else error.detail
-
-
 def _signature(data: dict[str, Any], meaning: str) -> SignatureInput:
     return SignatureInput(password=data["password"], meaning=meaning,
                           reason=data["signature_reason"])
@@ -128,7 +120,7 @@ def room_list() -> str | Response | tuple[str, int]:
         room = services.create_room(db_session(), code=data["code"], site_code=data["site"],
                                     grade=data["grade"], name=data["name"], user_id=g.user.id)
     except DomainError as exc:
-        errors, error = _refused(exc)
+        errors, error = form_refusal(exc)
         return _list(errors=errors, error=error, form=form, which="room", status=exc.status)
     flash(f"room {room.code} (grade {room.grade}) registered", "ok")
     return redirect(url_for("rooms.room_page", code=room.code))
@@ -147,7 +139,7 @@ def alert_limit_form() -> str | Response | tuple[str, int]:
                                        grade=data["grade"], sample_type=data["sample_type"],
                                        alert_limit=data["alert_limit"], user_id=g.user.id)
     except DomainError as exc:
-        errors, error = _refused(exc)
+        errors, error = form_refusal(exc)
         return _list(errors=errors, error=error, form=form, which="limit", status=exc.status)
     flash(f"alert limit {row.alert_limit} cfu set for grade {row.grade} "
           f"{row.sample_type.replace('_', ' ')} at {row.site_code}", "ok")
@@ -192,7 +184,7 @@ def clearance_form(code: str) -> str | Response | tuple[str, int]:
         clearance = services.perform_clearance(db_session(), code, user_id=g.user.id,
                                                signature=_signature(data, Meaning.PERFORMED))
     except DomainError as exc:
-        errors, error = _refused(exc)
+        errors, error = form_refusal(exc)
         return _page(code, errors=errors, error=error, form=form, which="clear",
                      status=exc.status)
     flash(f"line clearance {clearance.id} of room {clearance.room_code} recorded: a second "
@@ -213,7 +205,7 @@ def verify_form(code: str, clearance_id: int) -> str | Response | tuple[str, int
             db_session(), services.normal_code(code), clearance_id, user_id=g.user.id,
             signature=_signature(data, Meaning.VERIFIED))
     except DomainError as exc:
-        errors, error = _refused(exc)
+        errors, error = form_refusal(exc)
         return _page(code, errors=errors, error=error, form=form, which="verify",
                      status=exc.status)
     flash(f"line clearance {clearance.id} verified: room {clearance.room_code} may serve "
@@ -240,7 +232,7 @@ def em_form(code: str) -> str | Response | tuple[str, int]:
             sampled_at=sampled_at, location=data["location"], user_id=g.user.id,
             signature=_signature(data, Meaning.PERFORMED))
     except DomainError as exc:
-        errors, error = _refused(exc)
+        errors, error = form_refusal(exc)
         return _page(code, errors=errors, error=error, form=form, which="em",
                      status=exc.status)
     result = outcome.result

@@ -20,8 +20,8 @@ from werkzeug.wrappers import Response
 
 from gmp_mes.accounts import Principal, list_sites
 from gmp_mes.clock import utcnow
-from gmp_mes.errors import DomainError, ValidationFailed
-from gmp_mes.http import db_session, roles_required, undo_failed_form
+from gmp_mes.errors import DomainError
+from gmp_mes.http import db_session, form_refusal, roles_required
 from gmp_mes.localtime import parse_local, zone_of
 from gmp_mes.schemas import StrictSchema, field_errors, form_fields
 from gmp_mes.signatures import SignatureInput
@@ -89,14 +89,6 @@ def matrix() -> str | tuple[str, int]:
     return _matrix()
 
 
-def _refused(error: DomainError) -> tuple[dict[str, list[str]], str | None]:
-    undo_failed_form(error)
-    errors = dict(error.errors or {})
-    if "signature.password" in errors:
-        errors["password"] = errors.pop("signature.password")
-    return errors, None if isinstance(error, ValidationFailed) and errors else error.detail
-
-
 def _valid_until(text: str) -> datetime | date:
     """A date (valid through that day at the person's site) or a local date-time at the
     grantor's site (``datetime-local``); ValueError when unreadable."""
@@ -127,7 +119,7 @@ def grant_form() -> str | Response | tuple[str, int]:
                 password=data["password"], meaning="approved",
                 reason=data["signature_reason"]))
     except DomainError as exc:
-        errors, error = _refused(exc)
+        errors, error = form_refusal(exc)
         if exc.status == 404:
             errors, error = {"username": [exc.detail]}, None
         return _matrix(errors=errors, error=error, form=form, status=exc.status)
@@ -149,7 +141,7 @@ def revoke_form() -> str | Response | tuple[str, int]:
             db_session(), data["revoke_username"], data["revoke_code"], reason=data["reason"],
             user_id=g.user.id)
     except DomainError as exc:
-        errors, error = _refused(exc)
+        errors, error = form_refusal(exc)
         return _matrix(revoke_errors=errors, revoke_error=error, form=form, status=exc.status)
     flash(f"{revoked[0].code} of {revoked[0].user.username} revoked", "ok")
     return redirect(url_for("training.matrix", site=request.form.get("site") or None))
