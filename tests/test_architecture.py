@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = (
     "gmp_mes", "labels", "processes", "identity", "materials", "equipment", "logistics",
-    "batches", "qc", "training", "rooms", "forecasts", "outcomes", "validation", "demo",
+    "batches", "qc", "training", "rooms", "forecasts", "schedule", "outcomes", "validation", "demo",
 )
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 

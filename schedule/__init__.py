@@ -1,0 +1,27 @@
+"""The schedule domain (SPEC §13, issue 19): room bookings planned from a process's
+``[schedule]`` with lead-time warnings, the patient timeline and the vein-to-vein report.
+
+Above rooms (a booking holds a manufacturing room) and qc (the release decision is a
+milestone and the manufacturing failure rate counts rejections); it reads identity,
+batches, qc, rooms and logistics only through their services. It draws on identity's
+patient page and the batch page through the core's seams, never by being imported.
+
+Installed as a domain (``gmp_mes.registry``) on the forecasts layer; set up by init_app.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_smorest import Api
+
+# The domains this one builds on (registered before it; gmp_mes.registry).
+REQUIRES: tuple[str, ...] = ("identity", "logistics", "batches", "qc", "rooms")
+
+
+def init_app(app: Flask, api: Api) -> None:
+    """Register this domain's API blueprint, pages and the seams it provides."""
+    from schedule import api as schedule_api
+    from schedule import pages
+
+    api.register_blueprint(schedule_api.blp)
+    app.register_blueprint(pages.bp)

@@ -1,0 +1,3 @@
+"""The rules of the schedule domain, re-exported from their modules."""
+
+from __future__ import annotations
