@@ -102,6 +102,16 @@ def counts_of(spec: ForecastSpec, started_at: datetime,
 def batch_forecast(session: Session, batch_number: str) -> BatchForecast:
     """SPEC §15 ``GET /batches/{n}/forecast``: NotFound for an unknown batch."""
     batch = batches.get_batch(session, batch_number)
+    return forecast_of(batch, batches.current_records(session, batch))
+
+
+def forecast_of(batch: Batch, records: Iterable[StepRecord], *,
+                before_harvest: bool = False) -> BatchForecast:
+    """The forecast of ``batch`` from its current step records (as
+    ``batches.current_records`` gives them: a caller that already holds them, such as the
+    outcome report, fits without reading them again). ``before_harvest``: only the counts
+    taken before the harvest day, the forecast as it stood at the last count before
+    harvest (what people could act on), not one fitted on the harvest count itself."""
     definition = batches.definition_of_batch(batch)
     spec = definition.forecast
     base = {"batch_number": batch.batch_number, "process_code": batch.process_code,
@@ -109,8 +119,10 @@ def batch_forecast(session: Session, batch_number: str) -> BatchForecast:
             "status": batch.status, "spec": spec}
     if spec is None:
         return BatchForecast(forecast=None, **base)  # type: ignore[arg-type]
-    days, counts = counts_of(spec, batch.started_at,
-                             batches.current_records(session, batch))
+    days, counts = counts_of(spec, batch.started_at, records)
+    if before_harvest:
+        kept = [(d, c) for d, c in zip(days, counts, strict=True) if d < spec.harvest_day]
+        days, counts = [d for d, _ in kept], [c for _, c in kept]
     fit = fit_growth(days, counts, target=spec.target, harvest_day=spec.harvest_day)
     return BatchForecast(forecast=fit, days=tuple(days), counts=tuple(counts),
                          **base)  # type: ignore[arg-type]

@@ -205,6 +205,12 @@ def outcome_report_page() -> str | tuple[str, int]:
     return (page, 422) if errors else page
 
 
+# The forecast at the last count before harvest, one CSV column each (empty: none).
+FORECAST_COLUMNS = ("model", "reason", "points", "as_of_day", "doubling_time_h",
+                    "predicted_median", "predicted_low", "predicted_high", "target",
+                    "p_target")
+
+
 def csv_rows(report: services.OutcomeReport) -> list[list[str]]:
     """The report as CSV rows: one column per release test and per visit."""
     tests = sorted({t for r in report.rows for t in r.qc})
@@ -215,7 +221,8 @@ def csv_rows(report: services.OutcomeReport) -> list[list[str]]:
     head = ["coi_id", "batch_number", "process_version", "administered_at_utc", "dose",
             "dose_unit", *[f"qc_{t}" for t in tests], "expansion_counts", "expansion_days",
             "expansion_fold", "final_viability", *[f"response_{v}" for v in report.visits],
-            "best_response", "worst_crs_grade", "worst_icans_grade", "alive", "forecast"]
+            "best_response", "worst_crs_grade", "worst_icans_grade", "alive",
+            *[f"forecast_{name}" for name in FORECAST_COLUMNS]]
     rows = [head]
     for r in report.rows:
         rows.append([r.coi_id, r.batch_number, str(r.process_version),
@@ -226,7 +233,8 @@ def csv_rows(report: services.OutcomeReport) -> list[list[str]]:
                      *[r.responses.get(v, "") for v in report.visits],
                      cell(r.best_response), cell(r.worst_crs_grade), cell(r.worst_icans_grade),
                      "" if r.alive is None else ("yes" if r.alive else "no"),
-                     cell(r.forecast)])
+                     *[cell(None if r.forecast is None else getattr(r.forecast, name))
+                       for name in FORECAST_COLUMNS]])
     return rows
 
 

@@ -103,7 +103,8 @@ class OutcomeQuerySchema(EdgeSchema):
     process = fields.String(load_default="CART-AUTO", validate=validate.Regexp(
         r"^[A-Za-z][A-Za-z0-9-]{0,31}$", error="a process code such as CART-AUTO"))
     attribute = fields.String(load_default=None, validate=validate.Regexp(
-        r"^(qc|expansion):[a-z][a-z0-9_]{0,59}$", error="qc:<test> or expansion:fold"))
+        r"^(qc|expansion|forecast):[a-z][a-z0-9_]{0,59}$",
+        error="qc:<test>, expansion:fold or forecast:p_target"))
 
 
 class ExpansionSchema(Schema):
@@ -113,6 +114,25 @@ class ExpansionSchema(Schema):
     last_viable_cells = fields.Float(allow_none=True)
     fold = fields.Float(allow_none=True)
     final_viability = fields.Float(allow_none=True)
+
+
+class HarvestForecastSchema(Schema):
+    model = fields.String(allow_none=True, metadata={
+        "description": "exponential or logistic; null: no forecast (see reason)"})
+    reason = fields.String(allow_none=True)
+    points = fields.Integer(metadata={"description": "counts before the harvest day fitted"})
+    as_of_day = fields.Float(allow_none=True, metadata={
+        "description": "culture day of the last count fitted"})
+    harvest_day = fields.Float()
+    target = fields.Float()
+    doubling_time_h = fields.Float(allow_none=True)
+    predicted_median = fields.Float(allow_none=True, metadata={
+        "description": "cells at the harvest day"})
+    predicted_low = fields.Float(allow_none=True, metadata={
+        "description": "90 % prediction interval, low end"})
+    predicted_high = fields.Float(allow_none=True)
+    p_target = fields.Float(allow_none=True, metadata={
+        "description": "probability of reaching the target by the harvest day"})
 
 
 class OutcomeRowSchema(Schema):
@@ -130,7 +150,9 @@ class OutcomeRowSchema(Schema):
     worst_crs_grade = fields.Integer(allow_none=True)
     worst_icans_grade = fields.Integer(allow_none=True)
     alive = fields.Boolean(allow_none=True)
-    forecast = fields.Dict(allow_none=True)  # issue 20 fills it; null until then
+    forecast = fields.Nested(HarvestForecastSchema, allow_none=True, metadata={
+        "description": "the expansion forecast at the last count before the harvest day "
+                       "(SPEC §15); null: the batch's process declares no [forecast]"})
 
 
 class OutcomeReportSchema(Schema):

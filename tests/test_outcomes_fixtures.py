@@ -51,9 +51,10 @@ class Ward:
     def tx(self, person: Any = None) -> Any:
         return self.lab.plant.tx(person or self.clinician)
 
-    def made(self, expansion: list[tuple[float, float]] | None = None) -> str:
+    def made(self, expansion: list[tuple[float, ...]] | None = None) -> str:
         """Every step recorded in order; the expansion step once per (viable cells,
-        viability %) given (default: once, in limits)."""
+        viability %[, culture day]) given (default: once, in limits); the culture day
+        for a version whose forecast has a ``culture_day`` parameter."""
         from tests.test_batches_fixtures import good_values
 
         plant = self.lab.plant
@@ -61,15 +62,17 @@ class Ward:
         curve = plant.definition(number).curve
         for step in plant.definition(number).steps:
             if curve is not None and step.code == curve.step and expansion:
-                for cells, viability in expansion:
+                for cells, viability, *day in expansion:
                     plant.record(number, step.code, {**good_values(step),
                                                      curve.viable_cells: cells,
-                                                     curve.viability: viability})
+                                                     curve.viability: viability,
+                                                     **({"culture_day": day[0]} if day
+                                                        else {})})
             else:
                 plant.record(number, step.code)
         return number
 
-    def infused(self, api: Any, *, expansion: list[tuple[float, float]] | None = None,
+    def infused(self, api: Any, *, expansion: list[tuple[float, ...]] | None = None,
                 qc: dict[str, dict[str, Any]] | None = None) -> tuple[str, str, str]:
         """A released batch of the follow-up version, its bag delivered and administered
         (through the API, as the bedside does). ``qc``: entry fields of some release

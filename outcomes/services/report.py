@@ -7,18 +7,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from batches import services as batches
+from forecasts import services as forecasts
 from gmp_mes import charts
 from outcomes.models import FollowUpVisit, Response
 from outcomes.services.visits import current_records, visit_label
 from qc import services as qc
 
+if TYPE_CHECKING:  # types only: the rows come from batches' services
+    from batches.models import Batch, StepRecord
+
 # The best overall response, best first (RECIST/Lugano order); NE is not a response.
 RESPONSE_ORDER = (Response.CR, Response.PR, Response.SD, Response.PD)
+FORECAST_ATTRIBUTES = ("p_target", "doubling_time_h", "predicted_median")
 DOSE_TEST = "dose"  # the release test that states the dose (CART-AUTO: CAR-T cells/kg)
 
 
@@ -33,6 +39,37 @@ class Expansion:
     last_viable_cells: float | None = None
     fold: float | None = None
     final_viability: float | None = None
+
+
+@dataclass(frozen=True)
+class HarvestForecast:
+    """The expansion forecast (SPEC §15) as it stood at the last count before the harvest
+    day: what the batch was expected to reach, next to what the patient then did. The
+    harvest count itself is left out (a forecast fitted on it would predict nothing).
+    ``model`` None: no forecast, ``reason`` says why (fewer than 3 counts before harvest)."""
+
+    model: str | None
+    reason: str | None
+    points: int  # counts before the harvest day the fit rests on
+    as_of_day: float | None  # culture day of the last of them
+    harvest_day: float
+    target: float
+    doubling_time_h: float | None = None
+    predicted_median: float | None = None  # cells at the harvest day
+    predicted_low: float | None = None  # the 90 % prediction interval
+    predicted_high: float | None = None
+    p_target: float | None = None  # probability of reaching target by harvest_day
+
+    @property
+    def summary(self) -> str:
+        """One line for the page: the model, doubling time, median and probability."""
+        if self.model is None or self.predicted_median is None or self.p_target is None:
+            return f"none: {self.reason}"
+        doubling = (f"doubling {self.doubling_time_h:.0f} h" if self.doubling_time_h
+                    else "not growing")
+        return (f"{self.model} from {self.points} counts to day {self.as_of_day:g}, "
+                f"{doubling}; day {self.harvest_day:g}: {self.predicted_median:.3g} cells; "
+                f"P(≥ {self.target:.3g}) {self.p_target:.0%}")
 
 
 @dataclass(frozen=True)
@@ -51,9 +88,7 @@ class OutcomeRow:
     worst_crs_grade: int | None
     worst_icans_grade: int | None
     alive: bool | None  # at the latest record
-    # Issue 20 (predictive quality): the expansion forecast goes here once that domain,
-    # between qc and outcomes, offers it through its services. Always None until then.
-    forecast: dict[str, float | None] | None = None
+    forecast: HarvestForecast | None = None  # None: the batch's process declares none
 
 
 @dataclass(frozen=True)
@@ -64,19 +99,22 @@ class OutcomeReport:
 
     @property
     def attributes(self) -> list[str]:
-        """What the plot may show: ``qc:<test>`` of numeric tests, dose, expansion."""
+        """What the plot may show: ``qc:<test>`` of numeric tests, dose, expansion, and
+        the forecast before harvest where a batch's process declares one."""
         tests = sorted({t for r in self.rows for t, v in r.qc.items()
                         if isinstance(v, int | float)})
-        return [f"qc:{t}" for t in tests] + ["expansion:fold", "expansion:final_viability"]
+        forecast = (["forecast:p_target", "forecast:doubling_time_h"]
+                    if any(r.forecast is not None for r in self.rows) else [])
+        return ([f"qc:{t}" for t in tests] + ["expansion:fold", "expansion:final_viability"]
+                + forecast)
 
 
-def _expansion(batch_number: str, session: Session) -> Expansion:
-    batch = batches.get_batch(session, batch_number)
+def _expansion(batch: Batch, records: list[StepRecord]) -> Expansion:
     curve = batches.definition_of_batch(batch).curve
     if curve is None:
         return Expansion()
-    points = sorted((r for r in batches.current_records(session, batch)
-                     if r.step_code == curve.step), key=lambda r: r.occurrence)
+    points = sorted((r for r in records if r.step_code == curve.step),
+                    key=lambda r: r.occurrence)
     cells = [p.values.get(curve.viable_cells) for p in points]
     cells = [float(c) for c in cells if isinstance(c, int | float)]
     viability = [p.values.get(curve.viability) for p in points]
@@ -89,6 +127,25 @@ def _expansion(batch_number: str, session: Session) -> Expansion:
                      last_viable_cells=last,
                      fold=round(last / first, 3) if first and last is not None else None,
                      final_viability=viability[-1] if viability else None)
+
+
+def _forecast(batch: Batch, records: list[StepRecord]) -> HarvestForecast | None:
+    """forecasts' own fit (``forecasts.services.forecast_of``) on the records already read
+    for the expansion: one fit per batch, no second read of its records."""
+    result = forecasts.forecast_of(batch, records, before_harvest=True)
+    fit = result.forecast
+    if fit is None:
+        return None
+    p = fit.predicted
+    return HarvestForecast(
+        model=fit.model, reason=fit.reason, points=fit.points,
+        as_of_day=round(result.days[-1], 3) if result.days else None,
+        harvest_day=fit.harvest_day, target=fit.target,
+        doubling_time_h=None if fit.doubling_time_h is None else round(fit.doubling_time_h, 2),
+        predicted_median=None if p is None else float(f"{p.median:.4g}"),
+        predicted_low=None if p is None else float(f"{p.low:.4g}"),
+        predicted_high=None if p is None else float(f"{p.high:.4g}"),
+        p_target=None if fit.p_target is None else round(fit.p_target, 4))
 
 
 def _qc_values(session: Session, batch_number: str
@@ -132,12 +189,15 @@ def outcome_report(session: Session, process_code: str) -> OutcomeReport:
         icans = [r.icans_grade for r in records if r.icans_grade is not None]
         latest = max(records, key=lambda r: (r.assessed_at, r.id)) if records else None
         dose = values.get(DOSE_TEST)
+        batch = batches.get_batch(session, number)
+        step_records = batches.current_records(session, batch)
         rows.append(OutcomeRow(
             coi_id=coi, batch_number=number, process_version=planned[0].process_version,
             administered_at=planned[0].administered_at, qc=values, qc_units=units,
             dose=dose if isinstance(dose, int | float) else None,
             dose_unit=units.get(DOSE_TEST),
-            expansion=_expansion(number, session),
+            expansion=_expansion(batch, step_records),
+            forecast=_forecast(batch, step_records),
             responses={r.visit: r.response for r in records},
             best_response=best_response([r.response for r in records]),
             worst_crs_grade=max(crs) if crs else None,
@@ -153,6 +213,8 @@ def attribute_value(row: OutcomeRow, attribute: str) -> float | None:
         value = row.qc.get(name)
     elif kind == "expansion" and name in ("fold", "final_viability", "days"):
         value = getattr(row.expansion, name)
+    elif kind == "forecast" and name in FORECAST_ATTRIBUTES and row.forecast is not None:
+        value = getattr(row.forecast, name)
     return float(value) if isinstance(value, int | float) else None
 
 
