@@ -70,7 +70,14 @@ class Agreement:
 
 
 class AgreementError(ValueError):
-    """An agreement file that is not valid (every problem listed)."""
+    """An agreement file that is not valid: ``errors`` lists every (field, message), the
+    message is one line naming the file and the fields (as processes' definition files)."""
+
+    def __init__(self, source: str, errors: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.errors = errors
+        lines = "; ".join(f"{name}: {message}" if name else message for name, message in errors)
+        super().__init__(f"agreement file {source}: {lines}")
 
 
 @dataclass(frozen=True)
@@ -93,57 +100,108 @@ class Evaluation:
     due_at: datetime | None
 
 
+def _milestone(table: object, where: str, problems: list[tuple[str, str]]) -> Milestone | None:
+    """One ``[[milestones]]`` table, or None with its problems named ``milestones[i].field``."""
+    if not isinstance(table, dict):
+        problems.append((where, "a table ([[milestones]])"))
+        return None
+    before = len(problems)
+    kinds = ", ".join(k.value for k in Kind)
+    raw_kind = table.get("kind")
+    kind = Kind(raw_kind) if raw_kind in {k.value for k in Kind} else None
+    if kind is None:
+        problems.append((f"{where}.kind", "required: one of " + kinds if raw_kind is None
+                         else f"unknown milestone kind {raw_kind!r}: one of {kinds}"))
+    mcode = table.get("code")
+    if not isinstance(mcode, str) or not MILESTONE_CODE.match(mcode):
+        problems.append((f"{where}.code", "required: lower-case letters, digits and "
+                                          "underscores"))
+
+    def duration(key: str, default: timedelta | None) -> timedelta:
+        if key not in table:
+            if default is None:
+                problems.append((f"{where}.{key}", f"required for kind {raw_kind} (an ISO "
+                                                   "8601 duration such as P182D)"))
+            return default or timedelta(0)
+        try:
+            return parse_duration(table[key])
+        except (ValueError, TypeError) as exc:
+            problems.append((f"{where}.{key}", str(exc)))
+            return timedelta(0)
+
+    at = duration("at", None) if kind not in (Kind.INFUSED, None) else timedelta(0)
+    window = duration("window", DEFAULT_WINDOW)
+    responses = table.get("responses", ["CR"])
+    if not isinstance(responses, list) or not responses or \
+            not set(responses) <= set(PROGRESSION_FREE):
+        problems.append((f"{where}.responses", "a list among CR, PR, SD"))
+        responses = ["CR"]
+    if len(problems) > before or kind is None:
+        return None
+    return Milestone(str(mcode), str(table.get("name") or mcode), kind, at, window,
+                     tuple(responses))
+
+
 def parse_agreement(data: dict[str, Any], source: str) -> Agreement:
-    problems: list[str] = []
+    """Validate a parsed agreement file; AgreementError lists every problem, by field."""
+    problems: list[tuple[str, str]] = []
     code = data.get("code")
     if not isinstance(code, str) or not CODE.match(code):
-        problems.append("code: upper-case letters, digits and hyphens")
+        problems.append(("code", "required: upper-case letters, digits and hyphens"))
     version = data.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        problems.append("version: a whole number from 1")
+        problems.append(("version", "required: a whole number from 1"))
     name, process = data.get("name"), data.get("process")
     if not isinstance(name, str) or not name.strip():
-        problems.append("name: required")
+        problems.append(("name", "required"))
     if not isinstance(process, str) or not process.strip():
-        problems.append("process: the process code the agreement covers")
+        problems.append(("process", "required: the process code the agreement covers"))
     milestones: list[Milestone] = []
     raw = data.get("milestones")
     if not isinstance(raw, list) or not raw:
-        problems.append("milestones: at least one [[milestones]] table")
+        problems.append(("milestones", "at least one [[milestones]] table"))
         raw = []
     for i, table in enumerate(raw):
-        where = f"milestones[{i}]"
-        try:
-            kind = Kind(table.get("kind"))
-            mcode = table.get("code")
-            if not isinstance(mcode, str) or not MILESTONE_CODE.match(mcode):
-                raise ValueError("code: lower-case letters, digits and underscores")
-            at = parse_duration(table["at"]) if kind is not Kind.INFUSED else timedelta(0)
-            window = parse_duration(table["window"]) if "window" in table else DEFAULT_WINDOW
-            responses = tuple(table.get("responses", ["CR"]))
-            if not set(responses) <= set(PROGRESSION_FREE):
-                raise ValueError("responses: among CR, PR, SD")
-            milestones.append(Milestone(mcode, str(table.get("name") or mcode), kind, at,
-                                        window, responses))
-        except (KeyError, ValueError, AttributeError) as exc:
-            problems.append(f"{where}: {exc}")
+        milestone = _milestone(table, f"milestones[{i}]", problems)
+        if milestone is not None:
+            milestones.append(milestone)
     if len({m.code for m in milestones}) != len(milestones):
-        problems.append("milestones: codes must differ")
+        problems.append(("milestones", "codes must differ"))
     if problems:
-        raise AgreementError(f"{source}: " + "; ".join(problems))
+        raise AgreementError(source, problems)
     return Agreement(code=str(code), version=int(version), name=str(name).strip(),  # type: ignore[arg-type]
                      process=str(process).strip().upper(), milestones=tuple(milestones),
                      payer=str(data.get("payer") or ""))
 
 
+def load_agreement_file(path: Path) -> Agreement:
+    """One file: not TOML, unreadable or invalid is an AgreementError naming it."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise AgreementError(str(path), [("", f"not valid TOML ({exc})")]) from exc
+    except OSError as exc:
+        raise AgreementError(str(path), [("", f"cannot read: {exc.strerror}")]) from exc
+    return parse_agreement(data, str(path))
+
+
 def load_agreements(directory: Path) -> dict[str, Agreement]:
-    """Every ``*.toml`` of the directory, keyed by code (the highest version wins)."""
+    """Every ``*.toml`` of the directory, keyed by code (the highest version wins); the
+    first bad file refuses them all (which milestones a statement shows must never depend
+    on which files happened to parse). Two files with one code and version are refused."""
     found: dict[str, Agreement] = {}
+    seen: dict[tuple[str, int], Path] = {}
     if not directory.is_dir():
         return found
     for path in sorted(directory.glob("*.toml")):
-        with path.open("rb") as handle:
-            agreement = parse_agreement(tomllib.load(handle), str(path))
+        agreement = load_agreement_file(path)
+        key = (agreement.code, agreement.version)
+        if key in seen:
+            raise AgreementError(str(path), [("version", (
+                f"{agreement.code} version {agreement.version} is already defined in "
+                f"{seen[key]}"))])
+        seen[key] = path
         if agreement.code not in found or found[agreement.code].version < agreement.version:
             found[agreement.code] = agreement
     return found

@@ -3,6 +3,8 @@ form with its "Check grades" dry run (SPEC §16, §7b). Thin: form -> schema -> 
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
@@ -13,12 +15,12 @@ from werkzeug.wrappers import Response
 
 from gmp_mes import charts, localtime, registry
 from gmp_mes.accounts import Principal
+from gmp_mes.durations import format_duration
 from gmp_mes.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from gmp_mes.http import db_session, form_signature, roles_required, undo_failed_form
 from gmp_mes.models import Meaning
 from gmp_mes.schemas import field_errors, form_fields
 from outcomes import grading, services
-from outcomes.agreements import AgreementError
 from outcomes.models import Response as Outcome
 from outcomes.schemas import FollowUpInSchema, GradesInSchema
 
@@ -44,14 +46,15 @@ def patient_section(session: Session, user: Principal, coi_id: str) -> tuple[str
     visits = services.visits_of(session, coi_id)
     if not visits:
         return None
+    refused = None
     try:
         evaluations = [services.evaluate_patient(session, coi_id, agreement)
                        for agreement in services.agreements().values()]
-    except AgreementError as exc:  # a bad config file must not hide the follow-up
-        current_app.logger.error("outcome agreements not shown: %s", exc)
-        evaluations = []
+    except services.AgreementInvalid as exc:  # a bad config file must not hide the follow-up
+        current_app.logger.error("%s", exc.detail)
+        evaluations, refused = [], exc.detail
     html = render_template("outcomes/_visits.html", visits=visits, coi_id=coi_id,
-                           evaluations=evaluations,
+                           evaluations=evaluations, agreements_refused=refused,
                            statements=services.statements_of(session, coi_id))
     return "Follow-up", Markup(html)
 
@@ -268,6 +271,24 @@ def issue_statement(coi_id: str, code: str) -> Response | tuple[str, int]:
     return redirect(url_for("identity.patient_page", coi_id=coi_id) + "#agreements")
 
 
+@bp.app_template_filter("iso_duration")
+def iso_duration(delta: timedelta) -> str:
+    return format_duration(delta)
+
+
+@bp.route("/agreements")
+@roles_required(*FOLLOW_UP_ROLES)
+def agreements_page() -> str | tuple[str, int]:
+    """The outcome agreements in force and their milestones; a bad file is named here
+    (409 with its one-line reason), never a 500."""
+    try:
+        found, refused = list(services.agreements().values()), None
+    except services.AgreementInvalid as exc:
+        found, refused = [], exc.detail
+    page = render_template("outcomes/agreements.html", agreements=found, refused=refused)
+    return (page, 409) if refused else page
+
+
 @bp.route("/agreement-statements/<int:statement_id>.pdf")
 @roles_required(*FOLLOW_UP_ROLES)
 def statement_pdf(statement_id: int) -> Response:
@@ -276,3 +297,16 @@ def statement_pdf(statement_id: int) -> Response:
     pdf = services.statement_pdf(view, site.timezone if site is not None else None)
     return Response(pdf, mimetype="application/pdf", headers={
         "Content-Disposition": f'attachment; filename="statement-{statement_id}.pdf"'})
+
+
+@bp.route("/agreement-statements/<int:statement_id>.json")
+@roles_required(*FOLLOW_UP_ROLES)
+def statement_json(statement_id: int) -> Response:
+    """The signed statement as the API answers it (content, digest, signature), as a
+    file a hospital sends to the payer."""
+    from outcomes.schemas import StatementSchema
+
+    body = StatementSchema().dump(services.get_statement(db_session(), statement_id))
+    return Response(json.dumps(body, indent=2, sort_keys=True), mimetype="application/json",
+                    headers={"Content-Disposition":
+                             f'attachment; filename="statement-{statement_id}.json"'})

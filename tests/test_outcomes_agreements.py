@@ -174,3 +174,115 @@ def test_patient_page_signs_a_statement(ward: Ward, login, client) -> None:
     link = html[html.index("/agreement-statements/"):].split('"')[0]
     pdf = client.get(link)
     assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF")
+
+
+# --- a bad agreement file is refused at load (file and field named, never a 500) -------
+
+GOOD = Path(__file__).parent.parent / "config" / "agreements" / "outcome-instalments-v1.toml"
+BAD_FILES = {
+    # (what is wrong, file text, the field the one line names)
+    "syntax": (GOOD.read_text().replace('version = 1', 'version = = 1'), "not valid TOML"),
+    "unknown_kind": (GOOD.read_text().replace('kind = "in_remission"', 'kind = "cured"'),
+                     "milestones[2].kind: unknown milestone kind 'cured'"),
+    "missing_at": (GOOD.read_text().replace('at = "P182D"\n', ''),
+                   "milestones[1].at: required for kind alive_progression_free"),
+    "missing_name": (GOOD.read_text().replace('name = "Payment at outcome: infusion, 6 and 12 '
+                                              'months"\n', ''), "name: required"),
+}
+
+
+def _bad_dir(tmp_path: Path, which: str) -> Path:
+    folder = tmp_path / "agreements"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "good.toml").write_text(GOOD.read_text().replace(CODE, "OTHER-AGREEMENT"))
+    (folder / f"{which}.toml").write_text(BAD_FILES[which][0])
+    return folder
+
+
+@pytest.mark.parametrize("which", sorted(BAD_FILES))
+def test_a_bad_agreement_file_is_refused_naming_file_and_field(tmp_path: Path,
+                                                               which: str) -> None:
+    from outcomes.agreements import AgreementError, load_agreements
+
+    folder = _bad_dir(tmp_path, which)
+    with pytest.raises(AgreementError) as caught:
+        load_agreements(folder)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"agreement file {folder / which}.toml: ")
+    assert BAD_FILES[which][1] in message
+
+
+def test_two_files_with_one_code_and_version_are_refused(tmp_path: Path) -> None:
+    from outcomes.agreements import AgreementError, load_agreements
+
+    folder = tmp_path / "agreements"
+    folder.mkdir()
+    (folder / "a.toml").write_text(GOOD.read_text())
+    (folder / "b.toml").write_text(GOOD.read_text())
+    with pytest.raises(AgreementError, match=r"b\.toml: version: .* already defined in .*a\.toml"):
+        load_agreements(folder)
+
+
+def test_api_and_pages_answer_a_bad_file_with_its_line(ward: Ward, login, client, app,
+                                                       tmp_path: Path) -> None:
+    from tests.test_pages_core import csrf_from, page_login
+
+    api = login(ward.clinician)
+    coi, _, _ = ward.infused(api)
+    app.config["AGREEMENT_DIR"] = str(_bad_dir(tmp_path, "unknown_kind"))
+    for answer in (api.get(f"/api/v1/patients/{coi}/agreements/{CODE}"),
+                   api.post(f"/api/v1/patients/{coi}/agreements/{CODE}/statements",
+                            json={"signature": sig("approved")})):
+        body = assert_problem(answer, 409, "agreement_definition_invalid")
+        assert "unknown_kind.toml" in body["detail"] and "milestones[2].kind" in body["detail"]
+        assert any(key.endswith("unknown_kind.toml:milestones[2].kind")
+                   for key in body["errors"])
+    page_login(client, ward.clinician)
+    patient = client.get(f"/patients/{coi}")
+    html = patient.get_data(as_text=True)
+    # The follow-up stays usable; the agreements say why they are not shown.
+    assert patient.status_code == 200 and 'id="follow-up"' in html
+    assert 'id="agreements-refused"' in html and "unknown milestone kind" in html
+    signed = client.post(f"/patients/{coi}/agreements/{CODE}/statements",
+                         data={"csrf_token": csrf_from(html),
+                               "password": ward.clinician.password})
+    assert signed.status_code == 409 and "unknown_kind.toml" in signed.get_data(as_text=True)
+    page = client.get("/agreements")
+    assert page.status_code == 409 and "milestones[2].kind" in page.get_data(as_text=True)
+    app.config["AGREEMENT_DIR"] = str(GOOD.parent)
+    page = client.get("/agreements")
+    assert page.status_code == 200 and f'data-agreement="{CODE}"' in page.get_data(as_text=True)
+    assert "P182D" in page.get_data(as_text=True)
+
+
+def test_cli_check_and_init_refuse_a_bad_file_in_one_line(app, runner,
+                                                          tmp_path: Path) -> None:
+    good = runner.invoke(args=["agreements", "check"])
+    assert good.exit_code == 0, good.output
+    assert f"{CODE} v1" in good.output
+    app.config["AGREEMENT_DIR"] = str(_bad_dir(tmp_path, "missing_at"))
+    for args in (["agreements", "check"], ["init"]):
+        result = runner.invoke(args=args)
+        assert result.exit_code != 0
+        lines = [line for line in result.output.splitlines()
+                 if "missing_at.toml" in line]
+        assert len(lines) == 1 and "milestones[1].at: required" in lines[0]
+        assert "Traceback" not in result.output
+
+
+def test_the_app_names_a_bad_file_at_start(app_config, installed_domains, tmp_path: Path,
+                                           monkeypatch, caplog) -> None:
+    from gmp_mes.app import create_app
+    from outcomes.services import statements
+
+    config = tmp_path / "config"
+    _bad_dir(config, "syntax")
+    monkeypatch.setattr(statements, "CONFIG_DIR", config)
+    with caplog.at_level("ERROR"):
+        started = create_app(app_config, domains=installed_domains)
+    try:
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert any("syntax.toml" in m and "not valid TOML" in m for m in errors), errors
+    finally:
+        started.extensions["gmp_mes.db"].dispose()

@@ -36,7 +36,9 @@ from outcomes.services.report import (
     visit_labels,
 )
 from outcomes.services.statements import (
+    AgreementInvalid,
     StatementView,
+    agreement_dir,
     agreements,
     evaluate_patient,
     get_agreement,
@@ -71,6 +73,8 @@ __all__ = [
     "PlannedVisit",
     "StatementView",
     "VisitView",
+    "AgreementInvalid",
+    "agreement_dir",
     "agreements",
     "anniversary",
     "attribute_value",

@@ -10,32 +10,57 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import current_app, has_app_context
+from flask import Flask, current_app, has_app_context
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gmp_mes import audit
 from gmp_mes.clock import utcnow
-from gmp_mes.errors import NotFound
+from gmp_mes.errors import Conflict, NotFound
 from gmp_mes.localtime import local_and_utc, signature_line, zone
 from gmp_mes.models import Meaning, User
 from gmp_mes.settings import CONFIG_DIR
 from gmp_mes.signatures import SignatureInput, sign, still_binds
 from identity import services as identity
-from outcomes.agreements import Agreement, Assessment, evaluate, load_agreements, milestone_json
+from outcomes.agreements import (
+    Agreement,
+    AgreementError,
+    Assessment,
+    evaluate,
+    load_agreements,
+    milestone_json,
+)
 from outcomes.models import AgreementStatement, FollowUpVisit
 from outcomes.services.visits import current_records
 
 
-def agreement_dir() -> Path:
-    """``config/agreements`` (``GMP_MES_AGREEMENT_DIR`` in the app config overrides it)."""
-    if has_app_context() and current_app.config.get("AGREEMENT_DIR"):
-        return Path(current_app.config["AGREEMENT_DIR"])
+class AgreementInvalid(Conflict):
+    """A file of ``config/agreements`` is not valid: nothing is evaluated or signed under
+    any agreement until it is fixed (the detail is one line naming the file and fields)."""
+
+    code = "agreement_definition_invalid"
+
+
+def agreement_dir(app: Flask | None = None) -> Path:
+    """``config/agreements`` (``AGREEMENT_DIR`` in the app config overrides it)."""
+    config = app.config if app is not None else (
+        current_app.config if has_app_context() else {})
+    if config.get("AGREEMENT_DIR"):
+        return Path(config["AGREEMENT_DIR"])
     return CONFIG_DIR / "agreements"
 
 
-def agreements() -> dict[str, Agreement]:
-    return load_agreements(agreement_dir())
+def agreements(app: Flask | None = None) -> dict[str, Agreement]:
+    """Every agreement, read and checked afresh (a file fixed takes effect at once); a bad
+    file is refused here, at load, as a 409 problem naming the file and the fields, never
+    halfway through an evaluation."""
+    try:
+        return load_agreements(agreement_dir(app))
+    except AgreementError as exc:
+        raise AgreementInvalid(
+            f"outcome agreements refused: {exc}",
+            errors={f"{exc.source}:{name}" if name else exc.source: [message]
+                    for name, message in exc.errors}) from exc
 
 
 def get_agreement(code: str) -> Agreement:
