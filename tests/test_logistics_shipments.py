@@ -312,3 +312,54 @@ def test_two_shipments_of_the_same_bags_at_once_ship_them_once(route: Route, app
     assert sorted(answers) == [201, 409], answers
     assert count(route.world.db, "shipment") == 1
     assert count(route.world.db, "shipment_item") == 2
+
+
+def _thaw(route: Route, bag: str) -> Any:
+    return route.doc.post(f"/api/v1/items/{bag}/custody",
+                          json={"action": "thaw", "site": TREATMENT})
+
+
+def _ship_back(route: Route, items: list[str]) -> Any:
+    return route.doc.post("/api/v1/shipments", json={
+        "items": items, "from_site": TREATMENT, "to_site": PLANT, "condition": COLD})
+
+
+@pytest.mark.requirement("EU GDP 9.2")
+@pytest.mark.requirement("SPEC §14")
+def test_a_held_item_is_neither_shipped_nor_thawed_until_qa_decides(route: Route,
+                                                                   world: World) -> None:
+    shipment = route.shipped(logger_id="LOG-10")
+    temps = [-180.0] * 20
+    temps[3:5] = [-130.0, -125.0]
+    route.upload(shipment, log_csv(temps))
+    assert route.receive(shipment).get_json()["hold"] == "temperature_excursion"
+    before = (count(world.db, "custody_event"), count(world.db, "shipment"))
+    problem = assert_problem(_ship_back(route, route.bags), 409, "temperature_excursion")
+    assert problem["item_id"] == sorted(route.bags)[0] and shipment in problem["detail"]
+    assert "cannot be shipped" in problem["detail"]
+    assert [r["code"] for r in problem["reasons"]] == ["temperature_excursion"]
+    # Shipping through plain custody meets the same rule, and so does a thaw.
+    assert_problem(route.doc.post(f"/api/v1/items/{route.bags[1]}/custody", json={
+        "action": "ship", "site": PLANT}), 409, "temperature_excursion")
+    thawed = assert_problem(_thaw(route, route.bags[0]), 409, "temperature_excursion")
+    assert "cannot be thawed" in thawed["detail"]
+    assert (count(world.db, "custody_event"), count(world.db, "shipment")) == before
+    assert all(world.get(b).status == "received" for b in route.bags)
+    # A move inside the site stays allowed: the held bag must still be stored.
+    moved = route.doc.post(f"/api/v1/items/{route.bags[0]}/custody", json={
+        "action": "move", "site": TREATMENT, "location": "Quarantine dewar"})
+    assert moved.status_code == 201, moved.get_json()
+    accepted = route.decide(shipment, "accept", justification="3 min above -150, within "
+                                                              "the stability data")
+    assert accepted.status_code == 201, accepted.get_json()
+    assert _thaw(route, route.bags[0]).status_code == 201
+    assert _ship_back(route, [route.bags[1]]).status_code == 201
+
+
+@pytest.mark.requirement("SPEC §14")
+def test_a_bag_that_came_without_its_log_is_not_thawed(route: Route, world: World) -> None:
+    shipment = route.shipped(logger_id="LOG-11")
+    assert route.receive(shipment).get_json()["hold"] == "temperature_unknown"
+    assert_problem(_thaw(route, route.bags[0]), 409, "temperature_unknown")
+    assert_problem(_ship_back(route, [route.bags[1]]), 409, "temperature_unknown")
+    assert world.get(route.bags[0]).status == "received"

@@ -14,7 +14,7 @@ from gmp_mes.clock import utcnow
 from gmp_mes.errors import Expired, FollowUp, Forbidden, InvalidTransition, conflict, field_error
 from gmp_mes.models import User
 from identity.models import CustodyEvent, Item, ItemStatus
-from identity.services._common import _custody, _site
+from identity.services._common import _custody, _item_holds, _site
 from identity.services.items import transition_item
 from identity.services.lookup import get_item
 from identity.services.rules import (
@@ -90,6 +90,20 @@ def _storage(session: Session, item: Item, action: str, site_code: str,
     return None
 
 
+def _refuse_held(session: Session, item: Item, action: str) -> None:
+    """SPEC §14: a held item (``registry.item_holds``: a shipment's temperature excursion
+    or missing log waiting for QA's disposition) is neither sent on nor thawed until QA
+    decides; 409 with the hold's code (``temperature_excursion`` /
+    ``temperature_unknown``). Asked with the item row locked, so every shipment
+    (logistics ships through here) and every thaw meets this one check. Receipt, moves
+    and handovers stay allowed: the item must still be stored and looked after."""
+    holds = _item_holds(session, item.item_id)
+    if holds:
+        verb = {"ship": "shipped", "thaw": "thawed"}[action]
+        raise conflict(holds[0]["code"], f"{holds[0]['message']}; it cannot be {verb}",
+                       extra={"reasons": holds})
+
+
 def record_custody(
     session: Session,
     item_id: str,
@@ -113,7 +127,9 @@ def record_custody(
 
     Refusals: 403 ``site_mismatch`` (the caller is of another site), 409
     ``move_changes_site``, ``not_at_site``, ``wrong_destination`` (QA alerted),
-    ``in_transit``, ``handover_other_site``. This is the one place these rules live.
+    ``in_transit``, ``handover_other_site``, ``temperature_excursion`` /
+    ``temperature_unknown`` (ship or thaw of a held item). This is the one place these
+    rules live.
 
     ``position`` (``move`` and ``receive``, SPEC §14): the storage position the item is
     put in (``registry.storage_positions``; 409 ``position_occupied``), recorded as its
@@ -138,6 +154,8 @@ def record_custody(
         # thawing it for infusion is not allowed.
         verb = {"ship": "shipped", "thaw": "thawed"}[action]
         raise Expired(f"item {item.item_id} has expired; it cannot be {verb}")
+    if action in ("ship", "thaw"):
+        _refuse_held(session, item, action)
     if action == "ship":
         if mine != item.site_code:
             raise _site_refused(f"item {item.item_id} is at {item.site_code}: a shipment is "
