@@ -67,8 +67,9 @@ def check_grades(body: dict[str, Any]) -> services.Grades:
 @roles_required("qa", "clinician")
 def outcome_report(query: dict[str, Any]) -> services.OutcomeReport:
     """Per infused batch of the process, pseudonymised by COI: release QC values, dose,
-    expansion summary, response at each visit, best response, worst CRS/ICANS grades
-    (`forecast` is null until the predictive-quality domain offers one)."""
+    expansion summary, the expansion forecast at the last count before the harvest day
+    (SPEC §15; null when the batch's process declares no `[forecast]`), response at each
+    visit, best response, worst CRS/ICANS grades."""
     return services.outcome_report(db_session(), query["process"])
 
 
