@@ -143,8 +143,8 @@ day_parameter = "culture_day"
 """
 
 
-@pytest.fixture
-def forecast_ward(ward: Ward, tmp_path: Path) -> Ward:
+@pytest.fixture(name="forecast_ward")
+def forecast_ward_fixture(ward: Ward, tmp_path: Path) -> Ward:
     """The ward with CART-AUTO v92: v91's follow-up plus a forecast (culture day entered
     with each count); the newest approved version, so new batches use it."""
     import processes.services as processes

@@ -22,7 +22,7 @@ from tests.test_outcomes_fixtures import (  # noqa: F401 - fixtures
     record_body,
     ward_fixture,
 )
-from tests.test_outcomes_report import forecast_ward  # noqa: F401 - fixture
+from tests.test_outcomes_report import forecast_ward_fixture  # noqa: F401 - fixture
 
 
 def _record(api: Any, coi: str, bag: str, ward: Ward, response: str) -> None:
