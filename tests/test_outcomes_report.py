@@ -14,6 +14,7 @@ import pytest
 from scipy import stats
 
 from tests.helpers import assert_problem
+from tests.test_forecasts import DAY_PARAMETER
 from tests.test_outcomes_fixtures import (  # noqa: F401 - fixtures
     FOLLOW_UP,
     Ward,
@@ -122,17 +123,8 @@ def test_page_csv_and_roles(two_patients: dict, ward: Ward, client, login) -> No
 # --- the forecast before harvest (SPEC §15 in the §16 report) ---------------------------
 
 FORECAST_VERSION = 92
-# The culture day is entered with each count (SPEC §15 day_parameter), so the test sets
-# the days it computes with instead of moving the clock.
-DAY_PARAMETER = '''[[steps.parameters]]
-code = "culture_day"
-name = "Culture day of the count"
-unit = "d"
-min = 0.0
-max = 30.0
-
-[[steps.parameters]]
-code = "viable_cells"'''
+# The culture day is entered with each count (SPEC §15 day_parameter, as in the forecasts
+# tests), so the test sets the days it computes with instead of moving the clock.
 FORECAST = """
 [forecast]
 step = "expansion"
