@@ -363,3 +363,53 @@ def test_a_bag_that_came_without_its_log_is_not_thawed(route: Route, world: Worl
     assert_problem(_thaw(route, route.bags[0]), 409, "temperature_unknown")
     assert_problem(_ship_back(route, [route.bags[1]]), 409, "temperature_unknown")
     assert world.get(route.bags[0]).status == "received"
+
+
+def test_a_thaw_waits_for_a_hold_being_set_and_is_refused(route: Route, app: Any,
+                                                          world: World) -> None:
+    """A log uploaded after receipt puts the bags on hold while a clinician thaws one:
+    the hold locks the bags' rows, so the thaw waits for it and is then refused (without
+    the lock it would read "no hold" and thaw a bag about to be held)."""
+    import threading
+
+    from sqlalchemy import text
+
+    from gmp_mes.models import User
+    from logistics import services
+    from tests.conftest import ApiClient
+
+    if world.db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writing transaction at a time: nothing interleaves")
+    shipment = route.shipped()  # no logger: received without a hold
+    assert route.receive(shipment).get_json()["hold"] is None
+    temps = [-180.0] * 10
+    temps[4] = -120.0
+    held, go = threading.Event(), threading.Event()
+    answer: list[Any] = []
+
+    def upload() -> None:
+        with app.app_context(), world.tx(world.operator) as s:
+            services.upload_log(s, shipment, data=log_csv(temps).encode(),
+                                user=s.get(User, world.operator.user_id))
+            held.set()
+            go.wait(timeout=120)  # commit only once the thaw is waiting
+
+    def thaw() -> None:
+        api = ApiClient(app.test_client(), route.doc.token)
+        answer.append(api.post(f"/api/v1/items/{route.bags[0]}/custody",
+                               json={"action": "thaw", "site": TREATMENT}))
+
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    assert held.wait(timeout=120)
+    thawer = threading.Thread(target=thaw)
+    thawer.start()
+    with world.db.engine.connect() as c:  # wait until the thaw waits for a row lock
+        while thawer.is_alive() and not c.execute(text(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar_one():
+            thawer.join(timeout=0.05)
+    go.set()
+    uploader.join(timeout=120)
+    thawer.join(timeout=120)
+    assert_problem(answer[0], 409, "temperature_excursion")
+    assert world.get(route.bags[0]).status == "received"

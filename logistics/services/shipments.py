@@ -370,7 +370,14 @@ def receive_shipment(session: Session, shipment_id: str, *, site: str, payloads:
 
 def _hold(session: Session, shipment: Shipment, hold: str) -> None:
     """Hold the shipment's items (or make an unknown-temperature hold an excursion) and
-    alert QA at the destination, one alert per shipment and reason."""
+    alert QA at the destination, one alert per shipment and reason.
+
+    The items' rows are locked first (id order; the shipment row is already locked, so
+    the order is shipment, then items, as at receipt): a ship or thaw of one of them
+    (identity's ``record_custody`` locks the item, then asks ``item_holds``) either
+    commits before this hold or waits for it and is refused, never slips in between."""
+    for row in shipment_items(session, shipment.shipment_id):
+        identity.get_item(session, row.item_id, for_update=True)
     shipment.hold = hold
     shipment.held_at = shipment.held_at or utcnow()
     what = ("its temperature log shows an excursion outside "
