@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from marshmallow import Schema, fields
+from marshmallow import EXCLUDE, Schema, fields
 
 from gmp_mes.durations import format_duration
-from gmp_mes.schemas import StrictSchema
+from gmp_mes.schemas import EdgeSchema
 from schedule.services.timeline import MILESTONES
 
 # --- the patient timeline and the vein-to-vein report (schedule.services.timeline,
@@ -62,7 +62,12 @@ class TimelineSchema(Schema):
     durations = fields.List(fields.Nested(DurationSchema))
 
 
-class VeinToVeinQuerySchema(StrictSchema):
+class VeinToVeinQuerySchema(EdgeSchema):
+    class Meta:
+        # As flask-smorest reads every query: other arguments are left alone, on the
+        # page (its form, a bookmarked URL) as in the API.
+        unknown = EXCLUDE
+
     start = fields.Date(data_key="from", load_default=None, metadata={
         "description": "first UTC day of the period (default: a year before `to`)"})
     end = fields.Date(data_key="to", load_default=None, metadata={
