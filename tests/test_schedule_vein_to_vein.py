@@ -323,3 +323,59 @@ def test_period_defaults_and_bounds() -> None:
     with pytest.raises(ValidationFailed) as refused:
         period(date(2026, 3, 2), date(2026, 3, 1))
     assert refused.value.errors == {"from": ["must not be after to"]}
+
+
+# --- what the report asks of the domains below ------------------------------------------
+
+
+def test_decided_batches_counts_a_batch_in_the_period_of_its_first_decision(lab: Lab,
+                                                                           db: Any) -> None:
+    """A conditional release later rejected is a failure of the period it was first
+    decided in; a batch first decided before the period is not in it."""
+    from qc import services as qc
+
+    clock.freeze(max(utcnow(), trail_time(db)) + timedelta(seconds=1))
+    before = lab.ready()
+    lab.release(before)
+    clock.advance(timedelta(days=2))
+    start = utcnow()
+    conditional = lab.ready(skip=("sterility",))
+    lab.release(conditional, conditional=True, justification="rapid progression")
+    released = lab.ready()
+    lab.release(released)
+    clock.advance(timedelta(days=1))
+    end = utcnow()
+    clock.advance(timedelta(days=5))
+    with lab.tx(lab.qa) as s:
+        qc.reject_batch(s, conditional, user_id=lab.qa.user_id, signature=signed("rejected"),
+                        reason="sterility positive on day 7")
+    with lab.tx(lab.qa) as s:
+        verdicts = qc.decided_batches(s, start, end)
+        assert [(v.batch_number, v.rejected) for v in verdicts] == [
+            (conditional, True), (released, False)]
+        assert qc.decided_batches(s, end, utcnow() + timedelta(seconds=1)) == []
+
+
+def test_first_collected_is_each_patients_earliest_apheresis(lab: Lab, db: Any) -> None:
+    from identity import services as identity
+    from tests.test_batches_fixtures import APHERESIS
+
+    first = lab.plant.starting_material(collected_hours_ago=5)
+    with lab.tx() as s:
+        coi = identity.get_item(s, first).coi_id
+        identity.record_collection(s, coi_id=coi, collected_at=utcnow() - timedelta(hours=2),
+                                   site=APHERESIS, volume_ml=100.0)
+        earliest = identity.collection_of_item(s, first)
+        assert earliest is not None
+        assert identity.first_collected(s, [coi, coi, "A999926ZZZZZZ1"]) == {
+            coi: earliest.collected_at}
+        assert identity.first_collected(s, []) == {}
+
+
+def test_a_patient_counts_once_at_the_first_administration() -> None:
+    from schedule.services.timeline import first_administrations
+
+    t = datetime(2026, 3, 1, tzinfo=UTC)
+    rows = [("A", "B-2", t + timedelta(days=3)), ("A", "B-1", t), ("B", "B-3", None),
+            ("C", "B-4", t + timedelta(days=1))]
+    assert first_administrations(rows) == {"A": ("B-1", t), "C": ("B-4", t + timedelta(days=1))}
