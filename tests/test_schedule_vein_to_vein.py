@@ -263,7 +263,8 @@ def test_the_charts_draw_what_the_report_says(seeded: Seeded) -> None:
     series = {x.name: (list(x.x), list(x.y)) for x in distribution.series}
     assert series["patient"] == ([1, 1, 1, 2, 2], [10.0, 12.0, 20.0, 15.0, 30.0])
     assert series["median"] == ([1, 2], [12.0, 22.5])
-    assert "1 CART-AUTO v1, 2 CART-AUTO v2" in distribution.x_label
+    assert list(distribution.x_categories) == ["CART-AUTO v1", "CART-AUTO v2"]
+    assert "CART-AUTO v2 median 22.5" in distribution.alt
     failure = services.failure_chart(report)
     assert list(failure.series[0].y) == [25.0, 0.0]
     assert "CART-AUTO v1 1 of 4" in failure.alt

@@ -182,8 +182,8 @@ def vein_to_vein_report(session: Session, start: date | None = None,
 
 
 def distribution_chart(report: VeinToVeinReport) -> charts.Chart:
-    """Each patient's vein-to-vein time (days) at their process version's position on the
-    x axis, with the median and the 90th percentile of each."""
+    """Each patient's vein-to-vein time (days) above their process version, with the
+    median and the 90th percentile of each version."""
     groups = [s for s in report.processes if s.process_version is not None]
     each_x: list[float] = []
     each_y: list[float | None] = []
@@ -192,10 +192,9 @@ def distribution_chart(report: VeinToVeinReport) -> charts.Chart:
         each_x += [position] * len(days)
         each_y += days
     positions = list(range(1, len(groups) + 1))
-    key = ", ".join(f"{i} {s.label}" for i, s in zip(positions, groups, strict=True))
     return charts.Chart(
-        title="Vein-to-vein time per process", y_label="days",
-        x_label=f"process ({key})" if key else "process",
+        title="Vein-to-vein time per process", y_label="days", x_label="process",
+        x_categories=[s.label for s in groups], y_from_zero=True,
         series=[charts.Series("patient", each_x, each_y, style="markers"),
                 charts.Series("median", positions, [s.median_days for s in groups],
                               style="markers"),
@@ -203,7 +202,9 @@ def distribution_chart(report: VeinToVeinReport) -> charts.Chart:
                               style="markers")],
         alt=f"Vein-to-vein time in days of {len(report.patients)} patients infused "
             f"{report.start} to {report.end}, per process version, with median and "
-            f"90th percentile",
+            f"90th percentile: "
+            + ("; ".join(f"{s.label} median {s.median_days:.1f}" for s in groups
+                         if s.median_days is not None) or "none infused"),
         notes=(f"{report.start} to {report.end} (UTC days)",))
 
 
@@ -211,13 +212,11 @@ def failure_chart(report: VeinToVeinReport) -> charts.Chart:
     """The manufacturing failure rate (%) of each process version with decided batches."""
     groups = [s for s in report.processes
               if s.process_version is not None and s.failure_rate is not None]
-    positions = list(range(1, len(groups) + 1))
-    key = ", ".join(f"{i} {s.label}" for i, s in zip(positions, groups, strict=True))
     return charts.Chart(
         title="Manufacturing failure rate per process", y_label="% rejected of decided",
-        x_label=f"process ({key})" if key else "process",
-        series=[charts.Series("failure rate", positions,
-                              [100 * (s.failure_rate or 0) for s in groups], style="markers")],
+        x_label="process", x_categories=[s.label for s in groups], y_from_zero=True,
+        series=[charts.Series("failure rate", list(range(1, len(groups) + 1)),
+                              [100 * (s.failure_rate or 0) for s in groups], style="bars")],
         alt="Batches rejected of batches decided, in per cent, per process version: "
             + ("; ".join(f"{s.label} {s.rejected} of {s.decided}" for s in groups)
                or "none decided"),
