@@ -103,7 +103,8 @@ def test_categories_name_the_x_positions_and_bars_start_at_zero() -> None:
     assert "CART-AUTO v1" in text and "CART-AUTO v2" in text
 
     def patches(c: charts.Chart) -> int:
-        return sum(e.get("id", "").startswith("patch_") for e in ET.fromstring(charts.svg(c)).iter())
+        root = ET.fromstring(charts.svg(c))
+        return sum(e.get("id", "").startswith("patch_") for e in root.iter())
 
     markers = charts.Chart(title=chart.title, y_label="%", alt=chart.alt,
                            series=[charts.Series("failure rate", [1, 2], [25.0, 0.0],
