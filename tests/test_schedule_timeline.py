@@ -21,11 +21,11 @@ from tests.test_e2e_api import (
     APHERESIS,
     HOSPITAL,
     PLANT,
-    good,
     ok,
     passing,
     payload,
     people,  # noqa: F401 - fixture
+    step_body,
 )
 
 MILESTONES = ["enrolled", "collected", "batch_started", "filled", "released", "shipped",
@@ -102,15 +102,7 @@ class Path:
         self.at["batch_started"] = started
         number, created = batch["batch_number"], []
         for step in batch["steps"]:
-            values = {p["code"]: good(p) for p in step["parameters"]}
-            if step["creates"] == "final_product":
-                values["bags"] = bags
-            body: dict[str, Any] = {"values": values, "signature": sig()}
-            if step["code"] == "receipt":
-                body["scan"] = self.label(starting)
-            if step["critical"]:
-                body["verifier"] = {"username": verifier.username,
-                                    "password": verifier.password}
+            body = step_body(step, bags=bags, scan=self.label(starting), verifier=verifier)
             when = self.wait(days=1)
             outcome = ok(operator.post(f"/api/v1/batches/{number}/steps/{step['code']}",
                                        json=body))

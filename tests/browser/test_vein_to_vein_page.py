@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from demo.seed import Summary
-from tests.browser.conftest import screenshot, submit
+from tests.browser.conftest import console_errors, screenshot, submit
 from tests.browser.test_csp import COLLECT
 from tests.browser.test_demo_pages import (  # noqa: F401 (fixtures)
     database_url,
@@ -26,10 +26,7 @@ def test_vein_to_vein_report_and_patient_timeline(browser: Any, live_server: str
     context = browser.new_context(base_url=live_server, viewport={"width": 1280, "height": 900})
     context.add_init_script(COLLECT)
     page = context.new_page()
-    console: list[str] = []
-    page.on("console", lambda m: console.append(m.text)
-            if m.type == "error" and "favicon" not in (m.location or {}).get("url", "")
-            else None)
+    console = console_errors(page)
     sign_in(page, "clinician")
 
     page.goto("/reports")
