@@ -73,11 +73,6 @@ class Timeline:
         return vein_to_vein(self.milestones.get("collected"),
                             self.milestones.get("administered"))
 
-    @property
-    def reached(self) -> list[tuple[str, datetime]]:
-        """The milestones reached, in order (the page lists these)."""
-        return [(name, at) for name, at in self.milestones.items() if at is not None]
-
 
 def vein_to_vein(collected: datetime | None, administered: datetime | None
                  ) -> timedelta | None:
