@@ -55,7 +55,7 @@ class Series:
     name: str
     x: Sequence[X]
     y: Sequence[Number | None]
-    style: Literal["line", "markers", "line+markers", "steps"] = "line+markers"
+    style: Literal["line", "markers", "line+markers", "steps", "bars"] = "line+markers"
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,10 @@ class Chart:
     height_in: float = 3.2
     legend: bool = True
     notes: tuple[str, ...] = field(default=())  # small print under the plot
+    # A categorical x axis: the series' x are 1..n and these name them (a process per
+    # position in a report); the axis then shows the names, not numbers.
+    x_categories: Sequence[str] = ()
+    y_from_zero: bool = False  # rates and counts: the axis starts at 0
 
     @property
     def empty(self) -> bool:
@@ -204,6 +208,9 @@ def _plot_series(axes: Axes, series: Series, colour: str, zone: ZoneInfo | None)
     if series.style == "steps":
         axes.step(xs, ys, where="post", color=colour, linewidth=1.2, label=series.name)
         return
+    if series.style == "bars":
+        axes.bar(xs, ys, width=0.6, color=colour, alpha=0.8, label=series.name)
+        return
     marker = "o" if "markers" in series.style else None
     linestyle = "-" if "line" in series.style else "none"
     axes.plot(xs, ys, color=colour, marker=marker, markersize=3.5, linestyle=linestyle,
@@ -223,6 +230,11 @@ def _axes_text(axes: Axes, chart: Chart) -> None:
         zone_name = (chart.zone or ZoneInfo("UTC")).key
         x_label = f"{x_label} (local time, {zone_name})".strip()
     axes.set_xlabel(x_label)
+    if chart.x_categories:
+        axes.set_xticks(range(1, len(chart.x_categories) + 1), list(chart.x_categories))
+        axes.set_xlim(0.5, len(chart.x_categories) + 0.5)
+    if chart.y_from_zero and not chart.log_y:
+        axes.set_ylim(bottom=0)
     if chart.log_y:
         axes.set_yscale("log")
     if chart.legend and axes.get_legend_handles_labels()[0]:

@@ -25,3 +25,9 @@ def init_app(app: Flask, api: Api) -> None:
 
     api.register_blueprint(schedule_api.blp)
     app.register_blueprint(pages.bp)
+    # SPEC §13, §7b: the timeline on the patient page, the vein-to-vein report on /reports.
+    from gmp_mes import registry
+
+    registry.patient_sections.provide("timeline", pages.timeline_section)
+    registry.add_report(app, "schedule.vein_to_vein_page", "Vein-to-vein time and "
+                        "manufacturing failure", schedule_api.REPORT_ROLES)

@@ -92,3 +92,22 @@ def test_any_values_draw_a_valid_svg(values: list[float | None]) -> None:
     chart = charts.Chart(title="t", y_label="°C", alt="a",
                          series=[charts.Series("s", list(range(len(values))), values)])
     ET.fromstring(charts.svg(chart))
+
+
+def test_categories_name_the_x_positions_and_bars_start_at_zero() -> None:
+    chart = charts.Chart(
+        title="Failure rate", y_label="%", alt="failure rate per process",
+        series=[charts.Series("failure rate", [1, 2], [25.0, 0.0], style="bars")],
+        x_categories=["CART-AUTO v1", "CART-AUTO v2"], y_from_zero=True)
+    text = _text(charts.svg(chart))
+    assert "CART-AUTO v1" in text and "CART-AUTO v2" in text
+
+    def patches(c: charts.Chart) -> int:
+        root = ET.fromstring(charts.svg(c))
+        return sum(e.get("id", "").startswith("patch_") for e in root.iter())
+
+    markers = charts.Chart(title=chart.title, y_label="%", alt=chart.alt,
+                           series=[charts.Series("failure rate", [1, 2], [25.0, 0.0],
+                                                 style="markers")])
+    assert patches(chart) == patches(markers) + 3  # a rectangle per bar and the legend's
+    assert charts.svg(chart) == charts.svg(chart)

@@ -86,6 +86,21 @@ def people(app, db, make_site, make_user, login) -> dict[str, ApiClient]:
     return clients
 
 
+def step_body(step: dict[str, Any], *, bags: int, scan: str, verifier: Any) -> dict[str, Any]:
+    """A step record's body from the batch's own step list: in-limit values, the bags of
+    the filling step, the starting material's label scanned at receipt (the identity
+    check) and the second person of a critical step."""
+    values = {p["code"]: good(p) for p in step["parameters"]}
+    if step["creates"] == "final_product":
+        values["bags"] = bags
+    body: dict[str, Any] = {"values": values, "signature": sig()}
+    if step["code"] == "receipt":
+        body["scan"] = scan
+    if step["critical"]:
+        body["verifier"] = {"username": verifier.username, "password": verifier.password}
+    return body
+
+
 def manufacture(people: dict[str, Any], *, bags: int = 1) -> tuple[str, str, str, list[str]]:
     """Enrol, collect, approve the process, run every step; (coi, wristband, batch, bags)."""
     clinician, operator, qa = people["clinician"], people["operator"], people["qa"]
@@ -114,14 +129,7 @@ def manufacture(people: dict[str, Any], *, bags: int = 1) -> tuple[str, str, str
     assert batch["starting_item_id"] == starting
     created: list[str] = []
     for step in batch["steps"]:
-        values = {p["code"]: good(p) for p in step["parameters"]}
-        if step["creates"] == "final_product":
-            values["bags"] = bags
-        body: dict[str, Any] = {"values": values, "signature": sig()}
-        if step["code"] == "receipt":
-            body["scan"] = starting_label  # the identity check: the bag is scanned
-        if step["critical"]:
-            body["verifier"] = {"username": verifier.username, "password": verifier.password}
+        body = step_body(step, bags=bags, scan=starting_label, verifier=verifier)
         outcome = ok(operator.post(f"/api/v1/batches/{number}/steps/{step['code']}",
                                    json=body))
         assert outcome["deviations"] == [], outcome

@@ -62,6 +62,7 @@ from identity.services.patients import (
     collection_of_item,
     collections_of,
     enrol_patient,
+    first_collected,
     label_data,
     record_collection,
 )
@@ -173,6 +174,7 @@ __all__ = [
     "fhir_status",
     "final_products",
     "find_target",
+    "first_collected",
     "genealogy",
     "get_item",
     "get_patient",

@@ -3,10 +3,11 @@ what a label of an item shows (:func:`label_data`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, func, select
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -195,6 +196,19 @@ def collections_of(session: Session, coi_id: str) -> list[Collection]:
     return list(session.scalars(
         select(Collection).where(Collection.coi_id == coi_id).order_by(Collection.collected_at)
     ))
+
+
+def first_collected(session: Session, coi_ids: Iterable[str]) -> dict[str, datetime]:
+    """Each named patient's first apheresis (the earliest ``collected_at``), one query:
+    where the vein-to-vein time starts (schedule's report). Patients without a
+    collection are left out."""
+    ids = sorted(set(coi_ids))
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(Collection.coi_id, func.min(Collection.collected_at))
+        .where(Collection.coi_id.in_(ids)).group_by(Collection.coi_id))
+    return {coi_id: at for coi_id, at in rows}
 
 
 def collection_of_item(session: Session, item_id: str) -> Collection | None:

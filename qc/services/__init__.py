@@ -39,10 +39,13 @@ from qc.services.overview import (
     result_view,
 )
 from qc.services.reads import (
+    DECISIVE_KINDS,
+    BatchVerdict,
     DecisionOutcome,
     Problem,
     QueueEntry,
     ReleaseState,
+    decided_batches,
     decision_outcome,
     decisions_of,
     pending_qc,
@@ -64,6 +67,7 @@ from qc.services.states import (
 
 __all__ = [
     "CONDITIONAL_RELEASE_GIVEN",
+    "DECISIVE_KINDS",
     "FINAL_RELEASE_DUE",
     "FINAL_RELEASE_GIVEN",
     "INVALID_OUTCOME",
@@ -71,6 +75,7 @@ __all__ = [
     "QC_OPEN_STATUSES",
     "QUEUE_STATUSES",
     "RELEASE_GIVEN",
+    "BatchVerdict",
     "DecisionOutcome",
     "Problem",
     "QueueEntry",
@@ -84,6 +89,7 @@ __all__ = [
     "awaits_final_release",
     "batch_record_sections",
     "decided",
+    "decided_batches",
     "decision_outcome",
     "decisions_of",
     "invalidate_result",

@@ -42,6 +42,41 @@ def decisions_of(session: Session, batch_number: str) -> list[ReleaseDecision]:
     ))
 
 
+# QA's decisions on a batch that finish its manufacture one way or the other (a final
+# release follows a conditional one, a failure after release waits for QA's rejection).
+DECISIVE_KINDS = (DecisionKind.RELEASE.value, DecisionKind.CONDITIONAL_RELEASE.value,
+                  DecisionKind.REJECT.value)
+
+
+@dataclass(frozen=True)
+class BatchVerdict:
+    """A batch QA decided: when first (release, conditional release or rejection) and
+    whether it is rejected now (a rejection after a conditional release counts)."""
+
+    batch_number: str
+    decided_at: datetime
+    rejected: bool
+
+
+def decided_batches(session: Session, start: datetime, end: datetime) -> list[BatchVerdict]:
+    """The batches whose first decision falls in ``[start, end)``, oldest first, each
+    rejected or not by every decision up to now (the manufacturing failure rate: rejected
+    of decided, SPEC §13). Two reads, however many batches there are."""
+    first: dict[str, datetime] = {}
+    for number, at in session.execute(
+            select(ReleaseDecision.batch_number, ReleaseDecision.decided_at)
+            .where(ReleaseDecision.kind.in_(DECISIVE_KINDS), ReleaseDecision.decided_at < end)
+            .order_by(ReleaseDecision.decided_at, ReleaseDecision.id)):
+        first.setdefault(number, at)
+    chosen = {n: at for n, at in first.items() if at >= start}
+    rejected = set(session.scalars(
+        select(ReleaseDecision.batch_number).where(
+            ReleaseDecision.kind == DecisionKind.REJECT.value,
+            ReleaseDecision.batch_number.in_(sorted(chosen))))) if chosen else set()
+    return [BatchVerdict(n, at, n in rejected)
+            for n, at in sorted(chosen.items(), key=lambda kv: (kv[1], kv[0]))]
+
+
 @dataclass(frozen=True)
 class DecisionOutcome:
     """A release decision with the batch and item statuses it left (``DecisionSchema``)."""

@@ -117,3 +117,13 @@ def log_in(page: Any, person: Any) -> None:
     page.get_by_label("Password").fill(person.password)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url("**/")
+
+
+def console_errors(page: Any) -> list[str]:
+    """The page's console errors from now on (Chromium asks for /favicon.ico, which the
+    app does not serve: not a page problem)."""
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text)
+            if m.type == "error" and "favicon" not in (m.location or {}).get("url", "")
+            else None)
+    return errors
