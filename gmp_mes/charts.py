@@ -97,6 +97,22 @@ class Flag:
 
 
 @dataclass(frozen=True)
+class Timespan:
+    """A horizontal bar from ``start`` to ``end`` on the row ``row`` (a Gantt chart: a
+    room's bookings over weeks), labelled inside; ``kind`` "warning" draws it in the
+    warning colour."""
+
+    row: str
+    start: datetime
+    end: datetime
+    label: str = ""
+    kind: Literal["planned", "warning", "done"] = "planned"
+
+
+TIMESPAN_KINDS = {"planned": "#0072B2", "warning": "#D55E00", "done": "#888888"}
+
+
+@dataclass(frozen=True)
 class Chart:
     title: str
     y_label: str
@@ -117,11 +133,15 @@ class Chart:
     # position in a report); the axis then shows the names, not numbers.
     x_categories: Sequence[str] = ()
     y_from_zero: bool = False  # rates and counts: the axis starts at 0
+    # A Gantt chart: bars on named rows (top to bottom), over the time axis ``x_range``.
+    timespans: Sequence[Timespan] = ()
+    rows: Sequence[str] = ()
+    x_range: tuple[datetime, datetime] | None = None
 
     @property
     def empty(self) -> bool:
         return not any(any(v is not None for v in s.y) for s in self.series) \
-            and not self.bands
+            and not self.bands and not self.timespans
 
 
 # matplotlib's rcParams are process-global; drawing is serialised so a page and a PDF
@@ -163,6 +183,8 @@ def _local(values: Sequence[X], zone: ZoneInfo | None) -> list[float]:
 
 
 def _is_time(chart: Chart) -> bool:
+    if chart.timespans or chart.x_range:
+        return True
     for s in chart.series:
         if s.x:
             return isinstance(s.x[0], datetime)
@@ -182,6 +204,8 @@ def _draw(chart: Chart) -> Figure:
         colour, alpha = SPAN_KINDS[span.kind]
         start, end = _local([span.start, span.end], zone)
         axes.axvspan(start, end, color=colour, alpha=alpha, linewidth=0, label=span.name)
+    if chart.rows:
+        _draw_timespans(axes, chart)
     for index, series in enumerate(chart.series):
         _plot_series(axes, series, PALETTE[index % len(PALETTE)], zone)
     for line in chart.lines:
@@ -197,6 +221,26 @@ def _draw(chart: Chart) -> Figure:
                           xytext=(0, 8), ha="center", fontsize=7, color="#C0392B")
     _axes_text(axes, chart)
     return figure
+
+
+def _draw_timespans(axes: Axes, chart: Chart) -> None:
+    """Rows top to bottom, each bar clipped to ``x_range`` with its label inside."""
+    rows = list(chart.rows)
+    low, high = _local(list(chart.x_range), chart.zone) if chart.x_range else (None, None)
+    for span in chart.timespans:
+        y = len(rows) - 1 - rows.index(span.row)
+        start, end = _local([span.start, span.end], chart.zone)
+        axes.broken_barh([(start, end - start)], (y - 0.35, 0.7),
+                         facecolors=TIMESPAN_KINDS[span.kind], alpha=0.85, linewidth=0)
+        if span.label:
+            left, right = max(start, low or start), min(end, high or end)
+            axes.text((left + right) / 2, y, span.label, ha="center", va="center",
+                      fontsize=7, color="white", clip_on=True)
+    axes.set_yticks(range(len(rows)), list(reversed(rows)))
+    axes.set_ylim(-0.6, len(rows) - 0.4)
+    axes.grid(axis="y", visible=False)
+    if low is not None and high is not None:
+        axes.set_xlim(low, high)
 
 
 def _plot_series(axes: Axes, series: Series, colour: str, zone: ZoneInfo | None) -> None:

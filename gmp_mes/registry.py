@@ -564,3 +564,22 @@ def add_report(app: Flask, endpoint: str, title: str, roles: tuple[str, ...] = (
 def reports(app: Flask) -> list[ReportEntry]:
     found: list[ReportEntry] = app.extensions.setdefault("gmp_mes.reports", [])
     return found
+
+
+# --- room bookings (SPEC §13) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartedBatch:
+    """A batch as batches started it: what a booking for its patient links to."""
+
+    batch_number: str
+    coi_id: str
+    process_code: str
+    process_version: int
+    started_at: datetime
+
+
+batch_started: Seam[Callable[[Session, StartedBatch], None]] = Seam(
+    "batch_started", "Told of each batch start in its own transaction, after batches "
+    "recorded it (schedule links the patient's booking to the batch, SPEC §13).")

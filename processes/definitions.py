@@ -226,6 +226,16 @@ class ForecastSpec:
 
 
 @dataclass(frozen=True)
+class ScheduleSpec:
+    """SPEC §13 ``[schedule]``: how long manufacturing takes (batch start to fill) and how
+    long from fill to the release decision (the QC tests and QA's review). A booking's
+    windows and warnings are computed from it."""
+
+    manufacturing: timedelta
+    release: timedelta
+
+
+@dataclass(frozen=True)
 class ProcessDefinition:
     code: str
     version: int
@@ -241,6 +251,7 @@ class ProcessDefinition:
     curve: Curve | None = None
     forecast: ForecastSpec | None = None
     follow_up: FollowUp | None = None
+    schedule: ScheduleSpec | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def step(self, code: str) -> Step | None:
@@ -280,7 +291,8 @@ def fmt_number(value: float) -> str:
 # --- validation -----------------------------------------------------------------------
 
 _TOP = {"code", "version", "name", "description", "shelf_life", "storage", "curve", "steps", "qc",
-        "forecast", "follow_up"}
+        "forecast", "follow_up", "schedule"}
+_SCHEDULE = {"manufacturing", "release"}
 _FOLLOW_UP = {"visits", "long_term_years", "window"}
 _SHELF = {"starting_material", "final_product", "post_thaw", "warn_before"}
 _STORAGE = {"starting_material", "final_product"}
@@ -480,6 +492,7 @@ def parse_definition(data: dict[str, Any], source: str) -> ProcessDefinition:
     curve = _curve(c, data, steps)
     forecast = _forecast(c, data, steps)
     follow_up = _follow_up(c, data)
+    schedule = _schedule(c, data)
     if c.errors:
         raise ProcessDefinitionError(source, c.errors)
     assert code is not None and name is not None and hold is not None and shelf_fp is not None
@@ -488,11 +501,33 @@ def parse_definition(data: dict[str, Any], source: str) -> ProcessDefinition:
         starting_material_hold=hold, final_product_shelf_life=shelf_fp, post_thaw=post_thaw,
         warn_before=tuple(warn_before), steps=tuple(steps), qc=tuple(qc), storage=storage,
         curve=curve or inferred_curve(steps), forecast=forecast, follow_up=follow_up,
+        schedule=schedule,
     )
     # The stored document keeps the [curve] table as written (none when inferred), so the
     # digest of a definition does not change with this rule.
     object.__setattr__(definition, "raw", _canonical_raw(definition, data, curve))
     return definition
+
+
+def _schedule(c: _Checker, data: dict[str, Any]) -> ScheduleSpec | None:
+    """``[schedule]`` (SPEC §13): both durations, each longer than zero."""
+    table = c.table(data, "schedule", "schedule", required=False)
+    if table is None:
+        return None
+    c.unknown(table, _SCHEDULE, "schedule.")
+    manufacturing = c.duration(table, "manufacturing", "schedule.manufacturing")
+    release = c.duration(table, "release", "schedule.release")
+    if manufacturing is None or release is None:
+        return None
+    return ScheduleSpec(manufacturing=manufacturing, release=release)
+
+
+def _canonical_schedule(schedule: ScheduleSpec | None) -> dict[str, Any]:
+    """``schedule`` only when declared: the digests of earlier versions hold."""
+    if schedule is None:
+        return {}
+    return {"schedule": {"manufacturing": format_duration(schedule.manufacturing),
+                         "release": format_duration(schedule.release)}}
 
 
 def _follow_up(c: _Checker, data: dict[str, Any]) -> FollowUp | None:
@@ -831,6 +866,7 @@ def _canonical_raw(
         ],
         # Written only when declared, so definitions without it keep their digest.
         **_canonical_follow_up(definition.follow_up),
+        **_canonical_schedule(definition.schedule),
     }
 
 

@@ -21,7 +21,7 @@ REQUIRES: tuple[str, ...] = ("identity", "logistics", "batches", "qc", "rooms")
 def init_app(app: Flask, api: Api) -> None:
     """Register this domain's API blueprint, pages and the seams it provides."""
     from schedule import api as schedule_api
-    from schedule import pages
+    from schedule import pages, services
 
     api.register_blueprint(schedule_api.blp)
     app.register_blueprint(pages.bp)
@@ -29,5 +29,11 @@ def init_app(app: Flask, api: Api) -> None:
     from gmp_mes import registry
 
     registry.patient_sections.provide("timeline", pages.timeline_section)
+    # SPEC §13 bookings: the batch a booked patient starts links to its booking; the
+    # booking is in the batch's record and page, and on the patient page.
+    registry.batch_started.provide("schedule", services.link_started_batch)
+    registry.batch_record_sections.provide("schedule", services.batch_record_sections)
+    registry.patient_sections.provide("bookings", pages.bookings_section)
+    registry.add_nav(app, "schedule.schedule_page", "Schedule", group=registry.NavGroup.WORK)
     registry.add_report(app, "schedule.vein_to_vein_page", "Vein-to-vein time and "
                         "manufacturing failure", schedule_api.REPORT_ROLES)

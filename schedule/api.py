@@ -45,3 +45,75 @@ def vein_to_vein_report(query: dict[str, Any]) -> services.VeinToVeinReport:
     (numpy's linear percentile, Hyndman-Fan definition 7), and the manufacturing failure
     rate (batches rejected of those first decided in the period). Pseudonymised by COI."""
     return services.vein_to_vein_report(db_session(), query["start"], query["end"])
+
+
+# --- room bookings (SPEC §13) ----------------------------------------------------------
+
+from flask import g  # noqa: E402
+
+from schedule.models import RoomBooking  # noqa: E402
+from schedule.schemas import (  # noqa: E402
+    BookingInSchema,
+    BookingQuerySchema,
+    BookingReasonSchema,
+    BookingSchema,
+    RescheduleSchema,
+)
+
+
+@blp.route("/bookings", methods=["POST"])
+@blp.arguments(BookingInSchema)
+@blp.response(201, BookingSchema)
+@roles_required(*services.BOOKING_ROLES)
+def book_room(body: dict[str, Any]) -> RoomBooking:
+    """Book a manufacturing room for a patient's batch: the windows come from the newest
+    QA-approved version of the process (its `[schedule]`), the warnings from its shelf
+    lives, hold time and tests against the planned infusion (the booking is still made).
+    409 `room_booked` (naming the other booking) when the room's manufacturing window
+    overlaps another booked one; 422 for an unknown patient, process or room, a process
+    without `[schedule]`, a room of a grade some step cannot use, or times out of order."""
+    return services.book_room(db_session(), user=g.user, **body)
+
+
+@blp.route("/bookings", methods=["GET"])
+@blp.arguments(BookingQuerySchema, location="query")
+@blp.response(200, BookingSchema(many=True))
+@roles_required()
+def list_bookings(query: dict[str, Any]) -> list[RoomBooking]:
+    """Bookings whose manufacturing window reaches the UTC days `from` to `to`
+    (inclusive; open when absent), by window start; `room`, `coi_id` and `status`
+    narrow them (at most 500)."""
+    start, end = services.day_bounds(query["start"], query["end"])
+    return services.list_bookings(db_session(), start=start, end=end, room=query["room"],
+                                  coi_id=query["coi_id"], status=query["status"])
+
+
+@blp.route("/bookings/<int:booking_id>", methods=["GET"])
+@blp.response(200, BookingSchema)
+@roles_required()
+def get_booking(booking_id: int) -> RoomBooking:
+    """One booking."""
+    return services.get_booking(db_session(), booking_id)
+
+
+@blp.route("/bookings/<int:booking_id>/cancel", methods=["POST"])
+@blp.arguments(BookingReasonSchema)
+@blp.response(200, BookingSchema)
+@roles_required(*services.BOOKING_ROLES)
+def cancel_booking(body: dict[str, Any], booking_id: int) -> RoomBooking:
+    """Cancel a booking with a reason (audited); frees the room's window. 409
+    `booking_cancelled` when already cancelled, `booking_in_use` once a batch started
+    on it."""
+    return services.cancel_booking(db_session(), booking_id, user=g.user,
+                                   reason=body["reason"])
+
+
+@blp.route("/bookings/<int:booking_id>/reschedule", methods=["POST"])
+@blp.arguments(RescheduleSchema)
+@blp.response(200, BookingSchema)
+@roles_required(*services.BOOKING_ROLES)
+def reschedule_booking(body: dict[str, Any], booking_id: int) -> RoomBooking:
+    """New times or room for a booking with a reason (audited; earlier values stay in
+    the trail): the plan and warnings are computed again on the version it was booked
+    with, 409 `room_booked` on an overlap."""
+    return services.reschedule_booking(db_session(), booking_id, user=g.user, **body)

@@ -105,3 +105,93 @@ class VeinToVeinReportSchema(Schema):
     to = fields.Date(attribute="end")
     processes = fields.List(fields.Nested(ProcessSummarySchema))
     patients = fields.List(fields.Nested(VeinToVeinPatientSchema))
+
+
+# --- room bookings (schedule.services.bookings) ------------------------------------------
+
+from marshmallow import validate  # noqa: E402 - appended section
+
+from gmp_mes.schemas import StrictSchema, Text  # noqa: E402
+from schedule.models import BookingStatus  # noqa: E402
+from schedule.services.bookings import warnings_of  # noqa: E402
+
+
+def _time(description: str, *, required: bool = True) -> fields.AwareDateTime:
+    if required:
+        return fields.AwareDateTime(required=True, default_timezone=None,
+                                    metadata={"description": description})
+    return fields.AwareDateTime(load_default=None, default_timezone=None,
+                                metadata={"description": description})
+
+
+class BookingInSchema(StrictSchema):
+    coi_id = fields.String(required=True, validate=validate.Length(min=1, max=20))
+    process_code = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    room = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    apheresis_at = _time("the planned apheresis (collection), with its offset")
+    planned_infusion_at = _time("the planned infusion, with its offset")
+    manufacturing_start = _time("gmp-mes: when the batch starts (default: the apheresis "
+                                "time); later than the hold time warns",
+                                required=False)
+
+
+class BookingReasonSchema(StrictSchema):
+    reason = Text(required=True, validate=validate.Length(min=1, max=500))
+
+
+class RescheduleSchema(BookingReasonSchema):
+    apheresis_at = _time("new apheresis time (default: unchanged; the start moves with "
+                         "it unless given)", required=False)
+    planned_infusion_at = _time("new planned infusion (default: unchanged)", required=False)
+    manufacturing_start = _time("new start (default: unchanged, or the new apheresis)",
+                                required=False)
+    room = fields.String(load_default=None, validate=validate.Length(min=1, max=40))
+
+
+class BookingQuerySchema(EdgeSchema):
+    class Meta:
+        unknown = EXCLUDE
+
+    start = fields.Date(data_key="from", load_default=None, metadata={
+        "description": "first UTC day a window reaches (default: no bound)"})
+    end = fields.Date(data_key="to", load_default=None, metadata={
+        "description": "last UTC day, inclusive (default: no bound)"})
+    room = fields.String(load_default=None, validate=validate.Length(max=40))
+    coi_id = fields.String(load_default=None, validate=validate.Length(max=20))
+    status = fields.String(load_default=None,
+                           validate=validate.OneOf([s.value for s in BookingStatus]))
+
+
+class BookingWarningSchema(Schema):
+    code = fields.String(metadata={"description": "hold_time_exceeded, "
+                                   "release_after_infusion, qc_result_after_infusion or "
+                                   "expires_before_infusion"})
+    message = fields.String()
+
+
+class BookingSchema(Schema):
+    """A room booking (SPEC §13). gmp-mes extensions: ``product_expires_at`` (fill +
+    the final product's shelf life), ``thaw_from`` (the planned infusion - the post-thaw
+    window), ``status``, ``batch_number`` (the batch started on it), ``revision``."""
+
+    id = fields.Integer()
+    coi_id = fields.String()
+    process_code = fields.String()
+    process_version = fields.Integer()
+    room = fields.String(attribute="room_code")
+    apheresis_at = fields.DateTime()
+    planned_infusion_at = fields.DateTime()
+    manufacturing_start = fields.DateTime()
+    manufacturing_end = fields.DateTime()
+    release_expected = fields.DateTime()
+    product_expires_at = fields.DateTime()
+    thaw_from = fields.DateTime(allow_none=True)
+    warnings = fields.Function(lambda b: warnings_of(b),
+                               metadata={"type": "array", "items": {"type": "object"}})
+    status = fields.String()
+    batch_number = fields.String(allow_none=True)
+    revision = fields.Integer()
+    booked_by = fields.String(attribute="booker.username")
+    booked_at = fields.DateTime()
+    cancelled_at = fields.DateTime(allow_none=True)
+    cancel_reason = fields.String(allow_none=True)

@@ -34,7 +34,8 @@ def test_processes_list_and_approval_by_qa_only(app, db, make_user, login) -> No
     assert [(p["code"], p["version"], p["approved"]) for p in listed.get_json()] == [
         ("CART-AUTO", 1, False), ("CART-AUTO", 2, False),
         ("CART-AUTO", 3, False), ("CART-AUTO", 4, False),
-        ("CART-AUTO", 5, False), ("CART-AUTO", 6, False)]
+        ("CART-AUTO", 5, False), ("CART-AUTO", 6, False),
+        ("CART-AUTO", 7, False)]
     path = "/api/v1/processes/CART-AUTO/versions/1/approve"
     assert_problem(login(op).post(path, json={"signature": sig("approved")}), 403,
                    "forbidden_role")

@@ -45,8 +45,9 @@ def test_definitions_load_unapproved_and_reload_is_idempotent(app, db, make_user
                          "process CART-AUTO/v3: unchanged (awaiting QA approval)",
                          "process CART-AUTO/v4: unchanged (awaiting QA approval)",
                          "process CART-AUTO/v5: unchanged (awaiting QA approval)",
-                         "process CART-AUTO/v6: unchanged (awaiting QA approval)"]
-        assert [v.approved for v in processes.list_processes(s)] == [False] * 6
+                         "process CART-AUTO/v6: unchanged (awaiting QA approval)",
+                         "process CART-AUTO/v7: unchanged (awaiting QA approval)"]
+        assert [v.approved for v in processes.list_processes(s)] == [False] * 7
 
 
 @pytest.mark.requirement("EU GMP Chapter 4.3")

@@ -11,6 +11,7 @@ import identity.services as identity
 import processes.services as processes
 from batches.models import ACTIVE_BATCH_STATUSES, Batch, BatchCounter, BatchStatus
 from batches.services._common import load_user
+from gmp_mes import registry
 from gmp_mes.clock import utcnow
 from gmp_mes.db import lock_rows
 from gmp_mes.durations import format_duration
@@ -127,6 +128,11 @@ def start_batch(
     # it (SPEC §2): its label scans OK against this batch only, its hold time has been
     # met (the sweep leaves it alone), and it can never feed a second batch.
     identity.start_processing(session, item.item_id, batch.batch_number)
+    started = registry.StartedBatch(
+        batch_number=batch.batch_number, coi_id=batch.coi_id, process_code=batch.process_code,
+        process_version=batch.process_version, started_at=now)
+    for told in registry.batch_started.providers():  # schedule links the booking (SPEC §13)
+        told(session, started)
     return batch
 
 

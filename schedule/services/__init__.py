@@ -2,6 +2,27 @@
 
 from __future__ import annotations
 
+from schedule.services.bookings import (
+    BOOKING_ROLES,
+    WARNING_CODES,
+    Plan,
+    book_room,
+    bookable_processes,
+    booking_codes,
+    bookings_of_batch,
+    can_change,
+    cancel_booking,
+    day_bounds,
+    get_booking,
+    link_started_batch,
+    list_bookings,
+    plan_booking,
+    reschedule_booking,
+    schedule_chart,
+    span_text,
+    warnings_of,
+)
+from schedule.services.seams import batch_record_sections
 from schedule.services.timeline import (
     MILESTONES,
     Duration,
@@ -20,16 +41,35 @@ from schedule.services.vein_to_vein import (
 )
 
 __all__ = [
+    "BOOKING_ROLES",
     "MILESTONES",
     "PERCENTILE_METHOD",
+    "WARNING_CODES",
     "Duration",
     "PatientRow",
+    "Plan",
     "ProcessSummary",
     "Timeline",
     "VeinToVeinReport",
+    "batch_record_sections",
+    "book_room",
+    "bookable_processes",
+    "booking_codes",
+    "bookings_of_batch",
+    "can_change",
+    "cancel_booking",
+    "day_bounds",
     "distribution_chart",
     "failure_chart",
+    "get_booking",
+    "link_started_batch",
+    "list_bookings",
     "patient_timeline",
     "percentiles",
+    "plan_booking",
+    "reschedule_booking",
+    "schedule_chart",
+    "span_text",
     "vein_to_vein_report",
+    "warnings_of",
 ]
