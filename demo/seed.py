@@ -30,7 +30,7 @@ import identity.services as identity_services
 import labels.services as labels_services
 import processes.services as processes_services
 import qc.services as qc_services
-from demo import facility, supplies
+from demo import bookings, facility, supplies
 from gmp_mes import accounts
 from gmp_mes.audit import Actor
 from gmp_mes.cli import unit_of_work
@@ -42,8 +42,9 @@ from identity.models import Patient
 DEMO_PASSWORD = "demo-password-1"
 PROCESS = "CART-AUTO"
 # The version the demo runs: the newest, whose every need an installed domain checks
-# (v6: lots, equipment, qualifications, rooms, the expansion forecast, follow-up visits).
-PROCESS_VERSION = 6
+# (v7: lots, equipment, qualifications, rooms, the expansion forecast, follow-up visits,
+# the schedule its room bookings are planned from).
+PROCESS_VERSION = 7
 
 APHERESIS, CLEANROOM, NORTH, SOUTH = "APH-CITY", "CLEAN-1", "HOSP-NORTH", "HOSP-SOUTH"
 MARKER_SITE = CLEANROOM
@@ -193,6 +194,7 @@ class Demo:
         self.approve_process()
         self.supplies = supplies.seed(self)
         self.facility = facility.seed(self)
+        bookings.seed(self)
         for given, family, born, mrn, site, scenario in PATIENTS:
             self.patient(given, family, born, mrn, site, scenario)
         self.forged_label_scan()
@@ -239,6 +241,7 @@ class Demo:
         self.summary.patients[patient.coi_id] = scenario
         self.print_label(_wristband(patient), clinician, f"{site}-WARD")
         if scenario == "enrolled":
+            bookings.after_enrolment(self, clinician, patient.coi_id, scenario)
             return
         # Collected long enough ago that the starting material is still inside its
         # 48 h hold time, except the two collections that show the hold-time alerts.
@@ -252,7 +255,11 @@ class Demo:
         starting = collection.item_id
         self.print_label(starting, clinician, "APH-CITY-1")
         if scenario.startswith("collected"):
+            bookings.after_collection(self, clinician, patient.coi_id, scenario,
+                                      collection.collected_at)
             return
+        bookings.before_batch(self, clinician, patient.coi_id, scenario,
+                              collection.collected_at)
         # Shipped by the apheresis centre, received at the cleanroom's goods-in: only
         # material received at the manufacturing site starts a batch.
         self.ship(starting, APHERESIS, CLEANROOM, by="apheresis", to="operator",

@@ -39,7 +39,6 @@ import processes.services as processes
 import rooms.services as rooms
 from gmp_mes import audit, charts, registry
 from gmp_mes.accounts import Person
-from gmp_mes.audit import format_time
 from gmp_mes.clock import utcnow
 from gmp_mes.db import lock_rows
 from gmp_mes.errors import NotFound, ValidationFailed, conflict, field_error
@@ -84,6 +83,11 @@ def span_text(delta: timedelta | None) -> str:
     return sign + " ".join(parts or ["0 min"])
 
 
+def when_text(at: datetime) -> str:
+    """A time in a stored message or the record: UTC to the minute, named."""
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def _late(what: datetime, than: datetime) -> str:
     return span_text(what - than)
 
@@ -108,19 +112,19 @@ def plan_booking(definition: ProcessDefinition, *, apheresis_at: datetime,
             "apheresis) ends")})
     if release > planned_infusion_at:
         warnings.append({"code": "release_after_infusion", "message": (
-            f"the release decision is expected {format_time(release)}, "
+            f"the release decision is expected {when_text(release)}, "
             f"{_late(release, planned_infusion_at)} after the planned infusion")})
     late_tests = [(q.test, fill + q.time_to_result) for q in definition.qc
                   if q.time_to_result is not None
                   and fill + q.time_to_result > planned_infusion_at]
     if late_tests:
-        named = ", ".join(f"{test} ({format_time(at)})" for test, at in late_tests)
+        named = ", ".join(f"{test} ({when_text(at)})" for test, at in late_tests)
         warnings.append({"code": "qc_result_after_infusion", "message": (
             f"results come after the planned infusion: {named}; only a conditional "
             "release could make it")})
     if expires < planned_infusion_at:
         warnings.append({"code": "expires_before_infusion", "message": (
-            f"the product expires {format_time(expires)}, "
+            f"the product expires {when_text(expires)}, "
             f"{_late(planned_infusion_at, expires)} before the planned infusion")})
     thaw_from = (planned_infusion_at - definition.post_thaw
                  if definition.post_thaw is not None else None)
@@ -243,10 +247,10 @@ def _refuse_overlap(session: Session, room_code: str, plan: Plan,
     other = session.scalar(statement.order_by(RoomBooking.manufacturing_start).limit(1))
     if other is not None:
         raise conflict("room_booked", (
-            f"room {room_code} is booked from {format_time(other.manufacturing_start)} to "
-            f"{format_time(other.manufacturing_end)} (booking {other.id}); the window "
-            f"{format_time(plan.manufacturing_start)} to "
-            f"{format_time(plan.manufacturing_end)} overlaps it"),
+            f"room {room_code} is booked from {when_text(other.manufacturing_start)} to "
+            f"{when_text(other.manufacturing_end)} (booking {other.id}); the window "
+            f"{when_text(plan.manufacturing_start)} to "
+            f"{when_text(plan.manufacturing_end)} overlaps it"),
             extra={"booking_id": other.id})
 
 
@@ -395,8 +399,8 @@ def schedule_chart(bookings: Sequence[RoomBooking], rows: Sequence[str], start: 
                              end=b.manufacturing_end, label=b.coi_id, kind=_bar_kind(b))
              for b in booked]
     described = "; ".join(
-        f"{b.room_code}: {b.coi_id} {format_time(b.manufacturing_start)} to "
-        f"{format_time(b.manufacturing_end)}"
+        f"{b.room_code}: {b.coi_id} {when_text(b.manufacturing_start)} to "
+        f"{when_text(b.manufacturing_end)}"
         + (f" (warnings: {', '.join(w['code'] for w in warnings_of(b))})"
            if warnings_of(b) else "") for b in booked)
     return charts.Chart(
@@ -404,5 +408,4 @@ def schedule_chart(bookings: Sequence[RoomBooking], rows: Sequence[str], start: 
         alt=(f"Room bookings from {start:%Y-%m-%d} to {end:%Y-%m-%d}: "
              + (described or "none")),
         timespans=spans, rows=tuple(rows), x_range=(start, end), zone=zone,
-        height_in=max(1.8, 0.45 * len(rows) + 1.2), legend=False,
-        notes=("blue: booked · orange: booked with warnings · grey: its batch started",))
+        width_in=11.0, height_in=max(1.8, 0.45 * len(rows) + 1.2), legend=False)

@@ -7,9 +7,9 @@ from sqlalchemy.orm import Session
 
 from gmp_mes.audit import format_time
 from gmp_mes.registry import RecordSection, RecordTable
-from schedule.services.bookings import bookings_of_batch, warnings_of
+from schedule.services.bookings import bookings_of_batch, warnings_of, when_text
 
-BOOKING_COLUMNS = ("Booking", "Room", "Manufacturing window (UTC)", "Release expected",
+BOOKING_COLUMNS = ("Booking", "Room", "Manufacturing window", "Release expected",
                    "Planned infusion", "Warnings when booked")
 
 
@@ -34,8 +34,8 @@ def batch_record_sections(session: Session, batch_number: str) -> list[RecordSec
             "booked_by": b.booker.username, "booked_at": format_time(b.booked_at)})
         rows.append((
             f"{b.id} (revision {b.revision})", b.room_code,
-            f"{format_time(b.manufacturing_start)} to {format_time(b.manufacturing_end)}",
-            format_time(b.release_expected), format_time(b.planned_infusion_at),
+            f"{when_text(b.manufacturing_start)} to {when_text(b.manufacturing_end)}",
+            when_text(b.release_expected), when_text(b.planned_infusion_at),
             ", ".join(w["code"] for w in warnings) or "none"))
     return [RecordSection("booking", data, RecordTable("Room booking", BOOKING_COLUMNS,
                                                        tuple(rows)))]
