@@ -12,7 +12,8 @@ from flask_smorest import Api
 
 # The domains this one builds on (registered before it; gmp_mes.registry).
 REQUIRES: tuple[str, ...] = (
-    "batches", "equipment", "identity", "labels", "materials", "processes", "qc",
+    "batches", "equipment", "identity", "labels", "logistics", "materials", "processes", "qc",
+    "rooms", "schedule", "training",
 )
 
 

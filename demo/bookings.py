@@ -1,5 +1,6 @@
-"""The demo's room bookings (SPEC §13, issue 19): the plan the clinicians made with the
-cleanroom before each apheresis, through schedule's services.
+"""The demo's logistics plan (SPEC §13, §14; issue 19): the room bookings the clinicians
+made with the cleanroom before each apheresis, through schedule's services, and the
+temperature-logged shipment of Maria Schneider's bag (logistics' services).
 
 Two aseptic suites are booked (the whole manufacturing window needs grade B, the fill's
 grade). Sofia Rossi's and Lukas Brandt's batches started on their bookings (the batch
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import labels.services as labels_services
+import logistics.services as logistics_services
 import rooms.services as rooms_services
 import schedule.services as schedule_services
 from demo.supplies import Seeding
@@ -74,3 +77,36 @@ def after_enrolment(seeder: Seeding, clinician: str, coi_id: str, scenario: str)
     if scenario == "enrolled":
         apheresis = _free_from(seeder, "CR-B2") + timedelta(days=1)
         _book(seeder, clinician, coi_id, "CR-B2", apheresis, apheresis + timedelta(days=17))
+
+
+# Six hours in the vapour phase of a dry shipper, one reading a minute, slowly warming
+# from -190 °C by 7.5 °C with the logger's jitter, within the -196 to -150 °C condition:
+# the shipment needs no QA disposition.
+TRANSIT_MINUTES = 360
+
+
+def _transit_log(start: datetime) -> bytes:
+    lines = ["timestamp,temperature_c"]
+    lines += [f"{(start + timedelta(minutes=i)).isoformat()},"
+              f"{-190.0 + 7.5 * i / TRANSIT_MINUTES + ((i * 37) % 7 - 3) * 0.1:.1f}"
+              for i in range(TRANSIT_MINUTES)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def logged_shipment(seeder: Seeding, bag: str, origin: str, destination: str,
+                    clinician: str) -> None:
+    """The bag shipped in a dry shipper with a data logger, its log uploaded by the
+    operator, and received at the hospital by scanning its label (SPEC §14)."""
+    with seeder.acting("operator") as operator:
+        shipment = logistics_services.create_shipment(
+            seeder.s, items=[bag], from_site=origin, to_site=destination, min_c=-196.0,
+            max_c=-150.0, user=operator, shipper_id="DS-07", logger_id="LOG-2231",
+            courier="BioCour Express")
+        logistics_services.upload_log(
+            seeder.s, shipment.shipment_id,
+            data=_transit_log(utcnow() - timedelta(minutes=TRANSIT_MINUTES)), user=operator)
+    label = labels_services.payload_for_item(seeder.s, bag)
+    with seeder.acting(clinician) as receiver:
+        logistics_services.receive_shipment(
+            seeder.s, shipment.shipment_id, site=destination, payloads=[label],
+            user=receiver, location="Pharmacy LN2 dry shipper")

@@ -406,8 +406,11 @@ class Demo:
                 self.identity.record_custody(self.s, bag, action="ship", site=site,
                                              user=sender, workstation="CLEAN-1-DISPATCH")
             return
-        self.ship(bag, CLEANROOM, site, by="operator", to=clinician,
-                  location="Pharmacy LN2 dry shipper")
+        if scenario == "administered":
+            bookings.logged_shipment(self, bag, CLEANROOM, site, clinician)
+        else:
+            self.ship(bag, CLEANROOM, site, by="operator", to=clinician,
+                      location="Pharmacy LN2 dry shipper")
         with self.acting(clinician) as nurse:
             self.identity.record_custody(self.s, bag, action="thaw", site=site, user=nurse,
                                          location="Ward 4, bed 2", workstation=f"{site}-WARD")

@@ -284,7 +284,13 @@ def _axes_text(axes: Axes, chart: Chart) -> None:
     if chart.legend and axes.get_legend_handles_labels()[0]:
         axes.legend(loc="best", fontsize=7, frameon=False)
     if chart.notes:
-        axes.figure.text(0.01, 0.005, "  ".join(chart.notes), fontsize=7, color="#555555")
+        # Below the x label: the layout keeps the bottom strip free for them.
+        from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+        engine = axes.figure.get_layout_engine()
+        if isinstance(engine, ConstrainedLayoutEngine):
+            engine.set(rect=(0, 0.06, 1, 0.94))
+        axes.figure.text(0.01, 0.01, "  ".join(chart.notes), fontsize=7, color="#555555")
     if chart.empty:
         axes.text(0.5, 0.5, "no data yet", transform=axes.transAxes, ha="center",
                   va="center", color="#777777")

@@ -2,9 +2,10 @@
 the navigation, sees the demo's bookings on the Gantt chart (an SVG image) with their
 warnings, books CR-B1 for a patient with an infusion planned four days after the release
 and before the 7-day sterility result, and lands on the booking with the
-``qc_result_after_infusion`` warning; the schedule and the patient page then show it. No
-CSP violation. Screenshots go to tests/artifacts/. (The shipment page's temperature
-chart: tests/browser/test_shipment_chart.py.)"""
+``qc_result_after_infusion`` warning; the schedule and the patient page then show it.
+Then the demo's temperature-logged shipment: its page draws the log's chart. No CSP
+violation. Screenshots go to tests/artifacts/ (an excursion and a gap on the chart:
+tests/browser/test_shipment_chart.py)."""
 
 from __future__ import annotations
 
@@ -65,5 +66,13 @@ def test_book_a_room_and_see_the_qc_result_warning(browser: Any, live_server: st
     page.goto(f"/patients/{coi}")
     assert page.locator("#patient-bookings [data-warning='qc_result_after_infusion']"
                         ).count() == 1
+
+    page.goto("/shipments")
+    page.get_by_role("link", name="SHP-000001").click()
+    page.wait_for_url("**/shipments/SHP-000001")
+    chart = page.locator("img.temperature-chart")
+    assert chart.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert "360" in page.locator("body").inner_text()  # readings in the log's summary
+    screenshot(page, "demo-shipment-temperature-chart")
     assert page.evaluate("window.__csp") == [] and console == []
     context.close()
