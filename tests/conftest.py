@@ -109,9 +109,9 @@ class Templates:
     On PostgreSQL a clone (``CREATE DATABASE ... TEMPLATE``) takes 0.2-0.3 s and a
     ``DROP DATABASE`` 0.02-0.5 s, longer than most tests. Both run off the tests' path:
     ``PG_SPARES`` clones are kept ready, made by two threads (clones of one template run
-    side by side), and a finished test's database is dropped behind it on a thread of
-    its own, so a test waits for neither. Every test still gets a database no other
-    test has touched."""
+    side by side), and a finished test's database is dropped behind it on two threads
+    of their own, so a test waits for neither and no backlog of drops is left for the
+    end of the run. Every test still gets a database no other test has touched."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -119,7 +119,7 @@ class Templates:
         self.sqlite_template: Path | None = None
         self.pg_template: str | None = None
         self._pg_cloner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pg-clone")
-        self._pg_dropper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-drop")
+        self._pg_dropper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pg-drop")
         self._pg_spares: deque[Future[str]] = deque()
         self._pg_drops: list[Future[None]] = []
 
