@@ -42,7 +42,8 @@ def test_a_fresh_installation_passes_and_the_record_is_signed(app: Any, db: Any,
     record = json.loads(result.output)
     assert record["ok"] and {c["name"] for c in record["checks"]} == {
         "versions", "database reachable", "schema at head", "append-only triggers",
-        "signing key present and private", "settings valid"}
+        "room booking overlaps refused", "signing key present and private",
+        "settings valid"}
     with app.app_context():
         trusted = signing.installation_public_keys()
     assert signing.verify_document(record, trusted) is None
@@ -67,6 +68,22 @@ def test_a_dropped_append_only_trigger_fails(app: Any, db: Any, runner: Any) -> 
     assert not check.ok and "UPDATE guard on custody_event" in check.detail
     code, output = _failed(runner)
     assert code == 1 and "FAIL  append-only triggers" in output
+
+
+@pytest.mark.requirement("SPEC §13")
+def test_a_dropped_booking_overlap_refusal_fails(app: Any, db: Any, runner: Any) -> None:
+    assert _checks(app, db)["room booking overlaps refused"].ok
+    with db.engine.begin() as c:
+        if db.dialect == "postgresql":
+            c.execute(text("ALTER TABLE room_booking DROP CONSTRAINT ex_room_booking_overlap"))
+        else:
+            c.execute(text("DROP TRIGGER room_booking_overlap_update"))
+    check = _checks(app, db)["room booking overlaps refused"]
+    assert not check.ok
+    assert ("ex_room_booking_overlap" if db.dialect == "postgresql"
+            else "room_booking_overlap_update") in check.detail
+    code, output = _failed(runner)
+    assert code == 1 and "FAIL  room booking overlaps refused" in output
 
 
 def test_a_dropped_truncate_guard_fails_on_postgresql(app: Any, db: Any) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -208,6 +208,40 @@ def check_triggers(engine: Engine) -> tuple[bool, str]:
     return True, f"{len(expected)} guards on {len(tables)} tables ({', '.join(tables)})"
 
 
+# --- room bookings ----------------------------------------------------------------------
+
+SQLITE_OVERLAP_TRIGGERS = frozenset({"room_booking_overlap_insert",
+                                     "room_booking_overlap_update"})
+
+
+def check_booking_overlap(engine: Engine) -> tuple[bool, str]:
+    """SPEC §13: the database itself refuses two booked windows of one room that overlap
+    (schedule_0001): on PostgreSQL an exclusion constraint, which needs the contrib
+    extension btree_gist; on SQLite two triggers."""
+    with engine.connect() as connection:
+        if not inspect(connection).has_table("room_booking"):
+            return True, "no room bookings in this installation (schedule not installed)"
+        if connection.dialect.name == "postgresql":
+            extension = connection.execute(text(
+                "SELECT extversion FROM pg_extension WHERE extname = 'btree_gist'")).scalar()
+            constraint: int = connection.execute(text(
+                "SELECT count(*) FROM pg_constraint WHERE conname = 'ex_room_booking_overlap'"
+                " AND contype = 'x'")).scalar_one()
+            if extension is None or constraint != 1:
+                missing = [name for name, absent in (
+                    ("extension btree_gist", extension is None),
+                    ("exclusion constraint ex_room_booking_overlap", constraint != 1)) if absent]
+                return False, "missing: " + ", ".join(missing)
+            return True, f"exclusion constraint ex_room_booking_overlap (btree_gist {extension})"
+        present: set[str] = set(connection.execute(text(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = "
+            "'room_booking'")).scalars())
+    missing_triggers = sorted(SQLITE_OVERLAP_TRIGGERS - present)
+    if missing_triggers:
+        return False, "missing: " + ", ".join(missing_triggers)
+    return True, "triggers " + ", ".join(sorted(SQLITE_OVERLAP_TRIGGERS))
+
+
 # --- signing key ------------------------------------------------------------------------
 
 def check_signing_key(key_path: Path) -> tuple[bool, str]:
@@ -283,6 +317,7 @@ def run_checks(settings: Settings, engine: Engine) -> list[Check]:
         _guard("database reachable", lambda: check_database(engine)),
         _guard("schema at head", lambda: check_schema(engine)),
         _guard("append-only triggers", lambda: check_triggers(engine)),
+        _guard("room booking overlaps refused", lambda: check_booking_overlap(engine)),
         _guard("signing key present and private", lambda: check_signing_key(
             Path(settings.signing_key))),
         _guard("settings valid", lambda: check_settings(settings)),
