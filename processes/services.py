@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gmp_mes import signatures
-from gmp_mes.errors import Conflict, Forbidden, InvalidTransition, NotFound
+from gmp_mes.errors import Conflict, Forbidden, InvalidTransition, NotFound, conflict
 from gmp_mes.models import Meaning, User
 from gmp_mes.settings import CONFIG_DIR
 from gmp_mes.signatures import SignatureInput
@@ -184,6 +184,19 @@ def newest_version(session: Session, code: str, *, approved_only: bool) -> Proce
     if approved_only:
         statement = statement.join(ProcessApproval)
     return session.scalar(statement.order_by(ProcessVersion.version.desc()).limit(1))
+
+
+def newest_approved(session: Session, code: str) -> ProcessVersion:
+    """The newest QA-approved version of ``code``: what a new batch or booking follows.
+    NotFound when no version is loaded, 409 ``process_not_approved`` when none is
+    approved yet."""
+    newest = newest_version(session, code, approved_only=True)
+    if newest is None:
+        if newest_version(session, code, approved_only=False) is None:
+            raise NotFound(f"no process {code}")
+        raise conflict("process_not_approved",
+                       f"no version of process {code} is approved by QA yet")
+    return newest
 
 
 def starting_material_hold_time(

@@ -62,13 +62,7 @@ def start_batch(
             raise conflict("process_not_approved",
                            f"process {process.key} is not approved by QA; it cannot be used")
     else:
-        newest = processes.newest_version(session, code, approved_only=True)
-        if newest is None:
-            if processes.newest_version(session, code, approved_only=False) is None:
-                raise NotFound(f"no process {code}")
-            raise conflict("process_not_approved",
-                           f"no version of process {code} is approved by QA yet")
-        process = newest
+        process = processes.newest_approved(session, code)
     # The Start batch field takes a scanned label as well as an id (signature verified).
     item_id = identity.resolve_item_ref(session, item_id)
     item = identity.get_item(session, item_id, for_update=True)

@@ -194,12 +194,10 @@ def _schedulable(session: Session, process_code: str) -> tuple[int, ProcessDefin
     """The newest QA-approved version of the process and its definition (it must declare
     ``[schedule]``)."""
     code = (process_code or "").strip().upper()
-    version = processes.newest_version(session, code, approved_only=True)
-    if version is None:
-        if processes.newest_version(session, code, approved_only=False) is None:
-            raise field_error("process_code", f"no process {code!r}")
-        raise conflict("process_not_approved",
-                       f"no version of process {code} is approved by QA yet")
+    try:
+        version = processes.newest_approved(session, code)
+    except NotFound:
+        raise field_error("process_code", f"no process {code!r}") from None
     definition = processes.definition_of(version)
     if definition.schedule is None:
         raise field_error("process_code", (
@@ -333,10 +331,9 @@ def reschedule_booking(session: Session, booking_id: int, *, user: Person, reaso
     if start is None and apheresis_at is None:
         start = booking.manufacturing_start
     _check_times(apheresis, infusion, start)
-    room_codes = sorted({booking.room_code, rooms.normal_code(room or booking.room_code)})
-    for code in room_codes:  # one lock order: room codes sorted
-        _room(session, code, definition)
     new_room = rooms.normal_code(room or booking.room_code)
+    for code in sorted({booking.room_code, new_room}):  # one lock order: codes sorted
+        _room(session, code, definition)
     plan = plan_booking(definition, apheresis_at=apheresis, planned_infusion_at=infusion,
                         manufacturing_start=start)
     _refuse_overlap(session, new_room, plan, booking.id)
@@ -395,14 +392,14 @@ def schedule_chart(bookings: Sequence[RoomBooking], rows: Sequence[str], start: 
     """Rooms over weeks (a Gantt chart): each booked window a bar labelled with its COI,
     orange when it carries warnings, grey once its batch started."""
     booked = [b for b in bookings if b.status == BookingStatus.BOOKED and b.room_code in rows]
+    codes = booking_codes(booked)
     spans = [charts.Timespan(row=b.room_code, start=b.manufacturing_start,
                              end=b.manufacturing_end, label=b.coi_id, kind=_bar_kind(b))
              for b in booked]
     described = "; ".join(
         f"{b.room_code}: {b.coi_id} {when_text(b.manufacturing_start)} to "
         f"{when_text(b.manufacturing_end)}"
-        + (f" (warnings: {', '.join(w['code'] for w in warnings_of(b))})"
-           if warnings_of(b) else "") for b in booked)
+        + (f" (warnings: {', '.join(codes[b.id])})" if codes[b.id] else "") for b in booked)
     return charts.Chart(
         title="Manufacturing rooms booked", y_label="",
         alt=(f"Room bookings from {start:%Y-%m-%d} to {end:%Y-%m-%d}: "
